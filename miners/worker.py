@@ -1,0 +1,95 @@
+"""The miner's Celery app: a plain worker plus worker signals.
+
+``celery -A miners worker -Q gpu-<id> -n gpu-<id>@%h`` is all an operator types.
+When the worker is set up it finds its miner id (``MIA_MINER_ID``, else the
+``gpu-<id>`` queue it was given), adds the ``shared`` queue after its own and
+loads its engine; once it consumes, it registers and starts heartbeating; when it
+shuts down it says so at once, so dispatch stops before the TTL would notice.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, signals
+
+from miners.engines import load_engine
+from miners.heartbeat import HeartbeatSender
+from miners.runtime import MinerRuntime
+from tasks.celery_app import create_celery
+from tasks.errors import ConfigError
+from tasks.keys import SHARED_QUEUE, miner_from_queue
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class MinerApp(Celery):
+    """A Celery app that carries the miner's runtime once the worker is set up."""
+
+    runtime: MinerRuntime | None = None
+    heartbeats: HeartbeatSender | None = None
+    settings: Settings
+
+
+def create_miner_app(settings: Settings | None = None) -> MinerApp:
+    settings = settings or Settings.from_env()
+    app: MinerApp = create_celery("miners", settings, cls=MinerApp)
+    app.settings = settings
+    return app
+
+
+def miner_id_for(settings: Settings, queues: list[str], nodename: str) -> str:
+    """``MIA_MINER_ID``, else the id in the worker's ``gpu-<id>`` queue or node name."""
+    if settings.miner_id:
+        return settings.miner_id
+    for name in [*queues, nodename.split("@")[0]]:
+        found = miner_from_queue(name)
+        if found:
+            return found
+    raise ConfigError("a miner needs a queue gpu-<id>: celery -A miners worker -Q gpu-<id>")
+
+
+def registration_token(settings: Settings) -> str:
+    if settings.registration_token:
+        return settings.registration_token
+    path = Path(settings.registration_token_file)
+    return path.read_text().strip() if path.is_file() else ""
+
+
+@signals.celeryd_after_setup.connect
+def _setup_miner(sender: str, instance: Any, **_: Any) -> None:
+    app = instance.app
+    if not isinstance(app, MinerApp):
+        return
+    queues = list(app.amqp.queues.consume_from or app.amqp.queues)
+    miner_id = miner_id_for(app.settings, queues, sender)
+    app.amqp.queues.select_add(SHARED_QUEUE)
+    app.runtime = MinerRuntime(app.settings, miner_id, load_engine(app.settings))
+    log.info("miner %s ready with engine %s", miner_id, app.runtime.engine.name)
+
+
+@signals.worker_ready.connect
+def _start_heartbeats(sender: Any, **_: Any) -> None:
+    app = sender.app
+    if not isinstance(app, MinerApp) or app.runtime is None:
+        return
+    runtime = app.runtime
+    app.heartbeats = HeartbeatSender(
+        app.settings.api_url,
+        runtime.miner_id,
+        registration_token(app.settings),
+        runtime.heartbeat,
+        app.settings.heartbeat_interval_s,
+    )
+    app.heartbeats.start()
+
+
+@signals.worker_shutting_down.connect
+def _stop_heartbeats(**_: Any) -> None:
+    from miners import app
+
+    if app.heartbeats is not None:
+        app.heartbeats.stop()

@@ -1,0 +1,1 @@
+"""Operator and developer tools: the one-machine stack runner and process helpers."""

@@ -1,0 +1,151 @@
+"""``make run``: the whole stack on one machine, in the foreground.
+
+Redis (MIA_REDIS_URL when it answers, else an embedded redis-server), the
+database schema, the web tier (gunicorn) on MIA_HOST:MIA_PORT and one miner
+``gpu-0``. Ctrl-C (or SIGTERM) stops everything it started, miner first.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import requests
+
+from scripts import redis_server
+from scripts.processes import spawn, stop, wait_for
+from tasks.db import migrate
+from tasks.settings import Settings
+
+VAR = Path("var")
+BIN = Path(sys.executable).parent
+
+
+def registration_token(settings: Settings) -> str:
+    """MIA_REGISTRATION_TOKEN, else the one kept in var/ (made once) for local miners."""
+    if settings.registration_token:
+        return settings.registration_token
+    path = Path(settings.registration_token_file)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def web_argv(settings: Settings) -> list[str]:
+    return [
+        str(BIN / "gunicorn"),
+        "--bind",
+        f"{settings.host}:{settings.port}",
+        "--workers",
+        str(settings.web_workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(settings.web_threads),
+        "--no-control-socket",
+        "web:create_app()",
+    ]
+
+
+def miner_argv(miner_id: str) -> list[str]:
+    queue = f"gpu-{miner_id}"
+    return [str(BIN / "celery"), "-A", "miners", "worker", "-Q", queue, "-n", f"{queue}@%h"]
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.env = dict(os.environ)
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.stopping = threading.Event()
+
+    def start(self) -> None:
+        self._redis()
+        token = registration_token(self.settings)
+        base = f"http://{self.settings.host}:{self.settings.port}"
+        self.env.update(MIA_REGISTRATION_TOKEN=token, MIA_API_URL=base)
+        migrate(self.settings.database_url)
+        self._spawn("web", web_argv(self.settings))
+        wait_for(lambda: self._get(f"{base}/readyz") == 200, 30, "the web tier")
+        self._spawn("miner gpu-0", miner_argv("0"))
+        wait_for(lambda: self._has_miner(base), 180, "miner gpu-0 to heartbeat")
+        print(f"\nMIA is up: web {base}, miner gpu-0 ({self.settings.engine}). Try:\n")
+        print(f"  curl -s -XPOST {base}/chat/direct -H 'content-type: application/json' \\")
+        print('       -d \'{"message":"Hello"}\'\n\nCtrl-C stops everything.', flush=True)
+
+    def _redis(self) -> None:
+        if redis_server.answers(self.settings.redis_url):
+            print(f"Using Redis at {self.settings.redis_url}", flush=True)
+            return
+        port = self.settings.embedded_redis_port
+        print(f"No Redis at {self.settings.redis_url}; starting one on 127.0.0.1:{port}")
+        self.procs.append(("redis", redis_server.start(port, VAR / "redis", VAR / "redis.log")))
+        self.env["MIA_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        self.settings = self.settings.with_overrides(redis_url=self.env["MIA_REDIS_URL"])
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        self.procs.append((name, spawn(argv, self.env)))
+
+    @staticmethod
+    def _get(url: str) -> int:
+        try:
+            return requests.get(url, timeout=1).status_code
+        except requests.RequestException:
+            return 0
+
+    def _has_miner(self, base: str) -> bool:
+        self._check_children()
+        miners = requests.get(f"{base}/metrics/gpus", timeout=2).json()["miners"]
+        return any(m["miner_id"] == "0" for m in miners)
+
+    def _check_children(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {proc.returncode}")
+
+    def wait(self) -> None:
+        """Until a signal, or until a child dies."""
+        while not self.stopping.wait(0.5):
+            self._check_children()
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.procs):
+            print(f"stopping {name}", flush=True)
+            stop(proc)
+
+
+def main() -> int:
+    stack = Stack(Settings.from_env())
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stack.stopping.set()
+        raise KeyboardInterrupt
+
+    # Installed explicitly: a shell that starts us in the background ignores SIGINT.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+        stack.wait()
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

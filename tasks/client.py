@@ -1,0 +1,68 @@
+"""Running jobs for callers: publish, wait on the result channel, report status.
+
+Framework-free: the web views, the assistant and the benchmarks all call this.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from tasks.dispatch import Dispatcher
+from tasks.errors import JobTimeout, NotFound, ServiceUnavailable
+from tasks.jobs import Job
+from tasks.keys import Keys
+from tasks.results import ResultWaiter, outcome
+
+
+class JobClient:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, dispatcher: Dispatcher, waiter: ResultWaiter
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._dispatcher = dispatcher
+        self._waiter = waiter
+
+    def run(self, job: Job, timeout_s: float) -> dict[str, Any]:
+        """Dispatch ``job`` and wait for its result (JobTimeout after ``timeout_s``)."""
+        self._waiter.expect(job.job_id)
+        try:
+            dispatched = self._dispatcher.submit(job)
+        except Exception:
+            self._waiter.forget(job.job_id)
+            raise
+        try:
+            meta = self._waiter.wait(job.job_id, timeout_s)
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(f"Redis does not answer: {exc}") from exc
+        if meta is None:
+            raise JobTimeout(
+                f"no result within {timeout_s:g} s; the job goes on",
+                job_id=job.job_id,
+                queue=dispatched.queue,
+                status_url=f"/jobs/{job.job_id}",
+            )
+        result = outcome(meta)
+        timings = dict(result.get("timings", {}))
+        timings["total_ms"] = round((time.time() - job.accepted_at) * 1000, 3)
+        return {**result, "timings": timings}
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """Where a job stands: queued, done (with its result) or failed (with the error)."""
+        meta = self._waiter.fetch(job_id)
+        if meta is not None:
+            if meta.get("status") == "SUCCESS":
+                return {"job_id": job_id, "status": "done", "result": meta["result"]}
+            try:
+                outcome(meta)
+            except Exception as exc:  # noqa: BLE001 - report the stored failure
+                return {"job_id": job_id, "status": "failed", "error": str(exc)}
+        raw = self._redis.get(self._keys.job(job_id))
+        if raw is None:
+            raise NotFound(f"no job {job_id}", job_id=job_id)
+        record = json.loads(raw)
+        return {"job_id": job_id, "status": "queued", **record}

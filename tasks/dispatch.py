@@ -1,0 +1,111 @@
+"""Dispatch: choose a miner, reserve its slot, publish the job on its own queue.
+
+The choice and the reservation are one Lua script (``lua/reserve.lua``), so two
+concurrent requests can never both take the last free slot of one miner. A job
+that no live miner can take at once goes to the ``shared`` queue, which every
+miner consumes after its own (and legacy polling miners drain over HTTP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis
+from celery import Celery
+
+from tasks.errors import ServiceUnavailable
+from tasks.jobs import GENERATE, Job
+from tasks.keys import MINER_QUEUE_PREFIX, SHARED_QUEUE, Keys, queue_for, text
+from tasks.scripts import Scripts
+
+log = logging.getLogger(__name__)
+
+# Celery's Redis transport serves priority 0 first; callers say 9 for most urgent.
+MAX_PRIORITY = 9
+
+
+class MinerSelector(Protocol):
+    """Chooses a miner for a job and reserves a slot on it (None: no miner free)."""
+
+    def choose(self, job: Job) -> str | None: ...
+
+    def release(self, miner_id: str) -> None: ...
+
+
+class RedisSelector:
+    """The least-loaded live miner that serves the model, reserved atomically in Redis."""
+
+    def __init__(self, scripts: Scripts, keys: Keys, job_ttl_s: int) -> None:
+        self._scripts = scripts
+        self._keys = keys
+        self._job_ttl_s = job_ttl_s
+
+    def choose(self, job: Job) -> str | None:
+        record = json.dumps({"accepted_at": job.accepted_at, "model": job.model})
+        picked = self._scripts(
+            "reserve",
+            keys=[self._keys.miners, self._keys.picks, self._keys.seq, self._keys.job(job.job_id)],
+            args=[
+                self._keys.prefix,
+                job.model,
+                record,
+                self._job_ttl_s,
+                SHARED_QUEUE,
+                MINER_QUEUE_PREFIX,
+            ],
+        )
+        return text(picked) if picked else None
+
+    def release(self, miner_id: str) -> None:
+        self._scripts("release", keys=[self._keys.inflight(miner_id)], args=[])
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    job_id: str
+    queue: str
+    miner_id: str | None
+
+
+class Dispatcher:
+    """Publishes jobs on the chosen miner's queue, or on ``shared``."""
+
+    def __init__(self, celery: Celery, selector: MinerSelector) -> None:
+        self._celery = celery
+        self._selector = selector
+
+    def submit(self, job: Job) -> Dispatched:
+        """Reserve and publish; raise ServiceUnavailable if the broker does not answer."""
+        try:
+            miner_id = self._selector.choose(job)
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(f"Redis does not answer: {exc}") from exc
+        reserved = Job(**{**job.to_payload(), "reserved_on": miner_id})
+        queue = queue_for(miner_id) if miner_id else SHARED_QUEUE
+        try:
+            self._publish(reserved, queue)
+        except Exception as exc:
+            if miner_id:
+                self._release_quietly(miner_id)
+            raise ServiceUnavailable(f"broker does not answer: {exc}") from exc
+        return Dispatched(job.job_id, queue, miner_id)
+
+    def _publish(self, job: Job, queue: str) -> None:
+        self._celery.send_task(
+            GENERATE,
+            args=(job.to_payload(),),
+            queue=queue,
+            task_id=job.job_id,
+            priority=MAX_PRIORITY - job.priority,
+            retry=False,
+            argsrepr=f"(job={job.job_id}, model={job.model or '*'}, {job.preview()!r})",
+        )
+
+    def _release_quietly(self, miner_id: str) -> None:
+        try:
+            self._selector.release(miner_id)
+        except redis.RedisError:
+            log.warning("could not release slot of miner %s", miner_id)

@@ -1,0 +1,72 @@
+"""The one error hierarchy. Each error knows its HTTP status; ``web.errors`` renders it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MiaError(Exception):
+    """Base of every error this service raises on purpose."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.message, "code": self.code, **self.details}
+
+
+class ConfigError(MiaError):
+    """A setting has a value that cannot be used."""
+
+    code = "config_error"
+
+
+class ValidationError(MiaError):
+    """A request body or parameter is wrong; ``field`` names the culprit."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message, field=field)
+
+
+class Unauthorized(MiaError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(MiaError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(MiaError):
+    status = 404
+    code = "not_found"
+
+
+class ServiceUnavailable(MiaError):
+    """A dependency (Redis, the database) does not answer."""
+
+    status = 503
+    code = "unavailable"
+
+
+class JobTimeout(MiaError):
+    """The caller stopped waiting; the job goes on and can be fetched by id."""
+
+    status = 504
+    code = "timeout"
+
+
+class JobFailed(MiaError):
+    """The job ran and ended in an error."""
+
+    status = 502
+    code = "job_failed"

@@ -1,0 +1,62 @@
+"""The job: what the web tier publishes and what a miner gives back.
+
+The task itself (``mia.generate``) is implemented in ``miners.tasks``; the web
+tier publishes it by name, so it never imports miner or engine code.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+GENERATE = "mia.generate"
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Job:
+    """One generation request, as it travels in the task message."""
+
+    messages: list[dict[str, str]]
+    job_id: str = field(default_factory=new_job_id)
+    model: str = ""
+    max_tokens: int = 128
+    temperature: float = 0.0
+    priority: int = 0
+    accepted_at: float = field(default_factory=time.time)
+    reserved_on: str | None = None
+    request_id: str = ""
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Job:
+        return cls(**payload)
+
+    def preview(self, chars: int = 40) -> str:
+        """A short, safe description for logs and task listings."""
+        text = self.messages[-1]["content"] if self.messages else ""
+        return text[:chars]
+
+
+def job_result(
+    job: Job, miner_id: str, text: str, started_at: float, finished_at: float, **extra: Any
+) -> dict[str, Any]:
+    """The result a miner stores; the web tier adds ``total_ms``."""
+    return {
+        "job_id": job.job_id,
+        "response": text,
+        "miner_id": miner_id,
+        "model": job.model,
+        "timings": {
+            "queue_ms": round((started_at - job.accepted_at) * 1000, 3),
+            "inference_ms": round((finished_at - started_at) * 1000, 3),
+        },
+        **extra,
+    }

@@ -1,0 +1,65 @@
+"""Every Redis key and queue name, built in one place.
+
+| key                        | type   | written by    | meaning                                |
+|----------------------------|--------|---------------|----------------------------------------|
+| ``<p>:miners``             | set    | heartbeat     | ids of miners that may be alive        |
+| ``<p>:hb:<miner>``         | string | heartbeat     | last heartbeat JSON (TTL); gone = dead |
+| ``<p>:inflight:<miner>``   | int    | reserve/done  | jobs dispatched to it and not finished |
+| ``<p>:picks``              | hash   | reserve       | miner -> sequence of its last job      |
+| ``<p>:seq``                | int    | reserve       | dispatch sequence (rotation on ties)   |
+| ``<p>:minerkey:<miner>``   | string | register      | cached SHA-256 of the miner's key      |
+| ``<p>:job:<job>``          | string | reserve       | where a job went, when (TTL)           |
+| ``celery-task-meta-<job>`` | string | Celery result | the job's result (Celery's own key)    |
+
+``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). Queues are Celery's: ``gpu-<miner>``
+per miner and ``shared`` for everything no miner could take at once.
+"""
+
+from __future__ import annotations
+
+SHARED_QUEUE = "shared"
+MINER_QUEUE_PREFIX = "gpu-"
+RESULT_KEY_PREFIX = "celery-task-meta-"
+
+
+def queue_for(miner_id: str) -> str:
+    """The Celery queue a miner consumes first."""
+    return f"{MINER_QUEUE_PREFIX}{miner_id}"
+
+
+def miner_from_queue(queue: str) -> str | None:
+    """The miner id in ``gpu-<id>``, or None for any other queue."""
+    if queue.startswith(MINER_QUEUE_PREFIX) and len(queue) > len(MINER_QUEUE_PREFIX):
+        return queue[len(MINER_QUEUE_PREFIX) :]
+    return None
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (clients may or may not decode responses)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def result_key(job_id: str) -> str:
+    return f"{RESULT_KEY_PREFIX}{job_id}"
+
+
+class Keys:
+    """Key names under one prefix."""
+
+    def __init__(self, prefix: str = "mia") -> None:
+        self.prefix = prefix
+        self.miners = f"{prefix}:miners"
+        self.picks = f"{prefix}:picks"
+        self.seq = f"{prefix}:seq"
+
+    def heartbeat(self, miner_id: str) -> str:
+        return f"{self.prefix}:hb:{miner_id}"
+
+    def inflight(self, miner_id: str) -> str:
+        return f"{self.prefix}:inflight:{miner_id}"
+
+    def miner_key(self, miner_id: str) -> str:
+        return f"{self.prefix}:minerkey:{miner_id}"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"

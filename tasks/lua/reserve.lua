@@ -1,0 +1,61 @@
+-- Choose a miner for one job and reserve one of its slots, atomically.
+--
+-- KEYS[1] set of miner ids        KEYS[2] hash miner -> last pick sequence
+-- KEYS[3] dispatch sequence       KEYS[4] the job's record key
+-- ARGV[1] key prefix              ARGV[2] model id ('' = any model)
+-- ARGV[3] job record (JSON)       ARGV[4] job record TTL in seconds
+-- ARGV[5] shared queue name       ARGV[6] miner queue prefix
+--
+-- Among live miners (heartbeat key present) that serve the model, are not draining
+-- and have a free slot, take the least loaded (in-flight / slots); on a tie, the one
+-- picked longest ago, so sequential requests rotate over idle miners. Ids whose
+-- heartbeat expired are dropped from the set on the way. Returns the miner id, or
+-- false when the job must go to the shared queue. Either way the job record says where.
+
+local prefix, model = ARGV[1], ARGV[2]
+
+local function serves(hb)
+  if model == '' then return true end
+  for _, m in ipairs(hb.models or {}) do
+    if m == model then return true end
+  end
+  return false
+end
+
+local best, best_load, best_pick, best_used
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local raw = redis.call('GET', prefix .. ':hb:' .. id)
+  if not raw then
+    redis.call('SREM', KEYS[1], id)
+  else
+    local hb = cjson.decode(raw)
+    local slots = tonumber(hb.slots) or 0
+    if hb.status ~= 'draining' and hb.status ~= 'offline' and slots > 0 and serves(hb) then
+      local used = tonumber(redis.call('GET', prefix .. ':inflight:' .. id) or '0')
+      if used < 0 then used = 0 end
+      if used < slots then
+        local load = used / slots
+        local pick = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+        if best == nil or load < best_load or (load == best_load and pick < best_pick) then
+          best, best_load, best_pick, best_used = id, load, pick, used
+        end
+      end
+    end
+  end
+end
+
+local record = cjson.decode(ARGV[3])
+if best then
+  if best_used == 0 then
+    redis.call('SET', prefix .. ':inflight:' .. best, 1)
+  else
+    redis.call('INCR', prefix .. ':inflight:' .. best)
+  end
+  redis.call('HSET', KEYS[2], best, redis.call('INCR', KEYS[3]))
+  record.miner_id = best
+  record.queue = ARGV[6] .. best
+else
+  record.queue = ARGV[5]
+end
+redis.call('SET', KEYS[4], cjson.encode(record), 'EX', tonumber(ARGV[4]))
+return best or false

@@ -1,0 +1,136 @@
+"""The miner registry: heartbeats as Redis keys with a TTL.
+
+A miner is alive exactly as long as its heartbeat key exists. Each heartbeat
+rewrites the key with a fresh TTL (``MIA_HEARTBEAT_TTL_S``); a miner that stops
+sending, or is killed, vanishes from dispatch when the key expires.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from tasks.errors import ValidationError
+from tasks.keys import Keys, queue_for, text
+
+STATUSES = ("available", "busy", "draining", "offline")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a miner says about itself once a second."""
+
+    miner_id: str
+    status: str
+    slots: int
+    free_slots: int
+    models: list[str]
+    engine: str
+    memory: dict[str, float] = field(default_factory=dict)
+    sent_at: float = 0.0
+
+    @classmethod
+    def from_body(cls, miner_id: str, body: dict[str, Any]) -> Heartbeat:
+        """Validate a ``POST /heartbeat`` body; raise ValidationError naming the field."""
+        status = _field(body, "status", str)
+        if status not in STATUSES:
+            raise ValidationError(f"status must be one of {', '.join(STATUSES)}", "status")
+        slots = _field(body, "slots", int)
+        free = _field(body, "free_slots", int, default=slots)
+        if slots < 0 or not 0 <= free <= slots:
+            raise ValidationError("need 0 <= free_slots <= slots", "free_slots")
+        models = _field(body, "models", list, default=[])
+        if not all(isinstance(m, str) for m in models):
+            raise ValidationError("models must be a list of strings", "models")
+        memory = _field(body, "memory", dict, default={})
+        if not all(isinstance(v, int | float) for v in memory.values()):
+            raise ValidationError("memory values must be numbers", "memory")
+        engine = _field(body, "engine", str, default="")
+        return cls(miner_id, status, slots, free, models, engine, memory, time.time())
+
+
+def _field(body: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
+    value = body.get(name, default)
+    if value is None or isinstance(value, bool) or not isinstance(value, kind):
+        raise ValidationError(f"{name} must be a {kind.__name__}", name)
+    return value
+
+
+@dataclass(frozen=True)
+class MinerState:
+    """A live miner as dispatch sees it (``GET /metrics/gpus``)."""
+
+    miner_id: str
+    queue: str
+    status: str
+    slots: int
+    free_slots: int
+    in_flight: int
+    models: list[str]
+    engine: str
+    memory: dict[str, float]
+    heartbeat_age_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Registry:
+    """Reads and writes heartbeats."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, ttl_s: float) -> None:
+        self._redis = client
+        self._keys = keys
+        self._ttl_ms = int(ttl_s * 1000)
+
+    def beat(self, hb: Heartbeat) -> None:
+        """Record a heartbeat; an ``offline`` one removes the miner at once."""
+        pipe = self._redis.pipeline(transaction=False)
+        if hb.status == "offline":
+            pipe.delete(self._keys.heartbeat(hb.miner_id))
+            pipe.srem(self._keys.miners, hb.miner_id)
+        else:
+            pipe.set(self._keys.heartbeat(hb.miner_id), json.dumps(asdict(hb)), px=self._ttl_ms)
+            pipe.sadd(self._keys.miners, hb.miner_id)
+        pipe.execute()
+
+    def reset_slots(self, miner_id: str) -> None:
+        """Forget reservations of an earlier life of this miner (called on register)."""
+        self._redis.set(self._keys.inflight(miner_id), 0)
+
+    def live(self) -> list[MinerState]:
+        """Every miner whose heartbeat has not expired, sorted by id."""
+        ids = sorted(text(m) for m in self._redis.smembers(self._keys.miners))
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.mget([self._keys.heartbeat(i) for i in ids])
+        pipe.mget([self._keys.inflight(i) for i in ids])
+        beats, inflight = pipe.execute()
+        now = time.time()
+        states = []
+        for miner_id, raw, used in zip(ids, beats, inflight, strict=True):
+            if raw is not None:
+                states.append(_state(miner_id, json.loads(raw), int(used or 0), now))
+        return states
+
+
+def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerState:
+    slots = int(hb["slots"])
+    used = max(used, 0)
+    return MinerState(
+        miner_id=miner_id,
+        queue=queue_for(miner_id),
+        status=hb["status"],
+        slots=slots,
+        free_slots=max(slots - used, 0),
+        in_flight=used,
+        models=hb["models"],
+        engine=hb["engine"],
+        memory=hb["memory"],
+        heartbeat_age_ms=round(max(now - hb["sent_at"], 0.0) * 1000, 1),
+    )

@@ -1,0 +1,165 @@
+"""Results: Celery's Redis result store, and one pub/sub listener per process.
+
+Miners store results through Celery's Redis result backend, which writes the key
+``celery-task-meta-<job>`` and publishes the same payload on a channel of that name.
+Instead of one subscription per request (Celery's default, a round trip each and a
+connection per thread), every web process keeps a single pattern subscription on
+``celery-task-meta-*`` and hands each result to the request thread waiting for it.
+Every process sees every result; a dictionary lookup drops the ones it does not wait for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from celery.backends.redis import RedisBackend
+
+from tasks.errors import JobFailed, ServiceUnavailable
+from tasks.keys import RESULT_KEY_PREFIX, result_key
+
+log = logging.getLogger(__name__)
+
+
+class ResultBackend(RedisBackend):
+    """Celery's Redis backend without the per-call subscription (see ResultWaiter)."""
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        return None
+
+
+def backend_url(redis_url: str) -> str:
+    """The ``result_backend`` setting that selects ResultBackend on ``redis_url``."""
+    return f"tasks.results:ResultBackend+{redis_url}"
+
+
+def outcome(meta: dict[str, Any]) -> dict[str, Any]:
+    """The job's result from a stored Celery meta; raise JobFailed for a failure."""
+    if meta.get("status") == "SUCCESS":
+        result: dict[str, Any] = meta["result"]
+        return result
+    exc = meta.get("result") or {}
+    message = exc.get("exc_message") if isinstance(exc, dict) else str(exc)
+    if isinstance(message, list):
+        message = " ".join(str(m) for m in message)
+    raise JobFailed(f"job failed: {message}", job_id=meta.get("task_id"))
+
+
+@dataclass
+class _Waiting:
+    event: threading.Event = field(default_factory=threading.Event)
+    meta: dict[str, Any] | None = None
+
+
+class ResultWaiter:
+    """Lets request threads wait for job results without polling Redis."""
+
+    def __init__(self, client: redis.Redis, ready_timeout_s: float = 1.0) -> None:
+        self._redis = client
+        self._ready_timeout_s = ready_timeout_s
+        self._pending: dict[str, _Waiting] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def expect(self, job_id: str) -> None:
+        """Announce interest in ``job_id``; call before the job is published."""
+        self._ensure_listening()
+        with self._lock:
+            self._pending[job_id] = _Waiting()
+
+    def wait(self, job_id: str, timeout: float) -> dict[str, Any] | None:
+        """The stored Celery meta of ``job_id``, or None if none came within ``timeout``."""
+        with self._lock:
+            waiting = self._pending.get(job_id)
+        try:
+            if waiting is not None and waiting.event.wait(timeout):
+                return waiting.meta
+            return self.fetch(job_id)
+        finally:
+            with self._lock:
+                self._pending.pop(job_id, None)
+
+    def forget(self, job_id: str) -> None:
+        """Stop waiting for ``job_id`` (its publish failed)."""
+        with self._lock:
+            self._pending.pop(job_id, None)
+
+    def fetch(self, job_id: str) -> dict[str, Any] | None:
+        """The stored meta of ``job_id`` straight from Redis, or None."""
+        raw = self._redis.get(result_key(job_id))
+        return None if raw is None else _decode(raw)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _ensure_listening(self) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                    self._pid = os.getpid()
+                    self._ready.clear()
+                    self._thread = threading.Thread(
+                        target=self._listen_forever, name="mia-results", daemon=True
+                    )
+                    self._thread.start()
+        if not self._ready.wait(self._ready_timeout_s):
+            raise ServiceUnavailable("result channel unavailable: Redis does not answer")
+
+    def _listen_forever(self) -> None:
+        delay = 0.05
+        while not self._stop.is_set():
+            try:
+                self._listen()
+                delay = 0.05
+            except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
+                self._ready.clear()
+                log.warning("result listener lost Redis (%s); reconnecting", exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _listen(self) -> None:
+        pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.psubscribe(RESULT_KEY_PREFIX + "*")
+            for message in pubsub.listen():
+                if message["type"] == "pmessage":
+                    self._deliver(message["channel"], message["data"])
+                elif message["type"] == "psubscribe":
+                    self._recheck_pending()
+                    self._ready.set()
+                if self._stop.is_set():
+                    return
+        finally:
+            pubsub.close()
+
+    def _deliver(self, channel: bytes | str, data: bytes | str) -> None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        job_id = name[len(RESULT_KEY_PREFIX) :]
+        with self._lock:
+            waiting = self._pending.get(job_id)
+        if waiting is not None and not waiting.event.is_set():
+            waiting.meta = _decode(data)
+            waiting.event.set()
+
+    def _recheck_pending(self) -> None:
+        """After (re)subscribing, pick up results published while we were not listening."""
+        with self._lock:
+            ids = list(self._pending)
+        if not ids:
+            return
+        for job_id, raw in zip(ids, self._redis.mget([result_key(i) for i in ids]), strict=True):
+            if raw is not None:
+                self._deliver((RESULT_KEY_PREFIX + job_id).encode(), raw)
+
+
+def _decode(raw: bytes | str) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads(raw)
+    return meta

@@ -1,0 +1,75 @@
+"""Settings: every ``MIA_*`` environment variable, read once into one typed object.
+
+Each field below is the lower-case name of its variable without the prefix
+(``redis_url`` is ``MIA_REDIS_URL``). The README's configuration table lists
+them all with these defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from tasks.errors import ConfigError
+
+PREFIX = "MIA_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One process's configuration."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "sqlite:///var/mia.db"
+    host: str = "127.0.0.1"
+    port: int = 5000
+    api_url: str = "http://127.0.0.1:5000"
+    registration_token: str = ""
+    registration_token_file: str = "var/registration-token"
+    key_prefix: str = "mia"
+    heartbeat_ttl_s: float = 3.0
+    heartbeat_interval_s: float = 1.0
+    request_timeout_s: float = 60.0
+    redis_timeout_s: float = 1.0
+    max_message_chars: int = 8000
+    max_tokens: int = 128
+    result_ttl_s: int = 86400
+    visibility_timeout_s: int = 3600
+    engine: str = "llamacpp"
+    model: str = ""
+    slots: int = 1
+    miner_id: str = ""
+    echo_delay_ms: float = 0.0
+    llama_threads: int = 0
+    llama_ctx: int = 2048
+    web_workers: int = 2
+    web_threads: int = 16
+    embedded_redis_port: int = 6399
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``MIA_*`` variables; unset ones keep their default."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = PREFIX + f.name.upper()
+            if name in env:
+                values[f.name] = _coerce(name, str(f.type), env[name])
+        return cls(**values)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests, the stack runner)."""
+        return replace(self, **changes)
+
+
+def _coerce(name: str, kind: str, raw: str) -> Any:
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {kind}, got {raw!r}") from None
+    return raw

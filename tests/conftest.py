@@ -1,0 +1,176 @@
+"""Shared fixtures: a real Redis, a live web tier, and real miner worker processes.
+
+Redis: ``MIA_TEST_REDIS_URL`` (default redis://127.0.0.1:6379/15), flushed before
+each test that asks for it; if nothing answers there, a redis-server of our own
+on a free port for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from scripts import redis_server
+from scripts.processes import spawn, stop, wait_for
+from tasks.db import migrate
+from tasks.settings import Settings
+from web import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "test-registration-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("MIA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    if redis_server.answers(url):
+        yield url
+        return
+    port = free_port()
+    proc = redis_server.start(port, tmp_path_factory.mktemp("redis"))
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'mia.db'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def web_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_url: str, database_url: str, web_port: int) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        database_url=database_url,
+        port=web_port,
+        api_url=f"http://127.0.0.1:{web_port}",
+        registration_token=TOKEN,
+        request_timeout_s=15.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Flask:
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+def live_server(app: Flask, settings: Settings) -> Iterator[str]:
+    """The session's app served over real HTTP in a thread (miners heartbeat to it)."""
+    server: BaseWSGIServer = make_server("127.0.0.1", settings.port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield settings.api_url
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[redis_lib.Redis]:
+    client = redis_lib.Redis.from_url(redis_url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def client(app: Flask, redis: redis_lib.Redis) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def api(live_server: str, redis: redis_lib.Redis) -> Iterator[requests.Session]:
+    """An HTTP session against the live server; ``api.base`` is its URL."""
+    with requests.Session() as session:
+        session.base = live_server  # type: ignore[attr-defined]
+        yield session
+
+
+@dataclass
+class MinerProcess:
+    miner_id: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def miner_env(settings: Settings, engine: str, slots: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
+    env.update(
+        MIA_REDIS_URL=settings.redis_url,
+        MIA_API_URL=settings.api_url,
+        MIA_REGISTRATION_TOKEN=settings.registration_token,
+        MIA_ENGINE=engine,
+        MIA_SLOTS=str(slots),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def live_miner_ids(settings: Settings) -> set[str]:
+    response = requests.get(f"{settings.api_url}/metrics/gpus", timeout=5)
+    return {m["miner_id"] for m in response.json()["miners"]}
+
+
+@pytest.fixture
+def miner(
+    live_server: str, redis: redis_lib.Redis, settings: Settings, tmp_path: Path
+) -> Iterator[Callable[..., MinerProcess]]:
+    """Start a real miner worker: ``miner("0", engine="echo", slots=2, **env)``."""
+    started: list[MinerProcess] = []
+
+    def start(gpu_id: str = "0", engine: str = "echo", slots: int = 2, **env: str) -> MinerProcess:
+        queue = f"gpu-{gpu_id}"
+        argv = [sys.executable, "-m", "celery", "-A", "miners", "worker", "-Q", queue]
+        argv += ["-n", f"{queue}@%h", "-l", "info", "--without-mingle", "--without-gossip"]
+        log = tmp_path / f"miner-{gpu_id}.log"
+        proc = spawn(argv, miner_env(settings, engine, slots, **env), log=log, cwd=ROOT)
+        found = MinerProcess(gpu_id, proc, log)
+        started.append(found)
+        wait_for(
+            lambda: gpu_id in live_miner_ids(settings) or proc.poll() is not None,
+            120,
+            f"miner {gpu_id} to heartbeat",
+        )
+        if proc.poll() is not None:
+            raise RuntimeError(f"miner {gpu_id} exited:\n{found.output()}")
+        return found
+
+    yield start
+    for found in started:
+        stop(found.proc)

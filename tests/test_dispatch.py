@@ -1,0 +1,126 @@
+"""Miner choice and slot reservation (the Lua script) against a real Redis."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+from tasks.dispatch import RedisSelector
+from tasks.jobs import Job
+from tasks.keys import Keys
+from tasks.registry import Heartbeat, Registry
+from tasks.scripts import Scripts
+
+KEYS = Keys("mia")
+
+
+@pytest.fixture
+def registry(redis):
+    return Registry(redis, KEYS, ttl_s=3)
+
+
+@pytest.fixture
+def selector(redis):
+    return RedisSelector(Scripts(redis), KEYS, job_ttl_s=60)
+
+
+def beat(registry, miner_id, slots=1, models=("echo",), status="available"):
+    registry.beat(Heartbeat(miner_id, status, slots, slots, list(models), "echo"))
+
+
+def job(model=""):
+    return Job(messages=[{"role": "user", "content": "hi"}], model=model)
+
+
+def test_no_live_miner_means_shared(selector):
+    assert selector.choose(job()) is None
+
+
+def test_least_loaded_miner_is_chosen(registry, selector, redis):
+    beat(registry, "a", slots=4)
+    beat(registry, "b", slots=4)
+    redis.set(KEYS.inflight("a"), 3)
+    redis.set(KEYS.inflight("b"), 1)
+    assert selector.choose(job()) == "b"
+    assert int(redis.get(KEYS.inflight("b"))) == 2
+
+
+def test_idle_miners_take_turns(registry, selector):
+    for name in ("a", "b", "c"):
+        beat(registry, name, slots=1)
+    picks = []
+    for _ in range(6):
+        picked = selector.choose(job())
+        picks.append(picked)
+        selector.release(picked)
+    assert Counter(picks) == {"a": 2, "b": 2, "c": 2}
+
+
+def test_full_miners_overflow_to_shared_and_release_frees_a_slot(registry, selector):
+    beat(registry, "a", slots=2)
+    assert [selector.choose(job()) for _ in range(3)] == ["a", "a", None]
+    selector.release("a")
+    assert selector.choose(job()) == "a"
+
+
+def test_release_never_goes_below_zero(registry, selector, redis):
+    beat(registry, "a", slots=1)
+    selector.release("a")
+    selector.release("a")
+    assert int(redis.get(KEYS.inflight("a"))) == 0
+    assert selector.choose(job()) == "a"
+
+
+def test_model_routing_and_status(registry, selector):
+    beat(registry, "llama", models=("smollm2",))
+    beat(registry, "drain", models=("echo",), status="draining")
+    beat(registry, "echo", models=("echo",))
+    assert selector.choose(job("smollm2")) == "llama"
+    assert selector.choose(job("missing")) is None
+    assert selector.choose(job("echo")) == "echo"
+    assert selector.choose(job("echo")) is None  # the draining miner never gets work
+
+
+def test_expired_heartbeat_is_dropped_from_the_index(registry, selector, redis):
+    beat(registry, "gone")
+    redis.delete(KEYS.heartbeat("gone"))
+    assert selector.choose(job()) is None
+    assert not redis.sismember(KEYS.miners, "gone")
+
+
+def test_job_record_says_where_the_job_went(registry, selector, redis):
+    beat(registry, "a")
+    first, second = job(), job()
+    selector.choose(first)
+    selector.choose(second)
+    assert b'"queue":"gpu-a"' in redis.get(KEYS.job(first.job_id))
+    assert b'"queue":"shared"' in redis.get(KEYS.job(second.job_id))
+
+
+def test_concurrent_reservations_never_exceed_slots(registry, selector, redis_url):
+    # 3 miners with 2 slots each, 24 threads asking at once: exactly 6 reservations,
+    # never 3 on one miner, the rest to shared.
+    for name in ("a", "b", "c"):
+        beat(registry, name, slots=2)
+    start = threading.Barrier(24)
+    picks: list[str | None] = []
+    lock = threading.Lock()
+
+    def ask() -> None:
+        import redis as redis_lib
+
+        own = RedisSelector(Scripts(redis_lib.Redis.from_url(redis_url)), KEYS, 60)
+        start.wait()
+        picked = own.choose(job())
+        with lock:
+            picks.append(picked)
+
+    threads = [threading.Thread(target=ask) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts = Counter(picks)
+    assert counts == {"a": 2, "b": 2, "c": 2, None: 18}

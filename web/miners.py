@@ -1,0 +1,55 @@
+"""Miner endpoints: ``POST /register``, ``POST /heartbeat``, ``GET /metrics/gpus``."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+
+from tasks.auth import check_miner_id
+from tasks.errors import Unauthorized, ValidationError
+from tasks.keys import queue_for
+from tasks.registry import Heartbeat
+from web import validation as v
+from web.services import services
+
+bp = Blueprint("miners", __name__)
+
+KINDS = ("push", "legacy")
+HEARTBEAT_FIELDS = {"miner_id", "status", "slots", "free_slots", "models", "engine", "memory"}
+
+
+@bp.post("/register")
+def register() -> ResponseReturnValue:
+    svc = services()
+    body = v.json_object({"miner_id", "kind"})
+    miner_id = check_miner_id(body.get("miner_id"))
+    kind = body.get("kind", "push")
+    if kind not in KINDS:
+        raise ValidationError(f"kind must be one of {', '.join(KINDS)}", "kind")
+    key = svc.auth.register(miner_id, v.bearer_token(), kind)
+    svc.registry.reset_slots(miner_id)
+    return jsonify(
+        miner_id=miner_id,
+        key=key,
+        queue=queue_for(miner_id),
+        heartbeat_interval_s=svc.settings.heartbeat_interval_s,
+        heartbeat_ttl_s=svc.settings.heartbeat_ttl_s,
+    )
+
+
+@bp.post("/heartbeat")
+def heartbeat() -> ResponseReturnValue:
+    svc = services()
+    token = v.bearer_token()
+    if token is None:
+        raise Unauthorized("missing miner key (Authorization: Bearer <key>)")
+    body = v.json_object(HEARTBEAT_FIELDS)
+    miner_id = check_miner_id(body.get("miner_id"))
+    svc.auth.verify(miner_id, token)
+    svc.registry.beat(Heartbeat.from_body(miner_id, body))
+    return jsonify(ok=True, ttl_s=svc.settings.heartbeat_ttl_s)
+
+
+@bp.get("/metrics/gpus")
+def gpus() -> ResponseReturnValue:
+    return jsonify(miners=[m.to_dict() for m in services().registry.live()])

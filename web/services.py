@@ -1,0 +1,70 @@
+"""The objects one web process shares between requests, built once by the app factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import redis
+from celery import Celery
+from flask import Flask, current_app
+
+from tasks.auth import MinerAuth
+from tasks.celery_app import create_celery
+from tasks.client import JobClient
+from tasks.db import make_engine, make_sessions
+from tasks.dispatch import Dispatcher, RedisSelector
+from tasks.keys import Keys
+from tasks.registry import Registry
+from tasks.results import ResultWaiter
+from tasks.scripts import Scripts
+from tasks.settings import Settings
+
+EXTENSION = "mia"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    celery: Celery
+    registry: Registry
+    auth: MinerAuth
+    jobs: JobClient
+    waiter: ResultWaiter
+
+
+def build_services(settings: Settings) -> Services:
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=max(settings.redis_timeout_s, 5.0),
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
+    keys = Keys(settings.key_prefix)
+    celery = create_celery("web", settings)
+    selector = RedisSelector(Scripts(client), keys, settings.result_ttl_s)
+    waiter = ResultWaiter(client, ready_timeout_s=settings.redis_timeout_s)
+    sessions = make_sessions(make_engine(settings.database_url))
+    return Services(
+        settings=settings,
+        redis=client,
+        celery=celery,
+        registry=Registry(client, keys, settings.heartbeat_ttl_s),
+        auth=MinerAuth(sessions, client, keys, settings.registration_token),
+        jobs=JobClient(client, keys, Dispatcher(celery, selector), waiter),
+        waiter=waiter,
+    )
+
+
+def init_app(app: Flask, settings: Settings) -> Services:
+    services = build_services(settings)
+    app.extensions[EXTENSION] = services
+    app.extensions["celery"] = services.celery
+    return services
+
+
+def services() -> Services:
+    """The current app's services (inside a request or app context)."""
+    return cast(Services, current_app.extensions[EXTENSION])
