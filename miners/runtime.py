@@ -19,6 +19,10 @@ from tasks.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class ModelNotServed(RuntimeError):
+    """A job from the shared queue asks for a model this miner does not have."""
+
+
 class MinerRuntime:
     """Runs jobs on the engine and reports the miner's state for heartbeats."""
 
@@ -39,6 +43,11 @@ class MinerRuntime:
         job = Job.from_payload(payload)
         started = time.time()
         try:
+            if job.model and job.model not in self.engine.models:
+                raise ModelNotServed(
+                    f"miner {self.miner_id} does not serve model {job.model!r} "
+                    f"(it serves {', '.join(self.engine.models)})"
+                )
             with self._busy():
                 request = GenerationRequest(job.messages, job.max_tokens, job.temperature)
                 result = self.engine.generate([request])[0]

@@ -23,8 +23,8 @@ from scripts.processes import spawn, stop, wait_for
 from tasks.db import migrate
 from tasks.settings import Settings
 
-VAR = Path("var")
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def registration_token(settings: Settings) -> str:
@@ -86,13 +86,14 @@ class Stack:
             print(f"Using Redis at {self.settings.redis_url}", flush=True)
             return
         port = self.settings.embedded_redis_port
+        data = Path(self.settings.data_dir)
         print(f"No Redis at {self.settings.redis_url}; starting one on 127.0.0.1:{port}")
-        self.procs.append(("redis", redis_server.start(port, VAR / "redis", VAR / "redis.log")))
+        self.procs.append(("redis", redis_server.start(port, data / "redis", data / "redis.log")))
         self.env["MIA_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         self.settings = self.settings.with_overrides(redis_url=self.env["MIA_REDIS_URL"])
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        self.procs.append((name, spawn(argv, self.env)))
+        self.procs.append((name, spawn(argv, self.env, cwd=ROOT)))
 
     @staticmethod
     def _get(url: str) -> int:

@@ -28,6 +28,7 @@ class Settings:
     api_url: str = "http://127.0.0.1:5000"
     registration_token: str = ""
     registration_token_file: str = "var/registration-token"
+    data_dir: str = "var"
     key_prefix: str = "mia"
     heartbeat_ttl_s: float = 3.0
     heartbeat_interval_s: float = 1.0

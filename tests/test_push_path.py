@@ -10,8 +10,8 @@ import requests
 
 from scripts.processes import kill, stop, wait_for
 from tasks.keys import Keys
-from web import create_app
 from tests.conftest import live_miner_ids
+from web import create_app
 
 
 def chat(api: requests.Session, message: str, **fields: object) -> requests.Response:
@@ -55,7 +55,9 @@ def test_concurrent_requests_are_all_answered(api, miner):
     with ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda i: chat(api, f"c{i}"), range(64)))
     assert [r.status_code for r in responses] == [200] * 64
-    assert sorted(r.json()["response"] for r in responses) == sorted(f"echo: c{i}" for i in range(64))
+    assert sorted(r.json()["response"] for r in responses) == sorted(
+        f"echo: c{i}" for i in range(64)
+    )
 
 
 def test_no_live_miner_goes_to_shared_times_out_and_is_fetched_later(miner, settings):
@@ -105,3 +107,12 @@ def test_miner_heartbeat_reports_engine_models_and_slots(api, miner):
     assert state["free_slots"] == 3
     assert state["status"] == "available"
     assert 0 <= state["heartbeat_age_ms"] < 3000
+
+
+def test_a_job_for_a_model_no_miner_serves_fails_with_a_clear_error(api, miner):
+    miner("0", engine="echo")
+    response = api.post(
+        f"{api.base}/chat/direct", json={"message": "hi", "model": "nope"}, timeout=60
+    )
+    assert response.status_code == 502
+    assert "does not serve model 'nope'" in response.json()["error"]

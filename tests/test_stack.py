@@ -1,0 +1,55 @@
+"""``make run``'s stack as a new user gets it: embedded Redis, web, one miner, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import psutil
+import pytest
+import requests
+
+from scripts.processes import spawn, stop, wait_for
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_stack_starts_answers_and_ctrl_c_leaves_nothing_running(tmp_path):
+    web_port, redis_port, dead_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
+    env.update(
+        MIA_ENGINE="echo",
+        MIA_REDIS_URL=f"redis://127.0.0.1:{dead_port}/0",  # nothing there: embedded Redis
+        MIA_EMBEDDED_REDIS_PORT=str(redis_port),
+        MIA_PORT=str(web_port),
+        MIA_DATA_DIR=str(tmp_path / "var"),
+        MIA_DATABASE_URL=f"sqlite:///{tmp_path / 'mia.db'}",
+        MIA_REGISTRATION_TOKEN_FILE=str(tmp_path / "token"),
+        PYTHONUNBUFFERED="1",
+    )
+    log = tmp_path / "stack.log"
+    stack = spawn([sys.executable, "-m", "scripts.stack"], env, log=log, cwd=ROOT)
+    try:
+        wait_for(lambda: "MIA is up" in log.read_text() or stack.poll() is not None, 120, "up")
+        assert stack.poll() is None, log.read_text()
+        assert f"starting one on 127.0.0.1:{redis_port}" in log.read_text()
+        children = psutil.Process(stack.pid).children(recursive=True)
+        assert len(children) >= 3  # redis-server, gunicorn (+ workers), celery
+
+        base = f"http://127.0.0.1:{web_port}"
+        answer = requests.post(f"{base}/chat/direct", json={"message": "Hello"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["response"] == "echo: Hello"
+        assert answer.json()["miner_id"] == "0"
+
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(60) == 0, log.read_text()
+        survivors = [p for p in children if p.is_running() and p.status() != "zombie"]
+        assert survivors == []
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{base}/healthz", timeout=2)
+    finally:
+        if stack.poll() is None:
+            stop(stack)
