@@ -19,10 +19,15 @@ from typing import Any
 
 from tasks.results import backend_url
 from tasks.settings import Settings
+from tasks.transport import TRANSPORT
 
 
-def from_settings(settings: Settings) -> dict[str, Any]:
-    """Celery settings (lower-case names) for one process's MIA settings."""
+def from_settings(settings: Settings, stock_transport: bool = False) -> dict[str, Any]:
+    """Celery settings (lower-case names) for one process's MIA settings.
+
+    ``stock_transport`` keeps kombu's own Redis transport (the benchmark's baseline)
+    instead of ``tasks.transport``, which reuses Redis clients.
+    """
     transport = {
         "visibility_timeout": settings.visibility_timeout_s,
         "queue_order_strategy": "priority",
@@ -32,6 +37,7 @@ def from_settings(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.redis_url,
+        "broker_transport": None if stock_transport else TRANSPORT,
         "result_backend": backend_url(settings.redis_url),
         "broker_transport_options": transport,
         "result_backend_transport_options": {"socket_keepalive": True},

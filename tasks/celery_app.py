@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Celery
 
 import celeryconfig
@@ -11,9 +9,13 @@ from tasks.settings import Settings
 
 
 def create_celery(
-    main: str, settings: Settings | None = None, cls: type[Celery] = Celery, **kwargs: Any
+    main: str,
+    settings: Settings | None = None,
+    cls: type[Celery] = Celery,
+    stock_transport: bool = False,
 ) -> Celery:
     """A Celery app configured for ``settings`` (default: from the environment)."""
-    app = cls(main, **kwargs)
-    app.conf.update(celeryconfig.from_settings(settings or Settings.from_env()))
+    app = cls(main)
+    conf = celeryconfig.from_settings(settings or Settings.from_env(), stock_transport)
+    app.conf.update(conf)
     return app

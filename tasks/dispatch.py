@@ -101,6 +101,8 @@ class Dispatcher:
             task_id=job.job_id,
             priority=MAX_PRIORITY - job.priority,
             retry=False,
+            declare=[],  # published on the default exchange: no bindings needed
+            kwargsrepr="{}",
             argsrepr=f"(job={job.job_id}, model={job.model or '*'}, {job.preview()!r})",
         )
 

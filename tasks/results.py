@@ -15,22 +15,60 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import redis
+from celery import states
 from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
+from redis.commands.core import Script
 
 from tasks.errors import JobFailed, ServiceUnavailable
 from tasks.keys import RESULT_KEY_PREFIX, result_key
+from tasks.scripts import source
 
 log = logging.getLogger(__name__)
 
 
 class ResultBackend(RedisBackend):
-    """Celery's Redis backend without the per-call subscription (see ResultWaiter)."""
+    """Celery's Redis backend, with two changes.
+
+    - No per-call subscription when a job is sent: callers wait through ResultWaiter.
+    - Storing is one Lua call that keeps the first final result (``store_result.lua``)
+      where Celery reads the current state, then writes: two round trips, and a race
+      between two runs of the same job.
+    """
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         return None
+
+    @cached_property
+    def _store_first(self) -> Script:
+        script: Script = self.client.register_script(source("store_result"))
+        return script
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(
+                "value too large for Redis backend", state=state, task_id=task_id
+            )
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        self._store_first(keys=[self.get_key_for_task(task_id)], args=[value, int(expires or 0)])
+        return result
 
 
 def backend_url(redis_url: str) -> str:

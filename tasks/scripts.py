@@ -8,10 +8,10 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-NAMES = ("reserve", "release")
+NAMES = ("reserve", "release", "store_result")
 
 
-def _source(name: str) -> str:
+def source(name: str) -> str:
     return resources.files("tasks").joinpath("lua", f"{name}.lua").read_text()
 
 
@@ -19,7 +19,7 @@ class Scripts:
     """The project's scripts registered on one Redis client (EVALSHA, reloaded if flushed)."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._scripts: dict[str, Script] = {n: client.register_script(_source(n)) for n in NAMES}
+        self._scripts: dict[str, Script] = {n: client.register_script(source(n)) for n in NAMES}
 
     def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args)

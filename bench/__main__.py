@@ -1,0 +1,173 @@
+"""``make bench``: the push path side by side with its floor and its baselines.
+
+Starts its own redis-server, web tier (gunicorn, as ``make run``), one echo miner
+(0 ms) and one stock Celery worker, then measures in one run: (a) Redis
+LPUSH->BRPOP, (b) stock Celery apply_async -> task start, (c) this project's
+dispatch, job accepted -> miner task start, (d) POST /chat/direct round trip,
+(e) a miner polling every 2 s. Prints a table and, last, one JSON line; writes
+report.md, results.json and latency.png under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import redis
+import requests
+
+from bench import measure, report
+from bench.report import Row
+from scripts import redis_server
+from scripts.processes import spawn, stop, wait_for
+from scripts.stack import BIN, ROOT, web_argv
+from tasks.celery_app import create_celery
+from tasks.db import migrate
+from tasks.settings import Settings
+from web.services import build_services
+
+RESULTS = ROOT / "bench" / "results"
+TOKEN = "bench-token"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
+    proc = spawn(argv, env, log=log, cwd=ROOT)
+    try:
+        yield
+    finally:
+        stop(proc)
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
+    env.update(
+        MIA_REDIS_URL=settings.redis_url,
+        MIA_DATABASE_URL=settings.database_url,
+        MIA_API_URL=settings.api_url,
+        MIA_REGISTRATION_TOKEN=TOKEN,
+        MIA_PORT=str(settings.port),
+        MIA_ENGINE="echo",
+        MIA_SLOTS="1",
+    )
+    return env
+
+
+def start_stack(stack: ExitStack, work: Path) -> Settings:
+    port = free_port()
+    redis_port = free_port()
+    stack.callback(stop, redis_server.start(redis_port, work / "redis"))
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        database_url=f"sqlite:///{work / 'mia.db'}",
+        port=port,
+        api_url=f"http://127.0.0.1:{port}",
+        registration_token=TOKEN,
+    )
+    migrate(settings.database_url)
+    env = environment(settings)
+    stack.enter_context(process(web_argv(settings), env, work / "web.log"))
+    wait_for(lambda: _ok(f"{settings.api_url}/readyz"), 30, "web tier")
+    miner = [str(BIN / "celery"), "-A", "miners", "worker", "-Q", "gpu-0", "-n", "gpu-0@%h"]
+    stack.enter_context(
+        process([*miner, "--without-mingle", "--without-gossip"], env, work / "m.log")
+    )
+    stock = [str(BIN / "celery"), "-A", "bench.stock", "worker", "-Q", "stock", "-n", "stock@%h"]
+    stock += ["-c", "1", "--without-mingle", "--without-gossip"]
+    stack.enter_context(process(stock, env, work / "stock.log"))
+    wait_for(lambda: _miners(settings.api_url), 60, "the echo miner")
+    return settings
+
+
+def _ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def _miners(api: str) -> bool:
+    return bool(requests.get(f"{api}/metrics/gpus", timeout=2).json()["miners"])
+
+
+def run(samples: int, poll_samples: int) -> tuple[dict[str, Row], dict[str, float]]:
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-bench-{os.getpid()}"
+    with ExitStack() as stack:
+        settings = start_stack(stack, work)
+        client = redis.Redis.from_url(settings.redis_url)
+        services = build_services(settings)
+        stock_client = create_celery("stock-client", settings, stock_transport=True)
+        warm = max(samples // 10, 20)
+        measure.stock_celery(stock_client, client, warm)
+        measure.push_dispatch(services.jobs, warm)
+        measure.chat_round_trip("127.0.0.1", settings.port, warm)
+        rows = {
+            "redis_floor": Row("redis_floor", "(a) Redis LPUSH->BRPOP floor", []),
+            "celery": Row("celery", "(b) stock Celery publish->task start", []),
+            "push": Row("push", "(c) MIA dispatch accepted->miner start", []),
+            "chat": Row("chat", "(d) POST /chat/direct round trip (echo)", []),
+        }
+        # Interleave rounds so that machine noise lands on every row alike.
+        rounds = 5
+        for _ in range(rounds):
+            n = samples // rounds
+            rows["redis_floor"].samples.extend(measure.redis_floor(client, settings.redis_url, n))
+            rows["celery"].samples.extend(measure.stock_celery(stock_client, client, n))
+            rows["push"].samples.extend(measure.push_dispatch(services.jobs, n))
+            rows["chat"].samples.extend(measure.chat_round_trip("127.0.0.1", settings.port, n))
+        rows["polling"] = Row("polling", "(e) legacy miner polling every 2 s", [])
+        rows["polling"].samples.extend(measure.polling(client, poll_samples))
+    return rows, report.summary(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a check in under a minute")
+    parser.add_argument("--samples", type=int, default=0)
+    args = parser.parse_args(argv)
+    samples = args.samples or (300 if args.quick else 3000)
+    poll_samples = 8 if args.quick else 60
+    started = time.time()
+    rows, summary = run(samples, poll_samples)
+    checks = report.targets(summary)
+    body = report.table(list(rows.values()), rows["redis_floor"], rows["celery"])
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "quick": args.quick,
+        "summary": summary,
+        "targets": checks,
+    }
+    markdown = "\n\n".join(
+        [
+            "# MIA push-path benchmark",
+            f"{meta['when']} on {meta['machine']}; {time.time() - started:.0f} s.",
+            body,
+            "Targets: " + ", ".join(f"{k}={v}" for k, v in checks.items()),
+        ]
+    )
+    report.write(RESULTS, rows, markdown, meta)
+    print(markdown)
+    print(f"\nwritten to {RESULTS}/ (report.md, results.json, latency.png)")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
