@@ -31,7 +31,7 @@ class Heartbeat:
     models: list[str]
     engine: str
     memory: dict[str, float] = field(default_factory=dict)
-    sent_at: float = 0.0
+    seen_at: float = 0.0
 
     @classmethod
     def from_body(cls, miner_id: str, body: dict[str, Any]) -> Heartbeat:
@@ -132,5 +132,5 @@ def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerSta
         models=hb["models"],
         engine=hb["engine"],
         memory=hb["memory"],
-        heartbeat_age_ms=round(max(now - hb["sent_at"], 0.0) * 1000, 1),
+        heartbeat_age_ms=round(max(now - hb["seen_at"], 0.0) * 1000, 1),
     )

@@ -154,10 +154,14 @@ def miner(
     """Start a real miner worker: ``miner("0", engine="echo", slots=2, **env)``."""
     started: list[MinerProcess] = []
 
-    def start(gpu_id: str = "0", engine: str = "echo", slots: int = 2, **env: str) -> MinerProcess:
+    def start(
+        gpu_id: str = "0", engine: str = "echo", slots: int = 2, wrapper: bool = False, **env: str
+    ) -> MinerProcess:
         queue = f"gpu-{gpu_id}"
         argv = [sys.executable, "-m", "celery", "-A", "miners", "worker", "-Q", queue]
         argv += ["-n", f"{queue}@%h", "-l", "info", "--without-mingle", "--without-gossip"]
+        if wrapper:
+            argv = [sys.executable, "-m", "miners", "--gpu-id", gpu_id]
         log = tmp_path / f"miner-{gpu_id}.log"
         proc = spawn(argv, miner_env(settings, engine, slots, **env), log=log, cwd=ROOT)
         found = MinerProcess(gpu_id, proc, log)

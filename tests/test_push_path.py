@@ -78,6 +78,11 @@ def test_no_live_miner_goes_to_shared_times_out_and_is_fetched_later(miner, sett
     assert done["result"]["miner_id"] == "0"  # type: ignore[index]
 
 
+def test_python_m_miners_wraps_the_worker_command(api, miner):
+    miner("7", wrapper=True)
+    assert chat(api, "wrapped").json()["miner_id"] == "7"
+
+
 def test_killed_miner_leaves_dispatch_within_ttl(api, miner, settings):
     miner("0")
     doomed = miner("1")
