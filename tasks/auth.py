@@ -15,6 +15,7 @@ import re
 import secrets
 
 import redis
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasks.db import Miner, utcnow
@@ -50,7 +51,14 @@ class MinerAuth:
         self._keys = keys
         self._token = registration_token
 
-    def register(self, miner_id: str, token: str | None, kind: str = "push") -> str:
+    def register(
+        self,
+        miner_id: str,
+        token: str | None,
+        kind: str = "push",
+        version: str | None = None,
+        hostname: str | None = None,
+    ) -> str:
         """A new key for ``miner_id`` (an older key of the same id stops working)."""
         if not self._token:
             raise Unauthorized("registration is disabled: MIA_REGISTRATION_TOKEN is not set")
@@ -58,14 +66,38 @@ class MinerAuth:
             raise Unauthorized("wrong or missing registration token")
         key = secrets.token_urlsafe(32)
         digest = hash_key(key)
+        old_digest = None
         with self._sessions.begin() as session:
             miner = session.get(Miner, miner_id)
             if miner is None:
-                session.add(Miner(miner_id=miner_id, key_hash=digest, kind=kind))
+                miner = Miner(miner_id=miner_id, key_hash=digest)
+                session.add(miner)
             else:
-                miner.key_hash, miner.kind, miner.registered_at = digest, kind, utcnow()
-        self._redis.set(self._keys.miner_key(miner_id), digest, ex=CACHE_TTL_S)
+                old_digest = miner.key_hash
+            miner.key_hash, miner.kind, miner.registered_at = digest, kind, utcnow()
+            miner.version, miner.hostname = version, hostname
+        pipe = self._redis.pipeline(transaction=False)
+        if old_digest:
+            pipe.delete(self._keys.key_owner(old_digest))
+        pipe.set(self._keys.miner_key(miner_id), digest, ex=CACHE_TTL_S)
+        pipe.set(self._keys.key_owner(digest), miner_id, ex=CACHE_TTL_S)
+        pipe.execute()
         return key
+
+    def identify(self, key: str | None) -> str:
+        """The miner whose key this is (legacy miners carry only their key)."""
+        if not key:
+            raise Unauthorized("missing miner key (Authorization: Bearer <key>)")
+        digest = hash_key(key)
+        cached = self._redis.get(self._keys.key_owner(digest))
+        if cached is not None:
+            return text(cached)
+        with self._sessions() as session:
+            miner_id = session.scalar(select(Miner.miner_id).where(Miner.key_hash == digest))
+        if miner_id is None:
+            raise Unauthorized("unknown miner key")
+        self._redis.set(self._keys.key_owner(digest), miner_id, ex=CACHE_TTL_S)
+        return str(miner_id)
 
     def verify(self, miner_id: str, key: str | None) -> None:
         """Raise Unauthorized unless ``key`` is ``miner_id``'s current key."""

@@ -22,13 +22,15 @@ class Base(DeclarativeBase):
 
 
 class Miner(Base):
-    """A registered miner. Its key is never stored, only its SHA-256."""
+    """A registered miner (kind ``push`` or ``legacy``). Only its key's SHA-256 is stored."""
 
     __tablename__ = "miners"
 
     miner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    key_hash: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     kind: Mapped[str] = mapped_column(String(16), default="push")
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hostname: Mapped[str | None] = mapped_column(String(255), nullable=True)
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

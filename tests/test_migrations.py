@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, text
 
 from tasks.db import downgrade, migrate
 
@@ -33,6 +34,44 @@ def test_sqlite_upgrade_from_empty_downgrade_and_upgrade_again(tmp_path):
     assert "miners" in tables(url)
 
 
+def columns(engine: Engine, schema: str | None = None) -> set[str]:
+    return {c["name"] for c in inspect(engine).get_columns("miners", schema=schema)}
+
+
+def check_add_miner_fields(url: str, schema: str | None = None) -> None:
+    """0001 -> 0002 keeps existing miners; ``downgrade -1`` takes the fields off again."""
+    migrate(url, "0001")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO miners (miner_id, key_hash, registered_at) "
+                    "VALUES ('m1', :h, CURRENT_TIMESTAMP)"
+                ),
+                {"h": "a" * 64},
+            )
+        assert {"version", "hostname"}.isdisjoint(columns(engine, schema))
+        migrate(url)  # from the previous revision to head
+        assert {"kind", "version", "hostname"} <= columns(engine, schema)
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT kind, version FROM miners")).one()
+        assert tuple(row) == ("push", None)
+        indexes = inspect(engine).get_indexes("miners", schema=schema)
+        assert any(i["column_names"] == ["key_hash"] and i["unique"] for i in indexes)
+        downgrade(url, "-1")
+        assert {"version", "hostname"}.isdisjoint(columns(engine, schema))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT miner_id FROM miners")).scalar_one() == "m1"
+        migrate(url)
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_add_miner_fields_from_the_previous_revision_and_back(tmp_path):
+    check_add_miner_fields(f"sqlite:///{tmp_path / 'mia.db'}")
+
+
 def postgres_answers() -> bool:
     try:
         engine = create_engine(POSTGRES, connect_args={"connect_timeout": 2})
@@ -44,19 +83,31 @@ def postgres_answers() -> bool:
         return False
 
 
-@pytest.mark.skipif(not postgres_answers(), reason="no PostgreSQL at MIA_TEST_POSTGRES_URL")
-def test_postgres_upgrade_and_downgrade():
+@pytest.fixture
+def postgres_schema() -> Iterator[tuple[str, str]]:
+    """A throwaway schema in the test PostgreSQL: (URL that uses it, schema name)."""
+    if not postgres_answers():
+        pytest.skip("no PostgreSQL at MIA_TEST_POSTGRES_URL")
     schema = f"mia_test_{uuid.uuid4().hex[:8]}"
     admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
     try:
-        migrate(url)
-        assert "miners" in tables(url, schema)
-        downgrade(url, "base")
-        assert "miners" not in tables(url, schema)
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}", schema
     finally:
         with admin.connect() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+def test_postgres_upgrade_and_downgrade(postgres_schema):
+    url, schema = postgres_schema
+    migrate(url)
+    assert "miners" in tables(url, schema)
+    downgrade(url, "base")
+    assert "miners" not in tables(url, schema)
+
+
+def test_postgres_add_miner_fields_from_the_previous_revision_and_back(postgres_schema):
+    url, schema = postgres_schema
+    check_add_miner_fields(url, schema)
