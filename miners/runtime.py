@@ -34,14 +34,19 @@ class MinerRuntime:
         self._running = 0
         self._lock = threading.Lock()
         client = redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=settings.redis_timeout_s
+            settings.redis_url,
+            socket_connect_timeout=settings.redis_timeout_s,
+            socket_timeout=max(settings.redis_timeout_s, 5.0),
         )
-        self._slots = RedisSelector(Scripts(client), Keys(settings.key_prefix), 0)
+        self._redis = client
+        self._keys = Keys(settings.key_prefix)
+        self._slots = RedisSelector(client, Scripts(client), self._keys, 0)
 
     def run(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Run one job; the slot it reserved is given back whatever happens."""
         job = Job.from_payload(payload)
         started = time.time()
+        self._mark_running(job)
         try:
             if job.model and job.model not in self.engine.models:
                 raise ModelNotServed(
@@ -60,6 +65,7 @@ class MinerRuntime:
             result.text,
             started,
             time.time(),
+            model=self.engine.models[0] if self.engine.models else "",
             engine=self.engine.name,
             usage={
                 "prompt_tokens": result.prompt_tokens,
@@ -81,6 +87,15 @@ class MinerRuntime:
             "engine": self.engine.name,
             "memory": self.engine.memory_mb(),
         }
+
+    def _mark_running(self, job: Job) -> None:
+        """For ``GET /jobs/<id>``: the job left its queue and runs here."""
+        try:
+            self._redis.set(
+                self._keys.running(job.job_id), self.miner_id, ex=self.settings.visibility_timeout_s
+            )
+        except redis.RedisError as exc:
+            log.warning("could not mark job %s running: %s", job.job_id, exc)
 
     def _busy(self) -> _Busy:
         return _Busy(self)

@@ -11,10 +11,10 @@ from typing import Any
 
 import redis
 
-from tasks.dispatch import Dispatcher
+from tasks.dispatch import Dispatched, Dispatcher
 from tasks.errors import JobTimeout, NotFound, ServiceUnavailable
 from tasks.jobs import Job
-from tasks.keys import Keys
+from tasks.keys import Keys, result_key, text
 from tasks.results import ResultWaiter, outcome
 
 
@@ -51,18 +51,42 @@ class JobClient:
         timings["total_ms"] = round((time.time() - job.accepted_at) * 1000, 3)
         return {**result, "timings": timings}
 
+    def enqueue(self, job: Job) -> Dispatched:
+        """Publish ``job`` on ``shared`` for any miner, push or legacy; do not wait."""
+        return self._dispatcher.submit(job, shared_only=True)
+
     def status(self, job_id: str) -> dict[str, Any]:
-        """Where a job stands: queued, done (with its result) or failed (with the error)."""
-        meta = self._waiter.fetch(job_id)
-        if meta is not None:
+        """Where a job stands: queued, leased, running, done (with its result) or failed.
+
+        One round trip reads every record a job may have; the most advanced one wins.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(self._keys.job(job_id))
+        pipe.hmget(self._keys.lease(job_id), ["miner", "deadline", "attempts"])
+        pipe.get(self._keys.running(job_id))
+        pipe.get(result_key(job_id))
+        raw_record, lease, running, raw_meta = pipe.execute()
+        if raw_meta is not None:
+            meta = json.loads(raw_meta)
             if meta.get("status") == "SUCCESS":
                 return {"job_id": job_id, "status": "done", "result": meta["result"]}
-            try:
-                outcome(meta)
-            except Exception as exc:  # noqa: BLE001 - report the stored failure
-                return {"job_id": job_id, "status": "failed", "error": str(exc)}
-        raw = self._redis.get(self._keys.job(job_id))
-        if raw is None:
+            if meta.get("status") == "FAILURE":
+                try:
+                    outcome(meta)
+                except Exception as exc:  # noqa: BLE001 - report the stored failure
+                    return {"job_id": job_id, "status": "failed", "error": str(exc)}
+        if raw_record is None:
             raise NotFound(f"no job {job_id}", job_id=job_id)
-        record = json.loads(raw)
-        return {"job_id": job_id, "status": "queued", **record}
+        record = json.loads(raw_record)
+        found: dict[str, Any] = {"job_id": job_id, "status": "queued", **record}
+        miner, deadline, attempts = lease
+        if miner is not None:
+            found.update(
+                status="leased",
+                miner_id=text(miner),
+                lease_expires_at=float(deadline or 0),
+                attempt=int(attempts or 0),
+            )
+        elif running is not None:
+            found.update(status="running", miner_id=text(running))
+        return found

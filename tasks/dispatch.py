@@ -3,7 +3,9 @@
 The choice and the reservation are one Lua script (``lua/reserve.lua``), so two
 concurrent requests can never both take the last free slot of one miner. A job
 that no live miner can take at once goes to the ``shared`` queue, which every
-miner consumes after its own (and legacy polling miners drain over HTTP).
+miner consumes after its own and legacy polling miners drain over HTTP
+(``tasks.leases``); publishing there also drops a token on a wake list, so a
+legacy miner long-polling ``/get_work`` takes the job at once.
 """
 
 from __future__ import annotations
@@ -25,25 +27,30 @@ log = logging.getLogger(__name__)
 
 # Celery's Redis transport serves priority 0 first; callers say 9 for most urgent.
 MAX_PRIORITY = 9
+WAKE_TOKENS_KEPT = 1000
 
 
 class MinerSelector(Protocol):
     """Chooses a miner for a job and reserves a slot on it (None: no miner free)."""
 
-    def choose(self, job: Job) -> str | None: ...
+    def choose(self, job: Job, shared_only: bool = False) -> str | None: ...
 
     def release(self, miner_id: str) -> None: ...
+
+    def wake_shared(self, job_id: str) -> None: ...
 
 
 class RedisSelector:
     """The least-loaded live miner that serves the model, reserved atomically in Redis."""
 
-    def __init__(self, scripts: Scripts, keys: Keys, job_ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, scripts: Scripts, keys: Keys, job_ttl_s: int) -> None:
+        self._redis = client
         self._scripts = scripts
         self._keys = keys
         self._job_ttl_s = job_ttl_s
 
-    def choose(self, job: Job) -> str | None:
+    def choose(self, job: Job, shared_only: bool = False) -> str | None:
+        """Reserve a slot on the best miner, or record that the job goes to ``shared``."""
         record = json.dumps({"accepted_at": job.accepted_at, "model": job.model})
         picked = self._scripts(
             "reserve",
@@ -55,12 +62,20 @@ class RedisSelector:
                 self._job_ttl_s,
                 SHARED_QUEUE,
                 MINER_QUEUE_PREFIX,
+                "1" if shared_only else "0",
             ],
         )
         return text(picked) if picked else None
 
     def release(self, miner_id: str) -> None:
         self._scripts("release", keys=[self._keys.inflight(miner_id)], args=[])
+
+    def wake_shared(self, job_id: str) -> None:
+        """Wake one long-polling legacy miner (the list is capped: nobody may be polling)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.lpush(self._keys.shared_wake, job_id)
+        pipe.ltrim(self._keys.shared_wake, 0, WAKE_TOKENS_KEPT - 1)
+        pipe.execute()
 
 
 @dataclass(frozen=True)
@@ -77,10 +92,14 @@ class Dispatcher:
         self._celery = celery
         self._selector = selector
 
-    def submit(self, job: Job) -> Dispatched:
-        """Reserve and publish; raise ServiceUnavailable if the broker does not answer."""
+    def submit(self, job: Job, shared_only: bool = False) -> Dispatched:
+        """Reserve and publish; raise ServiceUnavailable if the broker does not answer.
+
+        ``shared_only`` skips the choice of a miner: the job waits on ``shared`` for
+        whichever miner, push or legacy, takes it first (the queue-based ``/chat``).
+        """
         try:
-            miner_id = self._selector.choose(job)
+            miner_id = self._selector.choose(job, shared_only)
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"Redis does not answer: {exc}") from exc
         reserved = Job(**{**job.to_payload(), "reserved_on": miner_id})
@@ -91,6 +110,11 @@ class Dispatcher:
             if miner_id:
                 self._release_quietly(miner_id)
             raise ServiceUnavailable(f"broker does not answer: {exc}") from exc
+        if miner_id is None:
+            try:
+                self._selector.wake_shared(job.job_id)
+            except redis.RedisError:  # the job is queued; pollers find it on their next poll
+                log.warning("could not wake legacy miners for job %s", job.job_id)
         return Dispatched(job.job_id, queue, miner_id)
 
     def _publish(self, job: Job, queue: str) -> None:

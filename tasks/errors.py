@@ -51,6 +51,21 @@ class NotFound(MiaError):
     code = "not_found"
 
 
+class Conflict(MiaError):
+    """The request is valid but clashes with the job's state (lease, result)."""
+
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(MiaError):
+    status = 413
+    code = "too_large"
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message, field=field)
+
+
 class ServiceUnavailable(MiaError):
     """A dependency (Redis, the database) does not answer."""
 

@@ -46,14 +46,20 @@ class Job:
 
 
 def job_result(
-    job: Job, miner_id: str, text: str, started_at: float, finished_at: float, **extra: Any
+    job: Job,
+    miner_id: str,
+    text: str,
+    started_at: float,
+    finished_at: float,
+    model: str = "",
+    **extra: Any,
 ) -> dict[str, Any]:
     """The result a miner stores; the web tier adds ``total_ms``."""
     return {
         "job_id": job.job_id,
         "response": text,
         "miner_id": miner_id,
-        "model": job.model,
+        "model": job.model or model,
         "timings": {
             "queue_ms": round((started_at - job.accepted_at) * 1000, 3),
             "inference_ms": round((finished_at - started_at) * 1000, 3),

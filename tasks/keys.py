@@ -9,6 +9,13 @@
 | ``<p>:seq``                | int    | reserve       | dispatch sequence (rotation on ties)   |
 | ``<p>:minerkey:<miner>``   | string | register      | cached SHA-256 of the miner's key      |
 | ``<p>:job:<job>``          | string | reserve       | where a job went, when (TTL)           |
+| ``<p>:running:<job>``      | string | miner         | a push miner started the job (TTL)     |
+| ``<p>:keyowner:<sha256>``  | string | register      | cached miner id of a key (legacy auth) |
+| ``<p>:lease:<job>``        | hash   | get_work      | legacy lease: miner, id, deadline, msg |
+| ``<p>:leases``             | zset   | get_work      | leased job ids by deadline             |
+| ``<p>:attempts:<job>``     | int    | get_work      | how many times the job was leased      |
+| ``<p>:shared:wake``        | list   | dispatch      | tokens that wake long-polling miners   |
+| ``<p>:shared:dead``        | list   | get_work      | messages on shared that are not tasks  |
 | ``celery-task-meta-<job>`` | string | Celery result | the job's result (Celery's own key)    |
 
 ``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). Queues are Celery's: ``gpu-<miner>``
@@ -18,6 +25,9 @@ per miner and ``shared`` for everything no miner could take at once.
 from __future__ import annotations
 
 SHARED_QUEUE = "shared"
+# kombu's Redis transport keeps one list per priority step: "<queue>", "<queue>\x06\x163", …
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 MINER_QUEUE_PREFIX = "gpu-"
 RESULT_KEY_PREFIX = "celery-task-meta-"
 
@@ -32,6 +42,11 @@ def miner_from_queue(queue: str) -> str | None:
     if queue.startswith(MINER_QUEUE_PREFIX) and len(queue) > len(MINER_QUEUE_PREFIX):
         return queue[len(MINER_QUEUE_PREFIX) :]
     return None
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists behind a Celery queue, in the order kombu serves them."""
+    return [f"{queue}{KOMBU_PRIORITY_SEP}{p}" if p else queue for p in KOMBU_PRIORITY_STEPS]
 
 
 def text(value: bytes | str) -> str:
@@ -51,6 +66,9 @@ class Keys:
         self.miners = f"{prefix}:miners"
         self.picks = f"{prefix}:picks"
         self.seq = f"{prefix}:seq"
+        self.leases = f"{prefix}:leases"
+        self.shared_wake = f"{prefix}:shared:wake"
+        self.dead_letters = f"{prefix}:shared:dead"
 
     def heartbeat(self, miner_id: str) -> str:
         return f"{self.prefix}:hb:{miner_id}"
@@ -63,3 +81,15 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
+
+    def key_owner(self, key_hash: str) -> str:
+        return f"{self.prefix}:keyowner:{key_hash}"
+
+    def lease(self, job_id: str) -> str:
+        return f"{self.prefix}:lease:{job_id}"
+
+    def attempts(self, job_id: str) -> str:
+        return f"{self.prefix}:attempts:{job_id}"
+
+    def running(self, job_id: str) -> str:
+        return f"{self.prefix}:running:{job_id}"

@@ -38,6 +38,12 @@ class Settings:
     max_tokens: int = 128
     result_ttl_s: int = 86400
     visibility_timeout_s: int = 3600
+    lease_s: float = 30.0
+    max_attempts: int = 3
+    max_wait_s: float = 20.0
+    max_result_chars: int = 65536
+    legacy_poll_s: float = 2.0
+    legacy_wait_s: float = 0.0
     engine: str = "llamacpp"
     model: str = ""
     slots: int = 1

@@ -23,7 +23,7 @@ def registry(redis):
 
 @pytest.fixture
 def selector(redis):
-    return RedisSelector(Scripts(redis), KEYS, job_ttl_s=60)
+    return RedisSelector(redis, Scripts(redis), KEYS, job_ttl_s=60)
 
 
 def beat(registry, miner_id, slots=1, models=("echo",), status="available"):
@@ -111,7 +111,8 @@ def test_concurrent_reservations_never_exceed_slots(registry, selector, redis_ur
     def ask() -> None:
         import redis as redis_lib
 
-        own = RedisSelector(Scripts(redis_lib.Redis.from_url(redis_url)), KEYS, 60)
+        own_client = redis_lib.Redis.from_url(redis_url)
+        own = RedisSelector(own_client, Scripts(own_client), KEYS, 60)
         start.wait()
         picked = own.choose(job())
         with lock:

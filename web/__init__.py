@@ -10,25 +10,23 @@ import logging
 from flask import Flask
 
 from tasks.settings import Settings
-from web import chat, jobs, miners, ops
+from web import chat, jobs, legacy, miners, ops
 from web.errors import register_error_handlers
 from web.services import init_app
+from web.validation import body_limit
 
 __all__ = ["create_app"]
-
-# Room for a maximal message escaped as JSON, plus the other fields.
-BODY_OVERHEAD = 16 * 1024
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """A web tier configured from ``settings`` (default: the MIA_* environment)."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_message_chars * 6 + BODY_OVERHEAD
+    app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_chars)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     init_app(app, settings)
     register_error_handlers(app)
-    for blueprint in (chat.bp, miners.bp, jobs.bp, ops.bp):
+    for blueprint in (chat.bp, miners.bp, legacy.bp, jobs.bp, ops.bp):
         app.register_blueprint(blueprint)
     logging.getLogger(__name__).info("web tier ready (redis %s)", settings.redis_url)
     return app

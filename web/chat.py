@@ -1,10 +1,15 @@
-"""``POST /chat/direct``: one generation through the push path, answered when done."""
+"""Chat endpoints.
+
+``POST /chat/direct``: one generation through the push path, answered when done.
+``POST /chat``: the old queue-based endpoint; the job waits on ``shared`` for any
+miner (push or legacy) and the caller fetches the result from ``GET /jobs/<id>``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, url_for
 from flask.typing import ResponseReturnValue
 
 from chat_service.prompts import direct_messages
@@ -38,3 +43,18 @@ def direct() -> ResponseReturnValue:
     svc = services()
     job = parse_direct(v.json_object(FIELDS), svc.settings)
     return jsonify(svc.jobs.run(job, svc.settings.request_timeout_s))
+
+
+@bp.post("/chat")
+def queued() -> ResponseReturnValue:
+    svc = services()
+    job = parse_direct(v.json_object(FIELDS), svc.settings)
+    dispatched = svc.jobs.enqueue(job)
+    status_url = url_for("jobs.job_status", job_id=job.job_id)
+    body = {
+        "job_id": job.job_id,
+        "status": "queued",
+        "queue": dispatched.queue,
+        "status_url": status_url,
+    }
+    return jsonify(body), 202, {"Location": status_url}

@@ -26,9 +26,13 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
-        return _json(
-            exc.code or 500, error=exc.description, code=exc.name.lower().replace(" ", "_")
-        )
+        body: dict[str, object] = {
+            "error": exc.description,
+            "code": exc.name.lower().replace(" ", "_"),
+        }
+        if exc.code == 413:
+            body["field"] = "body"  # over MAX_CONTENT_LENGTH: the body as a whole
+        return _json(exc.code or 500, **body)
 
     @app.errorhandler(redis.RedisError)
     @app.errorhandler(OperationalError)

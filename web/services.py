@@ -15,6 +15,7 @@ from tasks.client import JobClient
 from tasks.db import make_engine, make_sessions
 from tasks.dispatch import Dispatcher, RedisSelector
 from tasks.keys import Keys
+from tasks.leases import LeaseBook
 from tasks.registry import Registry
 from tasks.results import ResultWaiter
 from tasks.scripts import Scripts
@@ -32,6 +33,7 @@ class Services:
     auth: MinerAuth
     jobs: JobClient
     waiter: ResultWaiter
+    leases: LeaseBook
 
 
 def build_services(settings: Settings) -> Services:
@@ -44,7 +46,8 @@ def build_services(settings: Settings) -> Services:
     )
     keys = Keys(settings.key_prefix)
     celery = create_celery("web", settings)
-    selector = RedisSelector(Scripts(client), keys, settings.result_ttl_s)
+    scripts = Scripts(client)
+    selector = RedisSelector(client, scripts, keys, settings.result_ttl_s)
     waiter = ResultWaiter(client, ready_timeout_s=settings.redis_timeout_s)
     sessions = make_sessions(make_engine(settings.database_url))
     return Services(
@@ -55,6 +58,7 @@ def build_services(settings: Settings) -> Services:
         auth=MinerAuth(sessions, client, keys, settings.registration_token),
         jobs=JobClient(client, keys, Dispatcher(celery, selector), waiter),
         waiter=waiter,
+        leases=LeaseBook(client, scripts, keys, settings),
     )
 
 

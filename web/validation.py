@@ -9,6 +9,15 @@ from werkzeug.exceptions import BadRequest
 
 from tasks.errors import ValidationError
 
+# Room for a text field of the longest allowed length escaped as JSON, plus the rest.
+BODY_OVERHEAD = 16 * 1024
+JSON_ESCAPE_FACTOR = 6  # one character may take six: \u00e9
+
+
+def body_limit(longest_text_chars: int) -> int:
+    """The most bytes a JSON body may have whose longest text field has this many characters."""
+    return longest_text_chars * JSON_ESCAPE_FACTOR + BODY_OVERHEAD
+
 
 def json_object(allowed: set[str]) -> dict[str, Any]:
     """The request body as a JSON object with no field outside ``allowed``."""

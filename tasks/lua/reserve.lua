@@ -5,6 +5,7 @@
 -- ARGV[1] key prefix              ARGV[2] model id ('' = any model)
 -- ARGV[3] job record (JSON)       ARGV[4] job record TTL in seconds
 -- ARGV[5] shared queue name       ARGV[6] miner queue prefix
+-- ARGV[7] '1': skip the choice, the job goes to the shared queue (queue-based /chat)
 --
 -- Among live miners (heartbeat key present) that serve the model, are not draining
 -- and have a free slot, take the least loaded (in-flight / slots); on a tie, the one
@@ -23,7 +24,9 @@ local function serves(hb)
 end
 
 local best, best_load, best_pick, best_used
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local candidates = {}
+if ARGV[7] ~= '1' then candidates = redis.call('SMEMBERS', KEYS[1]) end
+for _, id in ipairs(candidates) do
   local raw = redis.call('GET', prefix .. ':hb:' .. id)
   if not raw then
     redis.call('SREM', KEYS[1], id)
