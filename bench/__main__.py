@@ -3,9 +3,12 @@
 Starts its own redis-server, web tier (gunicorn, as ``make run``), one echo miner
 (0 ms) and one stock Celery worker, then measures in one run: (a) Redis
 LPUSH->BRPOP, (b) stock Celery apply_async -> task start, (c) this project's
-dispatch, job accepted -> miner task start, (d) POST /chat/direct round trip,
-(e) a miner polling every 2 s. Prints a table and, last, one JSON line; writes
-report.md, results.json and latency.png under bench/results/.
+dispatch, job accepted -> miner task start, (d) POST /chat/direct round trip.
+Then it stops the push miner and measures the pickup latency (job accepted ->
+leased) of a real legacy miner (``python -m miners.legacy``): (e) polling
+``/get_work`` every 2 s, (f) long-polling with ``wait``, and (g) the round trip of
+an empty poll. Prints a table and, last, one JSON line; writes report.md,
+results.json and latency.png under bench/results/.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 import redis
@@ -31,7 +36,7 @@ from scripts.stack import BIN, ROOT, web_argv
 from tasks.celery_app import create_celery
 from tasks.db import migrate
 from tasks.settings import Settings
-from web.services import build_services
+from web.services import Services, build_services
 
 RESULTS = ROOT / "bench" / "results"
 TOKEN = "bench-token"
@@ -68,7 +73,7 @@ def environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_stack(stack: ExitStack, work: Path) -> Settings:
+def start_stack(stack: ExitStack, work: Path) -> tuple[Settings, subprocess.Popen[bytes]]:
     port = free_port()
     redis_port = free_port()
     stack.callback(stop, redis_server.start(redis_port, work / "redis"))
@@ -84,14 +89,47 @@ def start_stack(stack: ExitStack, work: Path) -> Settings:
     stack.enter_context(process(web_argv(settings), env, work / "web.log"))
     wait_for(lambda: _ok(f"{settings.api_url}/readyz"), 30, "web tier")
     miner = [str(BIN / "celery"), "-A", "miners", "worker", "-Q", "gpu-0", "-n", "gpu-0@%h"]
-    stack.enter_context(
-        process([*miner, "--without-mingle", "--without-gossip"], env, work / "m.log")
-    )
+    push_miner = spawn([*miner, "--without-mingle", "--without-gossip"], env, work / "m.log", ROOT)
+    stack.callback(stop, push_miner)
     stock = [str(BIN / "celery"), "-A", "bench.stock", "worker", "-Q", "stock", "-n", "stock@%h"]
     stock += ["-c", "1", "--without-mingle", "--without-gossip"]
     stack.enter_context(process(stock, env, work / "stock.log"))
     wait_for(lambda: _miners(settings.api_url), 60, "the echo miner")
-    return settings
+    return settings, push_miner
+
+
+def legacy_rows(
+    settings: Settings, services: Services, work: Path, samples: int, long_samples: int
+) -> list[Row]:
+    """(e) and (f): a real legacy miner, polling then long-polling; no push miner alive."""
+    rows = []
+    env = environment(settings)
+    for key, label, extra, spread_s, n in (
+        (
+            "polling",
+            "(e) legacy miner polling /get_work every 2 s",
+            ["--poll-s", "2"],
+            2.0,
+            samples,
+        ),
+        (
+            "longpoll",
+            "(f) legacy miner long-polling /get_work",
+            ["--wait-s", "20"],
+            0.05,
+            long_samples,
+        ),
+    ):
+        argv = [str(BIN / "python"), "-m", "miners.legacy", "--miner-id", f"bench-{key}", *extra]
+        log = work / f"{key}.log"
+        with process(argv, env, log):
+            wait_for(partial(_logged, log, "polling"), 30, f"the {key} miner")
+            rows.append(Row(key, label, measure.legacy_pickup(services.jobs, n, spread_s)))
+    return rows
+
+
+def _logged(log: Path, text: str) -> bool:
+    return log.is_file() and text in log.read_text(errors="replace")
 
 
 def _ok(url: str) -> bool:
@@ -108,9 +146,10 @@ def _miners(api: str) -> bool:
 def run(samples: int, poll_samples: int) -> tuple[dict[str, Row], dict[str, float]]:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-bench-{os.getpid()}"
     with ExitStack() as stack:
-        settings = start_stack(stack, work)
+        settings, push_miner = start_stack(stack, work)
         client = redis.Redis.from_url(settings.redis_url)
         services = build_services(settings)
+        stack.callback(services.waiter.close)  # before its Redis stops
         stock_client = create_celery("stock-client", settings, stock_transport=True)
         warm = max(samples // 10, 20)
         measure.stock_celery(stock_client, client, warm)
@@ -130,8 +169,16 @@ def run(samples: int, poll_samples: int) -> tuple[dict[str, Row], dict[str, floa
             rows["celery"].samples.extend(measure.stock_celery(stock_client, client, n))
             rows["push"].samples.extend(measure.push_dispatch(services.jobs, n))
             rows["chat"].samples.extend(measure.chat_round_trip("127.0.0.1", settings.port, n))
-        rows["polling"] = Row("polling", "(e) legacy miner polling every 2 s", [])
-        rows["polling"].samples.extend(measure.polling(client, poll_samples))
+        stop(push_miner)
+        wait_for(lambda: not _miners(settings.api_url), 10, "the push miner to leave")
+        for row in legacy_rows(settings, services, work, poll_samples, samples // 5):
+            rows[row.key] = row
+        key = services.auth.register("bench-empty", TOKEN, "legacy")
+        rows["empty_poll"] = Row(
+            "empty_poll",
+            "(g) GET /get_work round trip, nothing queued (204)",
+            measure.empty_poll("127.0.0.1", settings.port, key, samples // 5),
+        )
     return rows, report.summary(rows)
 
 

@@ -7,8 +7,6 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable
-from typing import cast
 
 import redis
 from celery import Celery
@@ -68,49 +66,54 @@ def push_dispatch(jobs: JobClient, samples: int) -> list[float]:
     return out
 
 
-def chat_round_trip(host: str, port: int, samples: int) -> list[float]:
-    """``POST /chat/direct`` round trip over one keep-alive connection (echo engine)."""
+def round_trips(
+    host: str,
+    port: int,
+    request: tuple[str, str, str | None, dict[str, str]],
+    expect: int,
+    samples: int,
+) -> list[float]:
+    """HTTP round trips of one ``(method, path, body, headers)`` over a keep-alive connection."""
+    method, path, body, headers = request
     conn = http.client.HTTPConnection(host, port, timeout=10)
-    body = json.dumps({"message": "Hello", "max_tokens": 8})
-    headers = {"content-type": "application/json"}
     out = []
     for _ in range(samples):
         started = time.perf_counter()
-        conn.request("POST", "/chat/direct", body, headers)
+        conn.request(method, path, body, headers)
         response = conn.getresponse()
         payload = response.read()
         out.append((time.perf_counter() - started) * 1000)
-        if response.status != 200:
-            raise RuntimeError(f"/chat/direct answered {response.status}: {payload!r}")
+        if response.status != expect:
+            raise RuntimeError(f"{method} {path} answered {response.status}: {payload!r}")
     conn.close()
     return out
 
 
-def polling(client: redis.Redis, samples: int, period_s: float = 2.0) -> list[float]:
-    """A legacy miner that polls every ``period_s``: jobs arrive at random moments."""
-    key = "bench:poll"
-    client.delete(key)
-    got: list[float] = []
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.wait(period_s):
-            while (item := client.lpop(key)) is not None:
-                got.append((time.time() - float(cast(bytes, item))) * 1000)
-
-    thread = threading.Thread(target=poll)
-    thread.start()
-    rng = random.Random(7)
-    for _ in range(samples):
-        time.sleep(rng.uniform(0, period_s))  # arrivals spread over the polling cycle
-        client.rpush(key, repr(time.time()))
-    _until(lambda: len(got) >= samples, period_s * 2 + 1)
-    stop.set()
-    thread.join()
-    return got
+def chat_round_trip(host: str, port: int, samples: int) -> list[float]:
+    """``POST /chat/direct`` round trip (echo engine)."""
+    body = json.dumps({"message": "Hello", "max_tokens": 8})
+    headers = {"content-type": "application/json"}
+    return round_trips(host, port, ("POST", "/chat/direct", body, headers), 200, samples)
 
 
-def _until(done: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not done() and time.monotonic() < deadline:
-        time.sleep(0.01)
+def empty_poll(host: str, port: int, key: str, samples: int) -> list[float]:
+    """``GET /get_work`` round trip with nothing queued (the 204 an idle old miner sees)."""
+    headers = {"Authorization": f"Bearer {key}"}
+    return round_trips(host, port, ("GET", "/get_work", None, headers), 204, samples)
+
+
+def legacy_pickup(jobs: JobClient, samples: int, spread_s: float, seed: int = 7) -> list[float]:
+    """Job accepted -> leased to a real legacy miner (``queue_ms``), no push miner alive.
+
+    Jobs arrive at random moments spread over ``spread_s`` (the polling period), one
+    at a time, so each waits for whatever is left of the miner's polling cycle.
+    """
+    rng = random.Random(seed)
+    out = []
+    for i in range(samples):
+        if spread_s:
+            time.sleep(rng.uniform(0, spread_s))  # the arrival moment, not a wait for a result
+        job = Job(messages=[{"role": "user", "content": f"legacy {i}"}], max_tokens=8)
+        result = jobs.run(job, timeout_s=spread_s + 30)
+        out.append(float(result["timings"]["queue_ms"]))
+    return out

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 # Longest a long-poll blocks before it looks at the queue itself again.
 WAKE_CHECK_S = 1.0
+# Redis reads a BRPOP timeout under 1 ms as 0, which blocks forever.
+MIN_BLOCK_S = 0.01
 SWEEP_BATCH = 500
 REFUSALS = {
     "not_holder": "job {job} is leased to another miner or was re-leased since: "
@@ -167,7 +169,7 @@ class LeaseBook:
         while True:
             lease = self._take_now(miner_id)
             remaining = deadline - time.monotonic()
-            if lease is not None or remaining <= 0:
+            if lease is not None or remaining < MIN_BLOCK_S:
                 return lease
             self._redis.brpop([self._keys.shared_wake], timeout=min(WAKE_CHECK_S, remaining))
 

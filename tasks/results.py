@@ -159,6 +159,8 @@ class ResultWaiter:
                 delay = 0.05
             except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
                 self._ready.clear()
+                if self._stop.is_set():
+                    return
                 log.warning("result listener lost Redis (%s); reconnecting", exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 1.0)

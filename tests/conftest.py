@@ -142,6 +142,26 @@ def miner_env(settings: Settings, engine: str, slots: int, **extra: str) -> dict
     return env
 
 
+def launch(
+    started: list[MinerProcess],
+    miner_id: str,
+    argv: list[str],
+    env: dict[str, str],
+    log: Path,
+    ready: Callable[[MinerProcess], bool],
+    timeout: float,
+    what: str,
+) -> MinerProcess:
+    """Spawn a miner process, note it in ``started`` (to stop), and wait until ``ready``."""
+    proc = spawn(argv, env, log=log, cwd=ROOT)
+    found = MinerProcess(miner_id, proc, log)
+    started.append(found)
+    wait_for(lambda: ready(found) or proc.poll() is not None, timeout, what)
+    if proc.poll() is not None:
+        raise RuntimeError(f"{what}: it exited:\n{found.output()}")
+    return found
+
+
 def live_miner_ids(settings: Settings) -> set[str]:
     response = requests.get(f"{settings.api_url}/metrics/gpus", timeout=5)
     return {m["miner_id"] for m in response.json()["miners"]}
@@ -162,18 +182,49 @@ def miner(
         argv += ["-n", f"{queue}@%h", "-l", "info", "--without-mingle", "--without-gossip"]
         if wrapper:
             argv = [sys.executable, "-m", "miners", "--gpu-id", gpu_id]
-        log = tmp_path / f"miner-{gpu_id}.log"
-        proc = spawn(argv, miner_env(settings, engine, slots, **env), log=log, cwd=ROOT)
-        found = MinerProcess(gpu_id, proc, log)
-        started.append(found)
-        wait_for(
-            lambda: gpu_id in live_miner_ids(settings) or proc.poll() is not None,
+        env = miner_env(settings, engine, slots, **env)
+        return launch(
+            started,
+            gpu_id,
+            argv,
+            env,
+            tmp_path / f"miner-{gpu_id}.log",
+            lambda found: gpu_id in live_miner_ids(settings),
             120,
             f"miner {gpu_id} to heartbeat",
         )
-        if proc.poll() is not None:
-            raise RuntimeError(f"miner {gpu_id} exited:\n{found.output()}")
-        return found
+
+    yield start
+    for found in started:
+        stop(found.proc)
+
+
+@pytest.fixture
+def legacy_miner(
+    live_server: str, redis: redis_lib.Redis, settings: Settings, tmp_path: Path
+) -> Iterator[Callable[..., MinerProcess]]:
+    """Start a real ``python -m miners.legacy``: ``legacy_miner("old-1", poll_s=0.1)``."""
+    started: list[MinerProcess] = []
+
+    def start(
+        miner_id: str = "old-1",
+        engine: str = "echo",
+        poll_s: float = 2.0,
+        wait_s: float = 0.0,
+        **env: str,
+    ) -> MinerProcess:
+        argv = [sys.executable, "-m", "miners.legacy", "--miner-id", miner_id]
+        argv += ["--poll-s", str(poll_s), "--wait-s", str(wait_s)]
+        return launch(
+            started,
+            miner_id,
+            argv,
+            miner_env(settings, engine, 1, **env),
+            tmp_path / f"legacy-{miner_id}.log",
+            lambda found: "polling" in found.output(),
+            60,
+            f"legacy miner {miner_id} to poll",
+        )
 
     yield start
     for found in started:
