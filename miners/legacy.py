@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from miners.engines import Engine, GenerationRequest, load_engine
+from miners.engines import Engine, GenerationRequest, complete, load_engine
 from miners.worker import registration_token
 from tasks.settings import Settings
 
@@ -151,11 +151,17 @@ class LegacyMiner:
             served = ", ".join(self.engine.models)
             return {**body, "error": f"miner {self.miner_id} does not serve {model!r} ({served})"}
         request = GenerationRequest(
-            work["messages"], int(work["max_tokens"]), float(work["temperature"])
+            work["messages"],
+            int(work["max_tokens"]),
+            float(work["temperature"]),
+            seed=int(work.get("seed") or 0),
+            top_p=float(work.get("top_p") or 1.0),
+            stop=tuple(work.get("stop") or ()),
+            choices=tuple(work.get("choices") or ()),
         )
         started = time.perf_counter()
         try:
-            result = self.engine.generate([request])[0]
+            result = complete(self.engine, request)
         except Exception as exc:  # noqa: BLE001 - the caller gets the engine's error
             log.exception("job %s failed", work["job_id"])
             return {**body, "error": f"{type(exc).__name__}: {exc}"}
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
     miner = LegacyMiner(
-        settings, load_engine(settings), args.miner_id, args.poll_s, args.wait_s, args.slots
+        settings, load_engine(settings).engine, args.miner_id, args.poll_s, args.wait_s, args.slots
     )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -1,18 +1,29 @@
-"""What a running miner holds: its id, its engine, and its slot accounting."""
+"""What a running miner holds: its id, its engine, its slot accounting and its streams.
+
+A job runs as a ``Stream`` on the engine. When the caller asked for a stream, each
+text piece is published on ``<p>:stream:<job>`` as it comes (the web tier relays it
+as Server-Sent Events); the whole result is stored through Celery as always, after
+the last piece. A caller that goes away publishes the job id on ``<p>:abort``; the
+miner's abort listener cancels that stream, the engine stops at its next step, and
+the job ends with ``finish_reason: "abort"`` and its slot free.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
 
-from miners.engines import Engine, GenerationRequest
+from miners.engines import Engine, GenerationRequest, Loaded, Stream
 from tasks.dispatch import RedisSelector
 from tasks.jobs import Job, job_result
-from tasks.keys import Keys
+from tasks.keys import Keys, text
 from tasks.scripts import Scripts
 from tasks.settings import Settings
 
@@ -26,13 +37,17 @@ class ModelNotServed(RuntimeError):
 class MinerRuntime:
     """Runs jobs on the engine and reports the miner's state for heartbeats."""
 
-    def __init__(self, settings: Settings, miner_id: str, engine: Engine) -> None:
+    def __init__(self, settings: Settings, miner_id: str, loaded: Engine | Loaded) -> None:
+        if not isinstance(loaded, Loaded):
+            loaded = Loaded(loaded)
         self.settings = settings
         self.miner_id = miner_id
-        self.engine = engine
+        self.engine = loaded.engine
+        self.skipped = loaded.skipped
         self.slots = max(settings.slots, 1)
         self._running = 0
         self._lock = threading.Lock()
+        self._streams: dict[str, Stream] = {}
         client = redis.Redis.from_url(
             settings.redis_url,
             socket_connect_timeout=settings.redis_timeout_s,
@@ -41,21 +56,38 @@ class MinerRuntime:
         self._redis = client
         self._keys = Keys(settings.key_prefix)
         self._slots = RedisSelector(client, Scripts(client), self._keys, 0)
+        self._stop = threading.Event()
+        self._aborts = threading.Thread(target=self._listen_for_aborts, daemon=True)
+        self._aborts.start()
 
     def run(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Run one job; the slot it reserved is given back whatever happens."""
         job = Job.from_payload(payload)
         started = time.time()
-        self._mark_running(job)
+        aborted = self._mark_running(job)
         try:
             if job.model and job.model not in self.engine.models:
                 raise ModelNotServed(
                     f"miner {self.miner_id} does not serve model {job.model!r} "
                     f"(it serves {', '.join(self.engine.models)})"
                 )
-            with self._busy():
-                request = GenerationRequest(job.messages, job.max_tokens, job.temperature)
-                result = self.engine.generate([request])[0]
+            request = GenerationRequest(
+                job.messages,
+                job.max_tokens,
+                job.temperature,
+                seed=job.seed,
+                top_p=job.top_p,
+                stop=tuple(job.stop),
+                choices=tuple(job.choices),
+            )
+            with self._busy(), self._streaming(job, self.engine.stream(request)) as stream:
+                if aborted:
+                    stream.cancel()
+                for index, piece in enumerate(stream):
+                    if job.stream:
+                        self._publish(job, index, piece)
+                result = stream.result
+                assert result is not None
         finally:
             if job.reserved_on:
                 self._release(job.reserved_on)
@@ -78,7 +110,7 @@ class MinerRuntime:
         """The body of ``POST /heartbeat``."""
         with self._lock:
             free = max(self.slots - self._running, 0)
-        return {
+        body: dict[str, Any] = {
             "miner_id": self.miner_id,
             "status": status or ("available" if free else "busy"),
             "slots": self.slots,
@@ -87,15 +119,76 @@ class MinerRuntime:
             "engine": self.engine.name,
             "memory": self.engine.memory_mb(),
         }
+        if self.skipped:
+            body["engine_fallbacks"] = [{"engine": n, "reason": r} for n, r in self.skipped]
+        return body
 
-    def _mark_running(self, job: Job) -> None:
-        """For ``GET /jobs/<id>``: the job left its queue and runs here."""
+    def close(self) -> None:
+        self._stop.set()
+
+    # -- streams and aborts ----------------------------------------------------------
+
+    @contextmanager
+    def _streaming(self, job: Job, stream: Stream) -> Iterator[Stream]:
+        with self._lock:
+            self._streams[job.job_id] = stream
         try:
-            self._redis.set(
-                self._keys.running(job.job_id), self.miner_id, ex=self.settings.visibility_timeout_s
+            yield stream
+        finally:
+            with self._lock:
+                self._streams.pop(job.job_id, None)
+
+    def _publish(self, job: Job, index: int, piece: str) -> None:
+        message = json.dumps({"index": index, "delta": piece})
+        try:
+            self._redis.publish(self._keys.stream(job.job_id), message)
+        except redis.RedisError as exc:  # the stored result still has the whole text
+            log.warning("could not stream a piece of job %s: %s", job.job_id, exc)
+
+    def abort(self, job_id: str) -> bool:
+        """Cancel ``job_id`` if it runs here; True if it did."""
+        with self._lock:
+            stream = self._streams.get(job_id)
+        if stream is None:
+            return False
+        stream.cancel()
+        log.info("job %s aborted by its caller", job_id)
+        return True
+
+    def _listen_for_aborts(self) -> None:
+        delay = 0.05
+        while not self._stop.is_set():
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._keys.aborts)
+                delay = 0.05
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message["type"] == "message":
+                        self.abort(text(message["data"]))
+            except redis.RedisError as exc:
+                log.warning("abort listener lost Redis (%s); reconnecting", exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 1.0)
+            finally:
+                pubsub.close()
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _mark_running(self, job: Job) -> bool:
+        """For ``GET /jobs/<id>``: the job runs here. True if its caller already left."""
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.set(
+                self._keys.running(job.job_id),
+                self.miner_id,
+                ex=self.settings.visibility_timeout_s,
             )
+            pipe.exists(self._keys.abort(job.job_id))
+            return bool(pipe.execute()[1])
         except redis.RedisError as exc:
             log.warning("could not mark job %s running: %s", job.job_id, exc)
+            return False
 
     def _busy(self) -> _Busy:
         return _Busy(self)

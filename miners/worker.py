@@ -93,3 +93,5 @@ def _stop_heartbeats(**_: Any) -> None:
 
     if app.heartbeats is not None:
         app.heartbeats.stop()
+    if app.runtime is not None:
+        app.runtime.close()

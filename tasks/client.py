@@ -6,7 +6,9 @@ Framework-free: the web views, the assistant and the benchmarks all call this.
 from __future__ import annotations
 
 import json
+import queue
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -15,7 +17,11 @@ from tasks.dispatch import Dispatched, Dispatcher
 from tasks.errors import JobTimeout, NotFound, ServiceUnavailable
 from tasks.jobs import Job
 from tasks.keys import Keys, result_key, text
-from tasks.results import ResultWaiter, outcome
+from tasks.results import FINISHED, ResultWaiter, Waiting, outcome
+
+# How often a stream with nothing to say still sends something (an SSE comment), so
+# that a caller who went away is noticed by the web server's next write.
+KEEPALIVE_S = 1.0
 
 
 class JobClient:
@@ -40,16 +46,35 @@ class JobClient:
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"Redis does not answer: {exc}") from exc
         if meta is None:
-            raise JobTimeout(
-                f"no result within {timeout_s:g} s; the job goes on",
-                job_id=job.job_id,
-                queue=dispatched.queue,
-                status_url=f"/jobs/{job.job_id}",
-            )
+            raise timeout(job, dispatched, timeout_s)
+        return self.finish(job, meta)
+
+    def start_stream(self, job: Job, timeout_s: float) -> JobStream:
+        """Dispatch a streamed job now (errors raise here); iterate the result for events."""
+        waiting = self._waiter.expect(job.job_id, stream=True)
+        try:
+            dispatched = self._dispatcher.submit(job)
+        except Exception:
+            self._waiter.forget(job.job_id)
+            raise
+        return JobStream(self, job, dispatched, waiting, timeout_s)
+
+    def abort(self, job_id: str) -> None:
+        """Tell whichever miner runs (or will run) ``job_id`` that its caller is gone."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._keys.abort(job_id), 1, ex=3600)
+        pipe.publish(self._keys.aborts, job_id)
+        pipe.execute()
+
+    def finish(self, job: Job, meta: dict[str, Any]) -> dict[str, Any]:
+        """The caller's view of a stored result: the miner's, plus ``total_ms``."""
         result = outcome(meta)
         timings = dict(result.get("timings", {}))
         timings["total_ms"] = round((time.time() - job.accepted_at) * 1000, 3)
         return {**result, "timings": timings}
+
+    def forget(self, job_id: str) -> None:
+        self._waiter.forget(job_id)
 
     def enqueue(self, job: Job) -> Dispatched:
         """Publish ``job`` on ``shared`` for any miner, push or legacy; do not wait."""
@@ -90,3 +115,62 @@ class JobClient:
         elif running is not None:
             found.update(status="running", miner_id=text(running))
         return found
+
+
+def timeout(job: Job, dispatched: Dispatched, timeout_s: float) -> JobTimeout:
+    return JobTimeout(
+        f"no result within {timeout_s:g} s; the job goes on",
+        job_id=job.job_id,
+        queue=dispatched.queue,
+        status_url=f"/jobs/{job.job_id}",
+    )
+
+
+class JobStream:
+    """The events of one streamed job: ``("piece", {...})`` in order, then ``("done", result)``.
+
+    ``("keepalive", {})`` comes when nothing happened for a while. A failed job raises
+    JobFailed, a silent one JobTimeout. Closing the iteration before the end (the
+    caller went away) aborts the job on its miner.
+    """
+
+    def __init__(
+        self,
+        client: JobClient,
+        job: Job,
+        dispatched: Dispatched,
+        waiting: Waiting,
+        timeout_s: float,
+    ) -> None:
+        self.job = job
+        self.dispatched = dispatched
+        self._client = client
+        self._waiting = waiting
+        self._timeout_s = timeout_s
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        pieces = self._waiting.pieces
+        assert pieces is not None
+        deadline = time.monotonic() + self._timeout_s
+        finished = False
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    finished = True  # the job goes on; the caller fetches it later
+                    raise timeout(self.job, self.dispatched, self._timeout_s)
+                try:
+                    item = pieces.get(timeout=min(KEEPALIVE_S, remaining))
+                except queue.Empty:
+                    yield "keepalive", {}
+                    continue
+                if item is FINISHED:
+                    finished = True
+                    assert self._waiting.meta is not None
+                    yield "done", self._client.finish(self.job, self._waiting.meta)
+                    return
+                yield "piece", item
+        finally:
+            self._client.forget(self.job.job_id)
+            if not finished:
+                self._client.abort(self.job.job_id)

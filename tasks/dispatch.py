@@ -18,7 +18,7 @@ from typing import Protocol
 import redis
 from celery import Celery
 
-from tasks.errors import ServiceUnavailable
+from tasks.errors import ModelNotServed, ServiceUnavailable
 from tasks.jobs import GENERATE, Job
 from tasks.keys import MINER_QUEUE_PREFIX, SHARED_QUEUE, Keys, queue_for, text
 from tasks.scripts import Scripts
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Celery's Redis transport serves priority 0 first; callers say 9 for most urgent.
 MAX_PRIORITY = 9
 WAKE_TOKENS_KEPT = 1000
+UNSERVED = "!unserved"  # reserve.lua's answer when no live miner serves the model
 
 
 class MinerSelector(Protocol):
@@ -102,6 +103,8 @@ class Dispatcher:
             miner_id = self._selector.choose(job, shared_only)
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"Redis does not answer: {exc}") from exc
+        if miner_id == UNSERVED:
+            raise ModelNotServed(job.model)
         reserved = Job(**{**job.to_payload(), "reserved_on": miner_id})
         queue = queue_for(miner_id) if miner_id else SHARED_QUEUE
         try:

@@ -66,6 +66,20 @@ class PayloadTooLarge(MiaError):
         super().__init__(message, field=field)
 
 
+class ModelNotServed(MiaError):
+    """A job asks for a model that no live miner serves: refused, not queued forever."""
+
+    status = 422
+    code = "model_not_served"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"no live miner serves model {model!r} (GET /v1/models lists the served ones)",
+            field="model",
+            model=model,
+        )
+
+
 class ServiceUnavailable(MiaError):
     """A dependency (Redis, the database) does not answer."""
 

@@ -27,6 +27,11 @@ class Job:
     model: str = ""
     max_tokens: int = 128
     temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    choices: list[str] = field(default_factory=list)
+    stream: bool = False
     priority: int = 0
     accepted_at: float = field(default_factory=time.time)
     reserved_on: str | None = None

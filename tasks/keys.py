@@ -16,6 +16,9 @@
 | ``<p>:attempts:<job>``     | int    | get_work      | how many times the job was leased      |
 | ``<p>:shared:wake``        | list   | dispatch      | tokens that wake long-polling miners   |
 | ``<p>:shared:dead``        | list   | get_work      | messages on shared that are not tasks  |
+| ``<p>:stream:<job>``       | pubsub | miner         | a streamed job's text pieces, in order |
+| ``<p>:abort``              | pubsub | web           | ids of jobs whose caller went away     |
+| ``<p>:abort:<job>``        | string | web           | the same, for a job not started yet    |
 | ``celery-task-meta-<job>`` | string | Celery result | the job's result (Celery's own key)    |
 
 ``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). Queues are Celery's: ``gpu-<miner>``
@@ -69,6 +72,8 @@ class Keys:
         self.leases = f"{prefix}:leases"
         self.shared_wake = f"{prefix}:shared:wake"
         self.dead_letters = f"{prefix}:shared:dead"
+        self.aborts = f"{prefix}:abort"
+        self.stream_pattern = f"{prefix}:stream:*"
 
     def heartbeat(self, miner_id: str) -> str:
         return f"{self.prefix}:hb:{miner_id}"
@@ -93,3 +98,9 @@ class Keys:
 
     def running(self, job_id: str) -> str:
         return f"{self.prefix}:running:{job_id}"
+
+    def stream(self, job_id: str) -> str:
+        return f"{self.prefix}:stream:{job_id}"
+
+    def abort(self, job_id: str) -> str:
+        return f"{self.prefix}:abort:{job_id}"

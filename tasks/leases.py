@@ -89,6 +89,10 @@ class Lease:
             "model": job.model,
             "max_tokens": job.max_tokens,
             "temperature": job.temperature,
+            "top_p": job.top_p,
+            "seed": job.seed,
+            "stop": job.stop,
+            "choices": job.choices,
             "priority": job.priority,
             "accepted_at": job.accepted_at,
         }

@@ -32,6 +32,7 @@ class Heartbeat:
     engine: str
     memory: dict[str, float] = field(default_factory=dict)
     seen_at: float = 0.0
+    engine_fallbacks: list[dict[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_body(cls, miner_id: str, body: dict[str, Any]) -> Heartbeat:
@@ -50,7 +51,16 @@ class Heartbeat:
         if not all(isinstance(v, int | float) for v in memory.values()):
             raise ValidationError("memory values must be numbers", "memory")
         engine = _field(body, "engine", str, default="")
-        return cls(miner_id, status, slots, free, models, engine, memory, time.time())
+        fallbacks = _field(body, "engine_fallbacks", list, default=[])
+        if not all(
+            isinstance(f, dict) and all(isinstance(f.get(k), str) for k in ("engine", "reason"))
+            for f in fallbacks
+        ):
+            raise ValidationError(
+                "engine_fallbacks must be a list of {engine, reason}", "engine_fallbacks"
+            )
+        fallbacks = [{"engine": f["engine"], "reason": f["reason"][:500]} for f in fallbacks]
+        return cls(miner_id, status, slots, free, models, engine, memory, time.time(), fallbacks)
 
 
 def _field(body: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
@@ -74,6 +84,7 @@ class MinerState:
     engine: str
     memory: dict[str, float]
     heartbeat_age_ms: float
+    engine_fallbacks: list[dict[str, str]]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,4 +144,5 @@ def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerSta
         engine=hb["engine"],
         memory=hb["memory"],
         heartbeat_age_ms=round(max(now - hb["seen_at"], 0.0) * 1000, 1),
+        engine_fallbacks=hb.get("engine_fallbacks", []),
     )

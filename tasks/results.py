@@ -6,6 +6,8 @@ Instead of one subscription per request (Celery's default, a round trip each and
 connection per thread), every web process keeps a single pattern subscription on
 ``celery-task-meta-*`` and hands each result to the request thread waiting for it.
 Every process sees every result; a dictionary lookup drops the ones it does not wait for.
+The same subscription carries the text pieces of streamed jobs (``<p>:stream:*``),
+so a job's pieces and then its result reach the waiting thread in publish order.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -88,30 +91,42 @@ def outcome(meta: dict[str, Any]) -> dict[str, Any]:
     raise JobFailed(f"job failed: {message}", job_id=meta.get("task_id"))
 
 
+# Put on a streamed job's queue after its last piece: the result is in ``meta``.
+FINISHED = object()
+
+
 @dataclass
-class _Waiting:
+class Waiting:
+    """One job a request thread waits for: its result and, if streamed, its pieces."""
+
     event: threading.Event = field(default_factory=threading.Event)
     meta: dict[str, Any] | None = None
+    pieces: queue.Queue[Any] | None = None
 
 
 class ResultWaiter:
     """Lets request threads wait for job results without polling Redis."""
 
-    def __init__(self, client: redis.Redis, ready_timeout_s: float = 1.0) -> None:
+    def __init__(
+        self, client: redis.Redis, ready_timeout_s: float = 1.0, stream_prefix: str = "mia:stream:"
+    ) -> None:
         self._redis = client
         self._ready_timeout_s = ready_timeout_s
-        self._pending: dict[str, _Waiting] = {}
+        self._stream_prefix = stream_prefix
+        self._pending: dict[str, Waiting] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def expect(self, job_id: str) -> None:
+    def expect(self, job_id: str, stream: bool = False) -> Waiting:
         """Announce interest in ``job_id``; call before the job is published."""
         self._ensure_listening()
+        waiting = Waiting(pieces=queue.Queue() if stream else None)
         with self._lock:
-            self._pending[job_id] = _Waiting()
+            self._pending[job_id] = waiting
+        return waiting
 
     def wait(self, job_id: str, timeout: float) -> dict[str, Any] | None:
         """The stored Celery meta of ``job_id``, or None if none came within ``timeout``."""
@@ -168,13 +183,16 @@ class ResultWaiter:
     def _listen(self) -> None:
         pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
         try:
-            pubsub.psubscribe(RESULT_KEY_PREFIX + "*")
+            pubsub.psubscribe(RESULT_KEY_PREFIX + "*", self._stream_prefix + "*")
+            subscribed = 0
             for message in pubsub.listen():
                 if message["type"] == "pmessage":
                     self._deliver(message["channel"], message["data"])
                 elif message["type"] == "psubscribe":
-                    self._recheck_pending()
-                    self._ready.set()
+                    subscribed += 1
+                    if subscribed == 2:
+                        self._recheck_pending()
+                        self._ready.set()
                 if self._stop.is_set():
                     return
         finally:
@@ -182,12 +200,20 @@ class ResultWaiter:
 
     def _deliver(self, channel: bytes | str, data: bytes | str) -> None:
         name = channel.decode() if isinstance(channel, bytes) else channel
+        if name.startswith(self._stream_prefix):
+            with self._lock:
+                waiting = self._pending.get(name[len(self._stream_prefix) :])
+            if waiting is not None and waiting.pieces is not None:
+                waiting.pieces.put(_decode(data))
+            return
         job_id = name[len(RESULT_KEY_PREFIX) :]
         with self._lock:
             waiting = self._pending.get(job_id)
         if waiting is not None and not waiting.event.is_set():
             waiting.meta = _decode(data)
             waiting.event.set()
+            if waiting.pieces is not None:
+                waiting.pieces.put(FINISHED)
 
     def _recheck_pending(self) -> None:
         """After (re)subscribing, pick up results published while we were not listening."""

@@ -45,6 +45,16 @@ class Settings:
     legacy_poll_s: float = 2.0
     legacy_wait_s: float = 0.0
     engine: str = "llamacpp"
+    engines: str = ""
+    vllm_model: str = "~/.cache/mia/models/smollm2-135m-instruct"
+    vllm_served_name: str = "smollm2-135m-instruct"
+    vllm_gpu_memory_utilization: float = 0.9
+    vllm_max_model_len: int = 2048
+    vllm_tensor_parallel_size: int = 1
+    vllm_quantization: str = ""
+    vllm_enable_prefix_caching: int = 1
+    vllm_kv_cache_bytes: int = 0
+    vllm_dtype: str = "auto"
     model: str = ""
     slots: int = 1
     miner_id: str = ""

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tasks.dispatch import RedisSelector
+from tasks.dispatch import UNSERVED, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.registry import Heartbeat, Registry
@@ -78,9 +78,10 @@ def test_model_routing_and_status(registry, selector):
     beat(registry, "drain", models=("echo",), status="draining")
     beat(registry, "echo", models=("echo",))
     assert selector.choose(job("smollm2")) == "llama"
-    assert selector.choose(job("missing")) is None
+    assert selector.choose(job("missing")) == UNSERVED
     assert selector.choose(job("echo")) == "echo"
     assert selector.choose(job("echo")) is None  # the draining miner never gets work
+    assert selector.choose(job("echo")) is None  # busy or draining: wait on shared
 
 
 def test_expired_heartbeat_is_dropped_from_the_index(registry, selector, redis):

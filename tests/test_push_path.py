@@ -114,10 +114,12 @@ def test_miner_heartbeat_reports_engine_models_and_slots(api, miner):
     assert 0 <= state["heartbeat_age_ms"] < 3000
 
 
-def test_a_job_for_a_model_no_miner_serves_fails_with_a_clear_error(api, miner):
+def test_a_job_for_a_model_no_live_miner_serves_is_422_at_once(api, miner, redis):
     miner("0", engine="echo")
     response = api.post(
         f"{api.base}/chat/direct", json={"message": "hi", "model": "nope"}, timeout=60
     )
-    assert response.status_code == 502
-    assert "does not serve model 'nope'" in response.json()["error"]
+    assert response.status_code == 422
+    body = response.json()
+    assert (body["code"], body["field"], body["model"]) == ("model_not_served", "model", "nope")
+    assert redis.llen("shared") == 0  # refused, not queued

@@ -1,27 +1,49 @@
 """Chat endpoints.
 
-``POST /chat/direct``: one generation through the push path, answered when done.
+``POST /chat/direct``: one generation through the push path, answered when done,
+or with ``"stream": true`` as Server-Sent Events while the engine writes
+(``event: piece`` per text piece, then ``event: done`` with the whole result and
+its timings, or ``event: error``).
 ``POST /chat``: the old queue-based endpoint; the job waits on ``shared`` for any
 miner (push or legacy) and the caller fetches the result from ``GET /jobs/<id>``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, jsonify, url_for
 from flask.typing import ResponseReturnValue
 
 from chat_service.prompts import direct_messages
+from tasks.client import JobStream
+from tasks.errors import MiaError, ValidationError
 from tasks.jobs import Job
 from tasks.settings import Settings
 from web import validation as v
 from web.services import services
+from web.sse import sse, sse_response
 
 bp = Blueprint("chat", __name__)
 
-FIELDS = {"message", "session_id", "project", "model", "priority", "max_tokens", "temperature"}
+SAMPLING = {"max_tokens", "temperature", "top_p", "seed", "stop", "choices"}
+FIELDS = {"message", "session_id", "project", "model", "priority", "stream", *SAMPLING}
 MAX_TOKENS_LIMIT = 4096
+MAX_STOPS = 4
+MAX_CHOICES = 64
+
+
+def parse_sampling(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Sampling settings shared by every chat front door (Job fields)."""
+    return {
+        "max_tokens": v.integer(body, "max_tokens", settings.max_tokens, 1, MAX_TOKENS_LIMIT),
+        "temperature": v.number(body, "temperature", 0.0, 0.0, 2.0),
+        "top_p": v.number(body, "top_p", 1.0, 0.0, 1.0) or 1.0,
+        "seed": v.integer(body, "seed", 0, 0, 2**31 - 1) if body.get("seed") is not None else 0,
+        "stop": v.text_list(body, "stop", MAX_STOPS, 64, allow_one=True),
+        "choices": v.text_list(body, "choices", MAX_CHOICES, 128),
+    }
 
 
 def parse_direct(body: dict[str, Any], settings: Settings) -> Job:
@@ -33,8 +55,8 @@ def parse_direct(body: dict[str, Any], settings: Settings) -> Job:
         messages=direct_messages(message),
         model=v.text(body, "model", 128),
         priority=v.integer(body, "priority", 0, 0, 9),
-        max_tokens=v.integer(body, "max_tokens", settings.max_tokens, 1, MAX_TOKENS_LIMIT),
-        temperature=v.number(body, "temperature", 0.0, 0.0, 2.0),
+        stream=v.boolean(body, "stream"),
+        **parse_sampling(body, settings),
     )
 
 
@@ -42,13 +64,30 @@ def parse_direct(body: dict[str, Any], settings: Settings) -> Job:
 def direct() -> ResponseReturnValue:
     svc = services()
     job = parse_direct(v.json_object(FIELDS), svc.settings)
+    if job.stream:
+        stream = svc.jobs.start_stream(job, svc.settings.request_timeout_s)
+        return sse_response(server_sent_events(stream))
     return jsonify(svc.jobs.run(job, svc.settings.request_timeout_s))
+
+
+def server_sent_events(stream: JobStream) -> Iterator[str]:
+    """``/chat/direct``'s event stream: pieces, then the result or the error."""
+    try:
+        for kind, data in stream:
+            if kind == "keepalive":
+                yield ": keep-alive\n\n"
+            else:
+                yield sse(kind, data)
+    except MiaError as exc:
+        yield sse("error", exc.to_dict())
 
 
 @bp.post("/chat")
 def queued() -> ResponseReturnValue:
     svc = services()
     job = parse_direct(v.json_object(FIELDS), svc.settings)
+    if job.stream:
+        raise ValidationError("stream is for /chat/direct; /chat answers with a job id", "stream")
     dispatched = svc.jobs.enqueue(job)
     status_url = url_for("jobs.job_status", job_id=job.job_id)
     body = {

@@ -15,7 +15,16 @@ from web.services import services
 bp = Blueprint("miners", __name__)
 
 KINDS = ("push", "legacy")
-HEARTBEAT_FIELDS = {"miner_id", "status", "slots", "free_slots", "models", "engine", "memory"}
+HEARTBEAT_FIELDS = {
+    "miner_id",
+    "status",
+    "slots",
+    "free_slots",
+    "models",
+    "engine",
+    "memory",
+    "engine_fallbacks",
+}
 
 
 @bp.post("/register")

@@ -48,7 +48,9 @@ def build_services(settings: Settings) -> Services:
     celery = create_celery("web", settings)
     scripts = Scripts(client)
     selector = RedisSelector(client, scripts, keys, settings.result_ttl_s)
-    waiter = ResultWaiter(client, ready_timeout_s=settings.redis_timeout_s)
+    waiter = ResultWaiter(
+        client, ready_timeout_s=settings.redis_timeout_s, stream_prefix=keys.stream("")
+    )
     sessions = make_sessions(make_engine(settings.database_url))
     return Services(
         settings=settings,

@@ -72,3 +72,28 @@ def bearer_token() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def boolean(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise ValidationError(f"{name} must be true or false", name)
+    return value
+
+
+def text_list(
+    body: dict[str, Any], name: str, max_items: int, max_chars: int, allow_one: bool = False
+) -> list[str]:
+    """A list of non-empty strings (``allow_one``: a bare string counts as a list of one)."""
+    value = body.get(name)
+    if value is None:
+        return []
+    if allow_one and isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
+        raise ValidationError(f"{name} must be a list of non-empty strings", name)
+    if len(value) > max_items:
+        raise ValidationError(f"{name} may have at most {max_items} items", name)
+    if any(len(x) > max_chars for x in value):
+        raise ValidationError(f"each of {name} may have at most {max_chars} characters", name)
+    return list(value)

