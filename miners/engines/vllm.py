@@ -52,6 +52,7 @@ class VllmSettings:
     kv_cache_bytes: int = 0  # 0: size it from gpu_memory_utilization (GPUs)
     max_num_seqs: int = 8
     dtype: str = "auto"
+    enforce_eager: bool = False  # True skips graph capture/compilation: 3 s loads on CPU
 
 
 @dataclass
@@ -91,6 +92,7 @@ class VllmEngine:
             "enable_prefix_caching": settings.enable_prefix_caching,
             "max_num_seqs": settings.max_num_seqs,
             "dtype": settings.dtype,
+            "enforce_eager": settings.enforce_eager,
             "gpu_memory_utilization": settings.gpu_memory_utilization,
             "seed": 0,
         }
