@@ -7,8 +7,11 @@ dispatch, job accepted -> miner task start, (d) POST /chat/direct round trip.
 Then it stops the push miner and measures the pickup latency (job accepted ->
 leased) of a real legacy miner (``python -m miners.legacy``): (e) polling
 ``/get_work`` every 2 s, (f) long-polling with ``wait``, and (g) the round trip of
-an empty poll. Prints a table and, last, one JSON line; writes report.md,
-results.json and latency.png under bench/results/.
+an empty poll. Last, the engine section (``bench.engines``): tokens/s of one
+miner sequential vs 8 concurrent jobs and time to first token over SSE against
+the engine called in-process, per engine this machine has. Prints tables and,
+last, one JSON line; writes report.md, results.json and latency.png under
+bench/results/.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 import redis
 import requests
 
-from bench import measure, report
+from bench import engines, measure, report
 from bench.report import Row
 from scripts import redis_server
 from scripts.processes import spawn, stop, wait_for
@@ -143,7 +146,30 @@ def _miners(api: str) -> bool:
     return bool(requests.get(f"{api}/metrics/gpus", timeout=2).json()["miners"])
 
 
-def run(samples: int, poll_samples: int) -> tuple[dict[str, Row], dict[str, float]]:
+def engine_rows(settings: Settings, work: Path, quick: bool) -> list[engines.EngineRow]:
+    """The engine section: one engine at a time, each alone on the machine."""
+    rows = []
+    for name, python in engines.available().items():
+        row = engines.EngineRow(name)
+        row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, 5 if quick else 20)
+        queue = f"gpu-bench-{name}"
+        argv = [python, "-m", "celery", "-A", "miners", "worker", "-Q", queue, "-n", f"{queue}@%h"]
+        env = {**environment(settings), **engines.miner_env(name)}
+        with process([*argv, "--without-mingle", "--without-gossip"], env, work / f"{name}.log"):
+            wait_for(lambda: _miners(settings.api_url), 300, f"the {name} miner")
+            host, port, tokens = "127.0.0.1", settings.port, 32 if quick else 64
+            engines.throughput(host, port, 2, 2, 8)  # warm up
+            row.sequential_tok_s = engines.throughput(host, port, 4, 1, tokens)
+            row.concurrent_tok_s = engines.throughput(host, port, 8, 8, tokens)
+            row.push_ttft_ms = engines.sse_ttft(host, port, 5 if quick else 20)
+        wait_for(lambda: not _miners(settings.api_url), 10, f"the {name} miner to leave")
+        rows.append(row)
+    return rows
+
+
+def run(
+    samples: int, poll_samples: int, quick: bool = False
+) -> tuple[dict[str, Row], dict[str, float], list[engines.EngineRow]]:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-bench-{os.getpid()}"
     with ExitStack() as stack:
         settings, push_miner = start_stack(stack, work)
@@ -179,7 +205,8 @@ def run(samples: int, poll_samples: int) -> tuple[dict[str, Row], dict[str, floa
             "(g) GET /get_work round trip, nothing queued (204)",
             measure.empty_poll("127.0.0.1", settings.port, key, samples // 5),
         )
-    return rows, report.summary(rows)
+        engine_section = engine_rows(settings, work, quick)
+    return rows, report.summary(rows), engine_section
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     samples = args.samples or (300 if args.quick else 3000)
     poll_samples = 8 if args.quick else 60
     started = time.time()
-    rows, summary = run(samples, poll_samples)
-    checks = report.targets(summary)
+    rows, summary, engine_section = run(samples, poll_samples, args.quick)
+    engine_summary = [row.summary() for row in engine_section]
+    checks = {**report.targets(summary), **report.engine_targets(engine_summary)}
     body = report.table(list(rows.values()), rows["redis_floor"], rows["celery"])
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -199,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}",
         "quick": args.quick,
         "summary": summary,
+        "engines": engine_summary,
         "targets": checks,
     }
     markdown = "\n\n".join(
@@ -206,13 +235,15 @@ def main(argv: list[str] | None = None) -> int:
             "# MIA push-path benchmark",
             f"{meta['when']} on {meta['machine']}; {time.time() - started:.0f} s.",
             body,
+            "## Engines (one miner, 8 slots, through the push path)",
+            report.engine_table(engine_summary),
             "Targets: " + ", ".join(f"{k}={v}" for k, v in checks.items()),
         ]
     )
     report.write(RESULTS, rows, markdown, meta)
     print(markdown)
     print(f"\nwritten to {RESULTS}/ (report.md, results.json, latency.png)")
-    print(json.dumps(summary))
+    print(json.dumps({**summary, "engines": engine_summary}))
     return 0
 
 

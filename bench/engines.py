@@ -1,0 +1,145 @@
+"""The engine section of ``make bench``: throughput and time to first token per engine.
+
+For each engine this machine has (echo and llama.cpp always; vLLM when
+``make test-vllm`` built ``.venv-vllm``), in one run: the engine's time to first token called
+in-process (``bench.direct``, in the engine's own environment), then a real miner
+with 8 slots behind the push path: tokens/s of jobs one after another and of 8 at
+once, and the time to first token seen by an SSE client of ``/chat/direct``. The
+difference of the two first-token times is what the push path costs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.report import percentile
+from tasks.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+PROMPT = "Tell me a long story about a small restaurant by the sea."
+SLOTS = 8
+KV_CACHE_BYTES = 256 << 20
+WARMUP = SLOTS + 2  # first uses of each llama.cpp context compute the whole prompt
+
+
+def engine_settings(name: str, slots: int) -> Settings:
+    """Settings a benchmarked engine runs with, in-process or as a miner."""
+    return Settings(
+        engines=name, slots=slots, vllm_kv_cache_bytes=KV_CACHE_BYTES, vllm_enforce_eager=1
+    )
+
+
+def miner_env(name: str) -> dict[str, str]:
+    return {
+        "MIA_ENGINES": name,
+        "MIA_SLOTS": str(SLOTS),
+        "MIA_VLLM_KV_CACHE_BYTES": str(KV_CACHE_BYTES),
+        "MIA_VLLM_ENFORCE_EAGER": "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def available() -> dict[str, str]:
+    """Engine name -> the Python that runs it, for every engine this machine has.
+
+    ``echo`` first: with no model, its first-token gap is the push path's own cost.
+    """
+    engines = {"echo": sys.executable, "llamacpp": sys.executable}
+    if VLLM_PYTHON.exists():
+        engines["vllm"] = str(VLLM_PYTHON)
+    return engines
+
+
+@dataclass
+class EngineRow:
+    engine: str
+    load_s: float = 0.0
+    sequential_tok_s: float = 0.0
+    concurrent_tok_s: float = 0.0
+    direct_ttft_ms: list[float] = field(default_factory=list)
+    push_ttft_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        direct, push = percentile(self.direct_ttft_ms, 50), percentile(self.push_ttft_ms, 50)
+        return {
+            "engine": self.engine,
+            "load_s": round(self.load_s, 2),
+            "sequential_tok_s": round(self.sequential_tok_s, 1),
+            "concurrent8_tok_s": round(self.concurrent_tok_s, 1),
+            "concurrency_gain": round(self.concurrent_tok_s / self.sequential_tok_s, 2),
+            "direct_ttft_p50_ms": round(direct, 3),
+            "push_sse_ttft_p50_ms": round(push, 3),
+            "push_ttft_overhead_ms": round(push - direct, 3),
+        }
+
+
+def direct_ttft(engine: str, python: str, samples: int) -> tuple[float, list[float]]:
+    """(load seconds, first-token times) of the engine called in-process."""
+    out = subprocess.run(
+        [python, "-m", "bench.direct", "--engine", engine, "--samples", str(samples)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        env={**miner_env(engine), "PATH": "/usr/bin:/bin"},
+    )
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(found["load_s"]), [float(x) for x in found["ttft_ms"]]
+
+
+def _chat(host: str, port: int, body: dict[str, Any]) -> dict[str, Any]:
+    conn = http.client.HTTPConnection(host, port, timeout=300)
+    try:
+        conn.request("POST", "/chat/direct", json.dumps(body), {"content-type": "application/json"})
+        response = conn.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"/chat/direct answered {response.status}: {payload!r}")
+        answer: dict[str, Any] = json.loads(payload)
+        return answer
+    finally:
+        conn.close()
+
+
+def throughput(host: str, port: int, jobs: int, concurrent: int, max_tokens: int) -> float:
+    """Completion tokens per second of ``jobs`` jobs, ``concurrent`` at a time."""
+
+    def one(i: int) -> int:
+        body = {"message": PROMPT, "max_tokens": max_tokens, "temperature": 0.8, "seed": i}
+        return int(_chat(host, port, body)["usage"]["completion_tokens"])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrent) as pool:
+        tokens = sum(pool.map(one, range(jobs)))
+    return tokens / (time.perf_counter() - started)
+
+
+def sse_ttft(host: str, port: int, samples: int) -> list[float]:
+    """Request sent -> first ``piece`` event read, over SSE from ``/chat/direct``."""
+    body = json.dumps({"message": PROMPT, "max_tokens": 8, "stream": True})
+    out = []
+    for _ in range(samples + WARMUP):
+        conn = http.client.HTTPConnection(host, port, timeout=120)
+        began = time.perf_counter()
+        conn.request("POST", "/chat/direct", body, {"content-type": "application/json"})
+        response = conn.getresponse()
+        while True:
+            line = response.fp.readline()
+            if not line:
+                raise RuntimeError("the stream ended before its first piece")
+            if line.startswith(b"event: piece"):
+                out.append((time.perf_counter() - began) * 1000)
+                break
+        conn.close()  # leaving early: the miner aborts the rest
+    return out[WARMUP:]
