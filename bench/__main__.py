@@ -27,11 +27,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import redis
 import requests
 
-from bench import engines, measure, report
+from bench import assistant, engines, measure, report
 from bench.report import Row
 from scripts import redis_server
 from scripts.processes import spawn, stop, wait_for
@@ -167,9 +168,18 @@ def engine_rows(settings: Settings, work: Path, quick: bool) -> list[engines.Eng
     return rows
 
 
+def legacy_conversation(settings: Settings, work: Path) -> list[float]:
+    """The assistant's conversation with only a legacy miner polling every 2 s."""
+    argv = [str(BIN / "python"), "-m", "miners.legacy", "--miner-id", "bench-talk"]
+    log = work / "talk.log"
+    with process([*argv, "--poll-s", "2"], environment(settings), log):
+        wait_for(partial(_logged, log, "polling"), 30, "the legacy miner")
+        return assistant.conversation("127.0.0.1", settings.port)
+
+
 def run(
     samples: int, poll_samples: int, quick: bool = False
-) -> tuple[dict[str, Row], dict[str, float], list[engines.EngineRow]]:
+) -> tuple[dict[str, Row], dict[str, float], list[engines.EngineRow], dict[str, Any]]:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-bench-{os.getpid()}"
     with ExitStack() as stack:
         settings, push_miner = start_stack(stack, work)
@@ -195,8 +205,15 @@ def run(
             rows["celery"].samples.extend(measure.stock_celery(stock_client, client, n))
             rows["push"].samples.extend(measure.push_dispatch(services.jobs, n))
             rows["chat"].samples.extend(measure.chat_round_trip("127.0.0.1", settings.port, n))
+        assistant_figures = {
+            "two_stage": assistant.two_stage_overhead("127.0.0.1", settings.port, samples // 10),
+            "conversation_push_ms": assistant.conversation("127.0.0.1", settings.port),
+        }
         stop(push_miner)
         wait_for(lambda: not _miners(settings.api_url), 10, "the push miner to leave")
+        # Before the long-poll row: a long-poll still open when its miner stops would lease
+        # the next job to nobody, and that job would wait out its lease (30 s).
+        assistant_figures["conversation_polling_ms"] = legacy_conversation(settings, work)
         for row in legacy_rows(settings, services, work, poll_samples, samples // 5):
             rows[row.key] = row
         key = services.auth.register("bench-empty", TOKEN, "legacy")
@@ -206,7 +223,7 @@ def run(
             measure.empty_poll("127.0.0.1", settings.port, key, samples // 5),
         )
         engine_section = engine_rows(settings, work, quick)
-    return rows, report.summary(rows), engine_section
+    return rows, report.summary(rows), engine_section, assistant_figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,9 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     samples = args.samples or (300 if args.quick else 3000)
     poll_samples = 8 if args.quick else 60
     started = time.time()
-    rows, summary, engine_section = run(samples, poll_samples, args.quick)
+    rows, summary, engine_section, assistant_figures = run(samples, poll_samples, args.quick)
+    assistant_figures["classifier"] = assistant.classifier_quality()
+    assistant_figures["prompt"] = assistant.prompt_sizes()
     engine_summary = [row.summary() for row in engine_section]
-    checks = {**report.targets(summary), **report.engine_targets(engine_summary)}
+    checks = {
+        **report.targets(summary),
+        **report.engine_targets(engine_summary),
+        **report.assistant_targets(assistant_figures),
+    }
     body = report.table(list(rows.values()), rows["redis_floor"], rows["celery"])
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -228,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "summary": summary,
         "engines": engine_summary,
+        "assistant": assistant_figures,
         "targets": checks,
     }
     markdown = "\n\n".join(
@@ -237,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             body,
             "## Engines (one miner, 8 slots, through the push path)",
             report.engine_table(engine_summary),
+            "## Restaurant assistant",
+            report.assistant_section(assistant_figures),
             "Targets: " + ", ".join(f"{k}={v}" for k, v in checks.items()),
         ]
     )

@@ -95,6 +95,45 @@ def engine_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return checks
 
 
+def assistant_section(a: dict[str, Any]) -> str:
+    c, p, t = a["classifier"], a["prompt"], a["two_stage"]
+    push, poll = a["conversation_push_ms"], a["conversation_polling_ms"]
+    lines = [
+        f"- classifier accuracy: dev {c['dev']['accuracy']:.1%} (n={c['dev']['n']}, tuned on), "
+        f"holdout {c['holdout']['accuracy']:.1%} (n={c['holdout']['n']}, never tuned on); "
+        f"{c['holdout']['ms_per_message']} ms per message",
+        f"- stage-2 prompt: {p['new_prompt_tokens_avg']} tokens on average (max "
+        f"{p['new_prompt_tokens_max']}) vs {p['old_prompt_tokens']} for the old full-menu "
+        f"prompt: {p['smaller_by']}x smaller",
+        f"- two-stage overhead beyond the two inferences (echo): p50 {t['overhead_p50_ms']} ms, "
+        f"p99 {t['overhead_p99_ms']} ms (turn p50 {t['turn_p50_ms']} ms)",
+        f"- one {len(push)}-turn conversation: push {sum(push) / len(push):.1f} ms per turn, "
+        f"legacy 2 s polling {sum(poll) / len(poll):.0f} ms per turn",
+        "",
+        "Holdout confusion matrix (rows: true, columns: predicted):",
+        "",
+    ]
+    confusion = c["holdout"]["confusion"]
+    labels = list(confusion)
+    lines.append("| true \\ predicted | " + " | ".join(labels) + " |")
+    lines.append("|---" * (len(labels) + 1) + "|")
+    for true in labels:
+        cells = " | ".join(str(confusion[true].get(pred, 0)) for pred in labels)
+        lines.append(f"| {true} | {cells} |")
+    return "\n".join(lines)
+
+
+def assistant_targets(a: dict[str, Any]) -> dict[str, Any]:
+    push, poll = a["conversation_push_ms"], a["conversation_polling_ms"]
+    return {
+        "classifier_holdout_ge_90pct": a["classifier"]["holdout"]["accuracy"] >= 0.9,
+        "prompt_3x_smaller": a["prompt"]["smaller_by"] >= 3,
+        "two_stage_overhead_p50_le_10ms": a["two_stage"]["overhead_p50_ms"] <= 10,
+        "conversation_turn_push_lt_1s": sum(push) / len(push) < 1000,
+        "conversation_polling_over_push": round(sum(poll) / sum(push), 1),
+    }
+
+
 def write(out_dir: Path, rows: dict[str, Row], markdown: str, meta: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown + "\n")

@@ -24,6 +24,7 @@ from typing import Any
 
 import requests
 
+from chat_service.intents import classify
 from miners.engines import Engine, GenerationRequest, complete, load_engine
 from miners.worker import registration_token
 from tasks.settings import Settings
@@ -146,6 +147,9 @@ class LegacyMiner:
     def execute(self, work: dict[str, Any]) -> dict[str, Any]:
         """Run one job on the engine; the ``/submit_result`` body (a result or an error)."""
         body: dict[str, Any] = {"job_id": work["job_id"], "lease_id": work["lease_id"]}
+        if work.get("classifier") == "lexical":  # stage 1 of the assistant: no engine
+            label = classify(work["prompt"], work.get("project") or "")
+            return {**body, "response": label, "engine": "lexical", "finish_reason": "stop"}
         model = work.get("model") or ""
         if model and model not in self.engine.models:
             served = ", ".join(self.engine.models)

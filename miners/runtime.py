@@ -20,6 +20,9 @@ from typing import Any
 
 import redis
 
+# Imported now, not when the first stage-1 job comes: `celery -A` puts the working
+# directory on sys.path only while it loads the app.
+from chat_service.intents import classify
 from miners.engines import Engine, GenerationRequest, Loaded, Stream
 from tasks.dispatch import RedisSelector
 from tasks.jobs import Job, job_result
@@ -71,6 +74,8 @@ class MinerRuntime:
                     f"miner {self.miner_id} does not serve model {job.model!r} "
                     f"(it serves {', '.join(self.engine.models)})"
                 )
+            if job.classifier == "lexical":
+                return self._classify(job, started)
             request = GenerationRequest(
                 job.messages,
                 job.max_tokens,
@@ -104,6 +109,24 @@ class MinerRuntime:
                 "completion_tokens": result.completion_tokens,
             },
             finish_reason=result.finish_reason,
+        )
+
+    def _classify(self, job: Job, started: float) -> dict[str, Any]:
+        """Stage 1 of the assistant with the lexical classifier (no engine needed)."""
+        text = job.messages[-1]["content"] if job.messages else ""
+        label = classify(text, job.project, self.settings.projects_file)
+        if job.choices and label not in job.choices:
+            label = job.choices[-1]
+        return job_result(
+            job,
+            self.miner_id,
+            label,
+            started,
+            time.time(),
+            model=self.engine.models[0] if self.engine.models else "",
+            engine="lexical",
+            usage={"prompt_tokens": 0, "completion_tokens": 0},
+            finish_reason="stop",
         )
 
     def heartbeat(self, status: str | None = None) -> dict[str, Any]:

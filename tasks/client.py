@@ -76,6 +76,10 @@ class JobClient:
     def forget(self, job_id: str) -> None:
         self._waiter.forget(job_id)
 
+    def submit(self, job: Job) -> Dispatched:
+        """Dispatch ``job`` as ``run`` does, without waiting (``status`` tells the rest)."""
+        return self._dispatcher.submit(job)
+
     def enqueue(self, job: Job) -> Dispatched:
         """Publish ``job`` on ``shared`` for any miner, push or legacy; do not wait."""
         return self._dispatcher.submit(job, shared_only=True)

@@ -32,6 +32,8 @@ class Job:
     stop: list[str] = field(default_factory=list)
     choices: list[str] = field(default_factory=list)
     stream: bool = False
+    classifier: str = ""  # "lexical": a stage-1 job the miner answers without its engine
+    project: str = ""
     priority: int = 0
     accepted_at: float = field(default_factory=time.time)
     reserved_on: str | None = None

@@ -19,6 +19,8 @@
 | ``<p>:stream:<job>``       | pubsub | miner         | a streamed job's text pieces, in order |
 | ``<p>:abort``              | pubsub | web           | ids of jobs whose caller went away     |
 | ``<p>:abort:<job>``        | string | web           | the same, for a job not started yet    |
+| ``<p>:session:<proj>:<id>``| string | assistant     | a chat session: history, cart (TTL)    |
+| ``<p>:sessions``           | zset   | assistant     | session keys by last use (LRU bound)   |
 | ``celery-task-meta-<job>`` | string | Celery result | the job's result (Celery's own key)    |
 
 ``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). Queues are Celery's: ``gpu-<miner>``
@@ -74,6 +76,7 @@ class Keys:
         self.dead_letters = f"{prefix}:shared:dead"
         self.aborts = f"{prefix}:abort"
         self.stream_pattern = f"{prefix}:stream:*"
+        self.sessions = f"{prefix}:sessions"
 
     def heartbeat(self, miner_id: str) -> str:
         return f"{self.prefix}:hb:{miner_id}"
@@ -104,3 +107,6 @@ class Keys:
 
     def abort(self, job_id: str) -> str:
         return f"{self.prefix}:abort:{job_id}"
+
+    def session(self, project: str, session_id: str) -> str:
+        return f"{self.prefix}:session:{project}:{session_id}"

@@ -93,6 +93,8 @@ class Lease:
             "seed": job.seed,
             "stop": job.stop,
             "choices": job.choices,
+            "classifier": job.classifier,
+            "project": job.project,
             "priority": job.priority,
             "accepted_at": job.accepted_at,
         }

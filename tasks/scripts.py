@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-NAMES = ("reserve", "release", "store_result", "lease", "expire", "submit")
+NAMES = ("reserve", "release", "store_result", "lease", "expire", "submit", "session_save")
 
 
 def source(name: str) -> str:

@@ -44,6 +44,9 @@ class Settings:
     max_result_chars: int = 65536
     legacy_poll_s: float = 2.0
     legacy_wait_s: float = 0.0
+    projects_file: str = ""
+    session_ttl_s: int = 1800
+    max_sessions: int = 10000
     engine: str = "llamacpp"
     engines: str = ""
     vllm_model: str = "~/.cache/mia/models/smollm2-135m-instruct"

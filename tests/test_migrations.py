@@ -39,7 +39,8 @@ def columns(engine: Engine, schema: str | None = None) -> set[str]:
 
 
 def check_add_miner_fields(url: str, schema: str | None = None) -> None:
-    """0001 -> 0002 keeps existing miners; ``downgrade -1`` takes the fields off again."""
+    """0001 -> 0002 keeps existing miners; ``downgrade -1`` takes the fields off again;
+    head adds the assistant's tables and ``downgrade -1`` from there removes them."""
     migrate(url, "0001")
     engine = create_engine(url)
     try:
@@ -52,7 +53,7 @@ def check_add_miner_fields(url: str, schema: str | None = None) -> None:
                 {"h": "a" * 64},
             )
         assert {"version", "hostname"}.isdisjoint(columns(engine, schema))
-        migrate(url)  # from the previous revision to head
+        migrate(url, "0002")  # from the previous revision
         assert {"kind", "version", "hostname"} <= columns(engine, schema)
         with engine.connect() as conn:
             row = conn.execute(text("SELECT kind, version FROM miners")).one()
@@ -63,6 +64,12 @@ def check_add_miner_fields(url: str, schema: str | None = None) -> None:
         assert {"version", "hostname"}.isdisjoint(columns(engine, schema))
         with engine.connect() as conn:
             assert conn.execute(text("SELECT miner_id FROM miners")).scalar_one() == "m1"
+        migrate(url)
+        assistant = {"orders", "order_items", "reservations", "reservation_cells"}
+        assert assistant <= set(inspect(engine).get_table_names(schema=schema))
+        downgrade(url, "-1")
+        assert assistant.isdisjoint(inspect(engine).get_table_names(schema=schema))
+        assert "version" in columns(engine, schema)
         migrate(url)
     finally:
         engine.dispose()

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import redis
 from celery import Celery
 from flask import Flask, current_app
 
+from chat_service.assistant import Assistant
+from chat_service.projects import load_projects
+from chat_service.sessions import SessionStore
+from chat_service.store import Store
+from chat_service.tokens import counter
 from tasks.auth import MinerAuth
 from tasks.celery_app import create_celery
 from tasks.client import JobClient
@@ -34,6 +40,7 @@ class Services:
     jobs: JobClient
     waiter: ResultWaiter
     leases: LeaseBook
+    assistant: Assistant
 
 
 def build_services(settings: Settings) -> Services:
@@ -52,15 +59,26 @@ def build_services(settings: Settings) -> Services:
         client, ready_timeout_s=settings.redis_timeout_s, stream_prefix=keys.stream("")
     )
     sessions = make_sessions(make_engine(settings.database_url))
+    jobs = JobClient(client, keys, Dispatcher(celery, selector), waiter)
+    assistant = Assistant(
+        load_projects(Path(settings.projects_file) if settings.projects_file else None),
+        jobs,
+        SessionStore(
+            client, scripts, keys, counter(), settings.session_ttl_s, settings.max_sessions
+        ),
+        Store(sessions),
+        settings.request_timeout_s,
+    )
     return Services(
         settings=settings,
         redis=client,
         celery=celery,
         registry=Registry(client, keys, settings.heartbeat_ttl_s),
         auth=MinerAuth(sessions, client, keys, settings.registration_token),
-        jobs=JobClient(client, keys, Dispatcher(celery, selector), waiter),
+        jobs=jobs,
         waiter=waiter,
         leases=LeaseBook(client, scripts, keys, settings),
+        assistant=assistant,
     )
 
 

@@ -1,0 +1,281 @@
+"""The restaurant assistant: classify, then answer with only what that class needs.
+
+One turn, both stages through the push path (plain Python; ``web.assistant`` exposes it):
+
+1. **classify** the message: a job on a miner (lexical classifier by default, or the
+   model constrained to the labels), answering one of ``LABELS``;
+2. **plan and act**: the tool calls the class needs, read from the message
+   (``planner``), run against the menu and the database (``tools``): the data
+   decides;
+3. **answer**: a job whose prompt holds the project's system prompt, only the
+   context the class needs (relevant menu sections, the order tools, the restaurant
+   facts, nothing for small talk), the session's trimmed history and the message:
+   the model phrases. Tool calls the model writes (``CALL ...``) are validated and
+   run too, limited to the class's tools.
+
+The session (history, cart) lives in Redis, so any web replica serves any turn.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chat_service.classifier import LABELS
+from chat_service.menu import Item, Restaurant, normalise
+from chat_service.planner import CLASS_TOOLS, plan
+from chat_service.projects import Project
+from chat_service.prompts import NO_TOPIC, answer_messages, tool_docs
+from chat_service.sessions import Session, SessionStore
+from chat_service.store import Store
+from chat_service.tools import Action, Toolbox, parse_calls
+from tasks.client import JobClient
+from tasks.errors import NotFound
+from tasks.jobs import Job
+
+CLASSIFY_TOKENS = 8
+
+
+@dataclass
+class Turn:
+    """What one turn needs between its stages."""
+
+    project: Project
+    session: Session
+    message: str
+    label: str
+    actions: list[Action]
+    job: Job
+    started: float
+    classify_ms: float
+    classify_inference_ms: float
+
+
+class Assistant:
+    def __init__(
+        self,
+        projects: dict[str, Project],
+        jobs: JobClient,
+        sessions: SessionStore,
+        store: Store,
+        timeout_s: float,
+        clock: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        self.projects = projects
+        self._jobs = jobs
+        self._sessions = sessions
+        self._store = store
+        self._timeout_s = timeout_s
+        self._clock = clock
+
+    def project(self, key: str) -> Project:
+        found = self.projects.get(key)
+        if found is None:
+            raise NotFound(f"no assistant project {key!r}", project=key)
+        return found
+
+    # -- stage 1 ---------------------------------------------------------------------
+
+    def classify(self, key: str, message: str, priority: int | None = None) -> dict[str, Any]:
+        project = self.project(key)
+        started = time.perf_counter()
+        label, inference_ms = self._classify(project, message, priority)
+        return {
+            "class": label,
+            "timings": {
+                "classify_ms": round((time.perf_counter() - started) * 1000, 3),
+                "inference_ms": inference_ms,
+            },
+        }
+
+    def _classify(self, project: Project, message: str, priority: int | None) -> tuple[str, float]:
+        job = Job(
+            messages=[{"role": "user", "content": message}],
+            model=project.model,
+            max_tokens=CLASSIFY_TOKENS,
+            choices=list(LABELS),
+            classifier="lexical" if project.classifier == "lexical" else "",
+            project=project.key,
+            priority=project.priority if priority is None else priority,
+        )
+        result = self._jobs.run(job, self._timeout_s)
+        label = result["response"].strip()
+        return (label if label in LABELS else "other"), float(result["timings"]["inference_ms"])
+
+    # -- a whole turn ----------------------------------------------------------------
+
+    def chat(
+        self, key: str, message: str, session_id: str | None = None, priority: int | None = None
+    ) -> dict[str, Any]:
+        turn = self._prepare(key, message, session_id, priority)
+        answer_started = time.perf_counter()
+        result = self._jobs.run(turn.job, self._timeout_s)
+        return self._finish(turn, result, answer_started)
+
+    def chat_stream(
+        self, key: str, message: str, session_id: str | None = None, priority: int | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Events: ``classified``, the answer's ``piece``s, ``keepalive``s, then ``done``."""
+        turn = self._prepare(key, message, session_id, priority, stream=True)
+        answer_started = time.perf_counter()
+        stream = self._jobs.start_stream(turn.job, self._timeout_s)
+        yield "classified", {"session_id": turn.session.session_id, "class": turn.label}
+        for kind, data in stream:
+            if kind == "done":
+                yield "done", self._finish(turn, data, answer_started)
+            else:
+                yield kind, data
+
+    def _prepare(
+        self,
+        key: str,
+        message: str,
+        session_id: str | None,
+        priority: int | None,
+        stream: bool = False,
+    ) -> Turn:
+        project = self.project(key)
+        started = time.perf_counter()
+        session = self._sessions.load(key, session_id)
+        label, classify_inference_ms = self._classify(project, message, priority)
+        classify_ms = (time.perf_counter() - started) * 1000
+        toolbox = Toolbox(project, self._store, session, self._clock())
+        actions = [toolbox.run(call) for call in plan(label, message, project, session)]
+        context = build_context(label, message, project, session, actions)
+        job = Job(
+            messages=answer_messages(project.system(), context, session.messages(), message),
+            model=project.model,
+            priority=project.priority if priority is None else priority,
+            stream=stream,
+            project=project.key,
+        )
+        return Turn(
+            project,
+            session,
+            message,
+            label,
+            actions,
+            job,
+            started,
+            classify_ms,
+            classify_inference_ms,
+        )
+
+    def _finish(self, turn: Turn, result: dict[str, Any], answer_started: float) -> dict[str, Any]:
+        answer_ms = (time.perf_counter() - answer_started) * 1000
+        calls, text = parse_calls(result["response"])
+        allowed = CLASS_TOOLS[turn.label]
+        toolbox = Toolbox(turn.project, self._store, turn.session, self._clock())
+        for call in calls:
+            if getattr(call, "tool", "") in allowed:
+                turn.actions.append(toolbox.run(call))
+        response = text or summary(turn.actions)
+        session = turn.session
+        session.history += [
+            self._sessions.turn("user", turn.message),
+            self._sessions.turn("assistant", response),
+        ]
+        self._sessions.save(session, turn.project.max_history_tokens)
+        return {
+            "session_id": session.session_id,
+            "class": turn.label,
+            "response": response,
+            "actions": [a.to_dict() for a in turn.actions],
+            "timings": {
+                "classify_ms": round(turn.classify_ms, 3),
+                "answer_ms": round(answer_ms, 3),
+                "total_ms": round((time.perf_counter() - turn.started) * 1000, 3),
+                "classify_inference_ms": turn.classify_inference_ms,
+                "answer_inference_ms": float(result["timings"]["inference_ms"]),
+            },
+        }
+
+
+# -- stage 2's context ---------------------------------------------------------------
+
+
+def build_context(
+    label: str, message: str, project: Project, session: Session, actions: list[Action]
+) -> str:
+    """Only what ``label`` needs: this is where the prompt gets small."""
+    restaurant = project.restaurant
+    if label in ("menu", "allergy_dietary"):
+        items = relevant_items(message, restaurant, actions, dietary=label == "allergy_dietary")
+        lines = "\n".join(i.line(restaurant.currency) for i in items)
+        return f"Menu, the part that matters here:\n{lines}" if lines else _categories(restaurant)
+    if label == "order":
+        tools = tuple(t for t in CLASS_TOOLS["order"] if t in project.tools)
+        return "\n".join(p for p in (tool_docs(tools), _results(actions)) if p)
+    if label == "reservation":
+        tools = tuple(t for t in CLASS_TOOLS["reservation"] if t in project.tools)
+        if not tools:
+            return "We do not take reservations here."
+        sizes = f"Tables seat up to {restaurant.largest_table()}; a booking lasts "
+        sizes += f"{restaurant.slot_minutes} minutes. {_hours(restaurant)}"
+        return "\n".join(p for p in (tool_docs(tools), sizes, _results(actions)) if p)
+    if label == "hours_location":
+        return restaurant.facts()
+    if label == "other":
+        return NO_TOPIC.replace("{name}", project.name)
+    return ""
+
+
+def relevant_items(
+    message: str, restaurant: Restaurant, actions: list[Action], dietary: bool
+) -> list[Item]:
+    """The menu sections a message is about: searched, named, or in a named category."""
+    found: dict[str, Item] = {}
+    for action in actions:
+        if action.ok and action.tool == "menu_search" and (action.args or dietary):
+            for raw in action.result["items"]:
+                item = restaurant.item(raw["id"])
+                if item:
+                    found[item.id] = item
+    if found:
+        return list(found.values())
+    text = normalise(message)
+    named = [item for item, _ in restaurant.mentioned(message)]
+    categories = {i.category for i in named} | {
+        c for c in restaurant.categories if c.rstrip("s") in text
+    }
+    return named + [i for i in restaurant.items if i.category in categories and i not in named]
+
+
+def _categories(restaurant: Restaurant) -> str:
+    lines = [
+        f"- {c}: " + ", ".join(i.name for i in restaurant.items if i.category == c)
+        for c in restaurant.categories
+    ]
+    return "Our menu by section (ask for details of any):\n" + "\n".join(lines)
+
+
+def _hours(restaurant: Restaurant) -> str:
+    return "Opening hours: " + "; ".join(f"{d}: {h}" for d, h in restaurant.hours.items())
+
+
+def _results(actions: list[Action]) -> str:
+    if not actions:
+        return ""
+    done = "\n".join(json.dumps(a.to_dict(), separators=(",", ":")) for a in actions)
+    return f"Done for this message (tell the guest):\n{done}"
+
+
+def summary(actions: list[Action]) -> str:
+    """A plain answer from the actions, for when the model's answer was only tool calls."""
+    if not actions:
+        return "How can I help you?"
+    return "; ".join(f"{a.tool}: {'done' if a.ok else 'not possible: ' + a.error}" for a in actions)
+
+
+def full_menu_prompt(project: Project) -> list[dict[str, str]]:
+    """What the old assistant sent with every message: the whole menu and every tool."""
+    restaurant = project.restaurant
+    menu = "\n".join(i.line(restaurant.currency) for i in restaurant.items)
+    context = "\n\n".join(
+        [f"Menu:\n{menu}", restaurant.facts(), _hours(restaurant), tool_docs(project.tools)]
+    )
+    return answer_messages(project.system(), context, [], "")

@@ -1,0 +1,111 @@
+"""Assistant sessions in Redis: any web replica can serve any turn.
+
+A session is one JSON value (history and cart) under ``<p>:session:<project>:<id>``,
+expiring after ``MIA_SESSION_TTL_S`` of inactivity. ``MIA_MAX_SESSIONS`` bounds how
+many are kept: saving one (``session_save.lua``) evicts the least recently used
+beyond it. History is trimmed, oldest turns first, to the project's
+``max_history_tokens`` counted with the serving model's tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from chat_service.tokens import TokenCounter
+from tasks.keys import Keys
+from tasks.scripts import Scripts
+
+
+@dataclass
+class Turn:
+    role: str
+    content: str
+    tokens: int
+
+
+@dataclass
+class Session:
+    project: str
+    session_id: str
+    history: list[Turn] = field(default_factory=list)
+    cart: dict[str, int] = field(default_factory=dict)
+    new: bool = False
+
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": t.role, "content": t.content} for t in self.history]
+
+    def to_json(self) -> str:
+        body = asdict(self)
+        body.pop("new")
+        return json.dumps(body)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Session:
+        body: dict[str, Any] = json.loads(raw)
+        return cls(
+            project=body["project"],
+            session_id=body["session_id"],
+            history=[Turn(**t) for t in body.get("history", [])],
+            cart={k: int(v) for k, v in body.get("cart", {}).items()},
+        )
+
+
+def trim(history: list[Turn], budget: int) -> list[Turn]:
+    """The newest turns whose tokens fit in ``budget`` (whole turns only)."""
+    kept: list[Turn] = []
+    used = 0
+    for turn in reversed(history):
+        if used + turn.tokens > budget:
+            break
+        kept.append(turn)
+        used += turn.tokens
+    kept.reverse()
+    # Never start with an assistant turn: its question was trimmed away.
+    while kept and kept[0].role == "assistant":
+        kept.pop(0)
+    return kept
+
+
+class SessionStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        scripts: Scripts,
+        keys: Keys,
+        counter: TokenCounter,
+        ttl_s: int = 1800,
+        max_sessions: int = 10000,
+    ) -> None:
+        self._redis = client
+        self._scripts = scripts
+        self._keys = keys
+        self._counter = counter
+        self._ttl_s = ttl_s
+        self._max_sessions = max_sessions
+
+    def load(self, project: str, session_id: str | None) -> Session:
+        """The session, or a new one (also when the id is unknown or expired)."""
+        if session_id:
+            raw = self._redis.get(self._keys.session(project, session_id))
+            if raw is not None:
+                return Session.from_json(raw)
+        return Session(project, session_id or secrets.token_hex(12), new=True)
+
+    def turn(self, role: str, content: str) -> Turn:
+        return Turn(role, content, self._counter.message(role, content))
+
+    def save(self, session: Session, max_history_tokens: int) -> int:
+        """Trim and store the session; returns how many other sessions were evicted."""
+        session.history = trim(session.history, max_history_tokens)
+        evicted = self._scripts(
+            "session_save",
+            keys=[self._keys.session(session.project, session.session_id), self._keys.sessions],
+            args=[session.to_json(), self._ttl_s, repr(time.time()), self._max_sessions],
+        )
+        return int(evicted)

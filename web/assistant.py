@@ -1,0 +1,65 @@
+"""The restaurant assistant over HTTP: ``/assistant/<project>/chat`` and ``/classify``.
+
+``chat_service`` does the work; this only reads bodies and writes answers.
+``"stream": true`` answers as Server-Sent Events: ``event: classified`` first, then
+the answer's ``piece``s, then ``done`` with the whole turn.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+
+from tasks.errors import MiaError, ValidationError
+from web import validation as v
+from web.services import services
+from web.sse import sse, sse_response
+
+bp = Blueprint("assistant", __name__, url_prefix="/assistant")
+
+FIELDS = {"message", "session_id", "stream", "priority"}
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+Event = tuple[str, dict[str, Any]]
+
+
+def _body() -> tuple[str, str | None, int | None, bool]:
+    body = v.json_object(FIELDS)
+    message = v.text(body, "message", services().settings.max_message_chars, required=True)
+    session_id = v.text(body, "session_id", 64) or None
+    if session_id is not None and not SESSION_ID.match(session_id):
+        raise ValidationError("session_id must be 1-64 of A-Z a-z 0-9 _ -", "session_id")
+    priority = v.integer(body, "priority", 0, 0, 9) if "priority" in body else None
+    return message, session_id, priority, v.boolean(body, "stream")
+
+
+@bp.post("/<project>/chat")
+def chat(project: str) -> ResponseReturnValue:
+    assistant = services().assistant
+    assistant.project(project)  # 404 before reading the body
+    message, session_id, priority, stream = _body()
+    if stream:
+        events = assistant.chat_stream(project, message, session_id, priority)
+        first = next(events)  # stage 1 and the dispatch happen now: errors answer as JSON
+        return sse_response(_sse(first, events))
+    return jsonify(assistant.chat(project, message, session_id, priority))
+
+
+def _sse(first: Event, events: Iterator[Event]) -> Iterator[str]:
+    yield sse(*first)
+    try:
+        for kind, data in events:
+            yield ": keep-alive\n\n" if kind == "keepalive" else sse(kind, data)
+    except MiaError as exc:
+        yield sse("error", exc.to_dict())
+
+
+@bp.post("/<project>/classify")
+def classify(project: str) -> ResponseReturnValue:
+    assistant = services().assistant
+    assistant.project(project)
+    message, _session, priority, _stream = _body()
+    return jsonify(assistant.classify(project, message, priority))
