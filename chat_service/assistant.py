@@ -38,6 +38,8 @@ from tasks.errors import NotFound
 from tasks.jobs import Job
 
 CLASSIFY_TOKENS = 8
+MODEL_TOOLS = {"menu_search", "order_show", "reservation_check"}
+MAX_MODEL_CALLS = 3
 
 
 @dataclass
@@ -145,6 +147,8 @@ class Assistant:
         classify_ms = (time.perf_counter() - started) * 1000
         toolbox = Toolbox(project, self._store, session, self._clock())
         actions = [toolbox.run(call) for call in plan(label, message, project, session)]
+        if actions:  # their effects (cart, placed order) outlive a failed answer
+            self._sessions.save(session, project.max_history_tokens)
         context = build_context(label, message, project, session, actions)
         job = Job(
             messages=answer_messages(project.system(), context, session.messages(), message),
@@ -168,10 +172,17 @@ class Assistant:
     def _finish(self, turn: Turn, result: dict[str, Any], answer_started: float) -> dict[str, Any]:
         answer_ms = (time.perf_counter() - answer_started) * 1000
         calls, text = parse_calls(result["response"])
-        allowed = CLASS_TOOLS[turn.label]
+        # The model may only look things up: what changes state (orders, bookings) comes
+        # from the planner, so a model parroting its prompt or a guest's injected line
+        # cannot place an order or book a table.
+        allowed = set(CLASS_TOOLS[turn.label]) & MODEL_TOOLS
         toolbox = Toolbox(turn.project, self._store, turn.session, self._clock())
-        for call in calls:
-            if getattr(call, "tool", "") in allowed:
+        seen = {(a.tool, json.dumps(a.args, sort_keys=True)) for a in turn.actions}
+        for call in calls[:MAX_MODEL_CALLS]:
+            tool = getattr(call, "tool", "")
+            key = (tool, json.dumps(getattr(call, "args", {}), sort_keys=True))
+            if tool in allowed and key not in seen:
+                seen.add(key)
                 turn.actions.append(toolbox.run(call))
         response = text or summary(turn.actions)
         session = turn.session

@@ -251,8 +251,10 @@ class Store:
         if party_size > restaurant.largest_table():
             return f"our largest table seats {restaurant.largest_table()}"
         for opens, closes in opening_ranges(restaurant, starts_at):
-            if opens <= starts_at.time() and starts_at.time() < closes:
-                return ""
+            if opens <= starts_at.time() < closes:
+                if ends_at.date() == starts_at.date() and ends_at.time() <= closes:
+                    return ""
+                return f"we close at {closes:%H:%M}: a booking lasts {restaurant.slot_minutes} min"
         return f"we are not open at {starts_at:%A %H:%M}"
 
 

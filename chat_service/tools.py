@@ -27,6 +27,7 @@ from chat_service.store import BookingError, Store, opening_ranges
 CALL_LINE = re.compile(r"^\s*CALL\s+([A-Za-z_][A-Za-z0-9_]*)\s*(.*?)\s*$", re.MULTILINE)
 MAX_QUANTITY = 20
 MAX_PARTY = 20
+MAX_DAYS_AHEAD = 90
 
 
 class ToolError(ValueError):
@@ -209,7 +210,7 @@ class Toolbox:
         try:
             args = validate(call, self.project.tools)
             result = getattr(self, f"_{call.tool}")(**args)
-        except (ToolError, BookingError, ValueError) as exc:
+        except (ToolError, BookingError, ValueError, ArithmeticError) as exc:
             return Action(call.tool, call.args, False, error=str(exc))
         return Action(call.tool, args, True, result)
 
@@ -267,8 +268,16 @@ class Toolbox:
         self.session.cart = {}
         return placed
 
+    def _when(self, at: str, day: str | None) -> datetime:
+        when = resolve_when(self.project, at, day, self.now)
+        if when <= self.now:
+            raise ToolError(f"{when:%A %d %B %H:%M} has passed")
+        if when > self.now + timedelta(days=MAX_DAYS_AHEAD):
+            raise ToolError(f"we take bookings up to {MAX_DAYS_AHEAD} days ahead")
+        return when
+
     def _reservation_check(self, time: str, party: int, day: str | None = None) -> dict[str, Any]:
-        when = resolve_when(self.project, time, day, self.now)
+        when = self._when(time, day)
         found = self.store.check(self.project.key, self.project.restaurant, when, party)
         return {
             "starts_at": when.isoformat(timespec="minutes"),
@@ -280,7 +289,7 @@ class Toolbox:
     def _reservation_book(
         self, time: str, party: int, day: str | None = None, name: str = "guest"
     ) -> dict[str, Any]:
-        when = resolve_when(self.project, time, day, self.now)
+        when = self._when(time, day)
         return self.store.book(
             self.project.key, self.project.restaurant, self.session.session_id, when, party, name
         )

@@ -35,15 +35,21 @@ class HeartbeatSender:
         self._http = requests.Session()
         self._key: str | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mia-heartbeat", daemon=True)
         self.beats = 0
 
     def start(self) -> None:
         self._thread.start()
 
+    def beat_now(self) -> None:
+        """Send the next heartbeat at once (the miner's models changed)."""
+        self._wake.set()
+
     def stop(self) -> None:
         """Stop beating and tell the web tier at once that this miner is gone."""
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=5)
         if self._key:
             try:
@@ -57,7 +63,8 @@ class HeartbeatSender:
                 self._tick()
             except requests.RequestException as exc:
                 log.warning("heartbeat to %s failed: %s", self._api, exc)
-            self._stop.wait(self._interval_s)
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
 
     def _tick(self) -> None:
         if self._key is None:

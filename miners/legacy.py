@@ -124,7 +124,12 @@ class LegacyMiner:
                 if self.wait_s <= 0:
                     self.stopping.wait(self.poll_s)
                 continue
-            self._submit(http, work, self.execute(work))
+            try:
+                body = self.execute(work)
+            except Exception as exc:  # noqa: BLE001 - the job gets the error, the loop goes on
+                log.exception("job %s could not run", work.get("job_id"))
+                body = {"job_id": work["job_id"], "lease_id": work["lease_id"], "error": str(exc)}
+            self._submit(http, work, body)
 
     def _get_work(self, http: requests.Session) -> dict[str, Any] | None:
         params = {"wait": self.wait_s} if self.wait_s > 0 else {}
@@ -148,7 +153,9 @@ class LegacyMiner:
         """Run one job on the engine; the ``/submit_result`` body (a result or an error)."""
         body: dict[str, Any] = {"job_id": work["job_id"], "lease_id": work["lease_id"]}
         if work.get("classifier") == "lexical":  # stage 1 of the assistant: no engine
-            label = classify(work["prompt"], work.get("project") or "")
+            label = classify(work["prompt"], work.get("project") or "", self.settings.projects_file)
+            choices = work.get("choices") or []
+            label = label if not choices or label in choices else choices[-1]
             return {**body, "response": label, "engine": "lexical", "finish_reason": "stop"}
         model = work.get("model") or ""
         if model and model not in self.engine.models:
@@ -158,7 +165,7 @@ class LegacyMiner:
             work["messages"],
             int(work["max_tokens"]),
             float(work["temperature"]),
-            seed=int(work.get("seed") or 0),
+            seed=work.get("seed"),
             top_p=float(work.get("top_p") or 1.0),
             stop=tuple(work.get("stop") or ()),
             choices=tuple(work.get("choices") or ()),
@@ -203,6 +210,13 @@ class LegacyMiner:
                 log.warning("job %s: submit failed (%s); retrying", job_id, exc)
                 self.stopping.wait(RETRY_S)
                 continue
+            if response.status_code == 429 or response.status_code >= 500:
+                if time.time() < deadline and not self.stopping.is_set():
+                    log.warning(
+                        "job %s: submit answered %s; retrying", job_id, response.status_code
+                    )
+                    self.stopping.wait(RETRY_S)
+                    continue
             if response.ok:
                 with self._lock:
                     self.done += 1

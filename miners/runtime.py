@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,7 +23,8 @@ import redis
 # Imported now, not when the first stage-1 job comes: `celery -A` puts the working
 # directory on sys.path only while it loads the app.
 from chat_service.intents import classify
-from miners.engines import Engine, GenerationRequest, Loaded, Stream
+from miners.engines import Engine, GenerationRequest, Loaded, Stream, start_engine
+from tasks.catalogue import ModelSpec, load_catalogue
 from tasks.dispatch import RedisSelector
 from tasks.jobs import Job, job_result
 from tasks.keys import Keys, text
@@ -45,8 +46,14 @@ class MinerRuntime:
             loaded = Loaded(loaded)
         self.settings = settings
         self.miner_id = miner_id
-        self.engine = loaded.engine
         self.skipped = loaded.skipped
+        # model id -> the engine serving it; one group of the catalogue at a time
+        self._engines: dict[str, Engine] = dict.fromkeys(loaded.engine.models, loaded.engine)
+        spec = load_catalogue(settings.catalogue_file).get(loaded.engine.models[0])
+        self.group = spec.group if spec else ""
+        self._models_lock = threading.Lock()
+        self.on_change: Callable[[], None] = lambda: None
+        self._complete_group()
         self.slots = max(settings.slots, 1)
         self._running = 0
         self._lock = threading.Lock()
@@ -69,11 +76,7 @@ class MinerRuntime:
         started = time.time()
         aborted = self._mark_running(job)
         try:
-            if job.model and job.model not in self.engine.models:
-                raise ModelNotServed(
-                    f"miner {self.miner_id} does not serve model {job.model!r} "
-                    f"(it serves {', '.join(self.engine.models)})"
-                )
+            engine = self.engine_for(job.model)
             if job.classifier == "lexical":
                 return self._classify(job, started)
             request = GenerationRequest(
@@ -85,7 +88,7 @@ class MinerRuntime:
                 stop=tuple(job.stop),
                 choices=tuple(job.choices),
             )
-            with self._busy(), self._streaming(job, self.engine.stream(request)) as stream:
+            with self._busy(), self._streaming(job, engine.stream(request)) as stream:
                 if aborted:
                     stream.cancel()
                 for index, piece in enumerate(stream):
@@ -102,8 +105,8 @@ class MinerRuntime:
             result.text,
             started,
             time.time(),
-            model=self.engine.models[0] if self.engine.models else "",
-            engine=self.engine.name,
+            model=job.model or self.models[0],
+            engine=engine.name,
             usage={
                 "prompt_tokens": result.prompt_tokens,
                 "completion_tokens": result.completion_tokens,
@@ -123,7 +126,7 @@ class MinerRuntime:
             label,
             started,
             time.time(),
-            model=self.engine.models[0] if self.engine.models else "",
+            model=self.models[0] if self.models else "",
             engine="lexical",
             usage={"prompt_tokens": 0, "completion_tokens": 0},
             finish_reason="stop",
@@ -138,9 +141,10 @@ class MinerRuntime:
             "status": status or ("available" if free else "busy"),
             "slots": self.slots,
             "free_slots": free,
-            "models": list(self.engine.models),
-            "engine": self.engine.name,
-            "memory": self.engine.memory_mb(),
+            "models": self.models,
+            "engine": self.engine.name if self._engines else "",
+            "memory": self.memory(),
+            "group": self.group,
         }
         if self.skipped:
             body["engine_fallbacks"] = [{"engine": n, "reason": r} for n, r in self.skipped]
@@ -148,6 +152,114 @@ class MinerRuntime:
 
     def close(self) -> None:
         self._stop.set()
+
+    # -- models on this device -------------------------------------------------------
+
+    @property
+    def models(self) -> list[str]:
+        return list(self._engines)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of the first model (what a miner with one model runs)."""
+        return next(iter(self._engines.values()))
+
+    def engine_for(self, model: str) -> Engine:
+        engines = self._engines
+        if not model:
+            if not engines:
+                raise ModelNotServed(f"miner {self.miner_id} has no model loaded")
+            return next(iter(engines.values()))
+        found = engines.get(model)
+        if found is None:
+            raise ModelNotServed(
+                f"miner {self.miner_id} does not serve model {model!r} "
+                f"(it serves {', '.join(engines) or 'nothing'})"
+            )
+        return found
+
+    def memory(self) -> dict[str, float]:
+        """Used and total device memory: the catalogue's estimates on a pretend device
+        (``MIA_DEVICE_MEMORY_MB``), else what the engines report."""
+        catalogue = load_catalogue(self.settings.catalogue_file)
+        engines = list({id(e): e for e in self._engines.values()}.values())
+        reported = [e.memory_mb() for e in engines]
+        if self.settings.device_memory_mb:
+            used = sum(
+                (catalogue.models[m].memory_mb if m in catalogue.models else 0.0)
+                for m in self._engines
+            )
+            return {"used_mb": round(used, 1), "total_mb": float(self.settings.device_memory_mb)}
+        return {
+            "used_mb": round(sum(r.get("used_mb", 0.0) for r in reported), 1),
+            "total_mb": round(max((r.get("total_mb", 0.0) for r in reported), default=0.0), 1),
+        }
+
+    def load(self, model_id: str) -> dict[str, Any]:
+        """Load ``model_id``'s whole group (replacing another group); a no-op if loaded."""
+        catalogue = load_catalogue(self.settings.catalogue_file)
+        spec = catalogue.get(model_id)
+        if spec is None:
+            raise ModelNotServed(f"model {model_id!r} is not in the catalogue")
+        with self._models_lock:
+            if model_id in self._engines:
+                return self._state("already loaded")
+            need = catalogue.group_memory_mb(spec.group)
+            total = self.memory()["total_mb"]
+            if self.settings.device_memory_mb and need > total:
+                raise ModelNotServed(
+                    f"group {spec.group} needs {need:g} MB; device {self.miner_id} has {total:g} MB"
+                )
+            if spec.group != self.group:
+                self._unload_all()
+                self.group = spec.group
+            for member in catalogue.group(spec.group):
+                if member.model_id not in self._engines:
+                    self._engines[member.model_id] = self._start(member)
+        self.on_change()
+        return self._state("loaded")
+
+    def _complete_group(self) -> None:
+        """At start: the rest of the first model's group, so switching within it is free."""
+        for member in load_catalogue(self.settings.catalogue_file).group(self.group):
+            if member.model_id not in self._engines:
+                try:
+                    self._engines[member.model_id] = self._start(member)
+                except Exception as exc:  # noqa: BLE001 - the miner still serves the rest
+                    log.warning(
+                        "could not load %s of group %s: %s", member.model_id, self.group, exc
+                    )
+
+    def unload(self, model_id: str) -> dict[str, Any]:
+        with self._models_lock:
+            engine = self._engines.pop(model_id, None)
+            if engine is not None and engine not in self._engines.values():
+                engine.close()
+            if not self._engines:
+                self.group = ""
+        self.on_change()
+        return self._state("unloaded" if engine else "not loaded")
+
+    def _unload_all(self) -> None:
+        for engine in {id(e): e for e in self._engines.values()}.values():
+            engine.close()
+        self._engines.clear()
+
+    def _start(self, spec: ModelSpec) -> Engine:
+        overrides: dict[str, Any] = {"model": spec.model_id}
+        if spec.engine == "vllm" and spec.path:
+            overrides["vllm_model"] = spec.path
+        log.info("loading %s (%s) on %s", spec.model_id, spec.engine, self.miner_id)
+        return start_engine(spec.engine, self.settings.with_overrides(**overrides))
+
+    def _state(self, outcome: str) -> dict[str, Any]:
+        return {
+            "miner_id": self.miner_id,
+            "outcome": outcome,
+            "group": self.group,
+            "models": self.models,
+            "memory": self.memory(),
+        }
 
     # -- streams and aborts ----------------------------------------------------------
 

@@ -84,6 +84,7 @@ def _start_heartbeats(sender: Any, **_: Any) -> None:
         runtime.heartbeat,
         app.settings.heartbeat_interval_s,
     )
+    runtime.on_change = app.heartbeats.beat_now
     app.heartbeats.start()
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
 
 from tasks.dispatch import Dispatched, Dispatcher
-from tasks.errors import JobTimeout, NotFound, ServiceUnavailable
+from tasks.errors import JobTimeout, ModelNotLoaded, NotFound, ServiceUnavailable
 from tasks.jobs import Job
 from tasks.keys import Keys, result_key, text
 from tasks.results import FINISHED, ResultWaiter, Waiting, outcome
@@ -26,18 +26,34 @@ KEEPALIVE_S = 1.0
 
 class JobClient:
     def __init__(
-        self, client: redis.Redis, keys: Keys, dispatcher: Dispatcher, waiter: ResultWaiter
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        dispatcher: Dispatcher,
+        waiter: ResultWaiter,
+        autoload: Callable[[str, float], None] | None = None,
     ) -> None:
         self._redis = client
         self._keys = keys
         self._dispatcher = dispatcher
         self._waiter = waiter
+        self._autoload = autoload
+
+    def _submit(self, job: Job, timeout_s: float) -> Dispatched:
+        """Dispatch; with MIA_AUTOLOAD, a catalogue model nobody has is loaded first."""
+        try:
+            return self._dispatcher.submit(job)
+        except ModelNotLoaded:
+            if self._autoload is None:
+                raise
+            self._autoload(job.model, timeout_s)
+            return self._dispatcher.submit(job)
 
     def run(self, job: Job, timeout_s: float) -> dict[str, Any]:
         """Dispatch ``job`` and wait for its result (JobTimeout after ``timeout_s``)."""
         self._waiter.expect(job.job_id)
         try:
-            dispatched = self._dispatcher.submit(job)
+            dispatched = self._submit(job, timeout_s)
         except Exception:
             self._waiter.forget(job.job_id)
             raise
@@ -53,7 +69,7 @@ class JobClient:
         """Dispatch a streamed job now (errors raise here); iterate the result for events."""
         waiting = self._waiter.expect(job.job_id, stream=True)
         try:
-            dispatched = self._dispatcher.submit(job)
+            dispatched = self._submit(job, timeout_s)
         except Exception:
             self._waiter.forget(job.job_id)
             raise
@@ -81,8 +97,11 @@ class JobClient:
         return self._dispatcher.submit(job)
 
     def enqueue(self, job: Job) -> Dispatched:
-        """Publish ``job`` on ``shared`` for any miner, push or legacy; do not wait."""
-        return self._dispatcher.submit(job, shared_only=True)
+        """Publish ``job`` on ``shared`` for any miner, push or legacy; do not wait.
+
+        A job for a named model goes where that model is served instead (legacy miners
+        do not say which models they have)."""
+        return self._dispatcher.submit(job, shared_only=not job.model)
 
     def status(self, job_id: str) -> dict[str, Any]:
         """Where a job stands: queued, leased, running, done (with its result) or failed.
@@ -134,8 +153,8 @@ class JobStream:
     """The events of one streamed job: ``("piece", {...})`` in order, then ``("done", result)``.
 
     ``("keepalive", {})`` comes when nothing happened for a while. A failed job raises
-    JobFailed, a silent one JobTimeout. Closing the iteration before the end (the
-    caller went away) aborts the job on its miner.
+    JobFailed; one silent for ``timeout_s`` raises JobTimeout. Leaving before the end
+    (the caller went away, or that timeout) aborts the job on its miner.
     """
 
     def __init__(
@@ -160,8 +179,7 @@ class JobStream:
         try:
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    finished = True  # the job goes on; the caller fetches it later
+                if remaining <= 0:  # nothing for timeout_s: the miner is stuck or gone
                     raise timeout(self.job, self.dispatched, self._timeout_s)
                 try:
                     item = pieces.get(timeout=min(KEEPALIVE_S, remaining))
@@ -173,6 +191,7 @@ class JobStream:
                     assert self._waiting.meta is not None
                     yield "done", self._client.finish(self.job, self._waiting.meta)
                     return
+                deadline = time.monotonic() + self._timeout_s  # an idle limit, not a total
                 yield "piece", item
         finally:
             self._client.forget(self.job.job_id)

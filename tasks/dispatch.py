@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import redis
 from celery import Celery
 
-from tasks.errors import ModelNotServed, ServiceUnavailable
+from tasks.errors import Conflict, ModelNotLoaded, ModelNotServed, ServiceUnavailable
 from tasks.jobs import GENERATE, Job
 from tasks.keys import MINER_QUEUE_PREFIX, SHARED_QUEUE, Keys, queue_for, text
 from tasks.scripts import Scripts
@@ -64,6 +65,7 @@ class RedisSelector:
                 SHARED_QUEUE,
                 MINER_QUEUE_PREFIX,
                 "1" if shared_only else "0",
+                job.device,
             ],
         )
         return text(picked) if picked else None
@@ -89,9 +91,12 @@ class Dispatched:
 class Dispatcher:
     """Publishes jobs on the chosen miner's queue, or on ``shared``."""
 
-    def __init__(self, celery: Celery, selector: MinerSelector) -> None:
+    def __init__(
+        self, celery: Celery, selector: MinerSelector, known_models: Callable[[], set[str]] = set
+    ) -> None:
         self._celery = celery
         self._selector = selector
+        self._known_models = known_models
 
     def submit(self, job: Job, shared_only: bool = False) -> Dispatched:
         """Reserve and publish; raise ServiceUnavailable if the broker does not answer.
@@ -104,6 +109,14 @@ class Dispatcher:
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"Redis does not answer: {exc}") from exc
         if miner_id == UNSERVED:
+            if job.device:
+                raise Conflict(
+                    f"device {job.device} is not live or does not have model {job.model!r}",
+                    device_id=job.device,
+                    model=job.model,
+                )
+            if job.model in self._known_models():
+                raise ModelNotLoaded(job.model)
             raise ModelNotServed(job.model)
         reserved = Job(**{**job.to_payload(), "reserved_on": miner_id})
         queue = queue_for(miner_id) if miner_id else SHARED_QUEUE

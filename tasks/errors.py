@@ -80,6 +80,28 @@ class ModelNotServed(MiaError):
         )
 
 
+class ModelNotLoaded(MiaError):
+    """A catalogue model that no live device has loaded (POST /api/v2/models/load)."""
+
+    status = 503
+    code = "model_not_loaded"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"model {model!r} is known but no live device has it loaded "
+            "(POST /api/v2/models/load, or MIA_AUTOLOAD=1)",
+            field="model",
+            model=model,
+        )
+
+
+class NoFit(MiaError):
+    """No device has room for a model."""
+
+    status = 507
+    code = "does_not_fit"
+
+
 class ServiceUnavailable(MiaError):
     """A dependency (Redis, the database) does not answer."""
 

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 GENERATE = "mia.generate"
+LOAD_MODEL = "mia.load_model"
+UNLOAD_MODEL = "mia.unload_model"
 
 
 def new_job_id() -> str:
@@ -28,12 +30,13 @@ class Job:
     max_tokens: int = 128
     temperature: float = 0.0
     top_p: float = 1.0
-    seed: int = 0
+    seed: int | None = None  # None: a different sample each time
     stop: list[str] = field(default_factory=list)
     choices: list[str] = field(default_factory=list)
     stream: bool = False
     classifier: str = ""  # "lexical": a stage-1 job the miner answers without its engine
     project: str = ""
+    device: str = ""  # only this miner may run it (/api/v2/models/process with device_id)
     priority: int = 0
     accepted_at: float = field(default_factory=time.time)
     reserved_on: str | None = None

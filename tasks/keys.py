@@ -21,6 +21,7 @@
 | ``<p>:abort:<job>``        | string | web           | the same, for a job not started yet    |
 | ``<p>:session:<proj>:<id>``| string | assistant     | a chat session: history, cart (TTL)    |
 | ``<p>:sessions``           | zset   | assistant     | session keys by last use (LRU bound)   |
+| ``<p>:events``             | pubsub | heartbeat     | device state changes (WebSocket feed)  |
 | ``celery-task-meta-<job>`` | string | Celery result | the job's result (Celery's own key)    |
 
 ``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). Queues are Celery's: ``gpu-<miner>``
@@ -77,6 +78,7 @@ class Keys:
         self.aborts = f"{prefix}:abort"
         self.stream_pattern = f"{prefix}:stream:*"
         self.sessions = f"{prefix}:sessions"
+        self.events = f"{prefix}:events"
 
     def heartbeat(self, miner_id: str) -> str:
         return f"{self.prefix}:hb:{miner_id}"

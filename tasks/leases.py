@@ -20,7 +20,8 @@ Long-polling (``wait``) blocks on a wake list that the dispatcher pushes a token
 whenever it publishes on ``shared``; a poller also looks at the queue at least once
 a second, so a job that arrived without a token (put back by kombu) is not missed.
 Expired leases are swept by a thread in each web process (``ensure_sweeping``);
-sweeping is atomic, so any number of web processes may do it at once.
+sweeping is atomic, so any number of web processes may do it at once. The same
+thread runs the web tier's other chores (``housekeeping``: forgetting dead miners).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -156,7 +158,16 @@ def failure_meta(job_id: str, message: str) -> str:
 class LeaseBook:
     """Leases on the shared queue: take, submit, expire."""
 
-    def __init__(self, client: redis.Redis, scripts: Scripts, keys: Keys, settings: Settings):
+    def __init__(
+        self,
+        client: redis.Redis,
+        scripts: Scripts,
+        keys: Keys,
+        settings: Settings,
+        housekeeping: tuple[Callable[[], object], ...] = (),
+    ):
+        self._housekeeping = housekeeping
+        self._long_polls = threading.BoundedSemaphore(max(settings.web_threads // 2, 1))
         self._redis = client
         self._scripts = scripts
         self._keys = keys
@@ -170,7 +181,19 @@ class LeaseBook:
     # -- taking work ---------------------------------------------------------------
 
     def take(self, miner_id: str, wait_s: float = 0.0) -> Lease | None:
-        """Lease the next job on ``shared`` to ``miner_id``; wait up to ``wait_s`` for one."""
+        """Lease the next job on ``shared`` to ``miner_id``; wait up to ``wait_s`` for one.
+
+        At most ``max_long_polls`` requests of this process wait at once, so long-polls
+        never take every web thread; one more answers at once instead of waiting.
+        """
+        if wait_s > 0 and self._long_polls.acquire(blocking=False):
+            try:
+                return self._take_waiting(miner_id, wait_s)
+            finally:
+                self._long_polls.release()
+        return self._take_now(miner_id)
+
+    def _take_waiting(self, miner_id: str, wait_s: float) -> Lease | None:
         deadline = time.monotonic() + wait_s
         while True:
             lease = self._take_now(miner_id)
@@ -336,7 +359,8 @@ class LeaseBook:
 
     def _sweep_forever(self) -> None:
         while not self._stop.wait(self.sweep_period_s()):
-            try:
-                self.sweep()
-            except Exception as exc:  # noqa: BLE001 - the sweeper must outlive any failure
-                log.warning("lease sweep failed: %s", exc)
+            for chore in (self.sweep, *self._housekeeping):
+                try:
+                    chore()
+                except Exception as exc:  # noqa: BLE001 - the sweeper must outlive any failure
+                    log.warning("%s failed: %s", getattr(chore, "__name__", "chore"), exc)

@@ -16,6 +16,7 @@ import redis
 
 from tasks.errors import ValidationError
 from tasks.keys import Keys, queue_for, text
+from tasks.scripts import Scripts
 
 STATUSES = ("available", "busy", "draining", "offline")
 
@@ -33,6 +34,7 @@ class Heartbeat:
     memory: dict[str, float] = field(default_factory=dict)
     seen_at: float = 0.0
     engine_fallbacks: list[dict[str, str]] = field(default_factory=list)
+    group: str = ""
 
     @classmethod
     def from_body(cls, miner_id: str, body: dict[str, Any]) -> Heartbeat:
@@ -60,7 +62,10 @@ class Heartbeat:
                 "engine_fallbacks must be a list of {engine, reason}", "engine_fallbacks"
             )
         fallbacks = [{"engine": f["engine"], "reason": f["reason"][:500]} for f in fallbacks]
-        return cls(miner_id, status, slots, free, models, engine, memory, time.time(), fallbacks)
+        group = _field(body, "group", str, default="")
+        return cls(
+            miner_id, status, slots, free, models, engine, memory, time.time(), fallbacks, group
+        )
 
 
 def _field(body: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
@@ -85,6 +90,7 @@ class MinerState:
     memory: dict[str, float]
     heartbeat_age_ms: float
     engine_fallbacks: list[dict[str, str]]
+    group: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,21 +99,45 @@ class MinerState:
 class Registry:
     """Reads and writes heartbeats."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, ttl_s: float) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, ttl_s: float, scripts: Scripts | None = None
+    ) -> None:
         self._redis = client
         self._keys = keys
         self._ttl_ms = int(ttl_s * 1000)
+        self._scripts = scripts or Scripts(client)
 
-    def beat(self, hb: Heartbeat) -> None:
-        """Record a heartbeat; an ``offline`` one removes the miner at once."""
+    def beat(self, hb: Heartbeat) -> bool:
+        """Record a heartbeat (``offline`` removes the miner at once); True if the
+        device's state changed, which ``beat.lua`` announces on the events channel."""
+        changed = self._scripts(
+            "beat",
+            keys=[self._keys.heartbeat(hb.miner_id), self._keys.miners, self._keys.events],
+            args=[
+                hb.miner_id,
+                json.dumps(asdict(hb)),
+                self._ttl_ms,
+                "1" if hb.status == "offline" else "0",
+            ],
+        )
+        return bool(changed)
+
+    def reap(self) -> int:
+        """Forget miners whose heartbeat expired, announcing each; returns how many."""
+        return int(
+            self._scripts(
+                "reap", keys=[self._keys.miners, self._keys.events], args=[self._keys.prefix]
+            )
+        )
+
+    def get(self, miner_id: str) -> MinerState | None:
         pipe = self._redis.pipeline(transaction=False)
-        if hb.status == "offline":
-            pipe.delete(self._keys.heartbeat(hb.miner_id))
-            pipe.srem(self._keys.miners, hb.miner_id)
-        else:
-            pipe.set(self._keys.heartbeat(hb.miner_id), json.dumps(asdict(hb)), px=self._ttl_ms)
-            pipe.sadd(self._keys.miners, hb.miner_id)
-        pipe.execute()
+        pipe.get(self._keys.heartbeat(miner_id))
+        pipe.get(self._keys.inflight(miner_id))
+        raw, used = pipe.execute()
+        return (
+            None if raw is None else _state(miner_id, json.loads(raw), int(used or 0), time.time())
+        )
 
     def reset_slots(self, miner_id: str) -> None:
         """Forget reservations of an earlier life of this miner (called on register)."""
@@ -145,4 +175,5 @@ def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerSta
         memory=hb["memory"],
         heartbeat_age_ms=round(max(now - hb["seen_at"], 0.0) * 1000, 1),
         engine_fallbacks=hb.get("engine_fallbacks", []),
+        group=hb.get("group", ""),
     )

@@ -8,7 +8,17 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-NAMES = ("reserve", "release", "store_result", "lease", "expire", "submit", "session_save")
+NAMES = (
+    "reserve",
+    "release",
+    "store_result",
+    "lease",
+    "expire",
+    "submit",
+    "session_save",
+    "beat",
+    "reap",
+)
 
 
 def source(name: str) -> str:

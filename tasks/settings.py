@@ -45,6 +45,9 @@ class Settings:
     legacy_poll_s: float = 2.0
     legacy_wait_s: float = 0.0
     projects_file: str = ""
+    catalogue_file: str = ""
+    device_memory_mb: float = 0.0
+    autoload: int = 0
     session_ttl_s: int = 1800
     max_sessions: int = 10000
     engine: str = "llamacpp"

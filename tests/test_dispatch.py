@@ -80,8 +80,10 @@ def test_model_routing_and_status(registry, selector):
     assert selector.choose(job("smollm2")) == "llama"
     assert selector.choose(job("missing")) == UNSERVED
     assert selector.choose(job("echo")) == "echo"
-    assert selector.choose(job("echo")) is None  # the draining miner never gets work
-    assert selector.choose(job("echo")) is None  # busy or draining: wait on shared
+    # full: a job for a named model waits on a miner serving it (never the draining
+    # one), not on shared where a miner without the model could take it
+    assert selector.choose(job("echo")) == "echo"
+    assert selector.choose(job()) is None  # no model named: shared
 
 
 def test_expired_heartbeat_is_dropped_from_the_index(registry, selector, redis):

@@ -107,7 +107,7 @@ def test_miner_heartbeat_reports_engine_models_and_slots(api, miner):
     assert state["miner_id"] == "0"
     assert state["queue"] == "gpu-0"
     assert state["engine"] == "echo"
-    assert state["models"] == ["echo"]
+    assert state["models"] == ["echo", "echo-chat"]  # its catalogue group (tasks/models.toml)
     assert state["slots"] == 3
     assert state["free_slots"] == 3
     assert state["status"] == "available"

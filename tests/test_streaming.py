@@ -129,7 +129,7 @@ def oai(api) -> openai.OpenAI:
 
 def test_openai_client_gets_a_completion_and_the_model_list(oai, miner):
     miner("0")
-    assert [m.id for m in oai.models.list()] == ["echo"]
+    assert [m.id for m in oai.models.list()] == ["echo", "echo-chat"]
     completion = oai.chat.completions.create(
         model="echo",
         messages=[

@@ -10,7 +10,7 @@ import logging
 from flask import Flask
 
 from tasks.settings import Settings
-from web import assistant, chat, jobs, legacy, miners, openai, ops
+from web import api_v2, assistant, chat, jobs, legacy, miners, openai, ops
 from web.errors import register_error_handlers
 from web.services import init_app
 from web.validation import body_limit
@@ -26,7 +26,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     init_app(app, settings)
     register_error_handlers(app)
-    for blueprint in (chat.bp, openai.bp, assistant.bp, miners.bp, legacy.bp, jobs.bp, ops.bp):
+    api_v2.sock.init_app(app)
+    for blueprint in (
+        chat.bp,
+        openai.bp,
+        assistant.bp,
+        api_v2.bp,
+        miners.bp,
+        legacy.bp,
+        jobs.bp,
+        ops.bp,
+    ):
         app.register_blueprint(blueprint)
     logging.getLogger(__name__).info("web tier ready (redis %s)", settings.redis_url)
     return app

@@ -39,11 +39,18 @@ def parse_sampling(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {
         "max_tokens": v.integer(body, "max_tokens", settings.max_tokens, 1, MAX_TOKENS_LIMIT),
         "temperature": v.number(body, "temperature", 0.0, 0.0, 2.0),
-        "top_p": v.number(body, "top_p", 1.0, 0.0, 1.0) or 1.0,
-        "seed": v.integer(body, "seed", 0, 0, 2**31 - 1) if body.get("seed") is not None else 0,
+        "top_p": top_p(body),
+        "seed": v.integer(body, "seed", 0, 0, 2**31 - 1) if body.get("seed") is not None else None,
         "stop": v.text_list(body, "stop", MAX_STOPS, 64, allow_one=True),
         "choices": v.text_list(body, "choices", MAX_CHOICES, 128),
     }
+
+
+def top_p(body: dict[str, Any]) -> float:
+    value = v.number(body, "top_p", 1.0, 0.0, 1.0)
+    if value <= 0:
+        raise ValidationError("top_p must be above 0 and at most 1", "top_p")
+    return value
 
 
 def parse_direct(body: dict[str, Any], settings: Settings) -> Job:

@@ -24,6 +24,7 @@ HEARTBEAT_FIELDS = {
     "engine",
     "memory",
     "engine_fallbacks",
+    "group",
 }
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
 
 from tasks.client import JobStream
 from tasks.errors import MiaError, ValidationError
@@ -68,16 +70,25 @@ UNSUPPORTED = {
 }
 
 
+def _error(status: int, message: str, code: str, param: str | None = None) -> tuple[Response, int]:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return jsonify(error={"message": message, "type": kind, "param": param, "code": code}), status
+
+
 @bp.errorhandler(MiaError)
 def openai_error(exc: MiaError) -> tuple[Response, int]:
-    kind = "invalid_request_error" if exc.status < 500 else "server_error"
-    error = {
-        "message": exc.message,
-        "type": kind,
-        "param": exc.details.get("field"),
-        "code": exc.code,
-    }
-    return jsonify(error=error), exc.status
+    return _error(exc.status, exc.message, exc.code, exc.details.get("field"))
+
+
+@bp.errorhandler(HTTPException)
+def openai_http_error(exc: HTTPException) -> tuple[Response, int]:
+    param = "body" if exc.code == 413 else None
+    return _error(exc.code or 500, exc.description or "", exc.name.lower().replace(" ", "_"), param)
+
+
+@bp.errorhandler(redis.RedisError)
+def openai_redis_down(exc: redis.RedisError) -> tuple[Response, int]:
+    return _error(503, f"Redis does not answer: {exc}", "unavailable")
 
 
 @bp.get("/models")

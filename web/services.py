@@ -16,12 +16,14 @@ from chat_service.sessions import SessionStore
 from chat_service.store import Store
 from chat_service.tokens import counter
 from tasks.auth import MinerAuth
+from tasks.catalogue import load_catalogue
 from tasks.celery_app import create_celery
 from tasks.client import JobClient
 from tasks.db import make_engine, make_sessions
 from tasks.dispatch import Dispatcher, RedisSelector
 from tasks.keys import Keys
 from tasks.leases import LeaseBook
+from tasks.placement import ModelManager
 from tasks.registry import Registry
 from tasks.results import ResultWaiter
 from tasks.scripts import Scripts
@@ -41,6 +43,8 @@ class Services:
     waiter: ResultWaiter
     leases: LeaseBook
     assistant: Assistant
+    models: ModelManager
+    keys: Keys
 
 
 def build_services(settings: Settings) -> Services:
@@ -59,7 +63,12 @@ def build_services(settings: Settings) -> Services:
         client, ready_timeout_s=settings.redis_timeout_s, stream_prefix=keys.stream("")
     )
     sessions = make_sessions(make_engine(settings.database_url))
-    jobs = JobClient(client, keys, Dispatcher(celery, selector), waiter)
+    catalogue = load_catalogue(settings.catalogue_file)
+    registry = Registry(client, keys, settings.heartbeat_ttl_s, scripts)
+    dispatcher = Dispatcher(celery, selector, lambda: set(catalogue.models))
+    models = ModelManager(registry, catalogue, celery, waiter)
+    autoload = models.load_and_wait if settings.autoload else None
+    jobs = JobClient(client, keys, dispatcher, waiter, autoload=autoload)
     assistant = Assistant(
         load_projects(Path(settings.projects_file) if settings.projects_file else None),
         jobs,
@@ -73,12 +82,14 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         redis=client,
         celery=celery,
-        registry=Registry(client, keys, settings.heartbeat_ttl_s),
+        registry=registry,
         auth=MinerAuth(sessions, client, keys, settings.registration_token),
         jobs=jobs,
         waiter=waiter,
-        leases=LeaseBook(client, scripts, keys, settings),
+        leases=LeaseBook(client, scripts, keys, settings, housekeeping=(registry.reap,)),
         assistant=assistant,
+        models=models,
+        keys=keys,
     )
 
 

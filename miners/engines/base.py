@@ -26,7 +26,7 @@ class GenerationRequest:
     messages: list[dict[str, str]]
     max_tokens: int = 128
     temperature: float = 0.0
-    seed: int = 0
+    seed: int | None = None
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()

@@ -86,7 +86,7 @@ class LlamaCppEngine:
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 top_p=request.top_p,
-                seed=request.seed,
+                seed=request.seed,  # None: the context's own running generator
                 stop=list(request.stop) or None,
                 grammar=self._grammar(request.choices),
                 stream=True,

@@ -64,6 +64,7 @@ class _Request:
 
 
 _ABORT = object()
+ENGINE_CHECK_S = 5.0  # a job waiting this long for a token checks the engine still runs
 _DONE = object()
 
 
@@ -134,7 +135,12 @@ class VllmEngine:
         finish = "stop"
         try:
             while True:
-                item = job.out.get()
+                try:
+                    item = job.out.get(timeout=ENGINE_CHECK_S)
+                except queue.Empty:
+                    if not self._thread.is_alive():
+                        raise RuntimeError("the vLLM engine thread died") from None
+                    continue
                 if item is _ABORT:
                     self._inbox.put(("abort", job.request_id))
                     finish = "abort"
@@ -178,31 +184,39 @@ class VllmEngine:
     def _loop(self) -> None:
         live: dict[str, _Request] = {}
         while self._running:
-            # Block only when nothing is in flight; otherwise take what arrived and step.
             try:
-                item = self._inbox.get(block=not live)
-                self._accept(item, live)
-                while True:
-                    self._accept(self._inbox.get_nowait(), live)
-            except queue.Empty:
-                pass
-            if not live:
-                continue
-            try:
-                outputs = self._engine.step()
+                self._turn(live)
             except Exception as exc:  # noqa: BLE001 - every job in flight gets the error
-                log.exception("vLLM step failed")
+                log.exception("vLLM engine step failed")
+                if live:
+                    try:
+                        self._engine.abort_request(list(live))
+                    except Exception:  # noqa: BLE001 - the engine may be beyond repair
+                        log.exception("could not abort the failed requests")
                 for job in live.values():
                     job.out.put(exc)
                 live.clear()
+        stopped = RuntimeError("the vLLM engine stopped")
+        for job in live.values():
+            job.out.put(stopped)
+
+    def _turn(self, live: dict[str, _Request]) -> None:
+        """Take what arrived (block only when idle), then one engine step."""
+        try:
+            self._accept(self._inbox.get(block=not live), live)
+            while True:
+                self._accept(self._inbox.get_nowait(), live)
+        except queue.Empty:
+            pass
+        if not live:
+            return
+        for output in self._engine.step():
+            owner = live.get(output.request_id)
+            if owner is None:
                 continue
-            for output in outputs:
-                owner = live.get(output.request_id)
-                if owner is None:
-                    continue
-                owner.out.put(output)
-                if output.finished:
-                    del live[output.request_id]
+            owner.out.put(output)
+            if output.finished:
+                del live[output.request_id]
 
     def _accept(self, item: Any, live: dict[str, _Request]) -> None:
         if item is _DONE:

@@ -6,6 +6,8 @@
 -- ARGV[3] job record (JSON)       ARGV[4] job record TTL in seconds
 -- ARGV[5] shared queue name       ARGV[6] miner queue prefix
 -- ARGV[7] '1': skip the choice, the job goes to the shared queue (queue-based /chat)
+-- ARGV[8] a miner id: only that miner may take the job (on its own queue even when
+--         its slots are full); '' = any
 --
 -- Among live miners (heartbeat key present) that serve the model, are not draining
 -- and have a free slot, take the least loaded (in-flight / slots); on a tie, the one
@@ -13,7 +15,9 @@
 -- heartbeat expired are dropped from the set on the way. Returns the miner id, or
 -- false when the job must go to the shared queue (either way the job record says
 -- where), or '!unserved' when a model was asked for that no live miner serves
--- (nothing is written then: the caller refuses the job).
+-- (nothing is written then: the caller refuses the job). A job for a named model
+-- never waits on shared, where any miner (or a legacy one) might take it: when every
+-- miner serving it is full, it queues on the least loaded one's own queue.
 
 local prefix, model = ARGV[1], ARGV[2]
 
@@ -26,20 +30,36 @@ local function serves(hb)
 end
 
 local shared_only = ARGV[7] == '1'
+local target = ARGV[8] or ''
 local best, best_load, best_pick, best_used
+local over, over_load, over_used  -- least loaded serving miner, even when full
 local served = false
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local raw = redis.call('GET', prefix .. ':hb:' .. id)
   if not raw then
-    redis.call('SREM', KEYS[1], id)
+    if redis.call('SREM', KEYS[1], id) == 1 then
+      redis.call('PUBLISH', prefix .. ':events', cjson.encode({
+        type = 'state_update', change = 'gone', device_id = id, reason = 'heartbeat expired'}))
+    end
   else
     local hb = cjson.decode(raw)
     local slots = tonumber(hb.slots) or 0
-    if hb.status ~= 'offline' and serves(hb) then served = true end
-    if not shared_only and hb.status ~= 'draining' and hb.status ~= 'offline' and slots > 0
-        and serves(hb) then
+    if target ~= '' and id ~= target then
+      -- not a candidate
+    elseif target ~= '' then
+      if hb.status ~= 'offline' and serves(hb) then
+        served = true
+        best = id
+        best_used = tonumber(redis.call('GET', prefix .. ':inflight:' .. id) or '0')
+      end
+    elseif hb.status ~= 'offline' and serves(hb) then served = true end
+    if target == '' and not shared_only and hb.status ~= 'draining'
+        and hb.status ~= 'offline' and slots > 0 and serves(hb) then
       local used = tonumber(redis.call('GET', prefix .. ':inflight:' .. id) or '0')
       if used < 0 then used = 0 end
+      if over == nil or used / slots < over_load then
+        over, over_load, over_used = id, used / slots, used
+      end
       if used < slots then
         local load = used / slots
         local pick = tonumber(redis.call('HGET', KEYS[2], id) or '0')
@@ -51,11 +71,14 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 
-if model ~= '' and not served then return '!unserved' end
+if (model ~= '' or target ~= '') and not served then return '!unserved' end
+if best == nil and model ~= '' and over ~= nil then
+  best, best_used = over, over_used
+end
 
 local record = cjson.decode(ARGV[3])
 if best then
-  if best_used == 0 then
+  if best_used <= 0 then
     redis.call('SET', prefix .. ':inflight:' .. best, 1)
   else
     redis.call('INCR', prefix .. ':inflight:' .. best)

@@ -1,0 +1,13 @@
+-- Forget miners whose heartbeat expired, announcing each once on the events channel.
+--
+-- KEYS[1] set of miner ids   KEYS[2] events channel   ARGV[1] key prefix
+-- Any number of web processes may run this at once: SREM decides who announces.
+local gone = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. ':hb:' .. id) == 0 and redis.call('SREM', KEYS[1], id) == 1 then
+    redis.call('PUBLISH', KEYS[2], cjson.encode({
+      type = 'state_update', change = 'gone', device_id = id, reason = 'heartbeat expired'}))
+    gone = gone + 1
+  end
+end
+return gone
