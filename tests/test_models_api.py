@@ -151,3 +151,37 @@ def test_autoload_loads_a_known_model_and_answers(api, devices, settings):
         assert answer.json["miner_id"] == "b"
     finally:
         app.extensions["mia"].waiter.close()
+
+
+def test_pins_and_reserved_devices_limit_placement(redis, settings):
+    from tasks.catalogue import parse
+    from tasks.errors import Conflict, NoFit
+    from tasks.keys import Keys
+    from tasks.placement import ModelManager
+    from tasks.registry import Heartbeat, Registry
+
+    catalogue = parse(
+        {
+            "models": {
+                "small": {"engine": "echo", "memory_mb": 100, "group": "g1"},
+                "pinned": {"engine": "echo", "memory_mb": 100, "group": "g2", "pinned": ["x"]},
+                "vip": {"engine": "echo", "memory_mb": 100, "group": "g3"},
+            },
+            "devices": {"y": {"reserved_for": "vip"}},
+        }
+    )
+    registry = Registry(redis, Keys(settings.key_prefix), 30)
+    for device in ("x", "y", "z"):
+        memory = {"used_mb": 0.0, "total_mb": 1000.0}
+        registry.beat(Heartbeat(device, "available", 1, 1, [], "echo", memory))
+    manager = ModelManager(registry, catalogue, None, None)  # type: ignore[arg-type]
+    assert manager.place("pinned").device.miner_id == "x"
+    with pytest.raises(Conflict):
+        manager.place("pinned", "z")
+    assert manager.place("vip").device.miner_id in {"x", "y", "z"}
+    assert manager.place("small").device.miner_id in {"x", "z"}  # y is kept for vip
+    with pytest.raises(Conflict):
+        manager.place("small", "y")
+    redis.delete(Keys(settings.key_prefix).heartbeat("x"))
+    with pytest.raises(NoFit):
+        manager.place("pinned")  # its only device is gone
