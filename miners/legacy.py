@@ -27,6 +27,7 @@ import requests
 from chat_service.intents import classify
 from miners.engines import Engine, GenerationRequest, complete, load_engine
 from miners.worker import registration_token
+from tasks import logs
 from tasks.settings import Settings
 
 log = logging.getLogger("miners.legacy")
@@ -62,6 +63,7 @@ class LegacyMiner:
         self._api = settings.api_url.rstrip("/")
         self._key: str | None = None
         self._lock = threading.Lock()
+        self._register_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -90,7 +92,15 @@ class LegacyMiner:
     def stop(self) -> None:
         self.stopping.set()
 
-    def register(self) -> None:
+    def register(self, refused_key: str | None = None) -> None:
+        """Register (again). ``refused_key``: only if that is still the key in use, so
+        several slot threads refused at once register once, not in turn."""
+        with self._register_lock:
+            if refused_key is not None and self._key != refused_key:
+                return  # another thread registered already
+            self._register()
+
+    def _register(self) -> None:
         body = {"version": VERSION, "hostname": socket.gethostname()}
         if self.miner_id:
             body["miner_id"] = self.miner_id
@@ -133,15 +143,16 @@ class LegacyMiner:
 
     def _get_work(self, http: requests.Session) -> dict[str, Any] | None:
         params = {"wait": self.wait_s} if self.wait_s > 0 else {}
+        key = self._key
         response = http.get(
             f"{self._api}/get_work",
             params=params,
-            headers=self._auth(),
+            headers={"Authorization": f"Bearer {key}"},
             timeout=self.wait_s + 10,
         )
         if response.status_code == 401:
             log.warning("key refused (%s); registering again", response.text.strip())
-            self.register()
+            self.register(refused_key=key)
             return None
         if response.status_code == 204:
             return None
@@ -196,12 +207,16 @@ class LegacyMiner:
         registered_again = False
         while True:
             try:
+                key = self._key
                 response = http.post(
-                    f"{self._api}/submit_result", json=body, headers=self._auth(), timeout=10
+                    f"{self._api}/submit_result",
+                    json=body,
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=10,
                 )
                 if response.status_code == 401 and not registered_again:
                     registered_again = True
-                    self.register()  # same miner id, new key: the lease stays ours
+                    self.register(refused_key=key)  # same miner id, new key: the lease stays
                     continue
             except (requests.RequestException, RegistrationFailed) as exc:
                 if time.time() >= deadline or self.stopping.is_set():
@@ -227,9 +242,6 @@ class LegacyMiner:
                 )
             return
 
-    def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._key}"}
-
 
 def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
@@ -240,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slots", type=int, default=settings.slots)
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    logs.configure(getattr(logging, args.loglevel.upper(), logging.INFO), settings.log_format)
     miner = LegacyMiner(
         settings, load_engine(settings).engine, args.miner_id, args.poll_s, args.wait_s, args.slots
     )

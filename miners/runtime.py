@@ -52,6 +52,7 @@ class MinerRuntime:
         spec = load_catalogue(settings.catalogue_file).get(loaded.engine.models[0])
         self.group = spec.group if spec else ""
         self._models_lock = threading.Lock()
+        self._stats = EngineStats()
         self.on_change: Callable[[], None] = lambda: None
         self._complete_group()
         self.slots = max(settings.slots, 1)
@@ -91,11 +92,15 @@ class MinerRuntime:
             with self._busy(), self._streaming(job, engine.stream(request)) as stream:
                 if aborted:
                     stream.cancel()
+                first_piece_at = 0.0
                 for index, piece in enumerate(stream):
+                    if not first_piece_at:
+                        first_piece_at = time.time()
                     if job.stream:
                         self._publish(job, index, piece)
                 result = stream.result
                 assert result is not None
+            self._stats.record(started, first_piece_at, time.time(), result.completion_tokens)
         finally:
             if job.reserved_on:
                 self._release(job.reserved_on)
@@ -146,6 +151,7 @@ class MinerRuntime:
             "memory": self.memory(),
             "group": self.group,
         }
+        body["engine_stats"] = self._stats.snapshot()
         if self.skipped:
             body["engine_fallbacks"] = [{"engine": n, "reason": r} for n, r in self.skipped]
         return body
@@ -267,6 +273,8 @@ class MinerRuntime:
     def _streaming(self, job: Job, stream: Stream) -> Iterator[Stream]:
         with self._lock:
             self._streams[job.job_id] = stream
+        if job.stream and self._aborted(job):  # an abort published before we listened
+            stream.cancel()
         try:
             yield stream
         finally:
@@ -325,6 +333,12 @@ class MinerRuntime:
             log.warning("could not mark job %s running: %s", job.job_id, exc)
             return False
 
+    def _aborted(self, job: Job) -> bool:
+        try:
+            return bool(self._redis.exists(self._keys.abort(job.job_id)))
+        except redis.RedisError:
+            return False
+
     def _busy(self) -> _Busy:
         return _Busy(self)
 
@@ -333,6 +347,31 @@ class MinerRuntime:
             self._slots.release(miner_id)
         except redis.RedisError as exc:
             log.warning("could not release slot on %s: %s", miner_id, exc)
+
+
+class EngineStats:
+    """Recent generation speed and time to first token (moving averages), for heartbeats."""
+
+    ALPHA = 0.2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tps = 0.0
+        self._ttft = 0.0
+
+    def record(self, started: float, first_piece: float, finished: float, tokens: int) -> None:
+        with self._lock:
+            if tokens and finished > started:
+                self._tps = self._ewma(self._tps, tokens / (finished - started))
+            if first_piece:
+                self._ttft = self._ewma(self._ttft, first_piece - started)
+
+    def _ewma(self, old: float, new: float) -> float:
+        return new if old == 0.0 else old + self.ALPHA * (new - old)
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return {"tokens_per_second": round(self._tps, 3), "ttft_seconds": round(self._ttft, 6)}
 
 
 class _Busy:

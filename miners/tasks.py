@@ -9,7 +9,7 @@ from celery import Task, shared_task
 from tasks.jobs import GENERATE, LOAD_MODEL, UNLOAD_MODEL
 
 
-@shared_task(name=GENERATE, bind=True)
+@shared_task(name=GENERATE, bind=True, resultrepr_maxsize=240)  # logs: a preview only
 def generate(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     runtime = self.app.runtime
     if runtime is None:

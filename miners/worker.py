@@ -18,6 +18,7 @@ from celery import Celery, signals
 from miners.engines import load_engine
 from miners.heartbeat import HeartbeatSender
 from miners.runtime import MinerRuntime
+from tasks import logs
 from tasks.celery_app import create_celery
 from tasks.errors import ConfigError
 from tasks.keys import SHARED_QUEUE, miner_from_queue
@@ -86,6 +87,26 @@ def _start_heartbeats(sender: Any, **_: Any) -> None:
     )
     runtime.on_change = app.heartbeats.beat_now
     app.heartbeats.start()
+
+
+@signals.after_setup_logger.connect
+def _log_format(logger: logging.Logger, **_: Any) -> None:
+    from miners import app
+
+    for handler in logger.handlers:
+        logs.decorate(handler, app.settings.log_format)
+
+
+@signals.task_prerun.connect
+def _take_request_id(args: tuple[Any, ...] | None = None, **_: Any) -> None:
+    payload = args[0] if args else None
+    rid = payload.get("request_id", "") if isinstance(payload, dict) else ""
+    logs.request_id.set(rid)
+
+
+@signals.task_postrun.connect
+def _drop_request_id(**_: Any) -> None:
+    logs.request_id.set("")
 
 
 @signals.worker_shutting_down.connect

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,6 +73,11 @@ class Stack:
         token = registration_token(self.settings)
         base = f"http://{self.settings.host}:{self.settings.port}"
         self.env.update(MIA_REGISTRATION_TOKEN=token, MIA_API_URL=base)
+        # gunicorn's workers add up their Prometheus counters through files here
+        metrics_dir = Path(self.settings.data_dir) / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
         migrate(self.settings.database_url)
         self._spawn("web", web_argv(self.settings))
         wait_for(lambda: self._get(f"{base}/readyz") == 200, 30, "the web tier")

@@ -13,8 +13,9 @@ from typing import Any
 
 import redis
 
+from tasks import metrics
 from tasks.dispatch import Dispatched, Dispatcher
-from tasks.errors import JobTimeout, ModelNotLoaded, NotFound, ServiceUnavailable
+from tasks.errors import JobFailed, JobTimeout, ModelNotLoaded, NotFound, ServiceUnavailable
 from tasks.jobs import Job
 from tasks.keys import Keys, result_key, text
 from tasks.results import FINISHED, ResultWaiter, Waiting, outcome
@@ -84,10 +85,16 @@ class JobClient:
 
     def finish(self, job: Job, meta: dict[str, Any]) -> dict[str, Any]:
         """The caller's view of a stored result: the miner's, plus ``total_ms``."""
-        result = outcome(meta)
+        try:
+            result = outcome(meta)
+        except JobFailed:
+            metrics.JOBS.labels("failed").inc()
+            raise
         timings = dict(result.get("timings", {}))
         timings["total_ms"] = round((time.time() - job.accepted_at) * 1000, 3)
-        return {**result, "timings": timings}
+        delivered = {**result, "timings": timings}
+        metrics.observe_result(delivered)
+        return delivered
 
     def forget(self, job_id: str) -> None:
         self._waiter.forget(job_id)
@@ -141,6 +148,7 @@ class JobClient:
 
 
 def timeout(job: Job, dispatched: Dispatched, timeout_s: float) -> JobTimeout:
+    metrics.JOBS.labels("timeout").inc()
     return JobTimeout(
         f"no result within {timeout_s:g} s; the job goes on",
         job_id=job.job_id,

@@ -19,9 +19,11 @@ from typing import Protocol
 import redis
 from celery import Celery
 
+from tasks import metrics
 from tasks.errors import Conflict, ModelNotLoaded, ModelNotServed, ServiceUnavailable
 from tasks.jobs import GENERATE, Job
 from tasks.keys import MINER_QUEUE_PREFIX, SHARED_QUEUE, Keys, queue_for, text
+from tasks.logs import request_id
 from tasks.scripts import Scripts
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,13 @@ class Dispatcher:
             if job.model in self._known_models():
                 raise ModelNotLoaded(job.model)
             raise ModelNotServed(job.model)
-        reserved = Job(**{**job.to_payload(), "reserved_on": miner_id})
+        reserved = Job(
+            **{
+                **job.to_payload(),
+                "reserved_on": miner_id,
+                "request_id": job.request_id or request_id.get(),
+            }
+        )
         queue = queue_for(miner_id) if miner_id else SHARED_QUEUE
         try:
             self._publish(reserved, queue)
@@ -127,6 +135,8 @@ class Dispatcher:
                 self._release_quietly(miner_id)
             raise ServiceUnavailable(f"broker does not answer: {exc}") from exc
         if miner_id is None:
+            if not shared_only:
+                metrics.SHARED_FALLBACKS.inc()
             try:
                 self._selector.wake_shared(job.job_id)
             except redis.RedisError:  # the job is queued; pollers find it on their next poll

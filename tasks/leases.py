@@ -40,6 +40,7 @@ from typing import Any
 
 import redis
 
+from tasks import metrics
 from tasks.errors import Conflict, NotFound
 from tasks.jobs import GENERATE, Job, job_result
 from tasks.keys import SHARED_QUEUE, Keys, queue_lists, result_key, text
@@ -235,6 +236,7 @@ class LeaseBook:
                     job_id, miner_id, lease_id, failure_meta(job_id, f"job {job_id}: {exc}")
                 )
                 continue
+            metrics.LEASES.inc()
             return Lease(job, lease_id, miner_id, now, deadline, attempt)
 
     def _record_ttl_s(self) -> int:
@@ -335,6 +337,8 @@ class LeaseBook:
             failed += int(done[1])
             if int(done[0]) + int(done[1]) < SWEEP_BATCH:
                 break
+        metrics.JOBS.labels("requeued").inc(requeued)
+        metrics.JOBS.labels("failed").inc(failed)
         if requeued or failed:
             log.info("expired leases: %d jobs back on shared, %d failed", requeued, failed)
         return requeued, failed

@@ -35,6 +35,7 @@ class Heartbeat:
     seen_at: float = 0.0
     engine_fallbacks: list[dict[str, str]] = field(default_factory=list)
     group: str = ""
+    engine_stats: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_body(cls, miner_id: str, body: dict[str, Any]) -> Heartbeat:
@@ -63,8 +64,21 @@ class Heartbeat:
             )
         fallbacks = [{"engine": f["engine"], "reason": f["reason"][:500]} for f in fallbacks]
         group = _field(body, "group", str, default="")
+        stats = _field(body, "engine_stats", dict, default={})
+        if not all(isinstance(v, int | float) for v in stats.values()):
+            raise ValidationError("engine_stats values must be numbers", "engine_stats")
         return cls(
-            miner_id, status, slots, free, models, engine, memory, time.time(), fallbacks, group
+            miner_id,
+            status,
+            slots,
+            free,
+            models,
+            engine,
+            memory,
+            time.time(),
+            fallbacks,
+            group,
+            {str(k): float(v) for k, v in stats.items()},
         )
 
 
@@ -91,6 +105,7 @@ class MinerState:
     heartbeat_age_ms: float
     engine_fallbacks: list[dict[str, str]]
     group: str
+    engine_stats: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,4 +191,5 @@ def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerSta
         heartbeat_age_ms=round(max(now - hb["seen_at"], 0.0) * 1000, 1),
         engine_fallbacks=hb.get("engine_fallbacks", []),
         group=hb.get("group", ""),
+        engine_stats=hb.get("engine_stats", {}),
     )

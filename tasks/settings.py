@@ -48,6 +48,7 @@ class Settings:
     catalogue_file: str = ""
     device_memory_mb: float = 0.0
     autoload: int = 0
+    log_format: str = "json"
     session_ttl_s: int = 1800
     max_sessions: int = 10000
     engine: str = "llamacpp"

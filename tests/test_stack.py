@@ -43,6 +43,12 @@ def test_stack_starts_answers_and_ctrl_c_leaves_nothing_running(tmp_path):
         assert answer.status_code == 200, answer.text
         assert answer.json()["response"] == "echo: Hello"
         assert answer.json()["miner_id"] == "0"
+        # gunicorn's two workers add up their counters (PROMETHEUS_MULTIPROC_DIR)
+        for i in range(5):
+            requests.post(f"{base}/chat/direct", json={"message": f"m{i}"}, timeout=30)
+        metrics = requests.get(f"{base}/metrics", timeout=5).text
+        assert 'mia_jobs_total{outcome="done"} 6.0' in metrics
+        assert "mia_live_miners 1.0" in metrics
 
         stack.send_signal(signal.SIGINT)
         assert stack.wait(60) == 0, log.read_text()

@@ -9,9 +9,11 @@ import logging
 
 from flask import Flask
 
+from tasks.logs import configure as configure_logging
 from tasks.settings import Settings
 from web import api_v2, assistant, chat, jobs, legacy, miners, openai, ops
 from web.errors import register_error_handlers
+from web.requests import register_request_ids
 from web.services import init_app
 from web.validation import body_limit
 
@@ -21,11 +23,13 @@ __all__ = ["create_app"]
 def create_app(settings: Settings | None = None) -> Flask:
     """A web tier configured from ``settings`` (default: the MIA_* environment)."""
     settings = settings or Settings.from_env()
+    configure_logging(fmt=settings.log_format)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_chars)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     init_app(app, settings)
     register_error_handlers(app)
+    register_request_ids(app)
     api_v2.sock.init_app(app)
     for blueprint in (
         chat.bp,

@@ -25,6 +25,7 @@ HEARTBEAT_FIELDS = {
     "memory",
     "engine_fallbacks",
     "group",
+    "engine_stats",
 }
 
 

@@ -1,11 +1,14 @@
-"""Probes for operators and orchestrators: ``/healthz`` (alive), ``/readyz`` (Redis answers)."""
+"""For operators and orchestrators: ``/healthz`` (alive), ``/readyz`` (Redis answers),
+``/metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
 import redis
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from tasks.metrics import FleetCollector, exposition
 from web.services import services
 
 bp = Blueprint("ops", __name__)
@@ -14,6 +17,13 @@ bp = Blueprint("ops", __name__)
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
     return jsonify(status="ok")
+
+
+@bp.get("/metrics")
+def prometheus() -> ResponseReturnValue:
+    svc = services()
+    fleet = FleetCollector(svc.redis, svc.keys, svc.registry)
+    return Response(exposition(fleet), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/readyz")
