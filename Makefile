@@ -12,7 +12,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_PIP := $(VLLM_BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test test-vllm lint format bench install clean
+.PHONY: run test test-vllm lint format bench flower install clean
 
 run: $(VENV)/.runtime  ## the whole stack in the foreground (Ctrl-C stops it)
 	$(BIN)/python -m scripts.stack
@@ -35,6 +35,9 @@ format: $(VENV)/.dev
 
 bench: $(VENV)/.dev  ## the side-by-side latency report (bench/results/)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+flower: $(VENV)/.runtime  ## Flower on the broker, behind MIA_FLOWER_USER/MIA_FLOWER_PASSWORD
+	$(BIN)/python -m scripts.flower
 
 install: $(VENV)/.runtime
 

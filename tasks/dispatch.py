@@ -153,7 +153,10 @@ class Dispatcher:
             retry=False,
             declare=[],  # published on the default exchange: no bindings needed
             kwargsrepr="{}",
-            argsrepr=f"(job={job.job_id}, model={job.model or '*'}, {job.preview()!r})",
+            argsrepr=(
+                f"(job={job.job_id}, model={job.model or '*'}, project={job.project or '-'}, "
+                f"{job.preview()!r})"
+            ),
         )
 
     def _release_quietly(self, miner_id: str) -> None:

@@ -1,0 +1,70 @@
+"""Flower behind basic auth shows the miner workers, their queues and their tasks."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import requests
+
+from scripts.processes import spawn, stop, wait_for
+from tests.conftest import ROOT, free_port
+
+AUTH = ("ops", "s3cret")
+
+
+def test_flower_needs_auth_and_shows_workers_and_tasks(api, miner, settings, tmp_path):
+    miner("0")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
+    env.update(
+        MIA_REDIS_URL=settings.redis_url,
+        MIA_FLOWER_USER=AUTH[0],
+        MIA_FLOWER_PASSWORD=AUTH[1],
+        MIA_FLOWER_PORT=str(port),
+    )
+    log = tmp_path / "flower.log"
+    flower = spawn([sys.executable, "-m", "scripts.flower"], env, log=log, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{base}/healthcheck", timeout=2).ok
+            except requests.ConnectionError:
+                return flower.poll() is not None
+
+        wait_for(up, 60, "flower")
+        assert flower.poll() is None, log.read_text()
+        assert requests.get(f"{base}/api/workers", timeout=5).status_code == 401
+        assert (
+            requests.get(f"{base}/api/workers", auth=("ops", "wrong"), timeout=5).status_code == 401
+        )
+
+        def worker() -> dict:
+            found = requests.get(f"{base}/api/workers?refresh=1", auth=AUTH, timeout=10).json()
+            return {k: v for k, v in found.items() if k.startswith("gpu-0@")}
+
+        workers = wait_for(worker, 30, "flower to see gpu-0")
+        assert isinstance(workers, dict)
+        (info,) = workers.values()
+        assert "gpu-0" in {q["name"] for q in info["active_queues"]}
+
+        def task() -> list:
+            api.post(f"{api.base}/chat/direct", json={"message": "a secret message " * 5})
+            tasks = requests.get(f"{base}/api/tasks", auth=AUTH, timeout=5).json()
+            return [t for t in tasks.values() if t.get("name") == "mia.generate"]
+
+        seen = wait_for(task, 30, "flower to see a task")
+        assert isinstance(seen, list)
+        args = seen[0]["args"]
+        assert args.startswith("(job=") and "model=" in args and "project=" in args
+        assert "a secret message " * 5 not in args  # a preview only
+    finally:
+        stop(flower)
+
+
+def test_flower_refuses_to_start_without_credentials():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_FLOWER")}
+    proc = spawn([sys.executable, "-m", "scripts.flower"], env, cwd=ROOT)
+    assert proc.wait(30) == 2
