@@ -22,6 +22,10 @@
 | ``<p>:session:<proj>:<id>``| string | assistant     | a chat session: history, cart (TTL)    |
 | ``<p>:sessions``           | zset   | assistant     | session keys by last use (LRU bound)   |
 | ``<p>:events``             | pubsub | heartbeat     | device state changes (WebSocket feed)  |
+| ``<p>:obs``                | list   | web           | recent results: time, miner, latency   |
+| ``<p>:baselines``          | hash   | web           | latency baselines (EWMA, deviation)    |
+| ``<p>:alerts``             | list   | web           | recent anomaly alerts                  |
+| ``<p>:drain:<miner>``      | string | web           | dispatch skips this miner (TTL)        |
 | ``celery-task-meta-<job>`` | string | Celery result | the job's result (Celery's own key)    |
 
 ``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). Queues are Celery's: ``gpu-<miner>``
@@ -79,6 +83,9 @@ class Keys:
         self.stream_pattern = f"{prefix}:stream:*"
         self.sessions = f"{prefix}:sessions"
         self.events = f"{prefix}:events"
+        self.observations = f"{prefix}:obs"
+        self.baselines = f"{prefix}:baselines"
+        self.alerts = f"{prefix}:alerts"
 
     def heartbeat(self, miner_id: str) -> str:
         return f"{self.prefix}:hb:{miner_id}"
@@ -112,3 +119,9 @@ class Keys:
 
     def session(self, project: str, session_id: str) -> str:
         return f"{self.prefix}:session:{project}:{session_id}"
+
+    def drain(self, miner_id: str) -> str:
+        return f"{self.prefix}:drain:{miner_id}"
+
+    def stats_lock(self, name: str) -> str:
+        return f"{self.prefix}:statslock:{name}"

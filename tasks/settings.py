@@ -49,6 +49,8 @@ class Settings:
     device_memory_mb: float = 0.0
     autoload: int = 0
     log_format: str = "json"
+    alert_webhook: str = ""
+    auto_drain: int = 0
     session_ttl_s: int = 1800
     max_sessions: int = 10000
     engine: str = "llamacpp"

@@ -54,6 +54,12 @@ def operation(op_id: str) -> ResponseReturnValue:
     return jsonify(services().models.operation(op_id))
 
 
+@bp.get("/stats")
+def stats() -> ResponseReturnValue:
+    """The last minute: requests, latency, error rate, per-miner throughput, alerts."""
+    return jsonify(services().stats.summary())
+
+
 @bp.get("/system/state")
 def system_state() -> ResponseReturnValue:
     return jsonify(services().models.state())

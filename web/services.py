@@ -28,6 +28,7 @@ from tasks.registry import Registry
 from tasks.results import ResultWaiter
 from tasks.scripts import Scripts
 from tasks.settings import Settings
+from tasks.stats import Stats
 
 EXTENSION = "mia"
 
@@ -45,6 +46,7 @@ class Services:
     assistant: Assistant
     models: ModelManager
     keys: Keys
+    stats: Stats
 
 
 def build_services(settings: Settings) -> Services:
@@ -68,7 +70,8 @@ def build_services(settings: Settings) -> Services:
     dispatcher = Dispatcher(celery, selector, lambda: set(catalogue.models))
     models = ModelManager(registry, catalogue, celery, waiter)
     autoload = models.load_and_wait if settings.autoload else None
-    jobs = JobClient(client, keys, dispatcher, waiter, autoload=autoload)
+    stats = Stats(client, keys, settings.alert_webhook, bool(settings.auto_drain))
+    jobs = JobClient(client, keys, dispatcher, waiter, autoload=autoload, stats=stats)
     assistant = Assistant(
         load_projects(Path(settings.projects_file) if settings.projects_file else None),
         jobs,
@@ -86,10 +89,13 @@ def build_services(settings: Settings) -> Services:
         auth=MinerAuth(sessions, client, keys, settings.registration_token),
         jobs=jobs,
         waiter=waiter,
-        leases=LeaseBook(client, scripts, keys, settings, housekeeping=(registry.reap,)),
+        leases=LeaseBook(
+            client, scripts, keys, settings, housekeeping=(registry.reap, stats.housekeeping)
+        ),
         assistant=assistant,
         models=models,
         keys=keys,
+        stats=stats,
     )
 
 

@@ -10,6 +10,7 @@
 --         its slots are full); '' = any
 --
 -- Among live miners (heartbeat key present) that serve the model, are not draining
+-- (by their own heartbeat, or by the anomaly detector's <p>:drain:<miner> key)
 -- and have a free slot, take the least loaded (in-flight / slots); on a tie, the one
 -- picked longest ago, so sequential requests rotate over idle miners. Ids whose
 -- heartbeat expired are dropped from the set on the way. Returns the miner id, or
@@ -53,7 +54,8 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
         best_used = tonumber(redis.call('GET', prefix .. ':inflight:' .. id) or '0')
       end
     elseif hb.status ~= 'offline' and serves(hb) then served = true end
-    if target == '' and not shared_only and hb.status ~= 'draining'
+    local drained = redis.call('EXISTS', prefix .. ':drain:' .. id) == 1
+    if target == '' and not shared_only and hb.status ~= 'draining' and not drained
         and hb.status ~= 'offline' and slots > 0 and serves(hb) then
       local used = tonumber(redis.call('GET', prefix .. ':inflight:' .. id) or '0')
       if used < 0 then used = 0 end
