@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from tasks.keys import SHARED_QUEUE, Keys, queue_for, queue_lists
+from tasks.keys import Keys
 from tasks.registry import Registry
 
 LATENCY_BUCKETS = (
@@ -98,15 +98,8 @@ class FleetCollector(Collector):
                 tps.add_metric([m.miner_id], stats.get("tokens_per_second", 0.0))
                 ttft.add_metric([m.miner_id], stats.get("ttft_seconds", 0.0))
         depth = GaugeMetricFamily("mia_queue_depth", "Jobs waiting per queue", labels=["queue"])
-        queues = [SHARED_QUEUE, *(queue_for(m.miner_id) for m in miners)]
-        pipe = self._redis.pipeline(transaction=False)
-        for queue in queues:
-            for name in queue_lists(queue):
-                pipe.llen(name)
-        lengths = pipe.execute()
-        steps = len(queue_lists(SHARED_QUEUE))
-        for i, queue in enumerate(queues):
-            depth.add_metric([queue], sum(lengths[i * steps : (i + 1) * steps]))
+        for queue, waiting in self._registry.queue_depths(miners).items():
+            depth.add_metric([queue], waiting)
         yield from (live, free, depth, tps, ttft, batch)
 
 

@@ -53,7 +53,8 @@ class ModelManager:
 
     def state(self) -> dict[str, Any]:
         devices = []
-        for d in self._registry.live():
+        live = self._registry.live()
+        for d in live:
             devices.append(
                 {
                     "device_id": d.miner_id,
@@ -68,7 +69,11 @@ class ModelManager:
                     "heartbeat_age_ms": d.heartbeat_age_ms,
                 }
             )
-        return {"devices": devices, "models": sorted(self._catalogue.models)}
+        return {
+            "devices": devices,
+            "queues": self._registry.queue_depths(live),
+            "models": sorted(self._catalogue.models),
+        }
 
     # -- placement -------------------------------------------------------------------
 

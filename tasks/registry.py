@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from tasks.errors import ValidationError
-from tasks.keys import Keys, queue_for, text
+from tasks.keys import SHARED_QUEUE, Keys, queue_for, queue_lists, text
 from tasks.scripts import Scripts
 
 STATUSES = ("available", "busy", "draining", "offline")
@@ -144,6 +144,17 @@ class Registry:
                 "reap", keys=[self._keys.miners, self._keys.events], args=[self._keys.prefix]
             )
         )
+
+    def queue_depths(self, miners: list[MinerState]) -> dict[str, int]:
+        """Jobs waiting on ``shared`` and on each miner's own queue (all priority lists)."""
+        queues = [SHARED_QUEUE, *(queue_for(m.miner_id) for m in miners)]
+        pipe = self._redis.pipeline(transaction=False)
+        for queue in queues:
+            for name in queue_lists(queue):
+                pipe.llen(name)
+        lengths = pipe.execute()
+        steps = len(queue_lists(SHARED_QUEUE))
+        return {q: int(sum(lengths[i * steps : (i + 1) * steps])) for i, q in enumerate(queues)}
 
     def get(self, miner_id: str) -> MinerState | None:
         pipe = self._redis.pipeline(transaction=False)

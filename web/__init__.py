@@ -11,7 +11,7 @@ from flask import Flask
 
 from tasks.logs import configure as configure_logging
 from tasks.settings import Settings
-from web import api_v2, assistant, chat, docs, jobs, legacy, miners, openai, ops
+from web import api_v2, assistant, chat, dashboard, docs, jobs, legacy, miners, openai, ops
 from web.errors import register_error_handlers
 from web.requests import register_request_ids
 from web.services import init_app
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         jobs.bp,
         ops.bp,
         docs.bp,
+        dashboard.bp,
     ):
         app.register_blueprint(blueprint)
     logging.getLogger(__name__).info("web tier ready (redis %s)", settings.redis_url)
