@@ -18,7 +18,7 @@ from celery import Celery, signals
 from miners.engines import load_engine
 from miners.heartbeat import HeartbeatSender
 from miners.runtime import MinerRuntime
-from tasks import logs
+from tasks import logs, tracing
 from tasks.celery_app import create_celery
 from tasks.errors import ConfigError
 from tasks.keys import SHARED_QUEUE, miner_from_queue
@@ -65,6 +65,7 @@ def _setup_miner(sender: str, instance: Any, **_: Any) -> None:
     app = instance.app
     if not isinstance(app, MinerApp):
         return
+    tracing.setup("mia-miner")
     queues = list(app.amqp.queues.consume_from or app.amqp.queues)
     miner_id = miner_id_for(app.settings, queues, sender)
     app.amqp.queues.select_add(SHARED_QUEUE)
@@ -98,15 +99,21 @@ def _log_format(logger: logging.Logger, **_: Any) -> None:
 
 
 @signals.task_prerun.connect
-def _take_request_id(args: tuple[Any, ...] | None = None, **_: Any) -> None:
+def _take_request_id(task: Any = None, args: tuple[Any, ...] | None = None, **_: Any) -> None:
     payload = args[0] if args else None
     rid = payload.get("request_id", "") if isinstance(payload, dict) else ""
     logs.request_id.set(rid)
+    if tracing.enabled() and task is not None:
+        carrier = {k: getattr(task.request, k, None) for k in ("traceparent", "tracestate")}
+        carrier = {k: v for k, v in carrier.items() if v}
+        task.request.mia_trace = tracing.start(task.name, carrier, request_id=rid)
 
 
 @signals.task_postrun.connect
-def _drop_request_id(**_: Any) -> None:
+def _drop_request_id(task: Any = None, **_: Any) -> None:
     logs.request_id.set("")
+    if task is not None:
+        tracing.end(getattr(task.request, "mia_trace", None))
 
 
 @signals.worker_shutting_down.connect
@@ -117,3 +124,4 @@ def _stop_heartbeats(**_: Any) -> None:
         app.heartbeats.stop()
     if app.runtime is not None:
         app.runtime.close()
+    tracing.shutdown()

@@ -19,7 +19,7 @@ from typing import Protocol
 import redis
 from celery import Celery
 
-from tasks import metrics
+from tasks import metrics, tracing
 from tasks.errors import Conflict, ModelNotLoaded, ModelNotServed, ServiceUnavailable
 from tasks.jobs import GENERATE, Job
 from tasks.keys import MINER_QUEUE_PREFIX, SHARED_QUEUE, Keys, queue_for, text
@@ -106,6 +106,10 @@ class Dispatcher:
         ``shared_only`` skips the choice of a miner: the job waits on ``shared`` for
         whichever miner, push or legacy, takes it first (the queue-based ``/chat``).
         """
+        with tracing.span("mia.dispatch", job_id=job.job_id, model=job.model):
+            return self._submit(job, shared_only)
+
+    def _submit(self, job: Job, shared_only: bool) -> Dispatched:
         try:
             miner_id = self._selector.choose(job, shared_only)
         except redis.RedisError as exc:
@@ -144,6 +148,8 @@ class Dispatcher:
         return Dispatched(job.job_id, queue, miner_id)
 
     def _publish(self, job: Job, queue: str) -> None:
+        headers: dict[str, str] = {}
+        tracing.inject(headers)  # the trace continues in the task on the miner
         self._celery.send_task(
             GENERATE,
             args=(job.to_payload(),),
@@ -152,6 +158,7 @@ class Dispatcher:
             priority=MAX_PRIORITY - job.priority,
             retry=False,
             declare=[],  # published on the default exchange: no bindings needed
+            headers=headers or None,
             kwargsrepr="{}",
             argsrepr=(
                 f"(job={job.job_id}, model={job.model or '*'}, project={job.project or '-'}, "

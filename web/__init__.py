@@ -9,6 +9,7 @@ import logging
 
 from flask import Flask
 
+from tasks import tracing
 from tasks.logs import configure as configure_logging
 from tasks.settings import Settings
 from web import api_v2, assistant, chat, dashboard, docs, jobs, legacy, miners, openai, ops
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """A web tier configured from ``settings`` (default: the MIA_* environment)."""
     settings = settings or Settings.from_env()
     configure_logging(fmt=settings.log_format)
+    tracing.setup("mia-web")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_chars)
     app.json.sort_keys = False  # type: ignore[attr-defined]

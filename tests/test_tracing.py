@@ -1,0 +1,93 @@
+"""Tracing: with OTEL_EXPORTER_OTLP_ENDPOINT set, one trace runs from the web request
+into the miner's task, exported over OTLP/HTTP (to a receiver this test runs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import requests
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from scripts.processes import spawn, stop, wait_for
+from tests.conftest import ROOT, free_port
+
+
+def test_one_trace_spans_the_web_tier_and_the_miner(tmp_path):
+    spans: list[tuple[str, str, bytes, bytes]] = []  # service, span name, trace id, parent
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            request = ExportTraceServiceRequest.FromString(body)
+            for resource in request.resource_spans:
+                service = next(
+                    a.value.string_value
+                    for a in resource.resource.attributes
+                    if a.key == "service.name"
+                )
+                for scope in resource.scope_spans:
+                    for s in scope.spans:
+                        spans.append((service, s.name, s.trace_id, s.parent_span_id))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    collector_port, web_port, redis_port = free_port(), free_port(), free_port()
+    server = HTTPServer(("127.0.0.1", collector_port), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIA_", "OTEL_"))}
+    env.update(
+        MIA_ENGINE="echo",
+        MIA_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing there: embedded Redis
+        MIA_EMBEDDED_REDIS_PORT=str(redis_port),
+        MIA_PORT=str(web_port),
+        MIA_DATA_DIR=str(tmp_path / "var"),
+        MIA_DATABASE_URL=f"sqlite:///{tmp_path / 'mia.db'}",
+        MIA_REGISTRATION_TOKEN_FILE=str(tmp_path / "token"),
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        PYTHONUNBUFFERED="1",
+    )
+    log = tmp_path / "stack.log"
+    stack = spawn([sys.executable, "-m", "scripts.stack"], env, log=log, cwd=ROOT)
+    try:
+        wait_for(lambda: "MIA is up" in log.read_text() or stack.poll() is not None, 120, "up")
+        assert stack.poll() is None, log.read_text()
+        parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        answer = requests.post(
+            f"http://127.0.0.1:{web_port}/chat/direct",
+            json={"message": "trace me"},
+            headers={"traceparent": parent},
+            timeout=30,
+        )
+        assert answer.ok, answer.text
+        trace_id = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+
+        def both() -> bool:
+            services = {service for service, _, tid, _ in spans if tid == trace_id}
+            return {"mia-web", "mia-miner"} <= services
+
+        try:
+            wait_for(both, 20, "spans from the web tier and the miner")
+        except TimeoutError:
+            raise AssertionError(spans) from None
+        names = {(service, name) for service, name, tid, _ in spans if tid == trace_id}
+        assert {
+            ("mia-web", "POST /chat/direct"),
+            ("mia-web", "mia.dispatch"),
+            ("mia-miner", "mia.generate"),
+        } <= names
+        stack.send_signal(signal.SIGINT)
+        stack.wait(60)
+    finally:
+        if stack.poll() is None:
+            stop(stack)
+        server.shutdown()
+        server.server_close()
