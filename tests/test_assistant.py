@@ -347,3 +347,51 @@ def test_priority_jobs_overtake_queued_ones(api, miner, app):
     }
     by_start = sorted(started, key=started.__getitem__)
     assert by_start[:2] == ["first", "urgent"], by_start
+
+
+def test_the_llm_classifier_option_asks_the_model_within_the_labels(app, miner):
+    """classifier = "llm": stage 1 is the miner's engine constrained to the label set
+    (the echo engine answers the label named in the message)."""
+    from dataclasses import replace
+
+    from chat_service.assistant import Assistant
+
+    miner("0")
+    svc = app.extensions["mia"]
+    llm_project = replace(RESTAURANT, key="llm-restaurant", classifier="llm")
+    assistant = Assistant(
+        {"llm-restaurant": llm_project},
+        svc.jobs,
+        svc.assistant._sessions,
+        svc.assistant._store,
+        timeout_s=15,
+    )
+    found = assistant.classify("llm-restaurant", "is there parking near the restaurant? other")
+    assert found["class"] == "other"  # the first label the model (echo) saw: not lexical
+    lexical = svc.assistant.classify("restaurant", "is there parking near the restaurant? other")
+    assert lexical["class"] == "hours_location"
+
+
+def test_any_web_replica_serves_any_turn_of_a_session(settings, miner, live_server):
+    """Two web tiers on the same Redis and database: a session started on one goes on
+    on the other, cart included."""
+    from web import create_app
+
+    miner("0")
+    first, second = create_app(settings), create_app(settings)
+    try:
+        one = first.test_client().post(
+            "/assistant/restaurant/chat", json={"message": "add two margheritas to my order"}
+        )
+        sid = one.json["session_id"]
+        two = second.test_client().post(
+            "/assistant/restaurant/chat", json={"message": "show my order", "session_id": sid}
+        )
+        assert two.json["session_id"] == sid
+        (shown,) = two.json["actions"]
+        assert shown["tool"] == "order_show"
+        assert shown["result"]["items"][0]["quantity"] == 2
+    finally:
+        for app in (first, second):
+            app.extensions["mia"].waiter.close()
+            app.extensions["mia"].leases.close()
