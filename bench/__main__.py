@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ import redis
 import requests
 
 from bench import assistant, engines, measure, report
+from bench import mqtt as bench_mqtt
 from bench.report import Row
 from scripts import redis_server
 from scripts.processes import spawn, stop, wait_for
@@ -168,6 +170,41 @@ def engine_rows(settings: Settings, work: Path, quick: bool) -> list[engines.Eng
     return rows
 
 
+def mqtt_hop(settings: Settings, work: Path, samples: int) -> dict[str, float] | None:
+    """The same assistant turn over MQTT and over HTTP, interleaved (None: no broker).
+
+    A Mosquitto of the bench's own (``set_tcp_nodelay true``) when the binary is there,
+    else the one at MIA_MQTT_URL.
+    """
+    with ExitStack() as stack:
+        url = os.environ.get("MIA_MQTT_URL", "mqtt://127.0.0.1:1883")
+        mosquitto = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+        )
+        if mosquitto:
+            port = free_port()
+            conf = work / "mosquitto.conf"
+            conf.write_text(
+                f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                "set_tcp_nodelay true\npersistence false\n"
+            )
+            stack.enter_context(process([mosquitto, "-c", str(conf)], {}, work / "mq.log"))
+            url = f"mqtt://127.0.0.1:{port}"
+            wait_for(lambda: bench_mqtt.broker_answers(url), 10, "mosquitto")
+        if not bench_mqtt.broker_answers(url):
+            return None
+        env = {**environment(settings), "MIA_MQTT_URL": url, "MIA_MQTT_CLIENT_ID": "mia-bench-gw"}
+        log = work / "mqtt.log"
+        stack.enter_context(process([str(BIN / "python"), "-m", "web.mqtt_gateway"], env, log))
+        wait_for(partial(_logged, log, "subscribed to"), 30, "the MQTT gateway")
+        bench_mqtt.over_mqtt(url, 5)  # warm up
+        over_mqtt, over_http = [], []
+        for _ in range(5):
+            over_mqtt += bench_mqtt.over_mqtt(url, samples // 5)
+            over_http += bench_mqtt.over_http("127.0.0.1", settings.port, samples // 5)
+        return bench_mqtt.summary(over_mqtt, over_http)
+
+
 def legacy_conversation(settings: Settings, work: Path) -> list[float]:
     """The assistant's conversation with only a legacy miner polling every 2 s."""
     argv = [str(BIN / "python"), "-m", "miners.legacy", "--miner-id", "bench-talk"]
@@ -209,6 +246,7 @@ def run(
             "two_stage": assistant.two_stage_overhead("127.0.0.1", settings.port, samples // 10),
             "conversation_push_ms": assistant.conversation("127.0.0.1", settings.port),
         }
+        assistant_figures["mqtt"] = mqtt_hop(settings, work, max(samples // 20, 20)) or {}
         stop(push_miner)
         wait_for(lambda: not _miners(settings.api_url), 10, "the push miner to leave")
         # Before the long-poll row: a long-poll still open when its miner stops would lease

@@ -109,6 +109,7 @@ def assistant_section(a: dict[str, Any]) -> str:
         f"p99 {t['overhead_p99_ms']} ms (turn p50 {t['turn_p50_ms']} ms)",
         f"- one {len(push)}-turn conversation: push {sum(push) / len(push):.1f} ms per turn, "
         f"legacy 2 s polling {sum(poll) / len(poll):.0f} ms per turn",
+        mqtt_line(a.get("mqtt")),
         "",
         "Holdout confusion matrix (rows: true, columns: predicted):",
         "",
@@ -123,9 +124,20 @@ def assistant_section(a: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def mqtt_line(m: dict[str, float] | None) -> str:
+    if not m:
+        return "- MQTT hop: no broker at MIA_MQTT_URL, not measured"
+    return (
+        f"- MQTT hop: an assistant turn p50 {m['mqtt_turn_p50_ms']} ms over MQTT vs "
+        f"{m['http_turn_p50_ms']} ms over HTTP: {m['mqtt_hop_p50_ms']} ms more"
+    )
+
+
 def assistant_targets(a: dict[str, Any]) -> dict[str, Any]:
     push, poll = a["conversation_push_ms"], a["conversation_polling_ms"]
+    mqtt = a.get("mqtt")
     return {
+        **({"mqtt_hop_p50_lt_5ms": mqtt["mqtt_hop_p50_ms"] < 5} if mqtt else {}),
         "classifier_holdout_ge_90pct": a["classifier"]["holdout"]["accuracy"] >= 0.9,
         "prompt_3x_smaller": a["prompt"]["smaller_by"] >= 3,
         "two_stage_overhead_p50_le_10ms": a["two_stage"]["overhead_p50_ms"] <= 10,

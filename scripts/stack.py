@@ -2,7 +2,8 @@
 
 Redis (MIA_REDIS_URL when it answers, else an embedded redis-server), the
 database schema, the web tier (gunicorn) on MIA_HOST:MIA_PORT and one miner
-``gpu-0``. Ctrl-C (or SIGTERM) stops everything it started, miner first.
+``gpu-0`` (and the MQTT gateway when MIA_MQTT_URL is set). Ctrl-C (or SIGTERM) stops
+everything it started, miner first.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class Stack:
         wait_for(lambda: self._get(f"{base}/readyz") == 200, 30, "the web tier")
         self._spawn("miner gpu-0", miner_argv("0"))
         wait_for(lambda: self._has_miner(base), 180, "miner gpu-0 to heartbeat")
+        if self.settings.mqtt_url:
+            self._spawn("mqtt gateway", [str(BIN / "python"), "-m", "web.mqtt_gateway"])
         print(f"\nMIA is up: web {base}, miner gpu-0 ({self.settings.engine}). Try:\n")
         print(f"  curl -s -XPOST {base}/chat/direct -H 'content-type: application/json' \\")
         print('       -d \'{"message":"Hello"}\'\n\nCtrl-C stops everything.', flush=True)

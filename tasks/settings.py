@@ -50,6 +50,9 @@ class Settings:
     autoload: int = 0
     log_format: str = "json"
     alert_webhook: str = ""
+    mqtt_url: str = ""
+    mqtt_client_id: str = ""
+    mqtt_in_flight: int = 32
     auto_drain: int = 0
     session_ttl_s: int = 1800
     max_sessions: int = 10000

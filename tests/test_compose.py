@@ -31,7 +31,17 @@ def command(service: dict) -> list[str]:
 
 def test_the_stack_has_every_part():
     found = services()
-    assert {"redis", "postgres", "web", "miner-0", "miner-1", "flower", "prometheus"} <= set(found)
+    assert {
+        "redis",
+        "postgres",
+        "web",
+        "miner-0",
+        "miner-1",
+        "flower",
+        "prometheus",
+        "mosquitto",
+        "mqtt-gateway",
+    } <= set(found)
     assert "--appendonly" in found["redis"]["command"]
 
 
@@ -54,6 +64,7 @@ def test_commands_are_the_ones_the_tests_run():
             f"gpu-{i}@%h",
         ]  # the miner fixture's command (tests/conftest.py)
     assert command(found["flower"]) == ["python", "-m", "scripts.flower"]  # tests/test_flower.py
+    assert command(found["mqtt-gateway"]) == ["python", "-m", "web.mqtt_gateway"]  # test_mqtt
 
 
 def test_prometheus_scrapes_the_web_tier():
