@@ -78,9 +78,9 @@ def gateway(settings, project, tmp_path) -> Iterator[Callable[..., object]]:
         stop(proc)
 
 
-def connect(project: str) -> tuple[mqtt.Client, queue.Queue]:
+def connect(project: str, broker: str = MQTT_URL) -> tuple[mqtt.Client, queue.Queue]:
     answers: queue.Queue = queue.Queue()
-    url = urlparse(MQTT_URL)
+    url = urlparse(broker)
     paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}")
     paho.on_message = lambda _c, _u, m: answers.put((m.topic, json.loads(m.payload)))
     subscribed = queue.Queue()
@@ -193,3 +193,59 @@ def test_bad_input_gets_an_error_reply_or_a_log_line_and_never_a_crash(
     assert proc.poll() is None  # type: ignore[attr-defined]
     log = (tmp_path / "gateway-0.log").read_text()
     assert "payload is not JSON" in log and "payload over" in log
+
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+@pytest.mark.skipif(
+    not os.path.exists(MOSQUITTO) and not os.environ.get("CI"), reason="no mosquitto"
+)
+def test_the_gateway_reconnects_and_resubscribes_when_the_broker_restarts(
+    miner, settings, project, tmp_path
+):
+    """A broker of this test's own, restarted under the gateway."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n")
+    broker = spawn([MOSQUITTO, "-c", str(conf)], {}, log=tmp_path / "mq.log")
+    url = f"mqtt://127.0.0.1:{port}"
+    wait_for(lambda: socket_answers(port), 10, "mosquitto")
+    miner("0")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
+    env.update(
+        MIA_REDIS_URL=settings.redis_url,
+        MIA_DATABASE_URL=settings.database_url,
+        MIA_MQTT_URL=url,
+        MIA_PROJECTS_FILE=str(tmp_path / "projects.toml"),
+        PYTHONUNBUFFERED="1",
+    )
+    log = tmp_path / "gw.log"
+    gw = spawn([sys.executable, "-m", "web.mqtt_gateway"], env, log=log, cwd=ROOT)
+    try:
+        wait_for(lambda: log.read_text().count("subscribed to") >= 1, 30, "the gateway")
+        stop(broker)
+        broker = spawn([MOSQUITTO, "-c", str(conf)], {}, log=tmp_path / "mq2.log")
+        wait_for(lambda: log.read_text().count("subscribed to") >= 2, 30, "a resubscription")
+        paho, answers = connect(project, url)
+        try:
+            sid = uuid.uuid4().hex[:12]
+            send(paho, project, {"session_id": sid, "message": "back again"})
+            _, body = answers.get(timeout=30)
+            assert body["response"] == "echo: back again"
+        finally:
+            paho.loop_stop()
+            paho.disconnect()
+    finally:
+        stop(gw)
+        stop(broker)
+
+
+def socket_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 1):
+            return True
+    except OSError:
+        return False
