@@ -21,87 +21,27 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import redis
-import requests
 
 from bench import assistant, engines, measure, report
 from bench import mqtt as bench_mqtt
 from bench.report import Row
-from scripts import redis_server
-from scripts.processes import spawn, stop, wait_for
-from scripts.stack import BIN, ROOT, web_argv
+from bench.stack import TOKEN, environment, free_port, has_miners, logged, process, start_stack
+from scripts.processes import stop, wait_for
+from scripts.stack import BIN, ROOT
 from tasks.celery_app import create_celery
-from tasks.db import migrate
 from tasks.settings import Settings
+from web.mqtt_gateway import broker_answers
 from web.services import Services, build_services
 
 RESULTS = ROOT / "bench" / "results"
-TOKEN = "bench-token"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
-    proc = spawn(argv, env, log=log, cwd=ROOT)
-    try:
-        yield
-    finally:
-        stop(proc)
-
-
-def environment(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
-    env.update(
-        MIA_REDIS_URL=settings.redis_url,
-        MIA_DATABASE_URL=settings.database_url,
-        MIA_API_URL=settings.api_url,
-        MIA_REGISTRATION_TOKEN=TOKEN,
-        MIA_PORT=str(settings.port),
-        MIA_ENGINE="echo",
-        MIA_SLOTS="1",
-    )
-    return env
-
-
-def start_stack(stack: ExitStack, work: Path) -> tuple[Settings, subprocess.Popen[bytes]]:
-    port = free_port()
-    redis_port = free_port()
-    stack.callback(stop, redis_server.start(redis_port, work / "redis"))
-    settings = Settings(
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        database_url=f"sqlite:///{work / 'mia.db'}",
-        port=port,
-        api_url=f"http://127.0.0.1:{port}",
-        registration_token=TOKEN,
-    )
-    migrate(settings.database_url)
-    env = environment(settings)
-    stack.enter_context(process(web_argv(settings), env, work / "web.log"))
-    wait_for(lambda: _ok(f"{settings.api_url}/readyz"), 30, "web tier")
-    miner = [str(BIN / "celery"), "-A", "miners", "worker", "-Q", "gpu-0", "-n", "gpu-0@%h"]
-    push_miner = spawn([*miner, "--without-mingle", "--without-gossip"], env, work / "m.log", ROOT)
-    stack.callback(stop, push_miner)
-    stock = [str(BIN / "celery"), "-A", "bench.stock", "worker", "-Q", "stock", "-n", "stock@%h"]
-    stock += ["-c", "1", "--without-mingle", "--without-gossip"]
-    stack.enter_context(process(stock, env, work / "stock.log"))
-    wait_for(lambda: _miners(settings.api_url), 60, "the echo miner")
-    return settings, push_miner
 
 
 def legacy_rows(
@@ -129,24 +69,9 @@ def legacy_rows(
         argv = [str(BIN / "python"), "-m", "miners.legacy", "--miner-id", f"bench-{key}", *extra]
         log = work / f"{key}.log"
         with process(argv, env, log):
-            wait_for(partial(_logged, log, "polling"), 30, f"the {key} miner")
+            wait_for(partial(logged, log, "polling"), 30, f"the {key} miner")
             rows.append(Row(key, label, measure.legacy_pickup(services.jobs, n, spread_s)))
     return rows
-
-
-def _logged(log: Path, text: str) -> bool:
-    return log.is_file() and text in log.read_text(errors="replace")
-
-
-def _ok(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).ok
-    except requests.RequestException:
-        return False
-
-
-def _miners(api: str) -> bool:
-    return bool(requests.get(f"{api}/metrics/gpus", timeout=2).json()["miners"])
 
 
 def engine_rows(settings: Settings, work: Path, quick: bool) -> list[engines.EngineRow]:
@@ -159,13 +84,13 @@ def engine_rows(settings: Settings, work: Path, quick: bool) -> list[engines.Eng
         argv = [python, "-m", "celery", "-A", "miners", "worker", "-Q", queue, "-n", f"{queue}@%h"]
         env = {**environment(settings), **engines.miner_env(name)}
         with process([*argv, "--without-mingle", "--without-gossip"], env, work / f"{name}.log"):
-            wait_for(lambda: _miners(settings.api_url), 300, f"the {name} miner")
+            wait_for(lambda: has_miners(settings.api_url), 300, f"the {name} miner")
             host, port, tokens = "127.0.0.1", settings.port, 32 if quick else 64
             engines.throughput(host, port, 2, 2, 8)  # warm up
             row.sequential_tok_s = engines.throughput(host, port, 4, 1, tokens)
             row.concurrent_tok_s = engines.throughput(host, port, 8, 8, tokens)
             row.push_ttft_ms = engines.sse_ttft(host, port, 5 if quick else 20)
-        wait_for(lambda: not _miners(settings.api_url), 10, f"the {name} miner to leave")
+        wait_for(lambda: not has_miners(settings.api_url), 10, f"the {name} miner to leave")
         rows.append(row)
     return rows
 
@@ -190,13 +115,13 @@ def mqtt_hop(settings: Settings, work: Path, samples: int) -> dict[str, float] |
             )
             stack.enter_context(process([mosquitto, "-c", str(conf)], {}, work / "mq.log"))
             url = f"mqtt://127.0.0.1:{port}"
-            wait_for(lambda: bench_mqtt.broker_answers(url), 10, "mosquitto")
-        if not bench_mqtt.broker_answers(url):
+            wait_for(lambda: broker_answers(url), 10, "mosquitto")
+        if not broker_answers(url):
             return None
         env = {**environment(settings), "MIA_MQTT_URL": url, "MIA_MQTT_CLIENT_ID": "mia-bench-gw"}
         log = work / "mqtt.log"
         stack.enter_context(process([str(BIN / "python"), "-m", "web.mqtt_gateway"], env, log))
-        wait_for(partial(_logged, log, "subscribed to"), 30, "the MQTT gateway")
+        wait_for(partial(logged, log, "subscribed to"), 30, "the MQTT gateway")
         bench_mqtt.over_mqtt(url, 5)  # warm up
         over_mqtt, over_http = [], []
         for _ in range(5):
@@ -210,7 +135,7 @@ def legacy_conversation(settings: Settings, work: Path) -> list[float]:
     argv = [str(BIN / "python"), "-m", "miners.legacy", "--miner-id", "bench-talk"]
     log = work / "talk.log"
     with process([*argv, "--poll-s", "2"], environment(settings), log):
-        wait_for(partial(_logged, log, "polling"), 30, "the legacy miner")
+        wait_for(partial(logged, log, "polling"), 30, "the legacy miner")
         return assistant.conversation("127.0.0.1", settings.port)
 
 
@@ -248,7 +173,7 @@ def run(
         }
         assistant_figures["mqtt"] = mqtt_hop(settings, work, max(samples // 20, 20)) or {}
         stop(push_miner)
-        wait_for(lambda: not _miners(settings.api_url), 10, "the push miner to leave")
+        wait_for(lambda: not has_miners(settings.api_url), 10, "the push miner to leave")
         # Before the long-poll row: a long-poll still open when its miner stops would lease
         # the next job to nobody, and that job would wait out its lease (30 s).
         assistant_figures["conversation_polling_ms"] = legacy_conversation(settings, work)

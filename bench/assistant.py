@@ -13,16 +13,17 @@
 from __future__ import annotations
 
 import http.client
-import json
 import time
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import create_engine
 
+from bench.measure import post_json
 from bench.report import percentile
 from chat_service.assistant import build_context, full_menu_prompt
-from chat_service.classifier import LexicalClassifier, evaluate, load_eval
+from chat_service.classifier import LexicalClassifier
+from chat_service.evaluation import evaluate, load_eval
 from chat_service.planner import plan
 from chat_service.projects import load_projects
 from chat_service.sessions import Session
@@ -87,15 +88,7 @@ def prompt_sizes() -> dict[str, float]:
 
 def _turn(conn: http.client.HTTPConnection, message: str, session_id: str | None) -> dict[str, Any]:
     body = {"message": message, **({"session_id": session_id} if session_id else {})}
-    conn.request(
-        "POST", "/assistant/restaurant/chat", json.dumps(body), {"content-type": "application/json"}
-    )
-    response = conn.getresponse()
-    payload = response.read()
-    if response.status != 200:
-        raise RuntimeError(f"assistant answered {response.status}: {payload!r}")
-    answer: dict[str, Any] = json.loads(payload)
-    return answer
+    return post_json(conn, "/assistant/restaurant/chat", body)
 
 
 def two_stage_overhead(host: str, port: int, samples: int) -> dict[str, float]:

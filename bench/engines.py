@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.measure import post_json
 from bench.report import percentile
 from tasks.settings import Settings
 
@@ -101,13 +102,7 @@ def direct_ttft(engine: str, python: str, samples: int) -> tuple[float, list[flo
 def _chat(host: str, port: int, body: dict[str, Any]) -> dict[str, Any]:
     conn = http.client.HTTPConnection(host, port, timeout=300)
     try:
-        conn.request("POST", "/chat/direct", json.dumps(body), {"content-type": "application/json"})
-        response = conn.getresponse()
-        payload = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"/chat/direct answered {response.status}: {payload!r}")
-        answer: dict[str, Any] = json.loads(payload)
-        return answer
+        return post_json(conn, "/chat/direct", body)
     finally:
         conn.close()
 

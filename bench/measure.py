@@ -7,6 +7,7 @@ import json
 import random
 import threading
 import time
+from typing import Any
 
 import redis
 from celery import Celery
@@ -87,6 +88,17 @@ def round_trips(
             raise RuntimeError(f"{method} {path} answered {response.status}: {payload!r}")
     conn.close()
     return out
+
+
+def post_json(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST ``body`` as JSON on ``conn``; the JSON answer (RuntimeError unless 200)."""
+    conn.request("POST", path, json.dumps(body), {"content-type": "application/json"})
+    response = conn.getresponse()
+    payload = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"{path} answered {response.status}: {payload!r}")
+    answer: dict[str, Any] = json.loads(payload)
+    return answer
 
 
 def chat_round_trip(host: str, port: int, samples: int) -> list[float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import queue
-import socket
 import time
 import uuid
 from urllib.parse import urlparse
@@ -17,15 +16,6 @@ from bench.report import percentile
 from web.mqtt_gateway import no_delay
 
 MESSAGE = "What time do you open?"
-
-
-def broker_answers(url: str) -> bool:
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 1883), 2):
-            return True
-    except OSError:
-        return False
 
 
 def over_mqtt(url: str, samples: int) -> list[float]:

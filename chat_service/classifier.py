@@ -1,4 +1,5 @@
-"""Intent classification for restaurant chat messages: a fast lexical scorer and its evaluation.
+"""Intent classification for restaurant chat messages: a fast lexical scorer
+(its evaluation set and scoring: ``chat_service.evaluation``).
 
 Every label has weighted terms: a word (`menu`), a prefix (`reserv*`) or a phrase
 (`what time`). A message scores the sum of the weights of the distinct terms it contains;
@@ -8,13 +9,10 @@ score stays under `MIN_SCORE` is `other`.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
 LABELS = (
     "menu",
@@ -25,7 +23,6 @@ LABELS = (
     "small_talk",
     "other",
 )
-SPLITS = ("dev", "holdout")
 # The more specific intent wins a tie: "vegan pizza?" is a dietary question before a menu one.
 PRIORITY = (
     "allergy_dietary",
@@ -38,7 +35,6 @@ PRIORITY = (
 )
 MIN_SCORE = 1.0
 MAX_CHARS = 2000  # past this a chat message is noise; the cap keeps classify() bounded
-DEFAULT_EVAL_PATH = Path(__file__).parent / "data" / "eval" / "intents.jsonl"
 
 DISH_WEIGHT = 1.0  # naming a dish hints at the menu...
 QUANTITY_DISH_WEIGHT = 2.5  # ...and "two margheritas" is an order
@@ -253,71 +249,3 @@ class LexicalClassifier:
 
 def is_quantity(token: str) -> bool:
     return token.isdigit() or token in QUANTITIES
-
-
-class IntentClassifier(Protocol):
-    def classify(self, text: str) -> str: ...
-
-
-@dataclass(frozen=True)
-class EvalRow:
-    """One labelled message of the evaluation set."""
-
-    text: str
-    label: str
-    split: str
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """How a classifier did on some rows; `confusion[true][predicted]` counts messages."""
-
-    total: int
-    correct: int
-    support: dict[str, int]
-    correct_by_label: dict[str, int]
-    confusion: dict[str, dict[str, int]]
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.total if self.total else 0.0
-
-    def recall(self, label: str) -> float:
-        return self.correct_by_label[label] / self.support[label] if self.support[label] else 0.0
-
-
-def evaluate(classifier: IntentClassifier, rows: Iterable[EvalRow]) -> Evaluation:
-    """Classify every row and tally the answers against the labels."""
-    confusion = {true: dict.fromkeys(LABELS, 0) for true in LABELS}
-    for row in rows:
-        confusion[row.label][classifier.classify(row.text)] += 1
-    support = {label: sum(confusion[label].values()) for label in LABELS}
-    correct_by_label = {label: confusion[label][label] for label in LABELS}
-    return Evaluation(
-        total=sum(support.values()),
-        correct=sum(correct_by_label.values()),
-        support=support,
-        correct_by_label=correct_by_label,
-        confusion=confusion,
-    )
-
-
-def load_eval(path: Path | str | None = None, split: str | None = None) -> list[EvalRow]:
-    """The evaluation rows in `path` (the bundled set by default), only `split` if given."""
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    rows = []
-    lines = Path(path or DEFAULT_EVAL_PATH).read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            rows.append(parse_row(line, number))
-    return [row for row in rows if split is None or row.split == split]
-
-
-def parse_row(line: str, number: int) -> EvalRow:
-    """One jsonl line as a row; a bad line raises ValueError naming its number."""
-    data = json.loads(line)
-    row = EvalRow(text=str(data["text"]), label=data["label"], split=data["split"])
-    if row.label not in LABELS or row.split not in SPLITS:
-        raise ValueError(f"line {number}: bad label {row.label!r} or split {row.split!r}")
-    return row

@@ -8,6 +8,7 @@ constrained to the label set (``classifier = "llm"``, for real GPUs).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,6 +27,10 @@ def classifier_for(project: str, projects_file: str = "") -> LexicalClassifier:
     return LexicalClassifier([i.name for i in restaurant.items] + restaurant.categories)
 
 
-def classify(text: str, project: str = "", projects_file: str = "") -> str:
+def classify(
+    text: str, project: str = "", projects_file: str = "", choices: Sequence[str] = ()
+) -> str:
+    """The message's class; with ``choices``, always one of them (the last if no match)."""
     label = classifier_for(project, projects_file).classify(text)
-    return label if label in LABELS else "other"
+    label = label if label in LABELS else "other"
+    return label if not choices or label in choices else choices[-1]

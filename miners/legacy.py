@@ -164,9 +164,8 @@ class LegacyMiner:
         """Run one job on the engine; the ``/submit_result`` body (a result or an error)."""
         body: dict[str, Any] = {"job_id": work["job_id"], "lease_id": work["lease_id"]}
         if work.get("classifier") == "lexical":  # stage 1 of the assistant: no engine
-            label = classify(work["prompt"], work.get("project") or "", self.settings.projects_file)
-            choices = work.get("choices") or []
-            label = label if not choices or label in choices else choices[-1]
+            project, choices = work.get("project") or "", work.get("choices") or []
+            label = classify(work["prompt"], project, self.settings.projects_file, choices)
             return {**body, "response": label, "engine": "lexical", "finish_reason": "stop"}
         model = work.get("model") or ""
         if model and model not in self.engine.models:

@@ -19,21 +19,17 @@ key, so callers waiting through ``ResultWaiter`` see no difference.
 Long-polling (``wait``) blocks on a wake list that the dispatcher pushes a token to
 whenever it publishes on ``shared``; a poller also looks at the queue at least once
 a second, so a job that arrived without a token (put back by kombu) is not missed.
-Expired leases are swept by a thread in each web process (``ensure_sweeping``);
-sweeping is atomic, so any number of web processes may do it at once. The same
-thread runs the web tier's other chores (``housekeeping``: forgetting dead miners).
+Expired leases are swept by each web process's housekeeping thread
+(``tasks.housekeeping``); sweeping is atomic, so any number of web processes may do
+it at once.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,8 +38,9 @@ import redis
 
 from tasks import metrics
 from tasks.errors import Conflict, NotFound
-from tasks.jobs import GENERATE, Job, job_result
+from tasks.jobs import Job, job_result
 from tasks.keys import SHARED_QUEUE, Keys, queue_lists, result_key, text
+from tasks.messages import BadMessage, celery_meta, decode_message, failure_meta
 from tasks.scripts import Scripts
 from tasks.settings import Settings
 
@@ -61,10 +58,6 @@ REFUSALS = {
     "not_leased": "job {job} is not leased to anyone (its lease expired, or it was "
     "never handed out over /get_work)",
 }
-
-
-class BadMessage(ValueError):
-    """A message on ``shared`` that is not an ``mia.generate`` task this tier can read."""
 
 
 @dataclass(frozen=True)
@@ -117,45 +110,6 @@ class Submission:
     finish_reason: str | None = None
 
 
-def decode_message(raw: bytes | str) -> Job:
-    """The job inside a kombu message as Celery publishes ``mia.generate`` on Redis."""
-    try:
-        envelope = json.loads(raw)
-        headers = envelope["headers"]
-        if headers.get("task") != GENERATE:
-            raise BadMessage(f"task {headers.get('task')!r} is not {GENERATE}")
-        body = envelope["body"]
-        if envelope.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        if envelope.get("content-type") != "application/json":
-            raise BadMessage(f"content type {envelope.get('content-type')!r} is not JSON")
-        args, _kwargs, _embed = json.loads(body)
-        return Job.from_payload(args[0])
-    except BadMessage:
-        raise
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise BadMessage(f"unreadable task message: {exc!r}") from exc
-
-
-def celery_meta(job_id: str, status: str, result: Any) -> str:
-    """A result in the format Celery's Redis backend stores (what ResultWaiter reads)."""
-    return json.dumps(
-        {
-            "status": status,
-            "result": result,
-            "traceback": None,
-            "children": [],
-            "date_done": datetime.now(UTC).isoformat(),
-            "task_id": job_id,
-        }
-    )
-
-
-def failure_meta(job_id: str, message: str) -> str:
-    exc = {"exc_type": "RuntimeError", "exc_module": "builtins", "exc_message": [message]}
-    return celery_meta(job_id, "FAILURE", exc)
-
-
 class LeaseBook:
     """Leases on the shared queue: take, submit, expire."""
 
@@ -165,19 +119,13 @@ class LeaseBook:
         scripts: Scripts,
         keys: Keys,
         settings: Settings,
-        housekeeping: tuple[Callable[[], object], ...] = (),
     ):
-        self._housekeeping = housekeeping
         self._long_polls = threading.BoundedSemaphore(max(settings.web_threads // 2, 1))
         self._redis = client
         self._scripts = scripts
         self._keys = keys
         self._settings = settings
         self._lists = queue_lists(SHARED_QUEUE)
-        self._stop = threading.Event()
-        self._sweeper: threading.Thread | None = None
-        self._sweeper_pid = 0
-        self._lock = threading.Lock()
 
     # -- taking work ---------------------------------------------------------------
 
@@ -343,28 +291,6 @@ class LeaseBook:
             log.info("expired leases: %d jobs back on shared, %d failed", requeued, failed)
         return requeued, failed
 
-    def ensure_sweeping(self) -> None:
-        """Start this process's sweeper thread if it is not running (cheap to call often)."""
-        if self._sweeper is not None and self._sweeper_pid == os.getpid():
-            return
-        with self._lock:
-            if self._sweeper is None or self._sweeper_pid != os.getpid():
-                self._sweeper_pid = os.getpid()
-                self._sweeper = threading.Thread(
-                    target=self._sweep_forever, name="mia-lease-sweeper", daemon=True
-                )
-                self._sweeper.start()
-
-    def close(self) -> None:
-        self._stop.set()
-
     def sweep_period_s(self) -> float:
+        """How often expired leases are looked for: a quarter of a lease, 50 ms to 1 s."""
         return min(max(self._settings.lease_s / 4, 0.05), 1.0)
-
-    def _sweep_forever(self) -> None:
-        while not self._stop.wait(self.sweep_period_s()):
-            for chore in (self.sweep, *self._housekeeping):
-                try:
-                    chore()
-                except Exception as exc:  # noqa: BLE001 - the sweeper must outlive any failure
-                    log.warning("%s failed: %s", getattr(chore, "__name__", "chore"), exc)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import redis as redis_lib
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from scripts import redis_server
@@ -30,6 +32,9 @@ from tasks.settings import Settings
 from web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
+POSTGRES = os.environ.get(
+    "MIA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 TOKEN = "test-registration-token"
 
 
@@ -162,6 +167,25 @@ def launch(
     return found
 
 
+def stack_env(tmp_path: Path, web_port: int, redis_port: int, **extra: str) -> dict[str, str]:
+    """The environment for ``python -m scripts.stack`` (make run) in a test: the echo
+    engine, an embedded Redis on ``redis_port`` (nothing answers at MIA_REDIS_URL), the
+    web tier on ``web_port``, everything else under ``tmp_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIA_", "OTEL_"))}
+    env.update(
+        MIA_ENGINE="echo",
+        MIA_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing there: embedded Redis
+        MIA_EMBEDDED_REDIS_PORT=str(redis_port),
+        MIA_PORT=str(web_port),
+        MIA_DATA_DIR=str(tmp_path / "var"),
+        MIA_DATABASE_URL=f"sqlite:///{tmp_path / 'mia.db'}",
+        MIA_REGISTRATION_TOKEN_FILE=str(tmp_path / "token"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
 def live_miner_ids(settings: Settings) -> set[str]:
     response = requests.get(f"{settings.api_url}/metrics/gpus", timeout=5)
     return {m["miner_id"] for m in response.json()["miners"]}
@@ -238,3 +262,31 @@ def legacy_miner(
     yield start
     for found in started:
         stop(found.proc)
+
+
+def postgres_answers() -> bool:
+    try:
+        engine = create_engine(POSTGRES, connect_args={"connect_timeout": 2})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not here"
+        return False
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[tuple[str, str]]:
+    """A throwaway schema in the test PostgreSQL: (URL that uses it, schema name)."""
+    if not postgres_answers():
+        pytest.skip("no PostgreSQL at MIA_TEST_POSTGRES_URL")
+    schema = f"mia_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}", schema
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

@@ -6,28 +6,11 @@ happens, so the checks look at actions and the database, never at wording).
 
 from __future__ import annotations
 
-import json
-import threading
-from datetime import datetime, timedelta
-from pathlib import Path
-
 import pytest
-from sqlalchemy import create_engine
 
-from chat_service.assistant import build_context, full_menu_prompt
-from chat_service.classifier import load_eval
-from chat_service.menu import Restaurant
-from chat_service.planner import plan
 from chat_service.projects import load_projects
-from chat_service.sessions import Session, SessionStore, Turn, trim
-from chat_service.store import BookingError, Store
-from chat_service.tokens import counter
-from chat_service.tools import Action, Toolbox, ToolCall, parse_calls
 from scripts.processes import wait_for
-from tasks.db import make_sessions, migrate
 from tasks.jobs import Job
-from tasks.keys import Keys
-from tasks.scripts import Scripts
 from tests.test_streaming import events
 
 PROJECTS = load_projects()
@@ -126,203 +109,6 @@ def test_a_second_project_has_its_own_menu_and_tools(api, miner):
     assert found.isdisjoint({i.id for i in RESTAURANT.restaurant.items})
 
 
-# -- tools ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def store(tmp_path) -> Store:
-    url = f"sqlite:///{tmp_path / 'assistant.db'}"
-    migrate(url)
-    return Store(make_sessions(create_engine(url)))
-
-
-def toolbox(store: Store, now: datetime | None = None) -> Toolbox:
-    session = Session("restaurant", "s1")
-    return Toolbox(RESTAURANT, store, session, now or datetime(2026, 11, 24, 10, 0))
-
-
-@pytest.mark.parametrize(
-    ("text", "error"),
-    [
-        ('CALL order_add {"item": "pizza-margherita", "quantity": 0}', "quantity"),
-        ('CALL order_add {"quantity": 1}', "missing argument 'item'"),
-        ('CALL order_add {"item": "unicorn steak"}', "no 'unicorn steak' on the menu"),
-        ("CALL launch_rockets {}", "unknown tool"),
-        ("CALL order_add {not json}", "malformed arguments"),
-        ('CALL order_add ["a"]', "malformed arguments"),
-        ('CALL menu_search {"diet": ["carnivore"]}', "diet must be"),
-        ('CALL reservation_book {"time": "25:99", "party": 2}', "time must be"),
-        ('CALL order_place {"now": true}', "unknown argument"),
-    ],
-)
-def test_bad_tool_calls_are_answered_not_raised(store, text, error):
-    box = toolbox(store)
-    calls, rest = parse_calls(f"Sure!\n{text}\nAnything else?")
-    assert rest == "Sure!\n\nAnything else?"
-    (action,) = [box.run(c) for c in calls]
-    assert isinstance(action, Action) and not action.ok
-    assert error in action.error
-
-
-def test_tools_filter_the_menu_and_keep_an_order(store):
-    box = toolbox(store)
-    search = box.run(ToolCall("menu_search", {"without": ["gluten", "dairy"], "max_price": 12}))
-    assert search.ok and search.result["count"] > 0
-    for item in search.result["items"]:
-        assert not {"gluten", "dairy"} & set(item["allergens"]) and item["price"] <= 12
-    assert box.run(ToolCall("order_add", {"item": "Tiramisu", "quantity": 3})).ok
-    assert box.run(ToolCall("order_remove", {"item": "tiramisu", "quantity": 1})).ok
-    shown = box.run(ToolCall("order_show")).result
-    assert shown["items"] == [{"item": "tiramisu", "name": "Tiramisu", "quantity": 2}]
-    placed = box.run(ToolCall("order_place"))
-    assert placed.ok and placed.result["total"] == pytest.approx(2 * 7.5)
-    assert not box.run(ToolCall("order_place")).ok  # the cart is empty now
-
-
-def test_bookings_respect_hours_and_table_sizes(store):
-    box = toolbox(store)
-    too_big = box.run(ToolCall("reservation_book", {"time": "19:00", "party": 19}))
-    assert not too_big.ok and "largest table" in too_big.error
-    closed = box.run(ToolCall("reservation_book", {"time": "19:00", "party": 2, "day": "monday"}))
-    assert not closed.ok and "not open" in closed.error
-    ok = box.run(ToolCall("reservation_check", {"time": "19:00", "party": 2}))
-    assert ok.ok and ok.result["available"]
-
-
-def one_table_restaurant(tmp_path: Path) -> Restaurant:
-    data = json.loads(RESTAURANT.menu_file.read_text())
-    data["tables"] = [{"id": "t1", "seats": 4}]
-    data["hours"] = {d: "12:00-23:00" for d in data["hours"]}
-    path = tmp_path / "one-table.json"
-    path.write_text(json.dumps(data))
-    return Restaurant.load(path)
-
-
-def book_concurrently(store: Store, restaurant: Restaurant, when: datetime, n: int) -> list:
-    barrier = threading.Barrier(n)
-    outcomes: list = []
-    lock = threading.Lock()
-
-    def book(i: int) -> None:
-        barrier.wait()
-        try:
-            got: object = store.book("p", restaurant, f"s{i}", when, 2)
-        except BookingError as exc:
-            got = exc
-        with lock:
-            outcomes.append(got)
-
-    threads = [threading.Thread(target=book, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return outcomes
-
-
-def test_concurrent_bookings_of_the_last_table_make_exactly_one(store, tmp_path):
-    restaurant = one_table_restaurant(tmp_path)
-    when = datetime(2026, 12, 1, 19, 0)
-    outcomes = book_concurrently(store, restaurant, when, 8)
-    booked = [o for o in outcomes if isinstance(o, dict)]
-    assert len(booked) == 1, outcomes
-    assert len(store.reservations("p")) == 1
-    # an overlapping later booking on that table is refused too; one after the slot is not
-    with pytest.raises(BookingError):
-        store.book("p", restaurant, "late", when + timedelta(minutes=60), 2)
-    assert store.book("p", restaurant, "next", when + timedelta(minutes=90), 2)
-
-
-def test_concurrent_bookings_on_postgres(tmp_path):
-    from tests.test_migrations import POSTGRES, postgres_answers
-
-    if not postgres_answers():
-        pytest.skip("no PostgreSQL at MIA_TEST_POSTGRES_URL")
-    import uuid
-
-    from sqlalchemy import text
-
-    schema = f"mia_book_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    engine = create_engine(url, pool_size=10)
-    try:
-        migrate(url)
-        store = Store(make_sessions(engine))
-        restaurant = one_table_restaurant(tmp_path)
-        outcomes = book_concurrently(store, restaurant, datetime(2026, 12, 1, 19, 0), 8)
-        assert len([o for o in outcomes if isinstance(o, dict)]) == 1, outcomes
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-
-# -- sessions ------------------------------------------------------------------------
-
-
-def sessions(redis, **kwargs) -> SessionStore:
-    return SessionStore(redis, Scripts(redis), Keys("mia"), counter(), **kwargs)
-
-
-def test_trimming_keeps_the_newest_turns_within_the_token_budget(redis):
-    store = sessions(redis)
-    session = store.load("restaurant", None)
-    for i in range(20):
-        session.history += [
-            store.turn("user", f"question number {i} about the menu and the wine list"),
-            store.turn("assistant", f"answer number {i}: we have three red wines and a rose"),
-        ]
-    store.save(session, max_history_tokens=120)
-    again = store.load("restaurant", session.session_id)
-    used = sum(counter().message(t.role, t.content) for t in again.history)
-    assert used <= 120
-    assert again.history[-1].content.startswith("answer number 19")
-    assert again.history[0].role == "user"
-    assert len(again.history) < 40
-
-
-def test_trim_drops_whole_turns_and_never_starts_with_the_assistant():
-    turns = [Turn("user", "a", 10), Turn("assistant", "b", 10), Turn("user", "c", 10)]
-    assert [t.content for t in trim(turns, 25)] == ["c"]
-    assert [t.content for t in trim(turns, 30)] == ["a", "b", "c"]
-    assert trim(turns, 5) == []
-
-
-def test_sessions_expire_and_the_least_recently_used_are_evicted(redis):
-    store = sessions(redis, ttl_s=60, max_sessions=3)
-    ids = []
-    for _ in range(5):
-        session = store.load("restaurant", None)
-        store.save(session, 100)
-        ids.append(session.session_id)
-    alive = [sid for sid in ids if not store.load("restaurant", sid).new]
-    assert alive == ids[-3:]
-    ttl = redis.ttl(Keys("mia").session("restaurant", ids[-1]))
-    assert 0 < ttl <= 60
-
-
-# -- stage 2 prompts -----------------------------------------------------------------
-
-
-def test_stage_two_prompts_are_at_least_three_times_smaller_than_the_old_one(store):
-    count = counter()
-    old = sum(count.message(m["role"], m["content"]) for m in full_menu_prompt(RESTAURANT))
-    sizes = []
-    for row in load_eval():
-        box = toolbox(store)
-        calls = plan(row.label, row.text, RESTAURANT, box.session)
-        actions = [box.run(c) for c in calls if c.tool.startswith("menu")]
-        context = build_context(row.label, row.text, RESTAURANT, box.session, actions)
-        prompt = f"{RESTAURANT.system()}\n\n{context}"
-        sizes.append(count.count(prompt) + count.count(row.text))
-    average = sum(sizes) / len(sizes)
-    assert old / average >= 3, (old, average)
-
-
 def test_priority_jobs_overtake_queued_ones(api, miner, app):
     """With the only slot taken, a priority-9 job published last starts before the rest."""
     miner("0", slots=1, MIA_ECHO_DELAY_MS="200")
@@ -394,4 +180,4 @@ def test_any_web_replica_serves_any_turn_of_a_session(settings, miner, live_serv
     finally:
         for app in (first, second):
             app.extensions["mia"].waiter.close()
-            app.extensions["mia"].leases.close()
+            app.extensions["mia"].housekeeper.close()

@@ -9,14 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chat_service.classifier import (
-    DEFAULT_EVAL_PATH,
-    LABELS,
-    SPLITS,
-    LexicalClassifier,
-    evaluate,
-    load_eval,
-)
+from chat_service.classifier import LABELS, LexicalClassifier
+from chat_service.evaluation import DEFAULT_EVAL_PATH, SPLITS, evaluate, load_eval
 
 DATA = DEFAULT_EVAL_PATH.parent.parent
 

@@ -104,7 +104,7 @@ def short_lease_server(settings, redis) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(5)
-        app.extensions["mia"].leases.close()
+        app.extensions["mia"].housekeeper.close()
 
 
 def test_a_legacy_miner_killed_mid_job_loses_nothing(short_lease_server, legacy_miner):

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-
-import pytest
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from tasks.db import downgrade, migrate
-
-POSTGRES = os.environ.get(
-    "MIA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 def tables(url: str, schema: str | None = None) -> set[str]:
@@ -77,34 +68,6 @@ def check_add_miner_fields(url: str, schema: str | None = None) -> None:
 
 def test_sqlite_add_miner_fields_from_the_previous_revision_and_back(tmp_path):
     check_add_miner_fields(f"sqlite:///{tmp_path / 'mia.db'}")
-
-
-def postgres_answers() -> bool:
-    try:
-        engine = create_engine(POSTGRES, connect_args={"connect_timeout": 2})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "not here"
-        return False
-
-
-@pytest.fixture
-def postgres_schema() -> Iterator[tuple[str, str]]:
-    """A throwaway schema in the test PostgreSQL: (URL that uses it, schema name)."""
-    if not postgres_answers():
-        pytest.skip("no PostgreSQL at MIA_TEST_POSTGRES_URL")
-    schema = f"mia_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}", schema
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def test_postgres_upgrade_and_downgrade(postgres_schema):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,21 +18,13 @@ import pytest
 from chat_service.projects import DEFAULT_FILE
 from scripts.processes import kill, spawn, stop, wait_for
 from tests.conftest import ROOT
+from web.mqtt_gateway import broker_answers
 
 MQTT_URL = os.environ.get("MIA_MQTT_URL", "mqtt://127.0.0.1:1883")
 
 
-def broker_answers() -> bool:
-    url = urlparse(MQTT_URL)
-    try:
-        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 1883), 2):
-            return True
-    except OSError:
-        return False
-
-
 pytestmark = pytest.mark.skipif(
-    not broker_answers() and not os.environ.get("CI"),
+    not broker_answers(MQTT_URL) and not os.environ.get("CI"),
     reason=f"no MQTT broker at {MQTT_URL} (CI has one)",
 )
 
@@ -212,7 +203,7 @@ def test_the_gateway_reconnects_and_resubscribes_when_the_broker_restarts(
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n")
     broker = spawn([MOSQUITTO, "-c", str(conf)], {}, log=tmp_path / "mq.log")
     url = f"mqtt://127.0.0.1:{port}"
-    wait_for(lambda: socket_answers(port), 10, "mosquitto")
+    wait_for(lambda: broker_answers(url), 10, "mosquitto")
     miner("0")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
     env.update(
@@ -241,11 +232,3 @@ def test_the_gateway_reconnects_and_resubscribes_when_the_broker_restarts(
     finally:
         stop(gw)
         stop(broker)
-
-
-def socket_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), 1):
-            return True
-    except OSError:
-        return False

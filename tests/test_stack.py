@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
@@ -11,24 +10,14 @@ import pytest
 import requests
 
 from scripts.processes import spawn, stop, wait_for
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, stack_env
 
 pytestmark = pytest.mark.slow
 
 
 def test_stack_starts_answers_and_ctrl_c_leaves_nothing_running(tmp_path):
-    web_port, redis_port, dead_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
-    env.update(
-        MIA_ENGINE="echo",
-        MIA_REDIS_URL=f"redis://127.0.0.1:{dead_port}/0",  # nothing there: embedded Redis
-        MIA_EMBEDDED_REDIS_PORT=str(redis_port),
-        MIA_PORT=str(web_port),
-        MIA_DATA_DIR=str(tmp_path / "var"),
-        MIA_DATABASE_URL=f"sqlite:///{tmp_path / 'mia.db'}",
-        MIA_REGISTRATION_TOKEN_FILE=str(tmp_path / "token"),
-        PYTHONUNBUFFERED="1",
-    )
+    web_port, redis_port = free_port(), free_port()
+    env = stack_env(tmp_path, web_port, redis_port)
     log = tmp_path / "stack.log"
     stack = spawn([sys.executable, "-m", "scripts.stack"], env, log=log, cwd=ROOT)
     try:

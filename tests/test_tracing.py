@@ -3,7 +3,6 @@ into the miner's task, exported over OTLP/HTTP (to a receiver this test runs).""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -13,7 +12,7 @@ import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from scripts.processes import spawn, stop, wait_for
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, stack_env
 
 
 def test_one_trace_spans_the_web_tier_and_the_miner(tmp_path):
@@ -42,18 +41,12 @@ def test_one_trace_spans_the_web_tier_and_the_miner(tmp_path):
     collector_port, web_port, redis_port = free_port(), free_port(), free_port()
     server = HTTPServer(("127.0.0.1", collector_port), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIA_", "OTEL_"))}
-    env.update(
-        MIA_ENGINE="echo",
-        MIA_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing there: embedded Redis
-        MIA_EMBEDDED_REDIS_PORT=str(redis_port),
-        MIA_PORT=str(web_port),
-        MIA_DATA_DIR=str(tmp_path / "var"),
-        MIA_DATABASE_URL=f"sqlite:///{tmp_path / 'mia.db'}",
-        MIA_REGISTRATION_TOKEN_FILE=str(tmp_path / "token"),
+    env = stack_env(
+        tmp_path,
+        web_port,
+        redis_port,
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}",
         OTEL_BSP_SCHEDULE_DELAY="100",
-        PYTHONUNBUFFERED="1",
     )
     log = tmp_path / "stack.log"
     stack = spawn([sys.executable, "-m", "scripts.stack"], env, log=log, cwd=ROOT)

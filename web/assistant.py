@@ -26,14 +26,19 @@ SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 Event = tuple[str, dict[str, Any]]
 
 
-def _body() -> tuple[str, str | None, int | None, bool]:
-    body = v.json_object(FIELDS)
-    message = v.text(body, "message", services().settings.max_message_chars, required=True)
+def parse_turn(body: dict[str, Any], max_chars: int) -> tuple[str, str | None, int | None, bool]:
+    """(message, session_id, priority, stream) of one turn, from HTTP or MQTT; a bad
+    field raises ValidationError naming it."""
+    message = v.text(body, "message", max_chars, required=True)
     session_id = v.text(body, "session_id", 64) or None
     if session_id is not None and not SESSION_ID.match(session_id):
         raise ValidationError("session_id must be 1-64 of A-Z a-z 0-9 _ -", "session_id")
     priority = v.integer(body, "priority", 0, 0, 9) if "priority" in body else None
     return message, session_id, priority, v.boolean(body, "stream")
+
+
+def _body() -> tuple[str, str | None, int | None, bool]:
+    return parse_turn(v.json_object(FIELDS), services().settings.max_message_chars)
 
 
 @bp.post("/<project>/chat")

@@ -42,12 +42,6 @@ USAGE_FIELDS = ("prompt_tokens", "completion_tokens")
 MAX_ERROR_CHARS = 4096
 
 
-@bp.before_app_request
-def _sweep_expired_leases() -> None:
-    # Any request to this process keeps its lease sweeper alive (a no-op once started).
-    services().leases.ensure_sweeping()
-
-
 @bp.post("/register_miner")
 def register_miner() -> ResponseReturnValue:
     svc = services()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import signal
 import socket
 import sys
@@ -38,19 +37,31 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tasks import logs
 from tasks.errors import MiaError
 from tasks.settings import Settings
+from web.assistant import SESSION_ID, parse_turn
 from web.services import Services, build_services
 
 log = logging.getLogger("web.mqtt_gateway")
 
 INPUT = "{project}/user_input"
 OUTPUT = "{project}/assistant_response/{session_id}"
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_PAYLOAD = 64 * 1024
 STATS_S = 60.0
 
 
 class BadInput(ValueError):
     pass
+
+
+def broker_answers(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether something accepts connections at the broker URL ``mqtt://host:port``."""
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or 1883), timeout_s
+        ):
+            return True
+    except OSError:
+        return False
 
 
 def no_delay(client: mqtt.Client) -> None:
@@ -140,7 +151,7 @@ class Gateway:
             ok = True
         except (BadInput, MiaError) as exc:
             error = exc.to_dict() if isinstance(exc, MiaError) else {"error": str(exc)}
-            if session_id and isinstance(session_id, str) and SESSION_ID.match(session_id):
+            if isinstance(session_id, str) and SESSION_ID.match(session_id):
                 self._publish(project, session_id, error)
             else:
                 log.warning("bad message on %s (no session id to answer): %s", message.topic, exc)
@@ -170,21 +181,7 @@ class Gateway:
     def _answer(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
         assistant = self.services.assistant
         assistant.project(project)  # NotFound for an unknown project
-        message = body.get("message")
-        if not isinstance(message, str) or not message.strip():
-            raise BadInput("message is required (a non-empty string)")
-        if len(message) > self.settings.max_message_chars:
-            raise BadInput(f"message is longer than {self.settings.max_message_chars} characters")
-        session_id = body.get("session_id")
-        if session_id is not None and (
-            not isinstance(session_id, str) or not SESSION_ID.match(session_id)
-        ):
-            raise BadInput("session_id must be 1-64 of A-Z a-z 0-9 _ -")
-        priority = body.get("priority")
-        if priority is not None and (
-            isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9
-        ):
-            raise BadInput("priority must be 0-9")
+        message, session_id, priority, _stream = parse_turn(body, self.settings.max_message_chars)
         request_id = logs.accept_request_id(body.get("request_id"))
         token = logs.request_id.set(request_id)
         try:

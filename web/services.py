@@ -21,6 +21,7 @@ from tasks.celery_app import create_celery
 from tasks.client import JobClient
 from tasks.db import make_engine, make_sessions
 from tasks.dispatch import Dispatcher, RedisSelector
+from tasks.housekeeping import Housekeeper
 from tasks.keys import Keys
 from tasks.leases import LeaseBook
 from tasks.placement import ModelManager
@@ -43,6 +44,7 @@ class Services:
     jobs: JobClient
     waiter: ResultWaiter
     leases: LeaseBook
+    housekeeper: Housekeeper
     assistant: Assistant
     models: ModelManager
     keys: Keys
@@ -69,6 +71,7 @@ def build_services(settings: Settings) -> Services:
     registry = Registry(client, keys, settings.heartbeat_ttl_s, scripts)
     dispatcher = Dispatcher(celery, selector, lambda: set(catalogue.models))
     models = ModelManager(registry, catalogue, celery, waiter)
+    leases = LeaseBook(client, scripts, keys, settings)
     autoload = models.load_and_wait if settings.autoload else None
     stats = Stats(client, keys, settings.alert_webhook, bool(settings.auto_drain))
     jobs = JobClient(client, keys, dispatcher, waiter, autoload=autoload, stats=stats)
@@ -89,8 +92,9 @@ def build_services(settings: Settings) -> Services:
         auth=MinerAuth(sessions, client, keys, settings.registration_token),
         jobs=jobs,
         waiter=waiter,
-        leases=LeaseBook(
-            client, scripts, keys, settings, housekeeping=(registry.reap, stats.housekeeping)
+        leases=leases,
+        housekeeper=Housekeeper(
+            (leases.sweep, registry.reap, stats.housekeeping), leases.sweep_period_s()
         ),
         assistant=assistant,
         models=models,
@@ -102,6 +106,8 @@ def build_services(settings: Settings) -> Services:
 def init_app(app: Flask, settings: Settings) -> Services:
     services = build_services(settings)
     app.extensions[EXTENSION] = services
+    # Every request keeps this process's housekeeping thread alive (a no-op once started).
+    app.before_request(services.housekeeper.ensure_running)
     app.extensions["celery"] = services.celery
     return services
 
