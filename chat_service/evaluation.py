@@ -43,9 +43,6 @@ class Evaluation:
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else 0.0
 
-    def recall(self, label: str) -> float:
-        return self.correct_by_label[label] / self.support[label] if self.support[label] else 0.0
-
 
 def evaluate(classifier: IntentClassifier, rows: Iterable[EvalRow]) -> Evaluation:
     """Classify every row and tally the answers against the labels."""

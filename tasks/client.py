@@ -6,7 +6,6 @@ Framework-free: the web views, the assistant and the benchmarks all call this.
 from __future__ import annotations
 
 import json
-import logging
 import queue
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +20,6 @@ from tasks.jobs import Job
 from tasks.keys import Keys, result_key, text
 from tasks.results import FINISHED, ResultWaiter, Waiting, outcome
 from tasks.stats import Stats
-
-log = logging.getLogger(__name__)
 
 # How often a stream with nothing to say still sends something (an SSE comment), so
 # that a caller who went away is noticed by the web server's next write.
@@ -95,7 +92,7 @@ class JobClient:
             result = outcome(meta)
         except JobFailed:
             metrics.JOBS.labels("failed").inc()
-            self._observe(str(meta.get("miner_id", "")), job, ok=False)
+            self._observe(str(meta.get("miner_id", "")), job, ok=False, timings={})
             raise
         timings = dict(result.get("timings", {}))
         timings["total_ms"] = round((time.time() - job.accepted_at) * 1000, 3)
@@ -104,17 +101,10 @@ class JobClient:
         self._observe(str(result.get("miner_id", "")), job, ok=True, timings=timings)
         return delivered
 
-    def _observe(
-        self, miner: str, job: Job, ok: bool, timings: dict[str, Any] | None = None
-    ) -> None:
-        if self._stats is None:
-            return
-        total = (time.time() - job.accepted_at) * 1000
-        try:
-            queue_ms = float((timings or {}).get("queue_ms", 0.0))
-            self._stats.record(miner, round(total, 3), queue_ms, ok)
-        except redis.RedisError as exc:  # statistics never fail a request
-            log.warning("could not record a statistic: %s", exc)
+    def _observe(self, miner: str, job: Job, ok: bool, timings: dict[str, Any]) -> None:
+        if self._stats is not None:
+            total = timings.get("total_ms", (time.time() - job.accepted_at) * 1000)
+            self._stats.record(miner, round(total, 3), float(timings.get("queue_ms", 0.0)), ok)
 
     def forget(self, job_id: str) -> None:
         self._waiter.forget(job_id)

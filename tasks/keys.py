@@ -80,7 +80,6 @@ class Keys:
         self.shared_wake = f"{prefix}:shared:wake"
         self.dead_letters = f"{prefix}:shared:dead"
         self.aborts = f"{prefix}:abort"
-        self.stream_pattern = f"{prefix}:stream:*"
         self.sessions = f"{prefix}:sessions"
         self.events = f"{prefix}:events"
         self.observations = f"{prefix}:obs"

@@ -156,15 +156,6 @@ class Registry:
         steps = len(queue_lists(SHARED_QUEUE))
         return {q: int(sum(lengths[i * steps : (i + 1) * steps])) for i, q in enumerate(queues)}
 
-    def get(self, miner_id: str) -> MinerState | None:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(self._keys.heartbeat(miner_id))
-        pipe.get(self._keys.inflight(miner_id))
-        raw, used = pipe.execute()
-        return (
-            None if raw is None else _state(miner_id, json.loads(raw), int(used or 0), time.time())
-        )
-
     def reset_slots(self, miner_id: str) -> None:
         """Forget reservations of an earlier life of this miner (called on register)."""
         self._redis.set(self._keys.inflight(miner_id), 0)

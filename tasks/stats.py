@@ -1,6 +1,7 @@
 """Fleet statistics and anomaly alerts, shared by every web replica through Redis.
 
-Each delivered result (or failure) is one observation on a capped Redis list, so
+Each delivered result (or failure) is one observation on a capped Redis list (noted
+in memory on the request thread, written in one call by the housekeeping thread), so
 ``GET /api/v2/stats`` answers the same on any replica: requests, average and p95
 latency, error rate and per-miner throughput over the last minute. Once a minute one
 replica (a Redis lock decides) logs that summary.
@@ -82,13 +83,25 @@ class Stats:
         self._keys = keys
         self._webhook = webhook
         self._auto_drain = auto_drain
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
 
     # -- observations ----------------------------------------------------------------
 
     def record(self, miner: str, total_ms: float, queue_ms: float, ok: bool) -> None:
+        """Note one result; it reaches Redis with the next ``flush`` (off the request)."""
         item = json.dumps([round(time.time(), 3), miner, total_ms, queue_ms, ok])
+        with self._lock:
+            self._pending.append(item)
+
+    def flush(self) -> None:
+        """Write the noted results to Redis in one call (housekeeping, about every second)."""
+        with self._lock:
+            items, self._pending = self._pending, []
+        if not items:
+            return
         pipe = self._redis.pipeline(transaction=False)
-        pipe.rpush(self._keys.observations, item)
+        pipe.rpush(self._keys.observations, *items)
         pipe.ltrim(self._keys.observations, -KEEP, -1)
         pipe.execute()
 
@@ -103,6 +116,7 @@ class Stats:
         return found
 
     def summary(self, now: float | None = None) -> dict[str, Any]:
+        self.flush()  # this process's latest results count too
         seen = self.window(WINDOW_S, now)
         latencies = [o.total_ms for o in seen]
         errors = sum(1 for o in seen if not o.ok)
@@ -255,6 +269,7 @@ class Stats:
     # -- housekeeping (one replica per interval) --------------------------------------
 
     def housekeeping(self) -> None:
+        self.flush()
         now = time.time()
         if self._redis.set(self._keys.stats_lock("check"), 1, nx=True, px=int(CHECK_S * 900)):
             self.check(now)
