@@ -11,14 +11,18 @@ Miner choices that matter for correctness:
   unacknowledged job only after this long.
 - ``queue_order_strategy = priority``: a miner drains its own ``gpu-<id>`` queue
   before ``shared`` instead of rotating between them.
+- ``result_backend_always_retry``: a miner that finishes a job while Redis is down
+  keeps trying to store the result (up to about five minutes) instead of losing it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from tasks.connections import celery_ssl
 from tasks.results import backend_url
 from tasks.settings import Settings
+from tasks.signing import signing_config
 from tasks.transport import TRANSPORT
 
 
@@ -34,13 +38,19 @@ def from_settings(settings: Settings, stock_transport: bool = False) -> dict[str
         "socket_connect_timeout": settings.redis_timeout_s,
         "socket_keepalive": True,
         "health_check_interval": 25,
+        "max_connections": 64,  # per process; more threads wait for one (tasks.transport)
+        "pool_timeout": max(settings.redis_timeout_s, 5.0),
     }
-    return {
+    conf: dict[str, Any] = {
         "broker_url": settings.redis_url,
         "broker_transport": None if stock_transport else TRANSPORT,
         "result_backend": backend_url(settings.redis_url),
         "broker_transport_options": transport,
         "result_backend_transport_options": {"socket_keepalive": True},
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 300,
+        "result_backend_base_sleep_between_retries_ms": 50,
+        "result_backend_max_sleep_between_retries_ms": 1000,
         "redis_socket_connect_timeout": settings.redis_timeout_s,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.redis_timeout_s,
@@ -62,6 +72,12 @@ def from_settings(settings: Settings, stock_transport: bool = False) -> dict[str
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "enable_utc": True,
     }
+    tls = celery_ssl(settings)
+    if tls is not None:
+        conf["broker_use_ssl"] = tls
+        conf["redis_backend_use_ssl"] = tls
+    conf.update(signing_config(settings))
+    return conf
 
 
 globals().update(from_settings(Settings.from_env()))

@@ -179,7 +179,7 @@ def run(
         assistant_figures["conversation_polling_ms"] = legacy_conversation(settings, work)
         for row in legacy_rows(settings, services, work, poll_samples, samples // 5):
             rows[row.key] = row
-        key = services.auth.register("bench-empty", TOKEN, "legacy")
+        key = services.auth.register("bench-empty", TOKEN, "legacy").key
         rows["empty_poll"] = Row(
             "empty_poll",
             "(g) GET /get_work round trip, nothing queued (204)",

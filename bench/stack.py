@@ -44,6 +44,7 @@ def environment(settings: Settings) -> dict[str, str]:
         MIA_DATABASE_URL=settings.database_url,
         MIA_API_URL=settings.api_url,
         MIA_REGISTRATION_TOKEN=TOKEN,
+        MIA_DATA_DIR=settings.data_dir,  # the miners' key files
         MIA_PORT=str(settings.port),
         MIA_ENGINE="echo",
         MIA_SLOTS="1",
@@ -61,6 +62,7 @@ def start_stack(stack: ExitStack, work: Path) -> tuple[Settings, subprocess.Pope
         port=port,
         api_url=f"http://127.0.0.1:{port}",
         registration_token=TOKEN,
+        data_dir=str(work / "var"),
     )
     migrate(settings.database_url)
     env = environment(settings)

@@ -1,21 +1,36 @@
 """The heartbeat sender: registers the miner, then ``POST /heartbeat`` every second.
 
-It runs as a thread inside the Celery worker. A heartbeat that the web tier
-refuses with 401 (its database was reset, the key rotated) makes the miner
-register again; one that cannot be delivered is logged and retried on the next
-tick, so the miner drops out of dispatch only by its heartbeat key expiring.
+It runs as a thread inside the Celery worker. The miner's key is kept in its key file
+(``MIA_MINER_KEY_FILE``, default ``<MIA_DATA_DIR>/miner-<id>.key``, owner-only): the
+web tier renews a registered id only for its current key (``X-Miner-Key``), so a
+restarted miner shows the key its previous process got. A heartbeat that the web tier
+refuses with 401 (its database was reset, the key rotated) makes the miner register
+again with the key in the file, which is where an operator puts a key an admin
+rotated; a refused registration is retried with a growing pause. A revoked miner
+(403 ``revoked``) stops: ``on_revoked`` shuts the worker down so it takes no more work.
+A heartbeat that cannot be delivered is logged and retried on the next tick, so the
+miner drops out of dispatch only by its heartbeat key expiring.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import requests
 
 log = logging.getLogger(__name__)
+
+MINER_KEY_HEADER = "X-Miner-Key"
+MAX_RETRY_S = 30.0
+
+
+class RegistrationRefused(requests.RequestException):
+    """The web tier said no to this miner's registration (the reason is in the text)."""
 
 
 class HeartbeatSender:
@@ -26,12 +41,17 @@ class HeartbeatSender:
         registration_token: str,
         body: Callable[[], dict[str, Any]],
         interval_s: float = 1.0,
+        key_file: Path | None = None,
+        on_revoked: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._api = api_url.rstrip("/")
         self._miner_id = miner_id
         self._token = registration_token
         self._body = body
         self._interval_s = interval_s
+        self._key_file = key_file
+        self._on_revoked = on_revoked
+        self._pause_s = interval_s
         self._http = requests.Session()
         self._key: str | None = None
         self._stop = threading.Event()
@@ -59,16 +79,22 @@ class HeartbeatSender:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            pause = self._interval_s
             try:
                 self._tick()
+            except RegistrationRefused as exc:
+                log.error("%s (next try in %.0f s)", exc, self._pause_s)
+                pause, self._pause_s = self._pause_s, min(self._pause_s * 2, MAX_RETRY_S)
             except requests.RequestException as exc:
                 log.warning("heartbeat to %s failed: %s", self._api, exc)
-            self._wake.wait(self._interval_s)
+            self._wake.wait(pause)
             self._wake.clear()
 
     def _tick(self) -> None:
         if self._key is None:
             self._register()
+            if self._key is None:
+                return  # revoked
         response = self._send(self._body())
         if response.status_code == 401:
             log.warning("heartbeat refused (%s); registering again", response.text.strip())
@@ -79,18 +105,45 @@ class HeartbeatSender:
             log.warning("heartbeat answered %s: %s", response.status_code, response.text.strip())
 
     def _register(self) -> None:
+        headers = {"Authorization": f"Bearer {self._token}"}
+        kept = self._kept_key()
+        if kept:
+            headers[MINER_KEY_HEADER] = kept
         response = self._http.post(
             f"{self._api}/register",
             json={"miner_id": self._miner_id, "kind": "push"},
-            headers={"Authorization": f"Bearer {self._token}"},
-            timeout=5,
+            headers=headers,
+            timeout=30,  # rare, and a loaded web tier may be slow to answer it
         )
+        if response.status_code == 403 and _code(response) == "revoked":
+            log.error("miner %s is revoked: %s", self._miner_id, response.text.strip())
+            self._stop.set()
+            self._on_revoked(response.text.strip())
+            return
         if response.status_code != 200:
-            raise requests.RequestException(
-                f"register answered {response.status_code}: {response.text}"
+            raise RegistrationRefused(
+                f"register of miner {self._miner_id} answered {response.status_code}: "
+                f"{response.text.strip()}"
             )
         self._key = response.json()["key"]
+        self._keep_key(self._key)
+        self._pause_s = self._interval_s
         log.info("registered miner %s at %s", self._miner_id, self._api)
+
+    def _kept_key(self) -> str | None:
+        if self._key_file is None or not self._key_file.is_file():
+            return None
+        return self._key_file.read_text().strip() or None
+
+    def _keep_key(self, key: str | None) -> None:
+        """Write the key where the next process of this miner finds it (owner-only)."""
+        if self._key_file is None or key is None:
+            return
+        self._key_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._key_file.with_name(self._key_file.name + ".tmp")
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(key)
+        os.replace(partial, self._key_file)
 
     def _send(self, body: dict[str, Any]) -> requests.Response:
         return self._http.post(
@@ -99,3 +152,11 @@ class HeartbeatSender:
             headers={"Authorization": f"Bearer {self._key}"},
             timeout=2,
         )
+
+
+def _code(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("code", "")) if isinstance(body, dict) else ""

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -25,13 +29,23 @@ import redis
 from chat_service.intents import classify
 from miners.engines import Engine, GenerationRequest, Loaded, Stream
 from miners.models import DeviceModels, EngineStats
-from tasks.dispatch import RedisSelector
+from tasks.breaker import Breakers
+from tasks.connections import redis_client
+from tasks.dispatch import UNSERVED, RedisSelector
+from tasks.errors import JobFailed
 from tasks.jobs import Job, job_result
-from tasks.keys import Keys, text
+from tasks.keys import SHARED_QUEUE, Keys, queue_for, text
 from tasks.scripts import Scripts
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    payload: dict[str, Any]
+    queue: str
+    countdown_s: float
 
 
 class MinerRuntime:
@@ -50,14 +64,18 @@ class MinerRuntime:
         self._running = 0
         self._lock = threading.Lock()
         self._streams: dict[str, Stream] = {}
-        client = redis.Redis.from_url(
-            settings.redis_url,
+        client = redis_client(
+            settings,
             socket_connect_timeout=settings.redis_timeout_s,
             socket_timeout=max(settings.redis_timeout_s, 5.0),
         )
         self._redis = client
         self._keys = Keys(settings.key_prefix)
-        self._slots = RedisSelector(client, Scripts(client), self._keys, 0)
+        scripts = Scripts(client)
+        self._slots = RedisSelector(client, scripts, self._keys, settings.result_ttl_s)
+        self.breakers = Breakers(client, scripts, self._keys, settings)
+        self.boot = uuid.uuid4().hex  # tells the reaper this process from an earlier one
+        self._tags: dict[str, str] = {}  # job -> kombu delivery tag, until the job starts
         self._stop = threading.Event()
         self._aborts = threading.Thread(target=self._listen_for_aborts, daemon=True)
         self._aborts.start()
@@ -68,6 +86,8 @@ class MinerRuntime:
         started = time.time()
         self._mark_running(job)
         try:
+            if self.settings.fault_file and os.path.exists(self.settings.fault_file):
+                raise RuntimeError(f"fault injected: {self.settings.fault_file} exists")
             engine = self.device.engine_for(job.model)
             if job.classifier == "lexical":
                 return self._classify(job, started)
@@ -137,6 +157,7 @@ class MinerRuntime:
             "engine": self.engine.name if self.device.models else "",
             "memory": self.device.memory(),
             "group": self.device.group,
+            "boot": self.boot,
         }
         body["engine_stats"] = self._stats.snapshot()
         if self.skipped:
@@ -216,14 +237,70 @@ class MinerRuntime:
 
     # -- bookkeeping -----------------------------------------------------------------
 
+    def received(self, job_id: str, delivery_tag: str, delayed: bool) -> None:
+        """Celery handed us a job (``task_received``). A job delayed by a retry's
+        countdown is noted as held now; any other is noted when it starts, at once."""
+        with self._lock:
+            self._tags[job_id] = delivery_tag
+        if delayed:
+            self._hold(self._redis.pipeline(transaction=False), job_id).execute()
+
+    def _hold(self, pipe: Any, job_id: str) -> Any:
+        with self._lock:
+            tag = self._tags.pop(job_id, "")
+        if tag:
+            pipe.hset(self._keys.held(self.miner_id), job_id, f"{tag}|{self.boot}")
+        return pipe
+
     def _mark_running(self, job: Job) -> None:
-        """For ``GET /jobs/<id>``: the job runs here."""
+        """For ``GET /jobs/<id>``: the job runs here; for the reaper: this process holds
+        it (tasks.recovery), in the same round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(
+            self._keys.running(job.job_id), self.miner_id, ex=self.settings.visibility_timeout_s
+        )
         try:
-            self._redis.set(
-                self._keys.running(job.job_id), self.miner_id, ex=self.settings.visibility_timeout_s
-            )
+            self._hold(pipe, job.job_id).execute()
         except redis.RedisError as exc:
             log.warning("could not mark job %s running: %s", job.job_id, exc)
+
+    def finished(self, job_id: str, ok: bool) -> None:
+        """The job's result is stored (``task_postrun``): no longer held, and one
+        outcome for this miner's circuit breaker."""
+        with self._lock:
+            self._tags.pop(job_id, None)
+        try:
+            self._redis.hdel(self._keys.held(self.miner_id), job_id)
+        except redis.RedisError as exc:
+            log.warning("could not forget job %s: %s", job_id, exc)
+        self.breakers.record_quietly(self.miner_id, ok)
+
+    def retry_elsewhere(self, payload: dict[str, Any], attempt: int, error: Exception) -> RetryPlan:
+        """Where attempt ``attempt`` (1-based) of a job that failed here goes next, and
+        after how long; JobFailed when it has had all its attempts (a poison job)."""
+        job = Job.from_payload(payload)
+        if job.device or attempt >= self.settings.max_attempts:
+            why = f"only device {job.device} may run it" if job.device else "no attempts left"
+            raise JobFailed(
+                f"job {job.job_id} failed {attempt} time(s), last on miner {self.miner_id} "
+                f"({why}): {error}",
+                job_id=job.job_id,
+            ) from error
+        target = self._slots.choose(job, exclude=self.miner_id)
+        if target == UNSERVED:
+            raise JobFailed(
+                f"job {job.job_id} failed on miner {self.miner_id} and no other live miner "
+                f"serves model {job.model!r}: {error}",
+                job_id=job.job_id,
+            ) from error
+        ceiling = min(
+            self.settings.retry_backoff_max_s, self.settings.retry_backoff_s * 2 ** (attempt - 1)
+        )
+        return RetryPlan(
+            {**payload, "reserved_on": target},
+            queue_for(target) if target else SHARED_QUEUE,
+            random.uniform(0, ceiling),  # "full jitter": retries of many jobs spread out
+        )
 
     def _aborted(self, job: Job) -> bool:
         try:

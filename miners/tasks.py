@@ -11,10 +11,21 @@ from tasks.jobs import GENERATE, LOAD_MODEL, UNLOAD_MODEL
 
 @shared_task(name=GENERATE, bind=True, resultrepr_maxsize=240)  # logs: a preview only
 def generate(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
-    runtime = self.app.runtime
-    if runtime is None:
-        raise RuntimeError("this worker is not a miner (start it with celery -A miners)")
-    result: dict[str, Any] = runtime.run(payload)
+    """Run the job; if it fails, retry it on another miner after a jittered backoff
+    (Celery's retry, same job id) until MIA_MAX_ATTEMPTS, then fail naming it."""
+    runtime = _runtime(self)
+    try:
+        result: dict[str, Any] = runtime.run(payload)
+    except Exception as exc:
+        plan = runtime.retry_elsewhere(payload, self.request.retries + 1, exc)
+        raise self.retry(
+            args=(plan.payload,),
+            queue=plan.queue,
+            countdown=plan.countdown_s,
+            exc=exc,
+            max_retries=None,
+            throw=False,
+        ) from exc
     return result
 
 

@@ -10,6 +10,8 @@ shuts down it says so at once, so dispatch stops before the TTL would notice.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from miners.runtime import MinerRuntime
 from tasks import logs, tracing
 from tasks.celery_app import create_celery
 from tasks.errors import ConfigError
+from tasks.jobs import GENERATE
 from tasks.keys import SHARED_QUEUE, miner_from_queue
 from tasks.settings import Settings
 
@@ -60,6 +63,19 @@ def registration_token(settings: Settings) -> str:
     return path.read_text().strip() if path.is_file() else ""
 
 
+def key_file(settings: Settings, miner_id: str) -> Path:
+    """Where this miner keeps its key between runs (``MIA_MINER_KEY_FILE``)."""
+    if settings.miner_key_file:
+        return Path(settings.miner_key_file)
+    return Path(settings.data_dir) / f"miner-{miner_id}.key"
+
+
+def _shut_down(reason: str) -> None:
+    """A revoked miner stops taking work: a warm shutdown, as Ctrl-C would."""
+    log.error("stopping this worker: %s", reason)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 @signals.celeryd_after_setup.connect
 def _setup_miner(sender: str, instance: Any, **_: Any) -> None:
     app = instance.app
@@ -85,6 +101,8 @@ def _start_heartbeats(sender: Any, **_: Any) -> None:
         registration_token(app.settings),
         runtime.heartbeat,
         app.settings.heartbeat_interval_s,
+        key_file=key_file(app.settings, runtime.miner_id),
+        on_revoked=_shut_down,
     )
     runtime.on_change = app.heartbeats.beat_now
     app.heartbeats.start()
@@ -109,11 +127,25 @@ def _take_request_id(task: Any = None, args: tuple[Any, ...] | None = None, **_:
         task.request.mia_trace = tracing.start(task.name, carrier, request_id=rid)
 
 
+@signals.task_received.connect
+def _received(request: Any = None, **_: Any) -> None:
+    from miners import app
+
+    if app.runtime is not None and request is not None and request.name == GENERATE:
+        app.runtime.received(request.id, request.message.delivery_tag, request.eta is not None)
+
+
 @signals.task_postrun.connect
-def _drop_request_id(task: Any = None, **_: Any) -> None:
+def _drop_request_id(
+    task: Any = None, task_id: str = "", state: str | None = None, **_: Any
+) -> None:
     logs.request_id.set("")
-    if task is not None:
-        tracing.end(getattr(task.request, "mia_trace", None))
+    if task is None:
+        return
+    tracing.end(getattr(task.request, "mia_trace", None))
+    runtime = getattr(task.app, "runtime", None)
+    if task.name == GENERATE and runtime is not None:
+        runtime.finished(task_id, ok=state == "SUCCESS")
 
 
 @signals.worker_shutting_down.connect

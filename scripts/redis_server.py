@@ -10,15 +10,19 @@ import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from scripts.processes import spawn, wait_for
 
 
-def answers(url: str, timeout: float = 0.5) -> bool:
+def answers(url: str, timeout: float = 0.5, **options: Any) -> bool:
+    """Whether a Redis answers at ``url`` (``options``: TLS, see tasks.connections)."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout, socket_timeout=timeout, **options
+        )
         try:
             return bool(client.ping())
         finally:

@@ -22,6 +22,7 @@ import requests
 
 from scripts import redis_server
 from scripts.processes import spawn, stop, wait_for
+from tasks.connections import redis_options
 from tasks.db import migrate
 from tasks.settings import Settings
 
@@ -31,13 +32,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def registration_token(settings: Settings) -> str:
     """MIA_REGISTRATION_TOKEN, else the one kept in var/ (made once) for local miners."""
-    if settings.registration_token:
-        return settings.registration_token
-    path = Path(settings.registration_token_file)
+    return settings.registration_token or kept_secret(Path(settings.registration_token_file))
+
+
+def admin_token(settings: Settings) -> str:
+    """MIA_ADMIN_TOKEN, else the one kept in var/admin-token (made once) for the operator."""
+    return settings.admin_token or kept_secret(Path(settings.admin_token_file))
+
+
+def kept_secret(path: Path) -> str:
+    """The secret in ``path``, made (readable by its owner only) if there is none."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
 
 
@@ -80,7 +88,8 @@ class Stack:
         metrics_dir.mkdir(parents=True)
         self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
         migrate(self.settings.database_url)
-        self._spawn("web", web_argv(self.settings))
+        web_env = {**self.env, "MIA_ADMIN_TOKEN": admin_token(self.settings)}  # not miners
+        self._spawn("web", web_argv(self.settings), web_env)
         wait_for(lambda: self._get(f"{base}/readyz") == 200, 30, "the web tier")
         self._spawn("miner gpu-0", miner_argv("0"))
         wait_for(lambda: self._has_miner(base), 180, "miner gpu-0 to heartbeat")
@@ -88,10 +97,13 @@ class Stack:
             self._spawn("mqtt gateway", [str(BIN / "python"), "-m", "web.mqtt_gateway"])
         print(f"\nMIA is up: web {base}, miner gpu-0 ({self.settings.engine}). Try:\n")
         print(f"  curl -s -XPOST {base}/chat/direct -H 'content-type: application/json' \\")
-        print('       -d \'{"message":"Hello"}\'\n\nCtrl-C stops everything.', flush=True)
+        print('       -d \'{"message":"Hello"}\'\n')
+        where = "MIA_ADMIN_TOKEN" if self.settings.admin_token else self.settings.admin_token_file
+        print(f"Admin token (Authorization: Bearer ...): {where}")
+        print("Ctrl-C stops everything.", flush=True)
 
     def _redis(self) -> None:
-        if redis_server.answers(self.settings.redis_url):
+        if redis_server.answers(self.settings.redis_url, **redis_options(self.settings)):
             print(f"Using Redis at {self.settings.redis_url}", flush=True)
             return
         port = self.settings.embedded_redis_port
@@ -101,8 +113,8 @@ class Stack:
         self.env["MIA_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         self.settings = self.settings.with_overrides(redis_url=self.env["MIA_REDIS_URL"])
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        self.procs.append((name, spawn(argv, self.env, cwd=ROOT)))
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.procs.append((name, spawn(argv, env or self.env, cwd=ROOT)))
 
     @staticmethod
     def _get(url: str) -> int:

@@ -6,6 +6,7 @@ from celery import Celery
 
 import celeryconfig
 from tasks.settings import Settings
+from tasks.signing import setup_signing
 
 
 def create_celery(
@@ -15,7 +16,8 @@ def create_celery(
     stock_transport: bool = False,
 ) -> Celery:
     """A Celery app configured for ``settings`` (default: from the environment)."""
+    settings = settings or Settings.from_env()
     app = cls(main)
-    conf = celeryconfig.from_settings(settings or Settings.from_env(), stock_transport)
-    app.conf.update(conf)
+    app.conf.update(celeryconfig.from_settings(settings, stock_transport))
+    setup_signing(app, settings)
     return app

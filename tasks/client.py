@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from tasks import metrics
+from tasks.breaker import Breakers
 from tasks.dispatch import Dispatched, Dispatcher
 from tasks.errors import JobFailed, JobTimeout, ModelNotLoaded, NotFound, ServiceUnavailable
 from tasks.jobs import Job
@@ -35,8 +36,10 @@ class JobClient:
         waiter: ResultWaiter,
         autoload: Callable[[str, float], None] | None = None,
         stats: Stats | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self._stats = stats
+        self._breakers = breakers
         self._redis = client
         self._keys = keys
         self._dispatcher = dispatcher
@@ -63,11 +66,22 @@ class JobClient:
             raise
         try:
             meta = self._waiter.wait(job.job_id, timeout_s)
-        except redis.RedisError as exc:
-            raise ServiceUnavailable(f"Redis does not answer: {exc}") from exc
+        except redis.RedisError as exc:  # the job was accepted: say which, to look up later
+            raise ServiceUnavailable(
+                f"Redis does not answer: {exc}",
+                job_id=job.job_id,
+                status_url=f"/jobs/{job.job_id}",
+            ) from exc
         if meta is None:
+            self.timed_out(dispatched)
             raise timeout(job, dispatched, timeout_s)
         return self.finish(job, meta)
+
+    def timed_out(self, dispatched: Dispatched) -> None:
+        """A caller gave up waiting: a failure for the miner's breaker (a stuck miner
+        cannot report its own)."""
+        if self._breakers is not None and dispatched.miner_id:
+            self._breakers.record_quietly(dispatched.miner_id, ok=False)
 
     def start_stream(self, job: Job, timeout_s: float) -> JobStream:
         """Dispatch a streamed job now (errors raise here); iterate the result for events."""
@@ -198,6 +212,7 @@ class JobStream:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:  # nothing for timeout_s: the miner is stuck or gone
+                    self._client.timed_out(self.dispatched)
                     raise timeout(self.job, self.dispatched, self._timeout_s)
                 try:
                     item = pieces.get(timeout=min(KEEPALIVE_S, remaining))

@@ -1,14 +1,15 @@
-"""The database: miners and their hashed keys (SQLAlchemy; schema by Alembic)."""
+"""The database: miners and their hashed keys, the audit log (SQLAlchemy; schema by Alembic)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, Engine, String, create_engine
+from sqlalchemy import JSON, DateTime, Engine, Integer, String, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -32,6 +33,21 @@ class Miner(Base):
     version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     hostname: Mapped[str | None] = mapped_column(String(255), nullable=True)
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AuditEntry(Base):
+    """Who did what to which miner or model, when, and from where (``tasks.audit``)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(96))
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    target: Mapped[str] = mapped_column(String(128), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    remote_addr: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 def make_engine(url: str) -> Engine:

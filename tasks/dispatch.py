@@ -37,7 +37,7 @@ UNSERVED = "!unserved"  # reserve.lua's answer when no live miner serves the mod
 class MinerSelector(Protocol):
     """Chooses a miner for a job and reserves a slot on it (None: no miner free)."""
 
-    def choose(self, job: Job, shared_only: bool = False) -> str | None: ...
+    def choose(self, job: Job, shared_only: bool = False, exclude: str = "") -> str | None: ...
 
     def release(self, miner_id: str) -> None: ...
 
@@ -53,12 +53,19 @@ class RedisSelector:
         self._keys = keys
         self._job_ttl_s = job_ttl_s
 
-    def choose(self, job: Job, shared_only: bool = False) -> str | None:
-        """Reserve a slot on the best miner, or record that the job goes to ``shared``."""
+    def choose(self, job: Job, shared_only: bool = False, exclude: str = "") -> str | None:
+        """Reserve a slot on the best miner (never ``exclude``), or record that the job
+        goes to ``shared``; ``UNSERVED`` when no live miner serves its model."""
         record = json.dumps({"accepted_at": job.accepted_at, "model": job.model})
         picked = self._scripts(
             "reserve",
-            keys=[self._keys.miners, self._keys.picks, self._keys.seq, self._keys.job(job.job_id)],
+            keys=[
+                self._keys.miners,
+                self._keys.picks,
+                self._keys.seq,
+                self._keys.job(job.job_id),
+                self._keys.breakers,
+            ],
             args=[
                 self._keys.prefix,
                 job.model,
@@ -68,6 +75,7 @@ class RedisSelector:
                 MINER_QUEUE_PREFIX,
                 "1" if shared_only else "0",
                 job.device,
+                exclude,
             ],
         )
         return text(picked) if picked else None

@@ -7,10 +7,10 @@
 | ``<p>:inflight:<miner>``   | int    | reserve/done  | jobs dispatched to it and not finished |
 | ``<p>:picks``              | hash   | reserve       | miner -> sequence of its last job      |
 | ``<p>:seq``                | int    | reserve       | dispatch sequence (rotation on ties)   |
-| ``<p>:minerkey:<miner>``   | string | register      | cached SHA-256 of the miner's key      |
+| ``<p>:minerkey:<miner>``   | string | register      | cached key SHA-256 (``!revoked``)      |
 | ``<p>:job:<job>``          | string | reserve       | where a job went, when (TTL)           |
 | ``<p>:running:<job>``      | string | miner         | a push miner started the job (TTL)     |
-| ``<p>:keyowner:<sha256>``  | string | register      | cached miner id of a key (legacy auth) |
+| ``<p>:keyowner:<sha256>``  | string | register      | cached miner of a key (``!``: nobody)  |
 | ``<p>:lease:<job>``        | hash   | get_work      | legacy lease: miner, id, deadline, msg |
 | ``<p>:leases``             | zset   | get_work      | leased job ids by deadline             |
 | ``<p>:attempts:<job>``     | int    | get_work      | how many times the job was leased      |
@@ -25,7 +25,15 @@
 | ``<p>:obs``                | list   | web           | recent results: time, miner, latency   |
 | ``<p>:baselines``          | hash   | web           | latency baselines (EWMA, deviation)    |
 | ``<p>:alerts``             | list   | web           | recent anomaly alerts                  |
-| ``<p>:drain:<miner>``      | string | web           | dispatch skips this miner (TTL)        |
+| ``<p>:drain:<miner>``      | string | web, admin    | dispatch skips this miner (TTL or none)|
+| ``<p>:known``              | set    | heartbeat     | every miner seen and not yet cleaned up |
+| ``<p>:rebooted``           | set    | heartbeat     | miners that came back as a new process |
+| ``<p>:held:<miner>``       | hash   | miner         | job -> kombu delivery tag and boot id  |
+| ``<p>:unconfirmed:<miner>``| string | register      | its key was never used in a heartbeat  |
+| ``<p>:deaths``             | zset   | reaper        | dead miners by when first seen dead    |
+| ``<p>:reaper``             | string | reaper        | the lock: one reaper at a time (TTL)   |
+| ``<p>:breakers``           | hash   | miner, web    | miner -> circuit breaker state (JSON)  |
+| ``<p>:failstreak``         | hash   | miner, web    | miner -> failures in a row             |
 | ``celery-task-meta-<job>`` | string | Celery result | the job's result (Celery's own key)    |
 
 ``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). Queues are Celery's: ``gpu-<miner>``
@@ -64,6 +72,12 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def list_for(queue: str, priority: int) -> str:
+    """The kombu list a message of this (kombu) priority waits on: its priority step's."""
+    step = max(p for p in KOMBU_PRIORITY_STEPS if p <= max(min(priority, 9), 0))
+    return f"{queue}{KOMBU_PRIORITY_SEP}{step}" if step else queue
+
+
 def result_key(job_id: str) -> str:
     return f"{RESULT_KEY_PREFIX}{job_id}"
 
@@ -85,6 +99,12 @@ class Keys:
         self.observations = f"{prefix}:obs"
         self.baselines = f"{prefix}:baselines"
         self.alerts = f"{prefix}:alerts"
+        self.known = f"{prefix}:known"
+        self.rebooted = f"{prefix}:rebooted"
+        self.deaths = f"{prefix}:deaths"
+        self.reaper = f"{prefix}:reaper"
+        self.breakers = f"{prefix}:breakers"
+        self.failstreak = f"{prefix}:failstreak"
 
     def heartbeat(self, miner_id: str) -> str:
         return f"{self.prefix}:hb:{miner_id}"
@@ -118,6 +138,12 @@ class Keys:
 
     def session(self, project: str, session_id: str) -> str:
         return f"{self.prefix}:session:{project}:{session_id}"
+
+    def unconfirmed(self, miner_id: str) -> str:
+        return f"{self.prefix}:unconfirmed:{miner_id}"
+
+    def held(self, miner_id: str) -> str:
+        return f"{self.prefix}:held:{miner_id}"
 
     def drain(self, miner_id: str) -> str:
         return f"{self.prefix}:drain:{miner_id}"

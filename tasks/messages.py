@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,47 @@ def decode_message(raw: bytes | str) -> Job:
         raise
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise BadMessage(f"unreadable task message: {exc!r}") from exc
+
+
+def rewritable(raw: bytes | str) -> bool:
+    """Whether ``redeliver`` can change the job inside (it is plain JSON, not signed)."""
+    return bool(json.loads(raw).get("content-type") == "application/json")
+
+
+def task_id(raw: bytes | str) -> str | None:
+    """The task id of any Celery message, or None if it is not one."""
+    try:
+        found = json.loads(raw)["headers"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def priority(raw: bytes | str) -> int:
+    """The kombu priority a message was published with (0 is served first)."""
+    found = json.loads(raw).get("properties", {}).get("priority") or 0
+    return int(found)
+
+
+def redeliver(raw: bytes | str, queue: str, reserved_on: str | None) -> str:
+    """The same ``mia.generate`` message for another queue: the slot it holds is
+    ``reserved_on``'s, it is marked redelivered, and it has a delivery tag of its own
+    (so the dead holder's tag can never acknowledge the new copy). A signed message
+    (``MIA_MESSAGE_SIGNING``) keeps its body: only its envelope changes."""
+    envelope = json.loads(raw)
+    properties = envelope["properties"]
+    if envelope.get("content-type") == "application/json":  # a signed body stays as it is
+        encoded = properties.get("body_encoding") == "base64"
+        body = base64.b64decode(envelope["body"]) if encoded else envelope["body"]
+        args, kwargs, embed = json.loads(body)
+        args[0]["reserved_on"] = reserved_on
+        body = json.dumps([args, kwargs, embed])
+        envelope["body"] = base64.b64encode(body.encode()).decode() if encoded else body
+    envelope["headers"]["redelivered"] = True
+    properties["delivery_tag"] = str(uuid.uuid4())
+    info = properties.setdefault("delivery_info", {})
+    info.update(redelivered=True, exchange="", routing_key=queue)
+    return json.dumps(envelope)
 
 
 def celery_meta(job_id: str, status: str, result: Any) -> str:

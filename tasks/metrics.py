@@ -55,6 +55,14 @@ SHARED_FALLBACKS = Counter(
     "mia_shared_fallbacks_total", "Jobs published on shared because no miner was free"
 )
 LEASES = Counter("mia_legacy_leases_total", "Jobs leased to legacy polling miners")
+BREAKER_CHANGES = Counter(
+    "mia_breaker_changes_total", "Circuit breakers opened or closed", ["change"]
+)
+RECOVERED = Counter(
+    "mia_recovered_jobs_total",
+    "Jobs of dead or restarted miners, by what became of them",
+    ["outcome"],
+)
 TOKENS = Counter("mia_tokens_generated_total", "Completion tokens in delivered results")
 
 

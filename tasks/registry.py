@@ -36,6 +36,7 @@ class Heartbeat:
     engine_fallbacks: list[dict[str, str]] = field(default_factory=list)
     group: str = ""
     engine_stats: dict[str, float] = field(default_factory=dict)
+    boot: str = ""  # changes when the miner's process restarts
 
     @classmethod
     def from_body(cls, miner_id: str, body: dict[str, Any]) -> Heartbeat:
@@ -64,6 +65,7 @@ class Heartbeat:
             )
         fallbacks = [{"engine": f["engine"], "reason": f["reason"][:500]} for f in fallbacks]
         group = _field(body, "group", str, default="")
+        boot = _field(body, "boot", str, default="")[:64]
         stats = _field(body, "engine_stats", dict, default={})
         if not all(isinstance(v, int | float) for v in stats.values()):
             raise ValidationError("engine_stats values must be numbers", "engine_stats")
@@ -79,6 +81,7 @@ class Heartbeat:
             fallbacks,
             group,
             {str(k): float(v) for k, v in stats.items()},
+            boot,
         )
 
 
@@ -127,7 +130,13 @@ class Registry:
         device's state changed, which ``beat.lua`` announces on the events channel."""
         changed = self._scripts(
             "beat",
-            keys=[self._keys.heartbeat(hb.miner_id), self._keys.miners, self._keys.events],
+            keys=[
+                self._keys.heartbeat(hb.miner_id),
+                self._keys.miners,
+                self._keys.events,
+                self._keys.known,
+                self._keys.rebooted,
+            ],
             args=[
                 hb.miner_id,
                 json.dumps(asdict(hb)),
@@ -159,6 +168,27 @@ class Registry:
     def reset_slots(self, miner_id: str) -> None:
         """Forget reservations of an earlier life of this miner (called on register)."""
         self._redis.set(self._keys.inflight(miner_id), 0)
+
+    def evict(self, miner_id: str, reason: str) -> None:
+        """Take a miner out of dispatch at once (its key was revoked) and announce it.
+
+        Without its heartbeat key the miner is dead to dispatch and to the reaper,
+        which moves the jobs it held or had queued to live miners."""
+        gone = {"type": "state_update", "change": "gone", "device_id": miner_id, "reason": reason}
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._keys.heartbeat(miner_id))
+        pipe.srem(self._keys.miners, miner_id)
+        pipe.publish(self._keys.events, json.dumps(gone))
+        pipe.execute()
+
+    def drain(self, miner_id: str, reason: str, ttl_s: float | None = None) -> None:
+        """Dispatch skips this miner (``reserve.lua`` honours the key) until undrained."""
+        ttl_ms = int(ttl_s * 1000) if ttl_s else None
+        self._redis.set(self._keys.drain(miner_id), reason, px=ttl_ms)
+
+    def undrain(self, miner_id: str) -> bool:
+        """Dispatch may choose this miner again; False if it was not drained."""
+        return bool(self._redis.delete(self._keys.drain(miner_id)))
 
     def live(self) -> list[MinerState]:
         """Every miner whose heartbeat has not expired, sorted by id."""

@@ -146,9 +146,10 @@ class ResultWaiter:
             self._pending.pop(job_id, None)
 
     def fetch(self, job_id: str) -> dict[str, Any] | None:
-        """The stored meta of ``job_id`` straight from Redis, or None."""
+        """The stored final meta of ``job_id`` straight from Redis, or None."""
         raw = self._redis.get(result_key(job_id))
-        return None if raw is None else _decode(raw)
+        meta = None if raw is None else _decode(raw)
+        return meta if meta is not None and meta.get("status") in states.READY_STATES else None
 
     def close(self) -> None:
         self._stop.set()
@@ -207,10 +208,13 @@ class ResultWaiter:
                 waiting.pieces.put(_decode(data))
             return
         job_id = name[len(RESULT_KEY_PREFIX) :]
+        meta = _decode(data)
+        if meta.get("status") not in states.READY_STATES:  # RETRY: another miner runs it
+            return
         with self._lock:
             waiting = self._pending.get(job_id)
         if waiting is not None and not waiting.event.is_set():
-            waiting.meta = _decode(data)
+            waiting.meta = meta
             waiting.event.set()
             if waiting.pieces is not None:
                 waiting.pieces.put(FINISHED)

@@ -18,6 +18,8 @@ NAMES = (
     "session_save",
     "beat",
     "reap",
+    "breaker",
+    "recover",
 )
 
 

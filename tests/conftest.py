@@ -36,6 +36,8 @@ POSTGRES = os.environ.get(
     "MIA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 TOKEN = "test-registration-token"
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def free_port() -> int:
@@ -71,14 +73,19 @@ def web_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def settings(redis_url: str, database_url: str, web_port: int) -> Settings:
+def settings(
+    redis_url: str, database_url: str, web_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     return Settings(
         redis_url=redis_url,
         database_url=database_url,
         port=web_port,
         api_url=f"http://127.0.0.1:{web_port}",
         registration_token=TOKEN,
+        admin_token=ADMIN_TOKEN,
         request_timeout_s=15.0,
+        # the session's miners keep their keys here, as the database keeps their ids
+        data_dir=str(tmp_path_factory.mktemp("var")),
     )
 
 
@@ -139,6 +146,7 @@ def miner_env(settings: Settings, engine: str, slots: int, **extra: str) -> dict
         MIA_REDIS_URL=settings.redis_url,
         MIA_API_URL=settings.api_url,
         MIA_REGISTRATION_TOKEN=settings.registration_token,
+        MIA_DATA_DIR=settings.data_dir,
         MIA_ENGINE=engine,
         MIA_SLOTS=str(slots),
         PYTHONUNBUFFERED="1",
@@ -180,10 +188,18 @@ def stack_env(tmp_path: Path, web_port: int, redis_port: int, **extra: str) -> d
         MIA_DATA_DIR=str(tmp_path / "var"),
         MIA_DATABASE_URL=f"sqlite:///{tmp_path / 'mia.db'}",
         MIA_REGISTRATION_TOKEN_FILE=str(tmp_path / "token"),
+        MIA_ADMIN_TOKEN_FILE=str(tmp_path / "admin-token"),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
     return env
+
+
+def miner_argv(gpu_id: str, python: str = sys.executable) -> list[str]:
+    """The operator's command for a push miner on queue ``gpu-<gpu_id>``."""
+    queue = f"gpu-{gpu_id}"
+    argv = [python, "-m", "celery", "-A", "miners", "worker", "-Q", queue]
+    return argv + ["-n", f"{queue}@%h", "-l", "info", "--without-mingle", "--without-gossip"]
 
 
 def live_miner_ids(settings: Settings) -> set[str]:
@@ -210,9 +226,7 @@ def miner(
         ready_s: float = 120,
         **env: str,
     ) -> MinerProcess:
-        queue = f"gpu-{gpu_id}"
-        argv = [python, "-m", "celery", "-A", "miners", "worker", "-Q", queue]
-        argv += ["-n", f"{queue}@%h", "-l", "info", "--without-mingle", "--without-gossip"]
+        argv = miner_argv(gpu_id, python)
         if wrapper:
             argv = [sys.executable, "-m", "miners", "--gpu-id", gpu_id]
         env = miner_env(settings, engine, slots, **env)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import delete
 
+from tasks.db import Miner
 from tests.conftest import TOKEN
 
 LONG = "x" * 8001
@@ -46,8 +48,17 @@ def test_oversized_body_is_a_json_413(client, redis):
     assert redis.dbsize() == 0
 
 
-def register(client, miner_id="m1", token=TOKEN):
+@pytest.fixture(autouse=True)
+def new_ids(app):
+    """m1 and m2 register anew in each test (the session's database outlives a test)."""
+    with app.extensions["mia"].auth._sessions.begin() as session:
+        session.execute(delete(Miner).where(Miner.miner_id.in_(["m1", "m2"])))
+
+
+def register(client, miner_id="m1", token=TOKEN, current_key=None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if current_key:
+        headers["X-Miner-Key"] = current_key
     return client.post("/register", json={"miner_id": miner_id}, headers=headers)
 
 
@@ -100,9 +111,9 @@ def test_a_miner_cannot_heartbeat_as_another(client):
     assert heartbeat(client, key_one, miner_id="m2").status_code == 401
 
 
-def test_registering_again_rotates_the_key(client):
+def test_registering_again_with_the_current_key_rotates_it(client):
     old = register(client).json["key"]
-    new = register(client).json["key"]
+    new = register(client, current_key=old).json["key"]
     assert heartbeat(client, old).status_code == 401
     assert heartbeat(client, new).status_code == 200
 

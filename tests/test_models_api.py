@@ -12,6 +12,7 @@ import pytest
 from simple_websocket import Client
 
 from scripts.processes import kill, wait_for
+from tests.conftest import ADMIN
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def state(api) -> dict:
 
 def load(api, model_id: str, device_id: str | None = None):
     body = {"model_id": model_id, **({"device_id": device_id} if device_id else {})}
-    return api.post(f"{api.base}/api/v2/models/load", json=body, timeout=10)
+    return api.post(f"{api.base}/api/v2/models/load", json=body, headers=ADMIN, timeout=10)
 
 
 def finished(api, op: dict) -> dict:
@@ -97,7 +98,8 @@ def test_a_known_model_nobody_loaded_is_503_and_process_runs_where_asked(api, de
 
 
 def test_unload_takes_the_model_off_the_device(api, devices):
-    op = api.post(f"{api.base}/api/v2/models/unload", json={"model_id": "echo", "device_id": "a"})
+    body = {"model_id": "echo", "device_id": "a"}
+    op = api.post(f"{api.base}/api/v2/models/unload", json=body, headers=ADMIN)
     assert op.status_code == 202
     assert finished(api, op.json())["status"] == "done"
     wait_for(lambda: "echo" not in state(api)["a"]["models"], 10, "a's heartbeat")

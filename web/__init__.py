@@ -12,7 +12,7 @@ from flask import Flask
 from tasks import tracing
 from tasks.logs import configure as configure_logging
 from tasks.settings import Settings
-from web import api_v2, assistant, chat, dashboard, docs, jobs, legacy, miners, openai, ops
+from web import admin, api_v2, assistant, chat, dashboard, docs, jobs, legacy, miners, openai, ops
 from web.errors import register_error_handlers
 from web.requests import register_request_ids
 from web.services import init_app
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         openai.bp,
         assistant.bp,
         api_v2.bp,
+        admin.bp,
         miners.bp,
         legacy.bp,
         jobs.bp,

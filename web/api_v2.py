@@ -1,6 +1,6 @@
 """Model management for operators and clients: ``/api/v2``.
 
-``POST /api/v2/models/load`` and ``/unload`` (202 with an operation to follow),
+``POST /api/v2/models/load`` and ``/unload`` (admin token; 202 with an operation to follow),
 ``POST /api/v2/models/process`` (through the push path, on a device with the
 model), ``GET /api/v2/system/state``, ``GET /api/v2/operations/<op_id>``, and the
 WebSocket ``/api/v2/ws``: ``system_state`` on connect, then every ``state_update``
@@ -21,6 +21,7 @@ from simple_websocket import ConnectionClosed
 from chat_service.prompts import direct_messages
 from tasks.jobs import Job
 from web import validation as v
+from web.admin import audit, require_admin
 from web.services import services
 
 bp = Blueprint("api_v2", __name__, url_prefix="/api/v2")
@@ -31,27 +32,32 @@ MAX_PREDICTIONS = 8
 
 def _model_body(extra: frozenset[str] = frozenset()) -> tuple[dict[str, Any], str, str | None]:
     body = v.json_object({"model_id", "device_id", *extra})
-    model_id = v.text(body, "model_id", 128, required=True)
-    device_id = v.text(body, "device_id", 64) or None
+    model_id = v.identifier(body, "model_id", 128, required=True)
+    device_id = v.identifier(body, "device_id", 64) or None
     return body, model_id, device_id
 
 
 @bp.post("/models/load")
 def load() -> ResponseReturnValue:
+    actor = require_admin()
     _, model_id, device_id = _model_body()
     op = services().models.load(model_id, device_id)
+    audit(actor, "model_load", model_id, device_id=op.get("device_id"), status=op["status"])
     return jsonify(op), 200 if op["status"] == "done" else 202
 
 
 @bp.post("/models/unload")
 def unload() -> ResponseReturnValue:
+    actor = require_admin()
     _, model_id, device_id = _model_body()
-    return jsonify(services().models.unload(model_id, device_id)), 202
+    op = services().models.unload(model_id, device_id)
+    audit(actor, "model_unload", model_id, device_id=op.get("device_id") or device_id)
+    return jsonify(op), 202
 
 
 @bp.get("/operations/<op_id>")
 def operation(op_id: str) -> ResponseReturnValue:
-    return jsonify(services().models.operation(op_id))
+    return jsonify(services().models.operation(v.path_id(op_id, "op_id")))
 
 
 @bp.get("/stats")

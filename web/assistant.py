@@ -7,14 +7,13 @@ the answer's ``piece``s, then ``done`` with the whole turn.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from tasks.errors import MiaError, ValidationError
+from tasks.errors import MiaError
 from web import validation as v
 from web.services import services
 from web.sse import sse, sse_response
@@ -22,7 +21,7 @@ from web.sse import sse, sse_response
 bp = Blueprint("assistant", __name__, url_prefix="/assistant")
 
 FIELDS = {"message", "session_id", "stream", "priority"}
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SESSION_ID = v.SESSION_ID  # the MQTT gateway checks topics with it
 Event = tuple[str, dict[str, Any]]
 
 
@@ -30,10 +29,8 @@ def parse_turn(body: dict[str, Any], max_chars: int) -> tuple[str, str | None, i
     """(message, session_id, priority, stream) of one turn, from HTTP or MQTT; a bad
     field raises ValidationError naming it."""
     message = v.text(body, "message", max_chars, required=True)
-    session_id = v.text(body, "session_id", 64) or None
-    if session_id is not None and not SESSION_ID.match(session_id):
-        raise ValidationError("session_id must be 1-64 of A-Z a-z 0-9 _ -", "session_id")
-    priority = v.integer(body, "priority", 0, 0, 9) if "priority" in body else None
+    session_id = v.session_id(body)
+    priority = v.integer(body, "priority", 0, 0, 9) if body.get("priority") is not None else None
     return message, session_id, priority, v.boolean(body, "stream")
 
 

@@ -56,11 +56,11 @@ def top_p(body: dict[str, Any]) -> float:
 def parse_direct(body: dict[str, Any], settings: Settings) -> Job:
     """The job for a ``/chat/direct`` body; ValidationError names a bad field."""
     message = v.text(body, "message", settings.max_message_chars, required=True)
-    v.text(body, "session_id", 128)
-    v.text(body, "project", 64)
+    v.session_id(body)
+    v.identifier(body, "project", 64)
     return Job(
         messages=direct_messages(message),
-        model=v.text(body, "model", 128),
+        model=v.identifier(body, "model", 128),
         priority=v.integer(body, "priority", 0, 0, 9),
         stream=v.boolean(body, "stream"),
         **parse_sampling(body, settings),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError
 from sqlalchemy.exc import OperationalError as DatabaseError
 from werkzeug.exceptions import HTTPException
 
 from tasks.errors import MiaError
+from web.openai import openai_http_error
+from web.validation import describe
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
+        if request.path.startswith("/v1/"):  # no route matched: no blueprint handler ran
+            return openai_http_error(exc)
         body: dict[str, object] = {
-            "error": exc.description,
+            "error": describe(exc),
             "code": exc.name.lower().replace(" ", "_"),
         }
         if exc.code == 413:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
+from web import validation as v
 from web.services import services
 
 bp = Blueprint("jobs", __name__)
@@ -12,4 +13,4 @@ bp = Blueprint("jobs", __name__)
 
 @bp.get("/jobs/<job_id>")
 def job_status(job_id: str) -> ResponseReturnValue:
-    return jsonify(services().jobs.status(job_id))
+    return jsonify(services().jobs.status(v.path_id(job_id, "job_id")))

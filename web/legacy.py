@@ -20,6 +20,7 @@ from tasks.auth import check_miner_id
 from tasks.errors import PayloadTooLarge, Unauthorized, ValidationError
 from tasks.leases import Submission
 from web import validation as v
+from web.miners import register_and_audit
 from web.services import services
 
 bp = Blueprint("legacy", __name__)
@@ -46,11 +47,13 @@ MAX_ERROR_CHARS = 4096
 def register_miner() -> ResponseReturnValue:
     svc = services()
     body = v.json_object(REGISTER_FIELDS) if request.content_length else {}
-    miner_id = body.get("miner_id") or f"legacy-{secrets.token_hex(4)}"
+    miner_id = body.get("miner_id")
+    if miner_id in (None, ""):  # not 0, false or []: those are wrong, not absent
+        miner_id = f"legacy-{secrets.token_hex(4)}"
     check_miner_id(miner_id)
-    version = v.text(body, "version", 64) or None
-    hostname = v.text(body, "hostname", 255) or None
-    key = svc.auth.register(miner_id, v.bearer_token(), "legacy", version, hostname)
+    version = v.identifier(body, "version", 64) or None
+    hostname = v.identifier(body, "hostname", 255) or None
+    key = register_and_audit(miner_id, "legacy", version, hostname).key
     settings = svc.settings
     return jsonify(
         miner_id=miner_id,
@@ -109,7 +112,7 @@ def submit_result() -> ResponseReturnValue:
     job_id = body.get("job_id")
     if not isinstance(job_id, str) or not JOB_ID.match(job_id):
         raise ValidationError("job_id is required: 1-64 of A-Z a-z 0-9 _ . -", "job_id")
-    lease_id = v.text(body, "lease_id", 64) or None
+    lease_id = v.identifier(body, "lease_id", 64) or None
     submission = parse_submission(body, svc.settings.max_result_chars)
     result = svc.leases.submit(miner_id, job_id, lease_id, submission)
     return jsonify(ok=True, job_id=job_id, status=result.get("status", "done"))
@@ -134,14 +137,16 @@ def parse_submission(body: dict[str, Any], max_result_chars: int) -> Submission:
     return Submission(
         response=response,
         error=v.text(body, "error", MAX_ERROR_CHARS) if has_error else None,
-        model=v.text(body, "model", 128),
-        engine=v.text(body, "engine", 64) or "legacy",
+        model=v.identifier(body, "model", 128),
+        engine=v.identifier(body, "engine", 64) or "legacy",
         inference_ms=(
-            v.number(body, "inference_ms", 0.0, 0.0, 1e9) if "inference_ms" in body else None
+            v.number(body, "inference_ms", 0.0, 0.0, 1e9)
+            if body.get("inference_ms") is not None
+            else None
         ),
         prompt_tokens=tokens[0],
         completion_tokens=tokens[1],
-        finish_reason=v.text(body, "finish_reason", 32) or None,
+        finish_reason=v.identifier(body, "finish_reason", 32) or None,
     )
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from tasks.auth import check_miner_id
+from tasks.auth import MINER_KEY_HEADER, Registration, check_miner_id
 from tasks.errors import Unauthorized, ValidationError
 from tasks.keys import queue_for
 from tasks.registry import Heartbeat
 from web import validation as v
+from web.admin import audit
 from web.services import services
 
 bp = Blueprint("miners", __name__)
@@ -26,6 +27,7 @@ HEARTBEAT_FIELDS = {
     "engine_fallbacks",
     "group",
     "engine_stats",
+    "boot",
 }
 
 
@@ -37,11 +39,11 @@ def register() -> ResponseReturnValue:
     kind = body.get("kind", "push")
     if kind not in KINDS:
         raise ValidationError(f"kind must be one of {', '.join(KINDS)}", "kind")
-    key = svc.auth.register(miner_id, v.bearer_token(), kind)
+    registration = register_and_audit(miner_id, kind)
     svc.registry.reset_slots(miner_id)
     return jsonify(
         miner_id=miner_id,
-        key=key,
+        key=registration.key,
         queue=queue_for(miner_id),
         heartbeat_interval_s=svc.settings.heartbeat_interval_s,
         heartbeat_ttl_s=svc.settings.heartbeat_ttl_s,
@@ -55,10 +57,38 @@ def heartbeat() -> ResponseReturnValue:
     if token is None:
         raise Unauthorized("missing miner key (Authorization: Bearer <key>)")
     body = v.json_object(HEARTBEAT_FIELDS)
+    v.text_list(body, "models", 256, 256)  # names dispatch and /v1/models show: bounded, clean
+    v.number_maps(body, "memory", "engine_stats")
     miner_id = check_miner_id(body.get("miner_id"))
     svc.auth.verify(miner_id, token)
     svc.registry.beat(Heartbeat.from_body(miner_id, body))
+    if svc.auth.used(miner_id):  # revoked while this beat was on its way: out again
+        svc.registry.evict(miner_id, "revoked")
+        raise Unauthorized(f"miner {miner_id} is revoked")
     return jsonify(ok=True, ttl_s=svc.settings.heartbeat_ttl_s)
+
+
+def register_and_audit(
+    miner_id: str, kind: str, version: str | None = None, hostname: str | None = None
+) -> Registration:
+    """Register (or renew) with the bearer token and ``X-Miner-Key``; audit who did it."""
+    registration = services().auth.register(
+        miner_id,
+        v.bearer_token(),
+        kind,
+        version,
+        hostname,
+        current_key=request.headers.get(MINER_KEY_HEADER) or None,
+    )
+    audit(
+        registration.actor,
+        "register",
+        miner_id,
+        kind=kind,
+        renewed=registration.renewed,
+        reinstated=registration.reinstated,
+    )
+    return registration
 
 
 @bp.get("/metrics/gpus")

@@ -172,7 +172,7 @@ class Gateway:
             raise BadInput(f"payload over {MAX_PAYLOAD} bytes")
         try:
             body = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             raise BadInput("payload is not JSON") from None
         if not isinstance(body, dict):
             raise BadInput("payload must be a JSON object")

@@ -23,7 +23,7 @@ from tasks.client import JobStream
 from tasks.errors import MiaError, ValidationError
 from tasks.jobs import Job
 from web import validation as v
-from web.chat import parse_sampling
+from web.chat import MAX_CHOICES, MAX_TOKENS_LIMIT, parse_sampling
 from web.services import services
 from web.sse import sse, sse_response
 
@@ -83,7 +83,7 @@ def openai_error(exc: MiaError) -> tuple[Response, int]:
 @bp.errorhandler(HTTPException)
 def openai_http_error(exc: HTTPException) -> tuple[Response, int]:
     param = "body" if exc.code == 413 else None
-    return _error(exc.code or 500, exc.description or "", exc.name.lower().replace(" ", "_"), param)
+    return _error(exc.code or 500, v.describe(exc), exc.name.lower().replace(" ", "_"), param)
 
 
 @bp.errorhandler(redis.RedisError)
@@ -120,15 +120,15 @@ def parse_completion(body: dict[str, Any], max_chars: int) -> tuple[Job, bool]:
     for name in ("presence_penalty", "frequency_penalty"):
         if v.number(body, name, 0.0, -2.0, 2.0) != 0:
             raise ValidationError(f"{name} is not supported (only 0)", name)
-    model = v.text(body, "model", 128, required=True)
-    if "max_completion_tokens" in body:
+    model = v.identifier(body, "model", 128, required=True)
+    v.text(body, "user", 256)
+    if body.get("max_completion_tokens") is not None:
+        v.integer(body, "max_completion_tokens", 1, 1, MAX_TOKENS_LIMIT)
         body = {**body, "max_tokens": body["max_completion_tokens"]}
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict) or set(options) - {"include_usage"}:
-        raise ValidationError("stream_options may only have include_usage", "stream_options")
+    include_usage = parse_stream_options(body.get("stream_options"))
     sampling = parse_sampling(
         {k: body[k] for k in ("max_tokens", "temperature", "top_p", "seed", "stop") if k in body}
-        | {"choices": body.get("guided_choice")},
+        | {"choices": v.text_list(body, "guided_choice", MAX_CHOICES, 128) or None},
         services().settings,
     )
     job = Job(
@@ -137,7 +137,22 @@ def parse_completion(body: dict[str, Any], max_chars: int) -> tuple[Job, bool]:
         stream=v.boolean(body, "stream"),
         **sampling,
     )
-    return job, bool(options.get("include_usage", False))
+    return job, include_usage
+
+
+def parse_stream_options(options: object) -> bool:
+    """``stream_options``: absent, null or ``{"include_usage": bool}``; the flag."""
+    if options is None:
+        return False
+    if not isinstance(options, dict) or set(options) - {"include_usage"}:
+        raise ValidationError(
+            "stream_options must be an object with include_usage only", "stream_options"
+        )
+    usage = options.get("include_usage", False)
+    if not isinstance(usage, bool):
+        name = "stream_options.include_usage"
+        raise ValidationError(f"{name} must be true or false", name)
+    return usage
 
 
 def parse_messages(messages: object, max_chars: int) -> list[dict[str, str]]:
@@ -156,6 +171,9 @@ def parse_messages(messages: object, max_chars: int) -> list[dict[str, str]]:
         content = message.get("content")
         if not isinstance(content, str):
             raise ValidationError(f"{field}.content must be a string", f"{field}.content")
+        v.check_text(content, f"{field}.content")
+        if not isinstance(message.get("name", ""), str):
+            raise ValidationError(f"{field}.name must be a string", f"{field}.name")
         total += len(content)
         out.append({"role": message["role"], "content": content})
     if total > max_chars:

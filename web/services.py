@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -15,16 +16,20 @@ from chat_service.projects import load_projects
 from chat_service.sessions import SessionStore
 from chat_service.store import Store
 from chat_service.tokens import counter
-from tasks.auth import MinerAuth
+from tasks.audit import AuditLog
+from tasks.auth import MinerAuth, admin_token
+from tasks.breaker import Breakers
 from tasks.catalogue import load_catalogue
 from tasks.celery_app import create_celery
 from tasks.client import JobClient
+from tasks.connections import redis_client
 from tasks.db import make_engine, make_sessions
 from tasks.dispatch import Dispatcher, RedisSelector
 from tasks.housekeeping import Housekeeper
 from tasks.keys import Keys
 from tasks.leases import LeaseBook
 from tasks.placement import ModelManager
+from tasks.recovery import Reaper
 from tasks.registry import Registry
 from tasks.results import ResultWaiter
 from tasks.scripts import Scripts
@@ -49,11 +54,14 @@ class Services:
     models: ModelManager
     keys: Keys
     stats: Stats
+    reaper: Reaper
+    breakers: Breakers
+    audit: AuditLog
 
 
 def build_services(settings: Settings) -> Services:
-    client = redis.Redis.from_url(
-        settings.redis_url,
+    client = redis_client(
+        settings,
         socket_connect_timeout=settings.redis_timeout_s,
         socket_timeout=max(settings.redis_timeout_s, 5.0),
         socket_keepalive=True,
@@ -72,9 +80,14 @@ def build_services(settings: Settings) -> Services:
     dispatcher = Dispatcher(celery, selector, lambda: set(catalogue.models))
     models = ModelManager(registry, catalogue, celery, waiter)
     leases = LeaseBook(client, scripts, keys, settings)
-    autoload = models.load_and_wait if settings.autoload else None
+    audit = AuditLog(sessions)
+    autoload = audited_autoload(models, audit) if settings.autoload else None
     stats = Stats(client, keys, settings.alert_webhook, bool(settings.auto_drain))
-    jobs = JobClient(client, keys, dispatcher, waiter, autoload=autoload, stats=stats)
+    breakers = Breakers(client, scripts, keys, settings)
+    jobs = JobClient(
+        client, keys, dispatcher, waiter, autoload=autoload, stats=stats, breakers=breakers
+    )
+    reaper = Reaper(client, scripts, keys, settings, selector)
     assistant = Assistant(
         load_projects(Path(settings.projects_file) if settings.projects_file else None),
         jobs,
@@ -89,18 +102,38 @@ def build_services(settings: Settings) -> Services:
         redis=client,
         celery=celery,
         registry=registry,
-        auth=MinerAuth(sessions, client, keys, settings.registration_token),
+        auth=MinerAuth(
+            sessions,
+            client,
+            keys,
+            settings.registration_token,
+            admin_token(settings),
+            bool(settings.legacy_open_renewal),
+        ),
+        audit=audit,
         jobs=jobs,
         waiter=waiter,
         leases=leases,
         housekeeper=Housekeeper(
-            (leases.sweep, registry.reap, stats.housekeeping), leases.sweep_period_s()
+            (leases.sweep, registry.reap, reaper, stats.housekeeping), leases.sweep_period_s()
         ),
         assistant=assistant,
         models=models,
         keys=keys,
         stats=stats,
+        reaper=reaper,
+        breakers=breakers,
     )
+
+
+def audited_autoload(models: ModelManager, audit: AuditLog) -> Callable[[str, float], None]:
+    """MIA_AUTOLOAD's loads, recorded in the audit log like an operator's."""
+
+    def autoload(model_id: str, timeout_s: float) -> None:
+        audit.record("autoload", "model_load", model_id)
+        models.load_and_wait(model_id, timeout_s)
+
+    return autoload
 
 
 def init_app(app: Flask, settings: Settings) -> Services:

@@ -80,7 +80,7 @@ def start_engine(name: str, settings: Settings) -> Engine:
     if name == "echo":
         from miners.engines.echo import MODEL, EchoEngine
 
-        return EchoEngine(models or (MODEL,), settings.echo_delay_ms)
+        return EchoEngine(models or (MODEL,), settings.echo_delay_ms, settings.echo_fail_on)
     if name == "llamacpp":
         from miners.engines.llamacpp import MODEL as LLAMA_MODEL
         from miners.engines.llamacpp import LlamaCppEngine

@@ -4,7 +4,8 @@ For tests of the machinery and for benchmarks of dispatch overhead. It answers
 ``echo: <last message>``, one word per piece; the optional delay
 (``MIA_ECHO_DELAY_MS``) stands in for inference time and is spread over the
 pieces, so a stream can be watched and cancelled midway. With ``choices`` it
-answers the first label found in the message (else the first label).
+answers the first label found in the message (else the first label). For fault tests,
+a message containing ``MIA_ECHO_FAIL_ON`` (when set) makes it raise: a poison job.
 """
 
 from __future__ import annotations
@@ -18,15 +19,20 @@ PREFIX = "echo: "
 class EchoEngine:
     name = "echo"
 
-    def __init__(self, models: tuple[str, ...] = (MODEL,), delay_ms: float = 0.0) -> None:
+    def __init__(
+        self, models: tuple[str, ...] = (MODEL,), delay_ms: float = 0.0, fail_on: str = ""
+    ) -> None:
         self.models = models
         self._delay_s = delay_ms / 1000
+        self._fail_on = fail_on
 
     def stream(self, request: GenerationRequest) -> Stream:
         return Stream(lambda stream: self._produce(request, stream))
 
     def _produce(self, request: GenerationRequest, stream: Stream) -> Producer:
         prompt = request.messages[-1]["content"] if request.messages else ""
+        if self._fail_on and self._fail_on in prompt:
+            raise RuntimeError(f"echo engine told to fail on {self._fail_on!r}")
         prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
         pieces, finish = self._pieces(request, prompt)
         sent: list[str] = []

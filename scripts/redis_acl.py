@@ -1,0 +1,124 @@
+"""A Redis ACL user for one push miner, limited to what a miner does (Redis 7 or newer).
+
+    python -m scripts.redis_acl 7 --password "$(openssl rand -hex 24)" | redis-cli -x ...
+
+prints ``ACL SETUSER miner-7 ...`` (one line, ``redis-cli`` quoting). The miner then
+connects with ``MIA_REDIS_URL=redis://miner-7:<password>@host:6379/0``.
+
+What a miner touches, found in ``miners/runtime.py``, ``tasks/transport.py`` (kombu's
+Redis transport) and ``tasks/results.py``, and checked by ``tests/test_redis_acl.py``
+with a real miner answering through such a user:
+
+- its own queue ``gpu-<id>`` (one list per priority step) and ``shared``, read and
+  written; other miners' queues write-only (a failed job is retried on another miner);
+- kombu's bookkeeping: ``unacked``, ``unacked_index``, ``unacked_mutex``,
+  ``_kombu.binding*``; Celery's remote control and events (``*.celery.pidbox*``,
+  ``celeryev.*`` and their channels);
+- results ``celery-task-meta-*`` (key and channel);
+- ``<p>:inflight:*``, ``<p>:held:<id>``, ``<p>:running:*``, ``<p>:abort:*``,
+  ``<p>:breakers``, ``<p>:failstreak`` and, to retry a job elsewhere, dispatch's own
+  ``<p>:miners``, ``<p>:picks``, ``<p>:seq``, ``<p>:job:*`` (read-only: ``<p>:hb:*``,
+  ``<p>:drain:*``); channels ``<p>:stream:*``, ``<p>:abort``, ``<p>:events``.
+
+Nothing else: no heartbeat writes (those go over HTTP with the miner's key), no
+registration cache, no sessions, no other miner's queue to read, no admin commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tasks.keys import KOMBU_PRIORITY_SEP, SHARED_QUEUE, Keys, queue_for
+
+COMMANDS = (
+    "multi exec discard watch unwatch "
+    "brpop lpush rpush llen lrange lrem del exists expire pexpire time "
+    "get set mget incr decr "
+    "hget hset hdel hgetall hmget hincrby "
+    "sadd srem smembers sismember scard "
+    "zadd zrem zrange zrangebyscore zrevrangebyscore zcard "
+    "publish subscribe unsubscribe psubscribe punsubscribe "
+    "eval evalsha script|load script|exists"
+).split()
+
+
+def key_patterns(miner_id: str, prefix: str = "mia") -> list[str]:
+    keys = Keys(prefix)
+    own = queue_for(miner_id)
+    return [
+        f"~{own}",
+        f"~{own}{KOMBU_PRIORITY_SEP}*",
+        f"~{SHARED_QUEUE}",
+        f"~{SHARED_QUEUE}{KOMBU_PRIORITY_SEP}*",
+        f"%W~{queue_for('*')}",
+        "~unacked",
+        "~unacked_index",
+        "~unacked_mutex",
+        "~_kombu.binding*",
+        "~*.celery.pidbox*",
+        "~celeryev.*",
+        "~celery-task-meta-*",
+        f"~{keys.inflight('*')}",
+        f"~{keys.held(miner_id)}",
+        f"~{keys.running('*')}",
+        f"~{keys.abort('*')}",
+        f"~{keys.breakers}",
+        f"~{keys.failstreak}",
+        f"~{keys.events}",  # a channel, but the breaker's script names it among its keys
+        f"~{keys.miners}",
+        f"~{keys.picks}",
+        f"~{keys.seq}",
+        f"~{keys.job('*')}",
+        f"%R~{keys.heartbeat('*')}",
+        f"%R~{keys.drain('*')}",
+    ]
+
+
+def channel_patterns(prefix: str = "mia", db: int = 0) -> list[str]:
+    """Channels; kombu's fanout channels carry the database number, and a PSUBSCRIBE
+    pattern must be allowed as written (Redis compares patterns literally)."""
+    keys = Keys(prefix)
+    return [
+        f"&{keys.stream('*')}",
+        f"&{keys.aborts}",
+        f"&{keys.events}",
+        "&celery-task-meta-*",
+        f"&/{db}.celery.pidbox",
+        f"&/{db}.celeryev/*",
+        f"&/{db}.celeryev/worker.*",
+    ]
+
+
+def miner_rules(miner_id: str, password: str, prefix: str = "mia", db: int = 0) -> list[str]:
+    """The arguments of ``ACL SETUSER miner-<id>`` after the user name."""
+    commands = [f"+{c}" for c in COMMANDS]
+    patterns = key_patterns(miner_id, prefix) + channel_patterns(prefix, db)
+    # @connection (AUTH, HELLO, PING, SELECT, CLIENT SETNAME/SETINFO...) less its admin part
+    connection = ["+@connection", "-@admin", "-@dangerous"]
+    return ["reset", "on", f">{password}", "-@all", *connection, *commands, *patterns]
+
+
+def quoted(word: str) -> str:
+    """``word`` as redis-cli reads it (control characters as \\xHH in double quotes)."""
+    if all(c.isprintable() and c not in ' "\\' for c in word):
+        return word
+    escaped = "".join(c if c.isprintable() and c not in '"\\' else f"\\x{ord(c):02x}" for c in word)
+    return f'"{escaped}"'
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.redis_acl", description=__doc__)
+    parser.add_argument("miner_id")
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--prefix", default="mia", help="MIA_KEY_PREFIX")
+    parser.add_argument("--db", type=int, default=0, help="the database in MIA_REDIS_URL")
+    args = parser.parse_args(argv)
+    words = ["ACL", "SETUSER", f"miner-{args.miner_id}"]
+    words += miner_rules(args.miner_id, args.password, args.prefix, args.db)
+    print(" ".join(quoted(w) for w in words))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

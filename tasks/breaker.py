@@ -1,0 +1,65 @@
+"""Circuit breakers: a miner whose jobs keep failing leaves dispatch for a cool-down.
+
+State lives in Redis so every web process and miner sees the same breaker:
+``<p>:breakers`` (miner -> ``{"state", "until", "cooldown"}``) and ``<p>:failstreak``
+(miner -> failures in a row). ``lua/breaker.lua`` records outcomes; ``lua/reserve.lua``
+skips a miner whose breaker is open and, once the cool-down is over, gives it one
+trial job at a time (half-open). A success closes the breaker; a failed trial opens
+it again for twice as long, up to ``MIA_BREAKER_MAX_COOLDOWN_S``.
+
+Miners record their own outcomes (success, or a failure they retry elsewhere); the
+web tier records a timeout, which a stuck miner cannot report itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis
+
+from tasks import metrics
+from tasks.keys import Keys, text
+from tasks.scripts import Scripts
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Breakers:
+    def __init__(self, client: redis.Redis, scripts: Scripts, keys: Keys, settings: Settings):
+        self._redis = client
+        self._scripts = scripts
+        self._keys = keys
+        self._args = [
+            settings.breaker_failures,
+            int(settings.breaker_cooldown_s * 1000),
+            int(settings.breaker_max_cooldown_s * 1000),
+        ]
+
+    def record(self, miner_id: str, ok: bool) -> str:
+        """Note one outcome; returns ``"opened"``, ``"closed"`` or ``""``."""
+        change = text(
+            self._scripts(
+                "breaker",
+                keys=[self._keys.breakers, self._keys.failstreak, self._keys.events],
+                args=[miner_id, "1" if ok else "0", *self._args],
+            )
+        )
+        if change:
+            metrics.BREAKER_CHANGES.labels(change).inc()
+            log.warning("breaker of miner %s %s", miner_id, change)
+        return change
+
+    def record_quietly(self, miner_id: str, ok: bool) -> None:
+        """``record``, logging instead of raising when Redis does not answer."""
+        try:
+            self.record(miner_id, ok)
+        except redis.RedisError as exc:
+            log.warning("could not record an outcome of miner %s: %s", miner_id, exc)
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Every breaker that is not closed, by miner id."""
+        raw = self._redis.hgetall(self._keys.breakers)
+        return {text(k): json.loads(v) for k, v in raw.items()}

@@ -1,0 +1,78 @@
+"""Redis connections from the settings, TLS included: one way for every process.
+
+A ``rediss://`` URL connects over TLS. ``MIA_REDIS_TLS_CA_FILE`` is the CA that signed
+the server's certificate (else the system's), ``MIA_REDIS_TLS_CERT_FILE`` and
+``MIA_REDIS_TLS_KEY_FILE`` a client certificate when the server asks for one, and
+``MIA_REDIS_TLS_CERT_REQS`` (``required``, ``optional`` or ``none``) how strictly the
+server's certificate is checked. The same options go to redis-py clients
+(``redis_client``) and to Celery's broker and result backend (``celery_ssl``).
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+from tasks.errors import ConfigError
+from tasks.settings import Settings
+
+CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+
+
+def uses_tls(url: str) -> bool:
+    return urlsplit(url).scheme == "rediss"
+
+
+def cert_reqs(settings: Settings) -> ssl.VerifyMode:
+    try:
+        return CERT_REQS[settings.redis_tls_cert_reqs.lower()]
+    except KeyError:
+        raise ConfigError(
+            "MIA_REDIS_TLS_CERT_REQS must be one of required, optional, none, "
+            f"got {settings.redis_tls_cert_reqs!r}"
+        ) from None
+
+
+def celery_ssl(settings: Settings) -> dict[str, Any] | None:
+    """``broker_use_ssl`` / ``redis_backend_use_ssl`` for a ``rediss://`` URL, else None."""
+    if not uses_tls(settings.redis_url):
+        return None
+    options: dict[str, Any] = {"ssl_cert_reqs": cert_reqs(settings)}
+    for option, path in (
+        ("ssl_ca_certs", settings.redis_tls_ca_file),
+        ("ssl_certfile", settings.redis_tls_cert_file),
+        ("ssl_keyfile", settings.redis_tls_key_file),
+    ):
+        if path:
+            options[option] = path
+    return options
+
+
+def redis_options(settings: Settings, url: str | None = None) -> dict[str, Any]:
+    """redis-py's keyword arguments for TLS (none for a ``redis://`` URL)."""
+    if not uses_tls(url or settings.redis_url):
+        return {}
+    return celery_ssl(settings.with_overrides(redis_url=url or settings.redis_url)) or {}
+
+
+# Connections one process may open; more threads wait up to POOL_TIMEOUT_S for one.
+# (redis-py's own pool fails at once with "Too many connections" past 100.)
+MAX_CONNECTIONS = 256
+POOL_TIMEOUT_S = 5.0
+
+
+def redis_client(settings: Settings, url: str | None = None, **kwargs: Any) -> redis.Redis:
+    """A client for ``url`` (default ``MIA_REDIS_URL``) with the TLS settings applied,
+    on a blocking pool: a burst of threads queues for connections instead of failing."""
+    target = url or settings.redis_url
+    pool = redis.BlockingConnectionPool.from_url(
+        target,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_TIMEOUT_S,
+        **redis_options(settings, target),
+        **kwargs,
+    )
+    return redis.Redis(connection_pool=pool)

@@ -1,0 +1,306 @@
+"""Fault injection with real processes: miners killed, failing, poisoned; Redis gone.
+
+Each test says what it broke and checks the promise to callers: every accepted job
+ends in exactly one result the caller can see, or a clear error naming the job.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+import requests
+from werkzeug.serving import make_server
+
+from scripts import redis_server
+from scripts.processes import kill, stop, wait_for
+from tasks.keys import queue_lists
+from tasks.settings import Settings
+from tests.conftest import (
+    TOKEN,
+    MinerProcess,
+    free_port,
+    launch,
+    live_miner_ids,
+    miner_argv,
+    miner_env,
+)
+from web import create_app
+
+CALLERS = 200
+
+
+def chat(base: str, message: str, model: str = "", timeout: float = 60) -> requests.Response:
+    body = {"message": message, **({"model": model} if model else {})}
+    response = requests.post(f"{base}/chat/direct", json=body, timeout=timeout)
+    response.answered_at = time.monotonic()  # type: ignore[attr-defined]
+    return response
+
+
+def queued(redis, queue: str) -> int:
+    return sum(redis.llen(name) for name in queue_lists(queue))
+
+
+def test_kill_9_a_miner_with_jobs_running_and_queued_loses_none(api, miner, redis, settings):
+    a = miner("a", slots=4, MIA_ECHO_DELAY_MS="100")
+    miner("b", slots=4, MIA_ECHO_DELAY_MS="100")
+    with ThreadPoolExecutor(CALLERS) as pool:
+        futures = [pool.submit(chat, api.base, f"job {i}", "echo") for i in range(CALLERS)]
+        # Jobs running on a (held, unacknowledged) and queued on its own queue.
+        wait_for(
+            lambda: redis.hlen("mia:held:a") >= 2 and queued(redis, "gpu-a") >= 10,
+            30,
+            "miner a to run and queue jobs",
+        )
+        held = {k.decode() for k in redis.hkeys("mia:held:a")}
+        killed_at = time.monotonic()
+        kill(a.proc)
+        responses = [f.result() for f in futures]
+
+    assert [r.status_code for r in responses] == [200] * CALLERS, [
+        r.text for r in responses if r.status_code != 200
+    ][:3]
+    results = [r.json() for r in responses]
+    assert sorted(r["response"] for r in results) == sorted(
+        f"echo: job {i}" for i in range(CALLERS)
+    )
+    assert len({r["job_id"] for r in results}) == CALLERS
+    # Exactly one visible answer: what each caller got is what the store keeps.
+    for result in results:
+        stored = json.loads(redis.get(f"celery-task-meta-{result['job_id']}"))
+        assert stored["status"] == "SUCCESS"
+        assert stored["result"]["miner_id"] == result["miner_id"]
+    rerun = [r for r in results if r["job_id"] in held]
+    assert rerun and all(r["miner_id"] == "b" for r in rerun)
+    assert "a" not in live_miner_ids(settings)
+    # Callers whose job died with a got the re-run's answer within the TTL + 2 s.
+    late = max(r.answered_at - killed_at for r in responses if r.json()["job_id"] in held)
+    moved_from_queue = sum(r["miner_id"] == "b" for r in results) - len(rerun)
+    print(
+        f"\nkill -9: {CALLERS} sent, {len(results)} answered, 0 lost, 0 duplicated; "
+        f"{len(rerun)} running re-run, last answered {late:.2f} s after the kill "
+        f"(TTL {settings.heartbeat_ttl_s:g} s); b answered {moved_from_queue} others"
+    )
+    assert late < settings.heartbeat_ttl_s + 2
+
+
+def breaker(redis, miner_id: str) -> dict | None:
+    raw = redis.hget("mia:breakers", miner_id)
+    return None if raw is None else json.loads(raw)
+
+
+def test_a_failing_miner_is_cut_off_by_its_breaker_and_let_back_when_healed(
+    api, miner, redis, tmp_path
+):
+    fault = tmp_path / "fault"
+    fault.touch()
+    miner("bad", slots=2, MIA_FAULT_FILE=str(fault), MIA_BREAKER_COOLDOWN_S="1")
+    miner("good", slots=2)
+    answered_by: list[str] = []
+    for i in range(12):
+        response = chat(api.base, f"hello {i}")
+        assert response.status_code == 200, response.text  # retried on the good miner
+        answered_by.append(response.json()["miner_id"])
+    assert set(answered_by) == {"good"}
+    state = breaker(redis, "bad")
+    assert state is not None and state["state"] in ("open", "trial"), state
+
+    fault.unlink()  # healed: after the cool-down a trial job reaches it and closes it
+    wait_for(
+        lambda: chat(api.base, "are you back?").json()["miner_id"] == "bad",
+        30,
+        "the healed miner to get a trial job",
+    )
+    wait_for(lambda: breaker(redis, "bad") is None, 10, "the breaker to close")
+
+
+def test_a_poison_job_ends_in_an_error_naming_it_and_the_fleet_lives(api, miner, settings):
+    for gpu in ("p1", "p2"):
+        miner(gpu, slots=2, MIA_ECHO_FAIL_ON="POISON")
+    response = chat(api.base, "a POISON pill")
+    assert response.status_code == 502
+    body = response.json()
+    assert body["job_id"] in body["error"]
+    assert f"failed {settings.max_attempts} time(s)" in body["error"]
+    assert chat(api.base, "still alive?").status_code == 200
+    assert {"p1", "p2"} <= live_miner_ids(settings)
+
+
+class OwnStack:
+    """A web tier and miners on a Redis server of the test's own (AOF on), which the
+    test may stop and start again."""
+
+    def __init__(self, tmp_path: Path, database_url: str) -> None:
+        self.tmp_path = tmp_path
+        self.redis_port = free_port()
+        self.redis = redis_server.start(self.redis_port, tmp_path / "redis")
+        port = free_port()
+        self.settings = Settings(
+            redis_url=f"redis://127.0.0.1:{self.redis_port}/0",
+            database_url=database_url,
+            port=port,
+            api_url=f"http://127.0.0.1:{port}",
+            registration_token=TOKEN,
+            request_timeout_s=10.0,
+            redis_timeout_s=0.5,
+            data_dir=str(tmp_path / "var"),
+        )
+        self.base = self.settings.api_url
+        self.app = create_app(self.settings)
+        self.server = make_server("127.0.0.1", port, self.app, threaded=True)
+        self.server.socket.listen(2048)  # gunicorn's backlog, not werkzeug's 128
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.miners: list[MinerProcess] = []
+
+    def miner(self, gpu_id: str, slots: int = 2, **env: str) -> MinerProcess:
+        return launch(
+            self.miners,
+            gpu_id,
+            miner_argv(gpu_id),
+            miner_env(self.settings, "echo", slots, **env),
+            self.tmp_path / f"miner-{gpu_id}.log",
+            lambda found: self.client().exists(f"mia:hb:{gpu_id}"),  # not HTTP: it may be busy
+            120,
+            f"miner {gpu_id} to heartbeat",
+        )
+
+    def client(self) -> redis_lib.Redis:
+        return redis_lib.Redis.from_url(self.settings.redis_url)
+
+    def redis_down(self) -> None:
+        stop(self.redis)
+
+    def redis_up(self) -> None:
+        self.redis = redis_server.start(self.redis_port, self.tmp_path / "redis")
+
+    def close(self) -> None:
+        for found in self.miners:
+            stop(found.proc)
+        self.server.shutdown()
+        self.thread.join(5)
+        services = self.app.extensions["mia"]
+        services.housekeeper.close()  # its thread would outlive the test, logging
+        services.waiter.close()
+        stop(self.redis)
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path, database_url: str) -> Iterator[OwnStack]:
+    stack = OwnStack(tmp_path, database_url)
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+def settle(base: str, outcomes: list[tuple[int, dict]], deadline_s: float = 60) -> Counter[str]:
+    """Every accepted job (an answer, or a 504 naming it) ends done; returns the counts."""
+    counts: Counter[str] = Counter()
+    pending = []
+    for status, body in outcomes:
+        assert status in (200, 503, 504), (status, body)
+        counts[str(status)] += 1
+        if status == 504 or (status == 503 and "job_id" in body):  # accepted, not answered
+            assert body["job_id"] and body["status_url"] == f"/jobs/{body['job_id']}"
+            pending.append(body["job_id"])
+
+    def finished(job_id: str) -> bool:
+        found = requests.get(f"{base}/jobs/{job_id}", timeout=5).json()
+        assert found["status"] not in ("failed",), found
+        return found["status"] == "done"
+
+    for job_id in pending:
+        wait_for(lambda job_id=job_id: finished(job_id), deadline_s, f"job {job_id} to end")
+    counts["late_done"] = len(pending)
+    return counts
+
+
+def test_redis_stopped_and_restarted_under_load_loses_no_accepted_job(own_stack):
+    for gpu in ("r1", "r2"):
+        own_stack.miner(gpu, slots=2, MIA_ECHO_DELAY_MS="50")
+    outcomes: list[tuple[int, dict]] = []
+    slow_503 = []
+    phase = {"now": "before"}
+    by_phase: Counter[tuple[str, int]] = Counter()
+    halt = threading.Event()
+
+    def caller(n: int) -> None:
+        i = 0
+        while not halt.is_set():
+            started = time.monotonic()
+            response = chat(own_stack.base, f"caller {n} message {i}", timeout=30)
+            # A new request during the outage is refused fast; one accepted before it
+            # waits for its result up to its timeout, then gets a 503 naming its job.
+            refused = response.status_code == 503 and "job_id" not in response.json()
+            if refused and time.monotonic() - started > 3:
+                slow_503.append(time.monotonic() - started)
+            outcomes.append((response.status_code, response.json()))
+            by_phase[(phase["now"], response.status_code)] += 1
+            i += 1
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: by_phase[("before", 200)] >= 50, 30, "traffic before the outage")
+        own_stack.redis_down()
+        phase["now"] = "outage"
+        wait_for(lambda: by_phase[("outage", 503)] >= 10, 30, "503s during the outage")
+        down_for = time.monotonic()
+        own_stack.redis_up()
+        phase["now"] = "after"
+        wait_for(lambda: by_phase[("after", 200)] >= 1, 60, "the first answer after")
+        recovered_s = time.monotonic() - down_for
+        phase["now"] = "recovered"
+        wait_for(lambda: by_phase[("recovered", 200)] >= 50, 60, "full service after")
+    finally:
+        halt.set()
+        for t in threads:
+            t.join(60)
+    assert not slow_503  # the outage answers fast, never a hang
+    assert by_phase[("recovered", 503)] == 0 and by_phase[("recovered", 504)] == 0
+    counts = settle(own_stack.base, outcomes)
+    assert counts["200"] + counts["503"] + counts["504"] == len(outcomes)
+    print(
+        f"\nRedis restart: {len(outcomes)} requests: {dict(counts)}; first answer "
+        f"{recovered_s:.2f} s after Redis was back; by phase {dict(by_phase)}"
+    )
+
+
+def test_1000_concurrent_chats_while_miners_join_and_leave(own_stack):
+    """Every request ends in an answer, a 503, or a 504 naming its job; the counts
+    add up and every accepted job ends done."""
+    own_stack.miner("c1", slots=4, MIA_ECHO_DELAY_MS="20")
+    leaving = own_stack.miner("c2", slots=4, MIA_ECHO_DELAY_MS="20")
+    dying = own_stack.miner("c3", slots=4, MIA_ECHO_DELAY_MS="20")
+    total = 1000
+    outcomes: list[tuple[int, dict]] = []
+    gate = threading.Barrier(total + 1)
+
+    def caller(n: int) -> None:
+        gate.wait()
+        response = chat(own_stack.base, f"chat {n}", timeout=60)
+        outcomes.append((response.status_code, response.json()))
+
+    with ThreadPoolExecutor(total) as pool:
+        futures = [pool.submit(caller, n) for n in range(total)]
+        gate.wait()
+        wait_for(lambda: len(outcomes) >= 100, 60, "the first answers")
+        own_stack.miner("c4", slots=4, MIA_ECHO_DELAY_MS="20")  # joins
+        stop(leaving.proc)  # leaves politely (warm shutdown)
+        kill(dying.proc)  # leaves by kill -9
+        for future in futures:
+            future.result()
+    counts = settle(own_stack.base, outcomes)
+    assert counts["200"] + counts["503"] + counts["504"] == total == len(outcomes)
+    answered = [b for status, b in outcomes if status == 200]
+    assert len({b["job_id"] for b in answered}) == len(answered)
+    print(f"\n1000 concurrent with churn: {dict(counts)}")

@@ -1,0 +1,108 @@
+"""The reaper against real Redis and real Celery messages (no miner processes):
+one death is handled at once, a mass expiry is waited out, then moved gradually."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from scripts.processes import wait_for
+from tasks.dispatch import Dispatcher, RedisSelector
+from tasks.jobs import Job
+from tasks.keys import Keys, queue_for, queue_lists
+from tasks.recovery import Reaper
+from tasks.registry import Heartbeat, Registry
+from tasks.scripts import Scripts
+from tasks.settings import Settings
+
+FLEET = [f"m{i}" for i in range(6)]
+PREFIX = "rec"  # not the live server's: its own reaper must not take part
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    registry: Registry
+    selector: RedisSelector
+    scripts: Scripts
+    keys: Keys
+
+    def beat(self, miner_id: str, slots: int = 1) -> None:
+        hb = Heartbeat(miner_id, "available", slots, slots, ["echo"], "echo", boot="boot-1")
+        self.registry.beat(hb)
+
+    def reaper(self, **overrides: object) -> Reaper:
+        settings = self.settings.with_overrides(**overrides)
+        return Reaper(self.selector._redis, self.scripts, self.keys, settings, self.selector)
+
+
+def queued(redis, miner_id: str) -> int:
+    return sum(redis.llen(name) for name in queue_lists(queue_for(miner_id)))
+
+
+@pytest.fixture
+def fleet(app, redis, settings):
+    """Six miners with two jobs each on their own queues, and one big live miner."""
+    keys, scripts = Keys(PREFIX), Scripts(redis)
+    selector = RedisSelector(redis, scripts, keys, 600)
+    found = Fleet(settings, Registry(redis, keys, 3.0, scripts), selector, scripts, keys)
+    for miner_id in FLEET:
+        found.beat(miner_id)
+    dispatcher = Dispatcher(app.extensions["celery"], selector)
+    for i in range(2 * len(FLEET)):
+        dispatcher.submit(Job([{"role": "user", "content": f"job {i}"}], model="echo"))
+    found.beat("live", slots=100)
+    return found
+
+
+def test_one_dead_miner_has_its_jobs_moved_at_once(fleet, redis):
+    assert queued(redis, "m0") == 2
+    redis.delete("rec:hb:m0")
+    done = fleet.reaper()()
+    assert done["moved"] == 2
+    assert queued(redis, "m0") == 0 and queued(redis, "live") == 2
+    assert not redis.sismember("rec:known", "m0")  # emptied: forgotten
+    assert all(queued(redis, m) == 2 for m in FLEET[1:])
+
+
+def test_a_mass_expiry_is_waited_out_then_moved_gradually(fleet, redis):
+    redis.delete(*(f"rec:hb:{m}" for m in FLEET))  # Redis "restarted": 6 of 7 gone
+    patient = fleet.reaper(reaper_grace_s=60)
+    assert sum(patient().values()) == 0  # suspect: nothing moves
+    for miner_id in FLEET:  # ... and the miners come back
+        fleet.beat(miner_id)
+    assert sum(patient().values()) == 0
+    assert all(queued(redis, m) == 2 for m in FLEET) and queued(redis, "live") == 0
+    assert redis.zcard("rec:deaths") == 0
+
+    redis.delete(*(f"rec:hb:{m}" for m in FLEET))  # this time they stay away
+    gradual = fleet.reaper(reaper_grace_s=0.3, reaper_mass_batch=5)
+    passes: list[int] = []
+
+    def all_moved() -> bool:
+        passes.append(gradual()["moved"])
+        return queued(redis, "live") == 2 * len(FLEET)
+
+    wait_for(all_moved, 10, "the jobs to move after the grace period")
+    assert passes[0] == 0 and max(passes) <= 5 and sum(passes) == 2 * len(FLEET)
+
+
+def test_jobs_of_a_restarted_miners_old_process_are_moved(fleet, redis):
+    """A supervisor restarts m0 within the TTL: its heartbeat never expires, but the
+    job its old process was running (unacknowledged, held) is an orphan."""
+    message = redis.rpop(next(n for n in queue_lists("gpu-m0") if redis.llen(n)))
+    envelope = json.loads(message)
+    tag, job_id = envelope["properties"]["delivery_tag"], envelope["headers"]["id"]
+    redis.hset("unacked", tag, json.dumps([envelope, "", "gpu-m0"]))
+    redis.zadd("unacked_index", {tag: 1.0})
+    redis.hset("rec:held:m0", job_id, f"{tag}|boot-1")
+
+    hb = Heartbeat("m0", "available", 1, 1, ["echo"], "echo", boot="boot-2")
+    fleet.registry.beat(hb)  # the new process
+    done = fleet.reaper()()
+
+    assert done["moved"] == 1
+    assert not redis.hexists("unacked", tag) and not redis.hexists("rec:held:m0", job_id)
+    assert queued(redis, "live") == 1 and queued(redis, "m0") == 1  # the queued one stays
