@@ -75,7 +75,6 @@ class MinerRuntime:
         self._slots = RedisSelector(client, scripts, self._keys, settings.result_ttl_s)
         self.breakers = Breakers(client, scripts, self._keys, settings)
         self.boot = uuid.uuid4().hex  # tells the reaper this process from an earlier one
-        self._tags: dict[str, str] = {}  # job -> kombu delivery tag, until the job starts
         self._stop = threading.Event()
         self._aborts = threading.Thread(target=self._listen_for_aborts, daemon=True)
         self._aborts.start()
@@ -84,7 +83,6 @@ class MinerRuntime:
         """Run one job; the slot it reserved is given back whatever happens."""
         job = Job.from_payload(payload)
         started = time.time()
-        self._mark_running(job)
         try:
             if self.settings.fault_file and os.path.exists(self.settings.fault_file):
                 raise RuntimeError(f"fault injected: {self.settings.fault_file} exists")
@@ -237,38 +235,21 @@ class MinerRuntime:
 
     # -- bookkeeping -----------------------------------------------------------------
 
-    def received(self, job_id: str, delivery_tag: str, delayed: bool) -> None:
-        """Celery handed us a job (``task_received``). A job delayed by a retry's
-        countdown is noted as held now; any other is noted when it starts, at once."""
-        with self._lock:
-            self._tags[job_id] = delivery_tag
-        if delayed:
-            self._hold(self._redis.pipeline(transaction=False), job_id).execute()
-
-    def _hold(self, pipe: Any, job_id: str) -> Any:
-        with self._lock:
-            tag = self._tags.pop(job_id, "")
-        if tag:
-            pipe.hset(self._keys.held(self.miner_id), job_id, f"{tag}|{self.boot}")
-        return pipe
-
-    def _mark_running(self, job: Job) -> None:
-        """For ``GET /jobs/<id>``: the job runs here; for the reaper: this process holds
-        it (tasks.recovery), in the same round trip."""
+    def received(self, job_id: str, delivery_tag: str) -> None:
+        """Celery handed us a job (``task_received``, before any thread runs it): for the
+        reaper, this process holds it (tasks.recovery); for ``GET /jobs/<id>``, it runs
+        here. One round trip, on the consumer's thread, so that no job runs unrecorded."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.set(
-            self._keys.running(job.job_id), self.miner_id, ex=self.settings.visibility_timeout_s
-        )
+        pipe.hset(self._keys.held(self.miner_id), job_id, f"{delivery_tag}|{self.boot}")
+        pipe.set(self._keys.running(job_id), self.miner_id, ex=self.settings.visibility_timeout_s)
         try:
-            self._hold(pipe, job.job_id).execute()
+            pipe.execute()
         except redis.RedisError as exc:
-            log.warning("could not mark job %s running: %s", job.job_id, exc)
+            log.warning("could not note job %s as held: %s", job_id, exc)
 
     def finished(self, job_id: str, ok: bool) -> None:
         """The job's result is stored (``task_postrun``): no longer held, and one
         outcome for this miner's circuit breaker."""
-        with self._lock:
-            self._tags.pop(job_id, None)
         try:
             self._redis.hdel(self._keys.held(self.miner_id), job_id)
         except redis.RedisError as exc:

@@ -132,7 +132,7 @@ def _received(request: Any = None, **_: Any) -> None:
     from miners import app
 
     if app.runtime is not None and request is not None and request.name == GENERATE:
-        app.runtime.received(request.id, request.message.delivery_tag, request.eta is not None)
+        app.runtime.received(request.id, request.message.delivery_tag)
 
 
 @signals.task_postrun.connect

@@ -292,5 +292,7 @@ class LeaseBook:
         return requeued, failed
 
     def sweep_period_s(self) -> float:
-        """How often expired leases are looked for: a quarter of a lease, 50 ms to 1 s."""
-        return min(max(self._settings.lease_s / 4, 0.05), 1.0)
+        """How often the housekeeping chores run: a quarter of a lease and a sixth of
+        the heartbeat TTL (the reaper's reaction time), 50 ms to 1 s."""
+        s = self._settings
+        return min(max(min(s.lease_s / 4, s.heartbeat_ttl_s / 6), 0.05), 1.0)

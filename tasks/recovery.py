@@ -153,9 +153,22 @@ class Reaper:
         self, miner_id: str, keep_boot: str | None, budget: int, done: Counter[str]
     ) -> None:
         """Move up to ``budget`` jobs of ``miner_id`` (with ``keep_boot``: only those an
-        earlier process of it held); forget a dead miner once it holds nothing."""
+        earlier process of it held); forget a dead miner once it holds nothing.
+
+        Each move pushes onto the consuming end of its new list, so what moves last is
+        served first: the queued jobs go oldest last, then the ones that were running
+        (their callers have waited longest)."""
+        if keep_boot is None:
+            for name in queue_lists(queue_for(miner_id)):
+                left = budget - sum(done.values())
+                if left <= 0:
+                    return
+                for queued in self._redis.lrange(name, -left, -1):  # the oldest, oldest last
+                    message = text(queued)
+                    job_id = task_id(message) or ""
+                    done[self._move(miner_id, job_id, ("list", message, name), message)] += 1
         held_key = self._keys.held(miner_id)
-        for job_id, value in self._redis.hgetall(held_key).items():
+        for held_id, value in self._redis.hgetall(held_key).items():
             if sum(done.values()) >= budget:
                 return
             tag, _, boot = text(value).partition("|")
@@ -163,21 +176,28 @@ class Reaper:
                 continue
             entry = self._redis.hget(UNACKED, tag)
             if entry is None:  # acknowledged (its result is stored) or put back by kombu
-                self._redis.hdel(held_key, job_id)
+                self._redis.hdel(held_key, held_id)
                 continue
             raw = json.dumps(json.loads(entry)[0])
-            done[self._move(miner_id, text(job_id), ("tag", tag), raw, running=True)] += 1
-        if keep_boot is not None:
-            return
-        for name in queue_lists(queue_for(miner_id)):
-            left = budget - sum(done.values())
-            if left <= 0:
+            done[self._move(miner_id, text(held_id), ("tag", tag), raw, running=True)] += 1
+        if keep_boot is None:
+            self._unnoted(miner_id, budget, done)
+            self._forget_if_empty(miner_id)
+
+    def _unnoted(self, miner_id: str, budget: int, done: Counter[str]) -> None:
+        """Jobs a dead miner took off its own queue but died before noting as held (the
+        moment between kombu's BRPOP and Celery's ``task_received``): kombu's unacked
+        entries that came from its queue. (One taken from ``shared`` in that moment
+        cannot be told apart; kombu's visibility timeout brings it back.)"""
+        queue = queue_for(miner_id)
+        for tag, entry in self._redis.hscan_iter(UNACKED, count=500):
+            if sum(done.values()) >= budget:
                 return
-            for queued in self._redis.lrange(name, 0, left - 1):
-                message = text(queued)
-                job_id = task_id(message) or ""
-                done[self._move(miner_id, job_id, ("list", message, name), message)] += 1
-        self._forget_if_empty(miner_id)
+            payload, _exchange, routing_key = json.loads(entry)
+            if routing_key == queue:
+                raw = json.dumps(payload)
+                job_id = task_id(raw) or ""
+                done[self._move(miner_id, job_id, ("tag", text(tag)), raw, running=True)] += 1
 
     def _forget_if_empty(self, miner_id: str) -> None:
         pipe = self._redis.pipeline(transaction=False)

@@ -106,3 +106,16 @@ def test_jobs_of_a_restarted_miners_old_process_are_moved(fleet, redis):
     assert done["moved"] == 1
     assert not redis.hexists("unacked", tag) and not redis.hexists("rec:held:m0", job_id)
     assert queued(redis, "live") == 1 and queued(redis, "m0") == 1  # the queued one stays
+
+
+def test_a_job_taken_but_not_yet_noted_as_held_is_found_in_kombus_unacked(fleet, redis):
+    """m0 died between kombu's BRPOP (the message went to `unacked`) and noting it held."""
+    message = redis.rpop(next(n for n in queue_lists("gpu-m0") if redis.llen(n)))
+    tag = json.loads(message)["properties"]["delivery_tag"]
+    redis.hset("unacked", tag, json.dumps([json.loads(message), "", "gpu-m0"]))
+    redis.hset("unacked", "other", json.dumps([json.loads(message), "", "gpu-m1"]))
+    redis.delete("rec:hb:m0")
+    done = fleet.reaper()()
+    assert done["moved"] == 2  # the queued one and the unnoted one
+    assert not redis.hexists("unacked", tag) and redis.hexists("unacked", "other")
+    assert queued(redis, "live") == 2
