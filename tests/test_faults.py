@@ -21,6 +21,7 @@ from werkzeug.serving import make_server
 
 from scripts import redis_server
 from scripts.processes import kill, stop, wait_for
+from tasks.db import migrate
 from tasks.keys import queue_lists
 from tasks.settings import Settings
 from tests.conftest import (
@@ -141,8 +142,10 @@ class OwnStack:
     """A web tier and miners on a Redis server of the test's own (AOF on), which the
     test may stop and start again."""
 
-    def __init__(self, tmp_path: Path, database_url: str, request_timeout_s: float = 10) -> None:
+    def __init__(self, tmp_path: Path, request_timeout_s: float = 10) -> None:
         self.tmp_path = tmp_path
+        database_url = f"sqlite:///{tmp_path / 'mia.db'}"  # its miner ids are its own
+        migrate(database_url)
         self.redis_port = free_port()
         self.redis = redis_server.start(self.redis_port, tmp_path / "redis")
         port = free_port()
@@ -197,8 +200,8 @@ class OwnStack:
 
 
 @pytest.fixture
-def own_stack(tmp_path: Path, database_url: str) -> Iterator[OwnStack]:
-    stack = OwnStack(tmp_path, database_url)
+def own_stack(tmp_path: Path) -> Iterator[OwnStack]:
+    stack = OwnStack(tmp_path)
     try:
         yield stack
     finally:
@@ -206,9 +209,9 @@ def own_stack(tmp_path: Path, database_url: str) -> Iterator[OwnStack]:
 
 
 @pytest.fixture
-def patient_stack(tmp_path: Path, database_url: str) -> Iterator[OwnStack]:
+def patient_stack(tmp_path: Path) -> Iterator[OwnStack]:
     """An own stack whose callers wait up to a minute (a backlog to work through)."""
-    stack = OwnStack(tmp_path, database_url, request_timeout_s=60)
+    stack = OwnStack(tmp_path, request_timeout_s=60)
     try:
         yield stack
     finally:
