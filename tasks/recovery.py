@@ -168,7 +168,8 @@ class Reaper:
                     job_id = task_id(message) or ""
                     done[self._move(miner_id, job_id, ("list", message, name), message)] += 1
         held_key = self._keys.held(miner_id)
-        for held_id, value in self._redis.hgetall(held_key).items():
+        held = self._redis.hgetall(held_key)
+        for held_id, value in held.items():
             if sum(done.values()) >= budget:
                 return
             tag, _, boot = text(value).partition("|")
@@ -181,10 +182,11 @@ class Reaper:
             raw = json.dumps(json.loads(entry)[0])
             done[self._move(miner_id, text(held_id), ("tag", tag), raw, running=True)] += 1
         if keep_boot is None:
-            self._unnoted(miner_id, budget, done)
+            noted = {text(value).partition("|")[0] for value in held.values()}
+            self._unnoted(miner_id, noted, budget, done)
             self._forget_if_empty(miner_id)
 
-    def _unnoted(self, miner_id: str, budget: int, done: Counter[str]) -> None:
+    def _unnoted(self, miner_id: str, noted: set[str], budget: int, done: Counter[str]) -> None:
         """Jobs a dead miner took off its own queue but died before noting as held (the
         moment between kombu's BRPOP and Celery's ``task_received``): kombu's unacked
         entries that came from its queue. (One taken from ``shared`` in that moment
@@ -194,7 +196,7 @@ class Reaper:
             if sum(done.values()) >= budget:
                 return
             payload, _exchange, routing_key = json.loads(entry)
-            if routing_key == queue:
+            if routing_key == queue and text(tag) not in noted:
                 raw = json.dumps(payload)
                 job_id = task_id(raw) or ""
                 done[self._move(miner_id, job_id, ("tag", text(tag)), raw, running=True)] += 1
@@ -229,10 +231,10 @@ class Reaper:
                 )
             if job.device:
                 return self._fail(miner_id, job_id, source, f"device {job.device} died")
-        if running:
-            attempts = self._redis.incr(self._keys.attempts(job_id))
-            self._redis.expire(self._keys.attempts(job_id), self._settings.result_ttl_s)
-            if int(attempts) >= self._settings.max_attempts:
+        attempts_key = self._keys.attempts(job_id)
+        if running:  # this is one more attempt that died with its miner
+            attempts = int(self._redis.get(attempts_key) or 0) + 1
+            if attempts >= self._settings.max_attempts:
                 return self._fail(
                     miner_id,
                     job_id,
@@ -250,6 +252,11 @@ class Reaper:
             if target:
                 self._selector.release(target)
             return "gone"
+        if running:  # counted once it moved (a parked job is not a new attempt each pass)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.incr(attempts_key)
+            pipe.expire(attempts_key, self._settings.result_ttl_s)
+            pipe.execute()
         if target is None:
             self._selector.wake_shared(job_id)
         return "moved"

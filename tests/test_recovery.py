@@ -119,3 +119,27 @@ def test_a_job_taken_but_not_yet_noted_as_held_is_found_in_kombus_unacked(fleet,
     assert done["moved"] == 2  # the queued one and the unnoted one
     assert not redis.hexists("unacked", tag) and redis.hexists("unacked", "other")
     assert queued(redis, "live") == 2
+
+
+def test_a_job_no_live_miner_can_take_waits_and_is_not_counted_as_dying_again(
+    fleet, redis, app
+):
+    rare = Heartbeat("solo", "available", 1, 1, ["rare"], "echo", boot="b")
+    fleet.registry.beat(rare)
+    Dispatcher(app.extensions["celery"], fleet.selector).submit(
+        Job([{"role": "user", "content": "rare one"}], model="rare")
+    )
+    message = redis.rpop(next(n for n in queue_lists("gpu-solo") if redis.llen(n)))
+    envelope = json.loads(message)
+    tag, job_id = envelope["properties"]["delivery_tag"], envelope["headers"]["id"]
+    redis.hset("unacked", tag, json.dumps([envelope, "", "gpu-solo"]))
+    redis.hset("rec:held:solo", job_id, f"{tag}|b")
+    redis.delete("rec:hb:solo")
+    reaper = fleet.reaper()
+    for _ in range(fleet.settings.max_attempts + 1):
+        assert reaper()["parked"] == 1
+    assert not redis.exists(f"celery-task-meta-{job_id}")
+
+    fleet.registry.beat(Heartbeat("spare", "available", 1, 1, ["rare"], "echo"))
+    assert reaper()["moved"] == 1
+    assert queued(redis, "spare") == 1 and not redis.hexists("unacked", tag)
