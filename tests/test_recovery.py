@@ -121,9 +121,7 @@ def test_a_job_taken_but_not_yet_noted_as_held_is_found_in_kombus_unacked(fleet,
     assert queued(redis, "live") == 2
 
 
-def test_a_job_no_live_miner_can_take_waits_and_is_not_counted_as_dying_again(
-    fleet, redis, app
-):
+def test_a_job_no_live_miner_can_take_waits_and_is_not_counted_as_dying_again(fleet, redis, app):
     rare = Heartbeat("solo", "available", 1, 1, ["rare"], "echo", boot="b")
     fleet.registry.beat(rare)
     Dispatcher(app.extensions["celery"], fleet.selector).submit(
