@@ -252,7 +252,7 @@ def test_redis_stopped_and_restarted_under_load_loses_no_accepted_job(own_stack)
     def caller(n: int) -> None:
         i = 0
         while not halt.is_set():
-            started = time.monotonic()
+            started, started_in = time.monotonic(), phase["now"]
             response = chat(own_stack.base, f"caller {n} message {i}", timeout=30)
             # A new request during the outage is refused fast; one accepted before it
             # waits for its result up to its timeout, then gets a 503 naming its job.
@@ -260,7 +260,7 @@ def test_redis_stopped_and_restarted_under_load_loses_no_accepted_job(own_stack)
             if refused and time.monotonic() - started > 3:
                 slow_503.append(time.monotonic() - started)
             outcomes.append((response.status_code, response.json()))
-            by_phase[(phase["now"], response.status_code)] += 1
+            by_phase[(started_in, response.status_code)] += 1
             i += 1
 
     threads = [threading.Thread(target=caller, args=(n,)) for n in range(6)]
@@ -276,6 +276,13 @@ def test_redis_stopped_and_restarted_under_load_loses_no_accepted_job(own_stack)
         phase["now"] = "after"
         wait_for(lambda: by_phase[("after", 200)] >= 1, 60, "the first answer after")
         recovered_s = time.monotonic() - down_for
+        # Celery's consumers come back on their own backoff (2, 4, 6 s...); until a
+        # miner's has, jobs sent to it wait (a 504 naming the job, done later).
+        wait_for(
+            lambda: all(m.output().count("Connected to") >= 2 for m in own_stack.miners),
+            60,
+            "the miners' consumers to reconnect",
+        )
         phase["now"] = "recovered"
         wait_for(lambda: by_phase[("recovered", 200)] >= 50, 60, "full service after")
     finally:
