@@ -13,13 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -29,23 +27,16 @@ import redis
 from chat_service.intents import classify
 from miners.engines import Engine, GenerationRequest, Loaded, Stream
 from miners.models import DeviceModels, EngineStats
+from miners.retry import RetryPlan, plan_retry
 from tasks.breaker import Breakers
 from tasks.connections import redis_client
-from tasks.dispatch import UNSERVED, RedisSelector
-from tasks.errors import JobFailed
+from tasks.dispatch import RedisSelector
 from tasks.jobs import Job, job_result
-from tasks.keys import SHARED_QUEUE, Keys, queue_for, text
+from tasks.keys import Keys, text
 from tasks.scripts import Scripts
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RetryPlan:
-    payload: dict[str, Any]
-    queue: str
-    countdown_s: float
 
 
 class MinerRuntime:
@@ -257,31 +248,8 @@ class MinerRuntime:
         self.breakers.record_quietly(self.miner_id, ok)
 
     def retry_elsewhere(self, payload: dict[str, Any], attempt: int, error: Exception) -> RetryPlan:
-        """Where attempt ``attempt`` (1-based) of a job that failed here goes next, and
-        after how long; JobFailed when it has had all its attempts (a poison job)."""
-        job = Job.from_payload(payload)
-        if job.device or attempt >= self.settings.max_attempts:
-            why = f"only device {job.device} may run it" if job.device else "no attempts left"
-            raise JobFailed(
-                f"job {job.job_id} failed {attempt} time(s), last on miner {self.miner_id} "
-                f"({why}): {error}",
-                job_id=job.job_id,
-            ) from error
-        target = self._slots.choose(job, exclude=self.miner_id)
-        if target == UNSERVED:
-            raise JobFailed(
-                f"job {job.job_id} failed on miner {self.miner_id} and no other live miner "
-                f"serves model {job.model!r}: {error}",
-                job_id=job.job_id,
-            ) from error
-        ceiling = min(
-            self.settings.retry_backoff_max_s, self.settings.retry_backoff_s * 2 ** (attempt - 1)
-        )
-        return RetryPlan(
-            {**payload, "reserved_on": target},
-            queue_for(target) if target else SHARED_QUEUE,
-            random.uniform(0, ceiling),  # "full jitter": retries of many jobs spread out
-        )
+        """Where a job that failed here goes next (``miners.retry``)."""
+        return plan_retry(self.settings, self._slots, self.miner_id, payload, attempt, error)
 
     def _aborted(self, job: Job) -> bool:
         try:

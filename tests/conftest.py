@@ -8,7 +8,6 @@ on a free port for the whole session.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from scripts import redis_server
 from scripts.processes import spawn, stop, wait_for
 from tasks.db import migrate
 from tasks.settings import Settings
+from tests.commands import free_port, miner_argv
 from web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,12 +38,6 @@ POSTGRES = os.environ.get(
 TOKEN = "test-registration-token"
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -173,33 +167,6 @@ def launch(
     if proc.poll() is not None:
         raise RuntimeError(f"{what}: it exited:\n{found.output()}")
     return found
-
-
-def stack_env(tmp_path: Path, web_port: int, redis_port: int, **extra: str) -> dict[str, str]:
-    """The environment for ``python -m scripts.stack`` (make run) in a test: the echo
-    engine, an embedded Redis on ``redis_port`` (nothing answers at MIA_REDIS_URL), the
-    web tier on ``web_port``, everything else under ``tmp_path``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIA_", "OTEL_"))}
-    env.update(
-        MIA_ENGINE="echo",
-        MIA_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing there: embedded Redis
-        MIA_EMBEDDED_REDIS_PORT=str(redis_port),
-        MIA_PORT=str(web_port),
-        MIA_DATA_DIR=str(tmp_path / "var"),
-        MIA_DATABASE_URL=f"sqlite:///{tmp_path / 'mia.db'}",
-        MIA_REGISTRATION_TOKEN_FILE=str(tmp_path / "token"),
-        MIA_ADMIN_TOKEN_FILE=str(tmp_path / "admin-token"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
-def miner_argv(gpu_id: str, python: str = sys.executable) -> list[str]:
-    """The operator's command for a push miner on queue ``gpu-<gpu_id>``."""
-    queue = f"gpu-{gpu_id}"
-    argv = [python, "-m", "celery", "-A", "miners", "worker", "-Q", queue]
-    return argv + ["-n", f"{queue}@%h", "-l", "info", "--without-mingle", "--without-gossip"]
 
 
 def live_miner_ids(settings: Settings) -> set[str]:

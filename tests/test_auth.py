@@ -6,52 +6,15 @@ SQLite database; each test registers ids of its own (the database outlives a tes
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from flask import Flask
 
 from tasks.auth import MinerAuth
 from tasks.jobs import Job
-from tests.conftest import ADMIN, TOKEN
+from tests.auth_client import REGISTRATION, beat, entries, key_of, live, new_id, register
+from tests.conftest import ADMIN
 from tests.legacy_client import get_work
 from web import create_app
-
-REGISTRATION = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def new_id(prefix: str = "m") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def register(client, miner_id, headers=REGISTRATION, current_key=None, path="/register"):
-    headers = dict(headers)
-    if current_key:
-        headers["X-Miner-Key"] = current_key
-    return client.post(path, json={"miner_id": miner_id}, headers=headers)
-
-
-def key_of(client, miner_id, path="/register") -> str:
-    response = register(client, miner_id, path=path)
-    assert response.status_code == 200, response.json
-    return str(response.json["key"])
-
-
-def beat(client, miner_id, key, slots=1):
-    body = {"miner_id": miner_id, "status": "available", "slots": slots, "free_slots": slots}
-    headers = {"Authorization": f"Bearer {key}"}
-    return client.post("/heartbeat", json={**body, "models": ["echo"]}, headers=headers)
-
-
-def live(client) -> set[str]:
-    return {m["miner_id"] for m in client.get("/metrics/gpus").json["miners"]}
-
-
-def entries(client, **params) -> list[dict]:
-    response = client.get("/api/v2/audit", query_string=params, headers=ADMIN)
-    assert response.status_code == 200, response.json
-    return list(response.json["entries"])
-
 
 # -- register-renewal ----------------------------------------------------------------
 

@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from scripts.processes import spawn, stop, wait_for
-from tests.conftest import ROOT, free_port, stack_env
+from tests.commands import free_port, stack_env
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -31,7 +31,8 @@ from tasks.jobs import GENERATE, Job
 from tasks.keys import result_key
 from tasks.settings import Settings
 from tests.certs import Pair, issue
-from tests.conftest import ROOT, free_port, stack_env
+from tests.commands import free_port, stack_env
+from tests.conftest import ROOT
 
 FILES = {"ca": "/etc/mia/ca.pem", "cert": "/etc/mia/client.pem", "key": "/etc/mia/client.key"}
 

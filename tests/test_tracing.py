@@ -12,7 +12,8 @@ import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from scripts.processes import spawn, stop, wait_for
-from tests.conftest import ROOT, free_port, stack_env
+from tests.commands import free_port, stack_env
+from tests.conftest import ROOT
 
 
 def test_one_trace_spans_the_web_tier_and_the_miner(tmp_path):

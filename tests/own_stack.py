@@ -1,0 +1,103 @@
+"""A web tier and miners on a Redis server of a fault test's own, and the check that
+every accepted job ended done."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import redis as redis_lib
+import requests
+from werkzeug.serving import make_server
+
+from scripts import redis_server
+from scripts.processes import stop, wait_for
+from tasks.db import migrate
+from tasks.settings import Settings
+from tests.commands import free_port, miner_argv
+from tests.conftest import TOKEN, MinerProcess, launch, miner_env
+from web import create_app
+
+
+class OwnStack:
+    """A web tier and miners on a Redis server of the test's own (AOF on), which the
+    test may stop and start again."""
+
+    def __init__(self, tmp_path: Path, request_timeout_s: float = 10) -> None:
+        self.tmp_path = tmp_path
+        database_url = f"sqlite:///{tmp_path / 'mia.db'}"  # its miner ids are its own
+        migrate(database_url)
+        self.redis_port = free_port()
+        self.redis = redis_server.start(self.redis_port, tmp_path / "redis")
+        port = free_port()
+        self.settings = Settings(
+            redis_url=f"redis://127.0.0.1:{self.redis_port}/0",
+            database_url=database_url,
+            port=port,
+            api_url=f"http://127.0.0.1:{port}",
+            registration_token=TOKEN,
+            request_timeout_s=request_timeout_s,
+            redis_timeout_s=0.5,
+            data_dir=str(tmp_path / "var"),
+        )
+        self.base = self.settings.api_url
+        self.app = create_app(self.settings)
+        self.server = make_server("127.0.0.1", port, self.app, threaded=True)
+        self.server.socket.listen(2048)  # gunicorn's backlog, not werkzeug's 128
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.miners: list[MinerProcess] = []
+
+    def miner(self, gpu_id: str, slots: int = 2, **env: str) -> MinerProcess:
+        return launch(
+            self.miners,
+            gpu_id,
+            miner_argv(gpu_id),
+            miner_env(self.settings, "echo", slots, **env),
+            self.tmp_path / f"miner-{gpu_id}.log",
+            lambda found: self.client().exists(f"mia:hb:{gpu_id}"),  # not HTTP: it may be busy
+            120,
+            f"miner {gpu_id} to heartbeat",
+        )
+
+    def client(self) -> redis_lib.Redis:
+        return redis_lib.Redis.from_url(self.settings.redis_url)
+
+    def redis_down(self) -> None:
+        stop(self.redis)
+
+    def redis_up(self) -> None:
+        self.redis = redis_server.start(self.redis_port, self.tmp_path / "redis")
+
+    def close(self) -> None:
+        for found in self.miners:
+            stop(found.proc)
+        self.server.shutdown()
+        self.thread.join(5)
+        services = self.app.extensions["mia"]
+        services.housekeeper.close()  # its thread would outlive the test, logging
+        services.waiter.close()
+        stop(self.redis)
+
+
+def settle(base: str, outcomes: list[tuple[int, dict]], deadline_s: float = 60) -> Counter[str]:
+    """Every accepted job (an answer, or a 504 naming it) ends done; returns the counts."""
+    counts: Counter[str] = Counter()
+    pending = []
+    for status, body in outcomes:
+        assert status in (200, 503, 504), (status, body)
+        counts[str(status)] += 1
+        if status == 504 or (status == 503 and "job_id" in body):  # accepted, not answered
+            assert body["job_id"] and body["status_url"] == f"/jobs/{body['job_id']}"
+            pending.append(body["job_id"])
+
+    def finished(job_id: str) -> bool:
+        found = requests.get(f"{base}/jobs/{job_id}", timeout=5).json()
+        assert found["status"] not in ("failed",), found
+        return found["status"] == "done"
+
+    for job_id in pending:
+        wait_for(lambda job_id=job_id: finished(job_id), deadline_s, f"job {job_id} to end")
+    counts["late_done"] = len(pending)
+    return counts
