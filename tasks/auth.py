@@ -243,10 +243,6 @@ class MinerAuth:
         if not hmac.compare_digest(hash_key(key), expected):
             raise Unauthorized(f"wrong key for miner {miner_id}")
 
-    def revoked(self, miner_id: str) -> bool:
-        """Whether the cache says the miner was revoked (one GET)."""
-        return self._redis.get(self._keys.miner_key(miner_id)) in (REVOKED, REVOKED.encode())
-
     def used(self, miner_id: str) -> bool:
         """After a heartbeat with the miner's key: its key is confirmed (renewing the id
         now needs it), and whether the miner was revoked meanwhile. One round trip."""

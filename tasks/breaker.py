@@ -13,9 +13,7 @@ web tier records a timeout, which a stuck miner cannot report itself.
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 import redis
 
@@ -58,8 +56,3 @@ class Breakers:
             self.record(miner_id, ok)
         except redis.RedisError as exc:
             log.warning("could not record an outcome of miner %s: %s", miner_id, exc)
-
-    def states(self) -> dict[str, dict[str, Any]]:
-        """Every breaker that is not closed, by miner id."""
-        raw = self._redis.hgetall(self._keys.breakers)
-        return {text(k): json.loads(v) for k, v in raw.items()}
