@@ -17,7 +17,8 @@ with a real miner answering through such a user:
 - results ``celery-task-meta-*`` (key and channel);
 - ``<p>:inflight:*``, ``<p>:held:<id>``, ``<p>:running:*``, ``<p>:abort:*``,
   ``<p>:breakers``, ``<p>:failstreak`` and, to retry a job elsewhere, dispatch's own
-  ``<p>:miners``, ``<p>:picks``, ``<p>:seq``, ``<p>:job:*`` (read-only: ``<p>:hb:*``,
+  ``<p>:miners``, ``<p>:picks``, ``<p>:seq``, ``<p>:idx*``, ``<p>:indexed``,
+  ``<p>:job:*`` (read-only: ``<p>:hb:*``,
   ``<p>:drain:*``); channels ``<p>:stream:*``, ``<p>:abort``, ``<p>:events``.
 
 Nothing else: no heartbeat writes (those go over HTTP with the miner's key), no
@@ -69,6 +70,9 @@ def key_patterns(miner_id: str, prefix: str = "mia") -> list[str]:
         f"~{keys.miners}",
         f"~{keys.picks}",
         f"~{keys.seq}",
+        f"~{keys.index}",
+        f"~{keys.index}:*",
+        f"~{keys.indexed}",
         f"~{keys.job('*')}",
         f"%R~{keys.heartbeat('*')}",
         f"%R~{keys.drain('*')}",

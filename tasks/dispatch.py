@@ -45,7 +45,10 @@ class MinerSelector(Protocol):
 
 
 class RedisSelector:
-    """The least-loaded live miner that serves the model, reserved atomically in Redis."""
+    """The least-loaded live miner that serves the model, reserved atomically in Redis.
+
+    The choice reads the dispatch index (``lua/index.lua``) a few miners at a time, so
+    it costs the same with 2 or 2,000 live miners."""
 
     def __init__(self, client: redis.Redis, scripts: Scripts, keys: Keys, job_ttl_s: int) -> None:
         self._redis = client
@@ -81,7 +84,11 @@ class RedisSelector:
         return text(picked) if picked else None
 
     def release(self, miner_id: str) -> None:
-        self._scripts("release", keys=[self._keys.inflight(miner_id)], args=[])
+        self._scripts(
+            "release",
+            keys=[self._keys.inflight(miner_id), self._keys.picks],
+            args=[self._keys.prefix, miner_id],
+        )
 
     def wake_shared(self, job_id: str) -> None:
         """Wake one long-polling legacy miner (the list is capped: nobody may be polling)."""

@@ -7,6 +7,10 @@
 | ``<p>:inflight:<miner>``   | int    | reserve/done  | jobs dispatched to it and not finished |
 | ``<p>:picks``              | hash   | reserve       | miner -> sequence of its last job      |
 | ``<p>:seq``                | int    | reserve       | dispatch sequence (rotation on ties)   |
+| ``<p>:idx``                | zset   | heartbeat     | dispatch index: live miners by load,   |
+|                            |        | reserve/done  | then last pick (``lua/index.lua``)     |
+| ``<p>:idx:<model>``        | zset   | heartbeat     | the same for the miners serving a model|
+| ``<p>:indexed``            | hash   | heartbeat     | miner -> slots, eligible, models index |
 | ``<p>:minerkey:<miner>``   | string | register      | cached key SHA-256 (``!revoked``)      |
 | ``<p>:job:<job>``          | string | reserve       | where a job went, when (TTL)           |
 | ``<p>:running:<job>``      | string | miner         | a push miner started the job (TTL)     |
@@ -90,6 +94,8 @@ class Keys:
         self.miners = f"{prefix}:miners"
         self.picks = f"{prefix}:picks"
         self.seq = f"{prefix}:seq"
+        self.index = f"{prefix}:idx"
+        self.indexed = f"{prefix}:indexed"
         self.leases = f"{prefix}:leases"
         self.shared_wake = f"{prefix}:shared:wake"
         self.dead_letters = f"{prefix}:shared:dead"
@@ -108,6 +114,10 @@ class Keys:
 
     def heartbeat(self, miner_id: str) -> str:
         return f"{self.prefix}:hb:{miner_id}"
+
+    def index_for(self, model: str) -> str:
+        """The dispatch index of the miners serving ``model`` ('' = every miner)."""
+        return f"{self.index}:{model}" if model else self.index
 
     def inflight(self, miner_id: str) -> str:
         return f"{self.prefix}:inflight:{miner_id}"

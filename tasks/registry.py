@@ -142,6 +142,7 @@ class Registry:
                 json.dumps(asdict(hb)),
                 self._ttl_ms,
                 "1" if hb.status == "offline" else "0",
+                self._keys.prefix,
             ],
         )
         return bool(changed)
@@ -166,8 +167,14 @@ class Registry:
         return {q: int(sum(lengths[i * steps : (i + 1) * steps])) for i, q in enumerate(queues)}
 
     def reset_slots(self, miner_id: str) -> None:
-        """Forget reservations of an earlier life of this miner (called on register)."""
-        self._redis.set(self._keys.inflight(miner_id), 0)
+        """Forget reservations of an earlier life of this miner (called on register).
+
+        Its dispatch index entry is forgotten with them: the next heartbeat indexes it
+        again at its new load."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._keys.inflight(miner_id), 0)
+        pipe.hdel(self._keys.indexed, miner_id)
+        pipe.execute()
 
     def evict(self, miner_id: str, reason: str) -> None:
         """Take a miner out of dispatch at once (its key was revoked) and announce it.

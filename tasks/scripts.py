@@ -1,4 +1,7 @@
-"""Lua scripts, loaded once per client from ``tasks/lua/*.lua`` and called by name."""
+"""Lua scripts, loaded once per client from ``tasks/lua/*.lua`` and called by name.
+
+The scripts that keep or read the dispatch index share its functions: ``index.lua``
+is put in front of each of them (Redis scripts cannot load one another)."""
 
 from __future__ import annotations
 
@@ -23,8 +26,15 @@ NAMES = (
 )
 
 
+INDEXED = frozenset({"reserve", "release", "beat", "reap"})
+
+
 def source(name: str) -> str:
-    return resources.files("tasks").joinpath("lua", f"{name}.lua").read_text()
+    lua = resources.files("tasks").joinpath("lua")
+    text = lua.joinpath(f"{name}.lua").read_text()
+    if name in INDEXED:
+        return lua.joinpath("index.lua").read_text() + "\n" + text
+    return text
 
 
 class Scripts:

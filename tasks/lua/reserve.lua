@@ -14,17 +14,27 @@
 -- Among live miners (heartbeat key present) that serve the model, are not draining
 -- (by their own heartbeat, or by the anomaly detector's <p>:drain:<miner> key)
 -- and have a free slot, take the least loaded (in-flight / slots); on a tie, the one
--- picked longest ago, so sequential requests rotate over idle miners. Ids whose
--- heartbeat expired are dropped from the set on the way. Returns the miner id, or
--- false when the job must go to the shared queue (either way the job record says
+-- picked longest ago, so sequential requests rotate over idle miners. Returns the miner
+-- id, or false when the job must go to the shared queue (either way the job record says
 -- where), or '!unserved' when a model was asked for that no live miner serves
 -- (nothing is written then: the caller refuses the job). A job for a named model
 -- never waits on shared, where any miner (or a legacy one) might take it: when every
 -- miner serving it is full, it queues on the least loaded one's own queue.
 -- A miner whose breaker is open is skipped until its cool-down ends; then it gets one
 -- trial job at a time (half-open) until that job's outcome closes or reopens it.
+--
+-- The miners are read in the index's order (index.lua: least loaded, then picked
+-- longest ago), a few at a time, and the reading stops at the first page that holds a
+-- miner that may take the job: a dispatch costs the same with 2 or 2,000 miners.
+-- Only miners that are in the index's front but may not take jobs (drained by key,
+-- breaker open, the excluded one) are read on the way. Ids whose heartbeat expired
+-- are dropped from the index and the set of miners as they are met.
 
 local prefix, model = ARGV[1], ARGV[2]
+local shared_only = ARGV[7] == '1'
+local target = ARGV[8] or ''
+local exclude = ARGV[9] or ''
+local PAGE = 4
 
 local function serves(hb)
   if model == '' then return true end
@@ -34,9 +44,9 @@ local function serves(hb)
   return false
 end
 
-local shared_only = ARGV[7] == '1'
-local target = ARGV[8] or ''
-local exclude = ARGV[9] or ''
+local function inflight(id)
+  return tonumber(redis.call('GET', prefix .. ':inflight:' .. id) or '0') or 0
+end
 
 -- Breakers: usually none, so one HGETALL and no clock read.
 local breakers, now = {}, 0
@@ -56,45 +66,71 @@ local function breaker(id)
   if now < (tonumber(state['until']) or 0) then return 'open' end
   return 'trial'
 end
+
+-- The live heartbeat of an indexed miner; a dead one leaves the index (nil).
+local function live(id)
+  local raw = redis.call('GET', prefix .. ':hb:' .. id)
+  if raw then return cjson.decode(raw) end
+  idx_forget(prefix, id)
+  if redis.call('SREM', KEYS[1], id) == 1 then
+    redis.call('PUBLISH', prefix .. ':events', cjson.encode({
+      type = 'state_update', change = 'gone', device_id = id, reason = 'heartbeat expired'}))
+  end
+  return nil
+end
+
+local function may_take(id, hb)
+  return hb.status ~= 'draining' and (tonumber(hb.slots) or 0) > 0 and id ~= exclude
+    and breaker(id) ~= 'open' and redis.call('EXISTS', prefix .. ':drain:' .. id) == 0
+end
+
 local best, best_load, best_pick, best_used
 local over, over_load, over_used  -- least loaded serving miner, even when full
 local served = false
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local raw = redis.call('GET', prefix .. ':hb:' .. id)
-  if not raw then
-    if redis.call('SREM', KEYS[1], id) == 1 then
-      redis.call('PUBLISH', prefix .. ':events', cjson.encode({
-        type = 'state_update', change = 'gone', device_id = id, reason = 'heartbeat expired'}))
-    end
-  else
-    local hb = cjson.decode(raw)
-    local slots = tonumber(hb.slots) or 0
-    if target ~= '' and id ~= target then
-      -- not a candidate
-    elseif target ~= '' then
-      if hb.status ~= 'offline' and serves(hb) then
-        served = true
-        best = id
-        best_used = tonumber(redis.call('GET', prefix .. ':inflight:' .. id) or '0')
-      end
-    elseif hb.status ~= 'offline' and serves(hb) then served = true end
-    local drained = redis.call('EXISTS', prefix .. ':drain:' .. id) == 1
-    if target == '' and not shared_only and hb.status ~= 'draining' and not drained
-        and hb.status ~= 'offline' and slots > 0 and serves(hb) and id ~= exclude
-        and breaker(id) ~= 'open' then
-      local used = tonumber(redis.call('GET', prefix .. ':inflight:' .. id) or '0')
-      if used < 0 then used = 0 end
-      if over == nil or used / slots < over_load then
-        over, over_load, over_used = id, used / slots, used
-      end
-      if used < slots then
-        local load = used / slots
-        local pick = tonumber(redis.call('HGET', KEYS[2], id) or '0')
-        if best == nil or load < best_load or (load == best_load and pick < best_pick) then
+
+-- One page of the index from rank `start`; returns how many members left the set.
+local function read_page(index, start)
+  local page = redis.call('ZRANGE', index, start, start + PAGE - 1, 'WITHSCORES')
+  local left = 0
+  for i = 1, #page, 2 do
+    local id = page[i]
+    local hb = live(id)
+    if not hb then
+      left = left + 1
+    elseif not serves(hb) then  -- it changed models since it was indexed here
+      redis.call('ZREM', index, id)
+      left = left + 1
+    else
+      served = true
+      if not shared_only and may_take(id, hb) then
+        local slots, used = tonumber(hb.slots), math.max(inflight(id), 0)
+        local load, pick = used / slots, tonumber(page[i + 1]) % IDX_PICK
+        if over == nil or load < over_load then
+          over, over_load, over_used = id, load, used
+        end
+        if used < slots and (best == nil or load < best_load
+            or (load == best_load and pick < best_pick)) then
           best, best_load, best_pick, best_used = id, load, pick, used
         end
       end
     end
+  end
+  return #page / 2, left
+end
+
+if target ~= '' then
+  local raw = redis.call('GET', prefix .. ':hb:' .. target)
+  local hb = raw and cjson.decode(raw)
+  if hb and hb.status ~= 'offline' and serves(hb) then
+    served, best, best_used = true, target, inflight(target)
+  end
+elseif not (shared_only and model == '') then
+  local index = model == '' and prefix .. ':idx' or prefix .. ':idx:' .. model
+  local start = 0
+  while true do
+    local read, left = read_page(index, start)
+    if read == 0 or over ~= nil or (shared_only and served) then break end
+    start = start + read - left
   end
 end
 
@@ -111,12 +147,15 @@ if best and target == '' and breaker(best) == 'trial' then
   redis.call('HSET', KEYS[5], best, cjson.encode(state))
 end
 if best then
+  local used = 1
   if best_used <= 0 then
     redis.call('SET', prefix .. ':inflight:' .. best, 1)
   else
-    redis.call('INCR', prefix .. ':inflight:' .. best)
+    used = redis.call('INCR', prefix .. ':inflight:' .. best)
   end
-  redis.call('HSET', KEYS[2], best, redis.call('INCR', KEYS[3]))
+  local seq = redis.call('INCR', KEYS[3])
+  redis.call('HSET', KEYS[2], best, seq)
+  idx_rescore(prefix, best, used, seq)
   record.miner_id = best
   record.queue = ARGV[6] .. best
 else
