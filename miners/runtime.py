@@ -52,6 +52,7 @@ class MinerRuntime:
         self._stats = EngineStats()
         self.on_change: Callable[[], None] = lambda: None
         self.slots = max(settings.slots, 1)
+        self.autotune: dict[str, Any] = {}  # what miners.autotune measured and chose
         self._running = 0
         self._lock = threading.Lock()
         self._streams: dict[str, Stream] = {}
@@ -151,6 +152,8 @@ class MinerRuntime:
         body["engine_stats"] = self._stats.snapshot()
         if self.skipped:
             body["engine_fallbacks"] = [{"engine": n, "reason": r} for n, r in self.skipped]
+        if self.autotune:
+            body["autotune"] = self.autotune
         return body
 
     def close(self) -> None:

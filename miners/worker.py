@@ -5,6 +5,14 @@ When the worker is set up it finds its miner id (``MIA_MINER_ID``, else the
 ``gpu-<id>`` queue it was given), adds the ``shared`` queue after its own and
 loads its engine; once it consumes, it registers and starts heartbeating; when it
 shuts down it says so at once, so dispatch stops before the TTL would notice.
+
+With ``MIA_AUTOTUNE=1`` the engine is loaded earlier, at ``worker_init``: the slot
+count ``miners.autotune`` chooses there becomes the worker's concurrency before
+Celery builds the pool from it (the hook Celery itself uses to resolve ``-c auto``),
+and the miner's settings get the same count, so its heartbeat's ``slots`` (what
+dispatch reserves against) is the number of jobs its pool really runs at once. The
+choice wins over ``-c``. Logging is not set up yet at that point, so the choice is
+logged with the "ready" line.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from miners.engines import load_engine
+from miners.autotune import Tuning, tune
+from miners.engines import Loaded, load_engine
 from miners.heartbeat import HeartbeatSender
 from miners.runtime import MinerRuntime
 from tasks import logs, tracing
@@ -36,6 +45,8 @@ class MinerApp(Celery):
     runtime: MinerRuntime | None = None
     heartbeats: HeartbeatSender | None = None
     settings: Settings
+    tuned: tuple[Loaded, Tuning] | None = None
+    tune_note: str = ""  # what went wrong with auto-tuning, logged once logging is set up
 
 
 def create_miner_app(settings: Settings | None = None) -> MinerApp:
@@ -76,6 +87,23 @@ def _shut_down(reason: str) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+@signals.worker_init.connect
+def _autotune(sender: Any, **_: Any) -> None:
+    app = sender.app
+    if not isinstance(app, MinerApp) or not app.settings.autotune:
+        return
+    try:
+        loaded, tuning = tune(app.settings)
+    except Exception as exc:  # noqa: BLE001 - the miner still starts, with MIA_SLOTS
+        app.tune_note = f"auto-tuning failed, serving with MIA_SLOTS: {exc!r}"
+        return
+    if sender.concurrency != max(app.settings.slots, 1):
+        app.tune_note = f"the tuned slots replace -c {sender.concurrency}"
+    app.tuned = loaded, tuning
+    app.settings = app.settings.with_overrides(slots=tuning.choice.slots)
+    sender.concurrency = tuning.choice.slots
+
+
 @signals.celeryd_after_setup.connect
 def _setup_miner(sender: str, instance: Any, **_: Any) -> None:
     app = instance.app
@@ -85,8 +113,14 @@ def _setup_miner(sender: str, instance: Any, **_: Any) -> None:
     queues = list(app.amqp.queues.consume_from or app.amqp.queues)
     miner_id = miner_id_for(app.settings, queues, sender)
     app.amqp.queues.select_add(SHARED_QUEUE)
-    app.runtime = MinerRuntime(app.settings, miner_id, load_engine(app.settings))
+    loaded = app.tuned[0] if app.tuned else load_engine(app.settings)
+    app.runtime = MinerRuntime(app.settings, miner_id, loaded)
     log.info("miner %s ready with engine %s", miner_id, app.runtime.engine.name)
+    if app.tune_note:
+        log.warning("miner %s: %s", miner_id, app.tune_note)
+    if app.tuned:
+        app.runtime.autotune = app.tuned[1].report()
+        log.info("miner %s: %s", miner_id, app.tuned[1].summary())
 
 
 @signals.worker_ready.connect

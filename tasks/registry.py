@@ -17,6 +17,7 @@ import redis
 from tasks.errors import ValidationError
 from tasks.keys import SHARED_QUEUE, Keys, queue_for, queue_lists, text
 from tasks.scripts import Scripts
+from tasks.tuning import check_autotune
 
 STATUSES = ("available", "busy", "draining", "offline")
 
@@ -37,6 +38,7 @@ class Heartbeat:
     group: str = ""
     engine_stats: dict[str, float] = field(default_factory=dict)
     boot: str = ""  # changes when the miner's process restarts
+    autotune: dict[str, Any] = field(default_factory=dict)  # tasks.tuning
 
     @classmethod
     def from_body(cls, miner_id: str, body: dict[str, Any]) -> Heartbeat:
@@ -69,6 +71,7 @@ class Heartbeat:
         stats = _field(body, "engine_stats", dict, default={})
         if not all(isinstance(v, int | float) for v in stats.values()):
             raise ValidationError("engine_stats values must be numbers", "engine_stats")
+        autotune = check_autotune(body["autotune"], slots) if "autotune" in body else {}
         return cls(
             miner_id,
             status,
@@ -82,6 +85,7 @@ class Heartbeat:
             group,
             {str(k): float(v) for k, v in stats.items()},
             boot,
+            autotune,
         )
 
 
@@ -109,6 +113,7 @@ class MinerState:
     engine_fallbacks: list[dict[str, str]]
     group: str
     engine_stats: dict[str, float]
+    autotune: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,4 +236,5 @@ def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerSta
         engine_fallbacks=hb.get("engine_fallbacks", []),
         group=hb.get("group", ""),
         engine_stats=hb.get("engine_stats", {}),
+        autotune=hb.get("autotune", {}),
     )

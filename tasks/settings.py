@@ -83,8 +83,15 @@ class Settings:
     vllm_enforce_eager: int = 0
     model: str = ""
     slots: int = 1
+    autotune: int = 0
+    autotune_max_slots: int = 16
+    autotune_min_gain: float = 0.15
+    autotune_max_latency_ms: float = 0.0
+    autotune_tokens: int = 32
+    autotune_rounds: int = 2
     miner_id: str = ""
     echo_delay_ms: float = 0.0
+    echo_batch: int = 0
     echo_fail_on: str = ""
     fault_file: str = ""
     breaker_failures: int = 5

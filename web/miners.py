@@ -28,6 +28,7 @@ HEARTBEAT_FIELDS = {
     "group",
     "engine_stats",
     "boot",
+    "autotune",  # tasks.tuning
 }
 
 

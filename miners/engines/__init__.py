@@ -35,6 +35,7 @@ __all__ = [
     "Stream",
     "complete",
     "load_engine",
+    "preference",
     "start_engine",
 ]
 
@@ -80,7 +81,12 @@ def start_engine(name: str, settings: Settings) -> Engine:
     if name == "echo":
         from miners.engines.echo import MODEL, EchoEngine
 
-        return EchoEngine(models or (MODEL,), settings.echo_delay_ms, settings.echo_fail_on)
+        return EchoEngine(
+            models or (MODEL,),
+            settings.echo_delay_ms,
+            settings.echo_fail_on,
+            batch=settings.echo_batch,
+        )
     if name == "llamacpp":
         from miners.engines.llamacpp import MODEL as LLAMA_MODEL
         from miners.engines.llamacpp import LlamaCppEngine

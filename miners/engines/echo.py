@@ -3,14 +3,20 @@
 For tests of the machinery and for benchmarks of dispatch overhead. It answers
 ``echo: <last message>``, one word per piece; the optional delay
 (``MIA_ECHO_DELAY_MS``) stands in for inference time and is spread over the
-pieces, so a stream can be watched and cancelled midway. With ``choices`` it
+pieces, so a stream can be watched and cancelled midway. ``MIA_ECHO_BATCH`` (when
+set) makes the delay a shared device's time: at most that many jobs compute at
+once and the rest take turns (``lanes``), so tokens/s stops rising past it as on a
+real device. With ``choices`` it
 answers the first label found in the message (else the first label). For fault tests,
 a message containing ``MIA_ECHO_FAIL_ON`` (when set) makes it raise: a poison job.
 """
 
 from __future__ import annotations
 
+import threading
+
 from miners.engines.base import GenerationRequest, GenerationResult, Producer, Stream
+from miners.engines.lanes import Lanes
 
 MODEL = "echo"
 PREFIX = "echo: "
@@ -20,11 +26,16 @@ class EchoEngine:
     name = "echo"
 
     def __init__(
-        self, models: tuple[str, ...] = (MODEL,), delay_ms: float = 0.0, fail_on: str = ""
+        self,
+        models: tuple[str, ...] = (MODEL,),
+        delay_ms: float = 0.0,
+        fail_on: str = "",
+        batch: int = 0,
     ) -> None:
         self.models = models
         self._delay_s = delay_ms / 1000
         self._fail_on = fail_on
+        self._lanes = Lanes(batch) if batch > 0 else None
 
     def stream(self, request: GenerationRequest) -> Stream:
         return Stream(lambda stream: self._produce(request, stream))
@@ -36,8 +47,10 @@ class EchoEngine:
         prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
         pieces, finish = self._pieces(request, prompt)
         sent: list[str] = []
+        wake = threading.Event()
+        stream.on_cancel(wake.set)
         for piece in pieces:
-            if self._delay_s and stream.cancelled.wait(self._delay_s / len(pieces)):
+            if self._delay_s and not self._compute(stream, wake, self._delay_s / len(pieces)):
                 break
             if stream.cancelled.is_set():
                 break
@@ -46,6 +59,18 @@ class EchoEngine:
         if stream.cancelled.is_set():
             finish = "abort"
         return GenerationResult("".join(sent), prompt_tokens, len(sent), finish)
+
+    def _compute(self, stream: Stream, wake: threading.Event, seconds: float) -> bool:
+        """Spend ``seconds`` on one piece, holding a lane if the device has them;
+        False if the job was cancelled meanwhile."""
+        if self._lanes is None:
+            return not stream.cancelled.wait(seconds)
+        if not self._lanes.acquire(stream.cancelled, wake):
+            return False
+        try:
+            return not stream.cancelled.wait(seconds)
+        finally:
+            self._lanes.release()
 
     @staticmethod
     def _pieces(request: GenerationRequest, prompt: str) -> tuple[list[str], str]:
