@@ -244,11 +244,18 @@ class MinerRuntime:
     def finished(self, job_id: str, ok: bool) -> None:
         """The job's result is stored (``task_postrun``): no longer held, and one
         outcome for this miner's circuit breaker."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hdel(self._keys.held(self.miner_id), job_id)
+        self.breakers.record_on(pipe, self.miner_id, ok)
         try:
-            self._redis.hdel(self._keys.held(self.miner_id), job_id)
+            _, answer = pipe.execute()  # one round trip: this runs after every job
+        except redis.exceptions.NoScriptError:  # Redis restarted empty: load it again
+            self.breakers.record_quietly(self.miner_id, ok)
+            return
         except redis.RedisError as exc:
-            log.warning("could not forget job %s: %s", job_id, exc)
-        self.breakers.record_quietly(self.miner_id, ok)
+            log.warning("could not forget job %s or record its outcome: %s", job_id, exc)
+            return
+        self.breakers.noted(self.miner_id, answer)
 
     def retry_elsewhere(self, payload: dict[str, Any], attempt: int, error: Exception) -> RetryPlan:
         """Where a job that failed here goes next (``miners.retry``)."""

@@ -9,7 +9,9 @@ from celery import Task, shared_task
 from tasks.jobs import GENERATE, LOAD_MODEL, UNLOAD_MODEL
 
 
-@shared_task(name=GENERATE, bind=True, resultrepr_maxsize=240)  # logs: a preview only
+# resultrepr_maxsize: Celery reprs every return value for its success log line, logged or
+# not (about 90 us for a whole result here); the job id is preview enough.
+@shared_task(name=GENERATE, bind=True, resultrepr_maxsize=48)
 def generate(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     """Run the job; if it fails, retry it on another miner after a jittered backoff
     (Celery's retry, same job id) until MIA_MAX_ATTEMPTS, then fail naming it."""

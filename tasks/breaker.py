@@ -14,8 +14,10 @@ web tier records a timeout, which a stuck miner cannot report itself.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
+import redis.client
 
 from tasks import metrics
 from tasks.keys import Keys, text
@@ -38,13 +40,20 @@ class Breakers:
 
     def record(self, miner_id: str, ok: bool) -> str:
         """Note one outcome; returns ``"opened"``, ``"closed"`` or ``""``."""
-        change = text(
-            self._scripts(
-                "breaker",
-                keys=[self._keys.breakers, self._keys.failstreak, self._keys.events],
-                args=[miner_id, "1" if ok else "0", *self._args],
-            )
-        )
+        return self.noted(miner_id, self._scripts("breaker", *self._call(miner_id, ok)))
+
+    def record_on(self, pipe: redis.client.Pipeline, miner_id: str, ok: bool) -> None:
+        """Queue ``record`` on ``pipe``; give what the pipeline answers for it to ``noted``
+        (see ``Scripts.queue`` for a NoScriptError)."""
+        self._scripts.queue(pipe, "breaker", *self._call(miner_id, ok))
+
+    def _call(self, miner_id: str, ok: bool) -> tuple[list[str], list[Any]]:
+        keys = [self._keys.breakers, self._keys.failstreak, self._keys.events]
+        return keys, [miner_id, "1" if ok else "0", *self._args]
+
+    def noted(self, miner_id: str, answer: Any) -> str:
+        """Count and log what one recorded outcome changed (the script's answer)."""
+        change = text(answer)
         if change:
             metrics.BREAKER_CHANGES.labels(change).inc()
             log.warning("breaker of miner %s %s", miner_id, change)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import redis
@@ -139,13 +139,7 @@ class Dispatcher:
             if job.model in self._known_models():
                 raise ModelNotLoaded(job.model)
             raise ModelNotServed(job.model)
-        reserved = Job(
-            **{
-                **job.to_payload(),
-                "reserved_on": miner_id,
-                "request_id": job.request_id or request_id.get(),
-            }
-        )
+        reserved = replace(job, reserved_on=miner_id, request_id=job.request_id or request_id.get())
         queue = queue_for(miner_id) if miner_id else SHARED_QUEUE
         try:
             self._publish(reserved, queue)

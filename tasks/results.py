@@ -207,13 +207,14 @@ class ResultWaiter:
             if waiting is not None and waiting.pieces is not None:
                 waiting.pieces.put(_decode(data))
             return
-        job_id = name[len(RESULT_KEY_PREFIX) :]
+        with self._lock:  # most results are for another process: look before decoding
+            waiting = self._pending.get(name[len(RESULT_KEY_PREFIX) :])
+        if waiting is None or waiting.event.is_set():
+            return
         meta = _decode(data)
         if meta.get("status") not in states.READY_STATES:  # RETRY: another miner runs it
             return
-        with self._lock:
-            waiting = self._pending.get(job_id)
-        if waiting is not None and not waiting.event.is_set():
+        if not waiting.event.is_set():
             waiting.meta = meta
             waiting.event.set()
             if waiting.pieces is not None:

@@ -9,6 +9,7 @@ from importlib import resources
 from typing import Any
 
 import redis
+import redis.client
 from redis.commands.core import Script
 
 NAMES = (
@@ -45,3 +46,12 @@ class Scripts:
 
     def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args)
+
+    def queue(
+        self, pipe: redis.client.Pipeline, name: str, keys: list[str], args: list[Any]
+    ) -> None:
+        """Queue script ``name`` on ``pipe`` by its hash alone. (redis-py's own way asks
+        Redis whether the script exists first: one more round trip per execute.) The
+        pipeline raises NoScriptError if Redis lost its scripts: call it once the
+        usual way, which loads it again."""
+        pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
