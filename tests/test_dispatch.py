@@ -65,6 +65,21 @@ def test_full_miners_overflow_to_shared_and_release_frees_a_slot(registry, selec
     assert selector.choose(job()) == "a"
 
 
+@pytest.mark.parametrize("waiting_on", ["shared", "shared\x06\x169"])  # any priority step
+def test_jobs_waiting_on_shared_are_served_first(registry, selector, redis, waiting_on):
+    """Under overload a freed slot goes to the job that waited, not to a newer one."""
+    beat(registry, "a", slots=1)
+    assert selector.choose(job()) == "a"
+    assert selector.choose(job()) is None  # full: this one waits on shared
+    redis.lpush(waiting_on, "the waiting job's message")
+    selector.release("a")
+    assert selector.choose(job()) is None  # behind it, though a slot is free
+    assert selector.choose(job("echo")) == "a"  # a named model never waits on shared
+    redis.delete(waiting_on)
+    selector.release("a")
+    assert selector.choose(job()) == "a"  # nothing waits: straight to the miner
+
+
 def test_release_never_goes_below_zero(registry, selector, redis):
     beat(registry, "a", slots=1)
     selector.release("a")

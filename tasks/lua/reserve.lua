@@ -23,6 +23,12 @@
 -- A miner whose breaker is open is skipped until its cool-down ends; then it gets one
 -- trial job at a time (half-open) until that job's outcome closes or reopens it.
 --
+-- First come, first served: while jobs for any model wait on the shared queue (every
+-- miner was full when they came), a new job for any model queues behind them there
+-- instead of taking a slot that just came free; otherwise, under a steady overload,
+-- newer jobs would keep taking the freed slots and the waiting ones would starve
+-- (miners drain their own queue before shared).
+--
 -- The miners are read in the index's order (index.lua: least loaded, then picked
 -- longest ago), a few at a time, and the reading stops at the first page that holds a
 -- miner that may take the job: a dispatch costs the same with 2 or 2,000 miners.
@@ -35,6 +41,15 @@ local shared_only = ARGV[7] == '1'
 local target = ARGV[8] or ''
 local exclude = ARGV[9] or ''
 local PAGE = 4
+-- kombu's Redis transport keeps one list per priority step: the name, then name..'\6\022'..step
+local PRIORITY_STEPS = {'', '\6\0223', '\6\0226', '\6\0229'}
+
+local function shared_waiting()
+  for _, step in ipairs(PRIORITY_STEPS) do
+    if redis.call('LLEN', ARGV[5] .. step) > 0 then return true end
+  end
+  return false
+end
 
 local function serves(hb)
   if model == '' then return true end
@@ -124,7 +139,9 @@ if target ~= '' then
   if hb and hb.status ~= 'offline' and serves(hb) then
     served, best, best_used = true, target, inflight(target)
   end
-elseif not (shared_only and model == '') then
+elseif model == '' and (shared_only or shared_waiting()) then
+  -- to the shared queue, behind the jobs already waiting there
+else
   local index = model == '' and prefix .. ':idx' or prefix .. ':idx:' .. model
   local start = 0
   while true do
