@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tasks.db import Miner, utcnow
 from tasks.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
 from tasks.keys import Keys, text
+from tasks.registry import KeyProof
 from tasks.settings import Settings
 
 MINER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -243,13 +244,13 @@ class MinerAuth:
         if not hmac.compare_digest(hash_key(key), expected):
             raise Unauthorized(f"wrong key for miner {miner_id}")
 
-    def used(self, miner_id: str) -> bool:
-        """After a heartbeat with the miner's key: its key is confirmed (renewing the id
-        now needs it), and whether the miner was revoked meanwhile. One round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(self._keys.miner_key(miner_id))
-        pipe.delete(self._keys.unconfirmed(miner_id))
-        return pipe.execute()[0] in (REVOKED, REVOKED.encode())
+    def proof(self, miner_id: str, key: str | None) -> KeyProof:
+        """What ``Registry.beat`` needs to check ``key`` in the heartbeat's own step."""
+        if not key:
+            raise Unauthorized("missing miner key (Authorization: Bearer <key>)")
+        return KeyProof(
+            self._keys.miner_key(miner_id), self._keys.unconfirmed(miner_id), hash_key(key)
+        )
 
     def _stored_hash(self, miner_id: str) -> str | None:
         cached = self._redis.get(self._keys.miner_key(miner_id))

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis
 
-from tasks.errors import ValidationError
+from tasks.errors import Unauthorized, ValidationError
 from tasks.keys import SHARED_QUEUE, Keys, queue_for, queue_lists, text
 from tasks.scripts import Scripts
 from tasks.tuning import check_autotune
@@ -97,6 +97,23 @@ def _field(body: dict[str, Any], name: str, kind: type, default: Any = None) -> 
 
 
 @dataclass(frozen=True)
+class KeyProof:
+    """The key a heartbeat carries, checked by ``beat.lua`` against the cached digest
+    (``tasks.auth``) in the same step that records the heartbeat."""
+
+    cache_key: str  # <p>:minerkey:<miner>
+    unconfirmed_key: str  # <p>:unconfirmed:<miner>, deleted by the first good beat
+    digest: str  # SHA-256 of the presented key
+
+
+class KeyNotCached(Unauthorized):
+    """The miner's key digest is not in Redis: the database must be asked first."""
+
+
+REFUSALS = {"!revoked": "miner {} is revoked", "!wrong": "wrong key for miner {}"}
+
+
+@dataclass(frozen=True)
 class MinerState:
     """A live miner as dispatch sees it (``GET /metrics/gpus``)."""
 
@@ -130,27 +147,33 @@ class Registry:
         self._ttl_ms = int(ttl_s * 1000)
         self._scripts = scripts or Scripts(client)
 
-    def beat(self, hb: Heartbeat) -> bool:
+    def beat(self, hb: Heartbeat, proof: KeyProof | None = None) -> bool:
         """Record a heartbeat (``offline`` removes the miner at once); True if the
-        device's state changed, which ``beat.lua`` announces on the events channel."""
-        changed = self._scripts(
-            "beat",
-            keys=[
-                self._keys.heartbeat(hb.miner_id),
-                self._keys.miners,
-                self._keys.events,
-                self._keys.known,
-                self._keys.rebooted,
-            ],
-            args=[
-                hb.miner_id,
-                json.dumps(asdict(hb)),
-                self._ttl_ms,
-                "1" if hb.status == "offline" else "0",
-                self._keys.prefix,
-            ],
-        )
-        return bool(changed)
+        device's state changed, which ``beat.lua`` announces on the events channel.
+
+        With ``proof``, the same call checks the miner's key first: Unauthorized if it
+        is wrong or revoked, KeyNotCached if Redis does not know the digest."""
+        keys = [
+            self._keys.heartbeat(hb.miner_id),
+            self._keys.miners,
+            self._keys.events,
+            self._keys.known,
+            self._keys.rebooted,
+        ]
+        # fields one level deep: from_body built them fresh, asdict's deep copy is waste
+        body = json.dumps({f.name: getattr(hb, f.name) for f in fields(hb)})
+        args = [hb.miner_id, body, self._ttl_ms, "1" if hb.status == "offline" else "0"]
+        args.append(self._keys.prefix)
+        if proof is not None:
+            keys += [proof.cache_key, proof.unconfirmed_key]
+            args.append(proof.digest)
+        answer = self._scripts("beat", keys=keys, args=args)
+        if isinstance(answer, bytes | str):
+            refusal = text(answer)
+            if refusal in REFUSALS:
+                raise Unauthorized(REFUSALS[refusal].format(hb.miner_id))
+            raise KeyNotCached(f"the key of miner {hb.miner_id} could not be checked")
+        return bool(answer)
 
     def reap(self) -> int:
         """Forget miners whose heartbeat expired, announcing each; returns how many."""

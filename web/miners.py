@@ -8,7 +8,7 @@ from flask.typing import ResponseReturnValue
 from tasks.auth import MINER_KEY_HEADER, Registration, check_miner_id
 from tasks.errors import Unauthorized, ValidationError
 from tasks.keys import queue_for
-from tasks.registry import Heartbeat
+from tasks.registry import Heartbeat, KeyNotCached
 from web import validation as v
 from web.admin import audit
 from web.services import services
@@ -61,11 +61,18 @@ def heartbeat() -> ResponseReturnValue:
     v.text_list(body, "models", 256, 256)  # names dispatch and /v1/models show: bounded, clean
     v.number_maps(body, "memory", "engine_stats")
     miner_id = check_miner_id(body.get("miner_id"))
-    svc.auth.verify(miner_id, token)
-    svc.registry.beat(Heartbeat.from_body(miner_id, body))
-    if svc.auth.used(miner_id):  # revoked while this beat was on its way: out again
-        svc.registry.evict(miner_id, "revoked")
-        raise Unauthorized(f"miner {miner_id} is revoked")
+    try:
+        hb = Heartbeat.from_body(miner_id, body)
+    except ValidationError:
+        svc.auth.verify(miner_id, token)  # a stranger learns nothing about the body
+        raise
+    # One round trip: key check, heartbeat and key confirmation are one Lua step.
+    proof = svc.auth.proof(miner_id, token)
+    try:
+        svc.registry.beat(hb, proof)
+    except KeyNotCached:  # the database knows: it fills the cache, then once more
+        svc.auth.verify(miner_id, token)
+        svc.registry.beat(hb, proof)
     return jsonify(ok=True, ttl_s=svc.settings.heartbeat_ttl_s)
 
 

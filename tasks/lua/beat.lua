@@ -5,6 +5,16 @@
 -- KEYS[4] set of miners the reaper watches   KEYS[5] set of miners that restarted
 -- ARGV[1] miner id   ARGV[2] heartbeat JSON   ARGV[3] TTL (ms)   ARGV[4] '1' if offline
 -- ARGV[5] key prefix
+-- With the miner's key to check (the heartbeat endpoint), also:
+-- KEYS[6] the cached SHA-256 of the miner's key   KEYS[7] its "key never used" flag
+-- ARGV[6] the SHA-256 of the key this heartbeat carries
+--
+-- The key check, the write and the confirmation are one step, so a revocation (which
+-- rewrites the cache) lands wholly before or wholly after a heartbeat, never between
+-- its check and its write. Nothing is written when the check fails: the answer is
+-- '!uncached' (the caller asks the database, which fills the cache, then calls again),
+-- '!revoked' or '!wrong'. Comparing digests in the clear gives away nothing that helps
+-- to find a key.
 --
 -- A change is: the device appears, or its status, models or group differ from its last
 -- heartbeat. Routine beats publish nothing and leave the index alone (one HGET shows
@@ -12,6 +22,14 @@
 -- A heartbeat whose boot id differs from the last one is a new process under the same
 -- id: the reaper looks for jobs the old process held (tasks.recovery).
 local id, prefix = ARGV[1], ARGV[5]
+
+if KEYS[6] then
+  local expected = redis.call('GET', KEYS[6])
+  if not expected then return '!uncached' end
+  if expected == '!revoked' then return '!revoked' end
+  if expected ~= ARGV[6] then return '!wrong' end
+  redis.call('DEL', KEYS[7])
+end
 
 local function decode(raw)
   if not raw then return nil end

@@ -30,9 +30,9 @@
 -- (miners drain their own queue before shared).
 --
 -- The miners are read in the index's order (index.lua: least loaded, then picked
--- longest ago), a few at a time, and the reading stops at the first page that holds a
--- miner that may take the job: a dispatch costs the same with 2 or 2,000 miners.
--- Only miners that are in the index's front but may not take jobs (drained by key,
+-- longest ago), a page at a time, and the reading stops after the first page that
+-- holds a miner that may take the job: a dispatch costs the same with 2 or 2,000
+-- miners. Only miners in the index's front that may not take jobs (drained by key,
 -- breaker open, the excluded one) are read on the way. Ids whose heartbeat expired
 -- are dropped from the index and the set of miners as they are met.
 
@@ -40,7 +40,7 @@ local prefix, model = ARGV[1], ARGV[2]
 local shared_only = ARGV[7] == '1'
 local target = ARGV[8] or ''
 local exclude = ARGV[9] or ''
-local PAGE = 4
+local PAGE = 2  -- two real miners fill the first page: the same work as with no others
 -- kombu's Redis transport keeps one list per priority step: the name, then name..'\6\022'..step
 local PRIORITY_STEPS = {'', '\6\0223', '\6\0226', '\6\0229'}
 
@@ -103,7 +103,10 @@ local best, best_load, best_pick, best_used
 local over, over_load, over_used  -- least loaded serving miner, even when full
 local served = false
 
--- One page of the index from rank `start`; returns how many members left the set.
+-- One page of the index from rank `start`: how many members it had and how many of
+-- them left the index. Within the page the loads are compared exactly (a score is
+-- the load in 1/4096 steps), so the reading can stop after the first page that holds a
+-- miner that may take the job: behind it, every miner is at least as loaded.
 local function read_page(index, start)
   local page = redis.call('ZRANGE', index, start, start + PAGE - 1, 'WITHSCORES')
   local left = 0
