@@ -31,7 +31,7 @@ from miners.retry import RetryPlan, plan_retry
 from tasks.breaker import Breakers
 from tasks.connections import redis_client
 from tasks.dispatch import RedisSelector
-from tasks.jobs import Job, job_result
+from tasks.jobs import GENERATE, Job, job_result
 from tasks.keys import Keys, text
 from tasks.scripts import Scripts
 from tasks.settings import Settings
@@ -229,17 +229,17 @@ class MinerRuntime:
 
     # -- bookkeeping -----------------------------------------------------------------
 
-    def received(self, job_id: str, delivery_tag: str) -> None:
-        """Celery handed us a job (``task_received``, before any thread runs it): for the
-        reaper, this process holds it (tasks.recovery); for ``GET /jobs/<id>``, it runs
-        here. One round trip, on the consumer's thread, so that no job runs unrecorded."""
-        pipe = self._redis.pipeline(transaction=False)
+    def note_held(self, pipe: Any, message: Any, delivery_tag: str) -> None:
+        """kombu hands us a message (``tasks.transport.delivery_notes``, before Celery
+        or any thread sees it): for the reaper, this process holds the job
+        (tasks.recovery); for ``GET /jobs/<id>``, it runs here. Queued on kombu's own
+        delivery MULTI, on the consumer's thread, so that no job runs unrecorded."""
+        headers = message.headers or {}
+        if headers.get("task") != GENERATE or not headers.get("id"):
+            return
+        job_id = str(headers["id"])
         pipe.hset(self._keys.held(self.miner_id), job_id, f"{delivery_tag}|{self.boot}")
         pipe.set(self._keys.running(job_id), self.miner_id, ex=self.settings.visibility_timeout_s)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("could not note job %s as held: %s", job_id, exc)
 
     def finished(self, job_id: str, ok: bool) -> None:
         """The job's result is stored (``task_postrun``): no longer held, and one

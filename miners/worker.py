@@ -29,7 +29,7 @@ from miners.autotune import Tuning, tune
 from miners.engines import Loaded, load_engine
 from miners.heartbeat import HeartbeatSender
 from miners.runtime import MinerRuntime
-from tasks import logs, tracing
+from tasks import logs, tracing, transport
 from tasks.celery_app import create_celery
 from tasks.errors import ConfigError
 from tasks.jobs import GENERATE
@@ -115,6 +115,7 @@ def _setup_miner(sender: str, instance: Any, **_: Any) -> None:
     app.amqp.queues.select_add(SHARED_QUEUE)
     loaded = app.tuned[0] if app.tuned else load_engine(app.settings)
     app.runtime = MinerRuntime(app.settings, miner_id, loaded)
+    transport.delivery_notes[:] = [app.runtime.note_held]
     log.info("miner %s ready with engine %s", miner_id, app.runtime.engine.name)
     if app.tune_note:
         log.warning("miner %s: %s", miner_id, app.tune_note)
@@ -159,14 +160,6 @@ def _take_request_id(task: Any = None, args: tuple[Any, ...] | None = None, **_:
         carrier = {k: getattr(task.request, k, None) for k in ("traceparent", "tracestate")}
         carrier = {k: v for k, v in carrier.items() if v}
         task.request.mia_trace = tracing.start(task.name, carrier, request_id=rid)
-
-
-@signals.task_received.connect
-def _received(request: Any = None, **_: Any) -> None:
-    from miners import app
-
-    if app.runtime is not None and request is not None and request.name == GENERATE:
-        app.runtime.received(request.id, request.message.delivery_tag)
 
 
 @signals.task_postrun.connect

@@ -187,10 +187,12 @@ class Reaper:
             self._forget_if_empty(miner_id)
 
     def _unnoted(self, miner_id: str, noted: set[str], budget: int, done: Counter[str]) -> None:
-        """Jobs a dead miner took off its own queue but died before noting as held (the
-        moment between kombu's BRPOP and Celery's ``task_received``): kombu's unacked
-        entries that came from its queue. (One taken from ``shared`` in that moment
-        cannot be told apart; kombu's visibility timeout brings it back.)"""
+        """Jobs a dead miner took off its own queue without noting them as held: kombu's
+        unacked entries that came from its queue. Miners note a job in kombu's own
+        delivery MULTI (``tasks.transport``), so this finds only jobs delivered before
+        the miner's runtime was set up, or by a miner that does not note them. (One
+        taken from ``shared`` cannot be told apart; kombu's visibility timeout brings
+        it back.)"""
         queue = queue_for(miner_id)
         for tag, entry in self._redis.hscan_iter(UNACKED, count=500):
             if sum(done.values()) >= budget:

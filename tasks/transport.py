@@ -11,21 +11,54 @@ wait for a pooled connection instead of failing.
   then fails with 503. A ``BlockingConnectionPool`` makes the extra threads wait (up
   to ``pool_timeout`` seconds) for a connection instead.
 
+- A miner notes each job it receives as held by this process (``miners.runtime``,
+  for the reaper). kombu already writes the message to its ``unacked`` hash on
+  delivery, in a MULTI on the consumer's one thread; ``delivery_notes`` lets the miner
+  add its commands to that same MULTI instead of a round trip of its own after it.
+  Both records then exist together or not at all.
+
 Selected with ``broker_transport`` in celeryconfig.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.json import dumps
+
+# Called with kombu's delivery pipeline (a MULTI), the message and its delivery tag:
+# add commands to the pipeline, do not execute it.
+DeliveryNote = Callable[[Any, Any, str], None]
+delivery_notes: list[DeliveryNote] = []
+
+
+class QoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """kombu's delivery bookkeeping (the message in ``unacked``, by time in its
+        index) plus every ``delivery_notes`` entry, in one MULTI."""
+        if not delivery_notes:
+            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        delivery = message.delivery_info
+        raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])  # type: ignore[no-untyped-call]
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.hset(self.unacked_key, delivery_tag, raw)
+            for note in delivery_notes:
+                note(pipe, message, delivery_tag)
+            pipe.execute()
+        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
 
 class Channel(kombu_redis.Channel):
+    QoS = QoS
     from_transport_options = (*kombu_redis.Channel.from_transport_options, "pool_timeout")  # type: ignore[assignment]
     pool_timeout = 5.0
 
