@@ -23,14 +23,16 @@ import platform
 import shutil
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import redis
+import requests
 
-from bench import assistant, engines, measure, report
+from bench import assistant, autotune, engines, measure, report, scale, throughput
 from bench import mqtt as bench_mqtt
 from bench.report import Row
 from bench.stack import TOKEN, environment, free_port, has_miners, logged, process, start_stack
@@ -42,6 +44,17 @@ from web.mqtt_gateway import broker_answers
 from web.services import Services, build_services
 
 RESULTS = ROOT / "bench" / "results"
+SECTION_S: dict[str, float] = {}  # how long each part of the run took
+
+
+@contextmanager
+def timed(name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        SECTION_S[name] = round(time.perf_counter() - started, 1)
+        print(f"[bench] {name}: {SECTION_S[name]} s", file=sys.stderr, flush=True)
 
 
 def legacy_rows(
@@ -78,6 +91,8 @@ def engine_rows(settings: Settings, work: Path, quick: bool) -> list[engines.Eng
     """The engine section: one engine at a time, each alone on the machine."""
     rows = []
     for name, python in engines.available().items():
+        if quick and name != "echo":
+            continue
         row = engines.EngineRow(name)
         row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, 5 if quick else 20)
         queue = f"gpu-bench-{name}"
@@ -95,7 +110,9 @@ def engine_rows(settings: Settings, work: Path, quick: bool) -> list[engines.Eng
     return rows
 
 
-def mqtt_hop(settings: Settings, work: Path, samples: int) -> dict[str, float] | None:
+def mqtt_hop(
+    settings: Settings, work: Path, samples: int
+) -> tuple[list[float], list[float]] | None:
     """The same assistant turn over MQTT and over HTTP, interleaved (None: no broker).
 
     A Mosquitto of the bench's own (``set_tcp_nodelay true``) when the binary is there,
@@ -127,32 +144,60 @@ def mqtt_hop(settings: Settings, work: Path, samples: int) -> dict[str, float] |
         for _ in range(5):
             over_mqtt += bench_mqtt.over_mqtt(url, samples // 5)
             over_http += bench_mqtt.over_http("127.0.0.1", settings.port, samples // 5)
-        return bench_mqtt.summary(over_mqtt, over_http)
+        return over_mqtt, over_http
 
 
-def legacy_conversation(settings: Settings, work: Path) -> list[float]:
-    """The assistant's conversation with only a legacy miner polling every 2 s."""
+def live_miners(api: str) -> int:
+    return len(requests.get(f"{api}/metrics/gpus", timeout=2).json()["miners"])
+
+
+def legacy_conversation(settings: Settings, work: Path, quick: bool) -> list[float]:
+    """The assistant's conversation with only a legacy miner polling every 2 s
+    (its first two turns with ``quick``)."""
     argv = [str(BIN / "python"), "-m", "miners.legacy", "--miner-id", "bench-talk"]
     log = work / "talk.log"
     with process([*argv, "--poll-s", "2"], environment(settings), log):
         wait_for(partial(logged, log, "polling"), 30, "the legacy miner")
-        return assistant.conversation("127.0.0.1", settings.port)
+        return assistant.conversation("127.0.0.1", settings.port, 2 if quick else None)
 
 
-def run(
-    samples: int, poll_samples: int, quick: bool = False
-) -> tuple[dict[str, Row], dict[str, float], list[engines.EngineRow], dict[str, Any]]:
-    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-bench-{os.getpid()}"
+def throughput_section(
+    settings: Settings, work: Path, quick: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(3) 64 clients on ``/chat/direct`` with two 8-slot echo miners beside the bench's
+    own; in the full run, the same load on each serving stack of ``bench.throughput``."""
+    env = {**environment(settings), "MIA_SLOTS": "8"}
     with ExitStack() as stack:
-        settings, push_miner = start_stack(stack, work)
+        for name in ("tp-a", "tp-b"):
+            argv = [str(BIN / "celery"), "-A", "miners", "worker", "-Q", f"gpu-{name}"]
+            argv += ["-n", f"gpu-{name}@%h", "--without-mingle", "--without-gossip"]
+            stack.enter_context(process(argv, env, work / f"{name}.log"))
+        wait_for(lambda: live_miners(settings.api_url) >= 3, 60, "the throughput miners")
+        seconds, warmup_s = (3.0, 1.0) if quick else (15.0, 3.0)
+        main = throughput.load(settings.port, throughput.CLIENTS, seconds, warmup_s)
+        stacks = [] if quick else throughput.serving(settings, work, 8.0, 2.0)
+    wait_for(lambda: live_miners(settings.api_url) == 1, 10, "the throughput miners to leave")
+    return main, stacks
+
+
+def run(samples: int, poll_samples: int, quick: bool = False) -> dict[str, Any]:
+    """Every measurement that needs the bench's own stack, in one run."""
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-bench-{os.getpid()}"
+    out: dict[str, Any] = {}
+    with ExitStack() as stack:
+        with timed("stack start"):
+            settings, push_miner = start_stack(stack, work)
         client = redis.Redis.from_url(settings.redis_url)
         services = build_services(settings)
         stack.callback(services.waiter.close)  # before its Redis stops
         stock_client = create_celery("stock-client", settings, stock_transport=True)
-        warm = max(samples // 10, 20)
-        measure.stock_celery(stock_client, client, warm)
-        measure.push_dispatch(services.jobs, warm)
-        measure.chat_round_trip("127.0.0.1", settings.port, warm)
+        warm = max(samples // 10, 50)
+        out["warmup"] = warm
+        with timed("warm-up"):
+            measure.stock_celery(stock_client, client, warm)
+            measure.push_dispatch(services.jobs, warm)
+            measure.chat_round_trip("127.0.0.1", settings.port, warm)
+            assistant.two_stage_overhead("127.0.0.1", settings.port, warm // 5)
         rows = {
             "redis_floor": Row("redis_floor", "(a) Redis LPUSH->BRPOP floor", []),
             "celery": Row("celery", "(b) stock Celery publish->task start", []),
@@ -161,32 +206,74 @@ def run(
         }
         # Interleave rounds so that machine noise lands on every row alike.
         rounds = 5
-        for _ in range(rounds):
-            n = samples // rounds
-            rows["redis_floor"].samples.extend(measure.redis_floor(client, settings.redis_url, n))
-            rows["celery"].samples.extend(measure.stock_celery(stock_client, client, n))
-            rows["push"].samples.extend(measure.push_dispatch(services.jobs, n))
-            rows["chat"].samples.extend(measure.chat_round_trip("127.0.0.1", settings.port, n))
-        assistant_figures = {
-            "two_stage": assistant.two_stage_overhead("127.0.0.1", settings.port, samples // 10),
+        with timed("latency rows"):
+            for _ in range(rounds):
+                n = samples // rounds
+                floor = measure.redis_floor(client, settings.redis_url, n)
+                rows["redis_floor"].samples.extend(floor)
+                rows["celery"].samples.extend(measure.stock_celery(stock_client, client, n))
+                rows["push"].samples.extend(measure.push_dispatch(services.jobs, n))
+                rows["chat"].samples.extend(measure.chat_round_trip("127.0.0.1", settings.port, n))
+        with timed("assistant"):
+            two_stage = assistant.two_stage_overhead("127.0.0.1", settings.port, samples // 5)
+        rows["two_stage"] = Row(
+            "two_stage",
+            "(h) 2-stage assistant: turn minus its two inferences",
+            two_stage.pop("overhead_samples_ms"),
+        )
+        figures: dict[str, Any] = {
+            "two_stage": two_stage,
             "conversation_push_ms": assistant.conversation("127.0.0.1", settings.port),
         }
-        assistant_figures["mqtt"] = mqtt_hop(settings, work, max(samples // 20, 20)) or {}
+        with timed("mqtt"):
+            hop = mqtt_hop(settings, work, max(samples // 10, 20))
+        if hop is not None:
+            over_mqtt, over_http = hop
+            rows["mqtt"] = Row("mqtt", "(i) assistant turn over MQTT", over_mqtt)
+            rows["mqtt_http"] = Row("mqtt_http", "(j) the same turn over HTTP", over_http)
+        figures["mqtt"] = bench_mqtt.summary(*hop) if hop else {}
+        with timed("throughput"):
+            out["throughput"], out["serving"] = throughput_section(settings, work, quick)
         stop(push_miner)
         wait_for(lambda: not has_miners(settings.api_url), 10, "the push miner to leave")
         # Before the long-poll row: a long-poll still open when its miner stops would lease
         # the next job to nobody, and that job would wait out its lease (30 s).
-        assistant_figures["conversation_polling_ms"] = legacy_conversation(settings, work)
-        for row in legacy_rows(settings, services, work, poll_samples, samples // 5):
-            rows[row.key] = row
+        with timed("legacy"):
+            figures["conversation_polling_ms"] = legacy_conversation(settings, work, quick)
+            for row in legacy_rows(settings, services, work, poll_samples, samples // 5):
+                rows[row.key] = row
         key = services.auth.register("bench-empty", TOKEN, "legacy").key
         rows["empty_poll"] = Row(
             "empty_poll",
             "(g) GET /get_work round trip, nothing queued (204)",
             measure.empty_poll("127.0.0.1", settings.port, key, samples // 5),
         )
-        engine_section = engine_rows(settings, work, quick)
-    return rows, report.summary(rows), engine_section, assistant_figures
+        with timed("engines"):
+            out["engines"] = engine_rows(settings, work, quick)
+    out["rows"], out["assistant"] = rows, figures
+    return out
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, and how busy it was."""
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
+    return {
+        "arch": platform.machine(),
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,45 +281,70 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a check in under a minute")
     parser.add_argument("--samples", type=int, default=0)
     args = parser.parse_args(argv)
-    samples = args.samples or (300 if args.quick else 3000)
-    poll_samples = 8 if args.quick else 60
-    started = time.time()
-    rows, summary, engine_section, assistant_figures = run(samples, poll_samples, args.quick)
-    assistant_figures["classifier"] = assistant.classifier_quality()
-    assistant_figures["prompt"] = assistant.prompt_sizes()
-    engine_summary = [row.summary() for row in engine_section]
+    samples = args.samples or (1000 if args.quick else 3000)
+    poll_samples = 4 if args.quick else 60
+    started, before = time.time(), machine()
+    found = run(samples, poll_samples, args.quick)
+    rows: dict[str, Row] = found["rows"]
+    figures: dict[str, Any] = found["assistant"]
+    figures["classifier"] = assistant.classifier_quality()
+    figures["prompt"] = assistant.prompt_sizes()
+    # Sections with stacks of their own, run after the main one has stopped.
+    with timed("scale"):
+        scaled = None if args.quick else scale.run(quick=False)
+    with timed("autotune"):
+        tuned = autotune.run(quick=args.quick)
+    summary = report.summary(rows)
+    engine_summary = [row.summary() for row in found["engines"]]
+    tp = found["throughput"]
     checks = {
         **report.targets(summary),
+        "chat_req_per_s_ge_500_at_64_clients": tp["req_per_s"] >= 500 and tp["errors"] == 0,
+        **({"scale_dispatch_p50_le_1.2x": scaled["dispatch_ratio"] <= 1.2} if scaled else {}),
         **report.engine_targets(engine_summary),
-        **report.assistant_targets(assistant_figures),
+        **report.assistant_targets(figures),
     }
-    body = report.table(list(rows.values()), rows["redis_floor"], rows["celery"])
+    after = machine()
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        "machine": before,
+        "load_avg_after": after["load_avg"],
         "quick": args.quick,
+        "seconds": round(time.time() - started),
+        "section_s": SECTION_S,
+        "warmup_samples_per_row": found["warmup"],
         "summary": summary,
+        "throughput": tp,
+        "serving": found["serving"],
+        "scale": scaled,
+        "autotune": tuned,
         "engines": engine_summary,
-        "assistant": assistant_figures,
+        "assistant": figures,
         "targets": checks,
     }
     markdown = "\n\n".join(
         [
             "# MIA push-path benchmark",
-            f"{meta['when']} on {meta['machine']}; {time.time() - started:.0f} s.",
-            body,
+            report.preamble(meta, samples),
+            "## Latency, side by side (one run, rounds interleaved)",
+            report.table(list(rows.values()), rows["redis_floor"], rows["celery"]),
+            "## Throughput: POST /chat/direct, 64 clients (echo)",
+            throughput.markdown(tp, found["serving"]),
+            "## Scale: 2 miners vs 1,000 simulated live miners",
+            scale.markdown(scaled) if scaled else "Full run only (`make bench`).",
+            autotune.markdown(tuned),
             "## Engines (one miner, 8 slots, through the push path)",
             report.engine_table(engine_summary),
             "## Restaurant assistant",
-            report.assistant_section(assistant_figures),
-            "Targets: " + ", ".join(f"{k}={v}" for k, v in checks.items()),
+            report.assistant_section(figures),
+            "## Targets",
+            "\n".join(f"- {k}: {v}" for k, v in checks.items()),
         ]
     )
     report.write(RESULTS, rows, markdown, meta)
     print(markdown)
     print(f"\nwritten to {RESULTS}/ (report.md, results.json, latency.png)")
-    print(json.dumps({**summary, "engines": engine_summary}))
+    print(json.dumps({**summary, "req_per_s": tp["req_per_s"], "engines": engine_summary}))
     return 0
 
 

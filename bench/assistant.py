@@ -91,7 +91,7 @@ def _turn(conn: http.client.HTTPConnection, message: str, session_id: str | None
     return post_json(conn, "/assistant/restaurant/chat", body)
 
 
-def two_stage_overhead(host: str, port: int, samples: int) -> dict[str, float]:
+def two_stage_overhead(host: str, port: int, samples: int) -> dict[str, Any]:
     """Per turn: total - classify inference - answer inference (echo engine), in ms."""
     conn = http.client.HTTPConnection(host, port, timeout=60)
     overhead, totals = [], []
@@ -105,15 +105,16 @@ def two_stage_overhead(host: str, port: int, samples: int) -> dict[str, float]:
         "turn_p50_ms": round(percentile(totals, 50), 3),
         "overhead_p50_ms": round(percentile(overhead, 50), 3),
         "overhead_p99_ms": round(percentile(overhead, 99), 3),
+        "overhead_samples_ms": overhead,
     }
 
 
-def conversation(host: str, port: int) -> list[float]:
-    """Wall time of each turn of ``CONVERSATION`` (ms), one session."""
+def conversation(host: str, port: int, turns: int | None = None) -> list[float]:
+    """Wall time of each turn of ``CONVERSATION`` (its first ``turns``) in ms, one session."""
     conn = http.client.HTTPConnection(host, port, timeout=120)
     session_id = None
     out = []
-    for message in CONVERSATION:
+    for message in CONVERSATION[:turns]:
         started = time.perf_counter()
         session_id = _turn(conn, message, session_id)["session_id"]
         out.append((time.perf_counter() - started) * 1000)

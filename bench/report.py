@@ -36,6 +36,30 @@ class Row:
         return statistics.fmean(self.samples)
 
 
+def preamble(meta: dict[str, Any], samples: int) -> str:
+    """When, on what, how busy, and how the samples were taken."""
+    m = meta["machine"]
+    quick = " (--quick: fewer samples, the p99s are indicative)" if meta["quick"] else ""
+    return "\n".join(
+        [
+            f"- {meta['when']}, {meta['seconds']} s in all{quick}: "
+            + ", ".join(f"{k} {v} s" for k, v in meta["section_s"].items())
+            + ".",
+            f"- Machine: {m['cores']} cores ({m['cpu'] or m['arch']}), Python {m['python']}; "
+            f"load average (1/5/15 min) {m['load_avg']} before, {meta['load_avg_after']} after.",
+            f"- Each latency row of the core four: {samples} samples in 5 interleaved rounds, "
+            f"after {meta['warmup_samples_per_row']} warm-up requests per row that are not "
+            "counted (connections, pools, Lua scripts and imports warm, as in a running "
+            "service).",
+            "- Nothing a real request would not have is cached: every sample is a new job "
+            "(new id, dispatched, run by a miner, its result stored and delivered); clients "
+            "keep their HTTP connection alive, as real ones do.",
+            "- Ratios: p50 of the row over p50 of (a) the Redis floor and of (b) stock "
+            "Celery, measured in the same run.",
+        ]
+    )
+
+
 def table(rows: list[Row], floor: Row, celery: Row) -> str:
     lines = [
         "| measurement | n | p50 ms | p99 ms | mean ms | p50 / floor | p50 / celery |",
