@@ -363,6 +363,11 @@ def run(quick: bool = False, miners: int = 0) -> dict[str, Any]:
         result[f"ratio_to_{base}"] = {
             key: round(result["many"][key]["p50"] / result[base][key]["p50"], 3) for key in SIDE
         }
+    # The headline figures: the fleet's size alone (both sides under the same heartbeat
+    # load), and against a machine with no heartbeat load at all.
+    result["dispatch_ratio"] = result["ratio_to_loaded"]["dispatch_ms"]
+    result["dispatch_ratio_to_idle"] = result["ratio_to_two"]["dispatch_ms"]
+    result["reserve_ratio"] = result["ratio_to_loaded"]["reserve_us"]
     return result
 
 
