@@ -14,11 +14,12 @@ def register_request_ids(app: Flask) -> None:
     def take_request_id() -> None:
         g.request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
         g.request_id_token = request_id.set(g.request_id)
-        g.trace = tracing.start(
-            f"{request.method} {request.url_rule.rule if request.url_rule else request.path}",
-            {k.lower(): v for k, v in request.headers.items()},
-            request_id=g.request_id,
-        )
+        if tracing.enabled():  # (the carrier reads every header: only when tracing)
+            g.trace = tracing.start(
+                f"{request.method} {request.url_rule.rule if request.url_rule else request.path}",
+                {k.lower(): v for k, v in request.headers.items()},
+                request_id=g.request_id,
+            )
 
     @app.after_request
     def give_request_id(response: Response) -> Response:
