@@ -16,12 +16,12 @@ worker's pool, the miner runs a short ramp on its own engine, in-process:
   first step that fails ends the ramp: the slot count is the last step taken, and
   the reason is ``plateau`` or ``latency`` (``top``: still rising at the top).
 
-Each step starts with one short warm-up job per slot, not counted (each llama.cpp
-context computes the shared part of the prompt once; vLLM caches it). llama.cpp is
-built anew for each step (one context per slot, the cores split between them: a
-4-slot llama.cpp is another engine than a 1-slot one) and once more for the chosen
-count; echo and vLLM are built once for the top of the ramp (vLLM's
-``max_num_seqs``) and given fewer jobs at once.
+llama.cpp is built anew for each step (one context per slot, the cores split
+between them: a 4-slot llama.cpp is another engine than a 1-slot one) and once more
+for the chosen count; echo and vLLM are built once for the top of the ramp (vLLM's
+``max_num_seqs``) and given fewer jobs at once. Each engine, when new, first runs one
+short warm-up job per slot, not counted (each llama.cpp context evaluates the
+prompt's shared start once; the first vLLM steps are slow).
 
 The worker (``miners.worker``) makes the choice its Celery concurrency and its
 heartbeat's ``slots``, reports ``Tuning.report()`` as the heartbeat's ``autotune``
@@ -166,9 +166,12 @@ def run_ramp(build: Callable[[int], Engine], settings: Settings) -> Tuning:
     """Measure step by step (stopping once the rule has chosen) and choose."""
     started = time.perf_counter()
     curve: list[Point] = []
+    warmed: Engine | None = None
     for concurrency in ramp(settings.autotune_max_slots):
         engine = build(concurrency)
-        measure(engine, concurrency, concurrency, WARMUP_TOKENS)  # not counted
+        if engine is not warmed:  # not counted
+            measure(engine, concurrency, concurrency, WARMUP_TOKENS)
+            warmed = engine
         jobs = concurrency * max(settings.autotune_rounds, 1)
         curve.append(measure(engine, concurrency, jobs, settings.autotune_tokens))
         choice = choose(curve, settings.autotune_min_gain, settings.autotune_max_latency_ms)
