@@ -91,7 +91,7 @@ def get_work() -> ResponseReturnValue:
 
 def _wait_param(max_wait_s: float) -> float:
     raw = request.args.get("wait")
-    if raw is None or raw == "":
+    if raw is None:
         return 0.0
     try:
         wait = float(raw)
