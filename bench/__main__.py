@@ -186,7 +186,7 @@ def throughput_section(
         wait_for(lambda: live_miners(settings.api_url) >= 3, 60, "the throughput miners")
         seconds, warmup_s = (3.0, 1.0) if quick else (15.0, 3.0)
         main = throughput.load(settings.port, throughput.CLIENTS, seconds, warmup_s)
-        stacks = [] if quick else throughput.serving(settings, work, 8.0, 2.0)
+        stacks = [] if quick else throughput.serving(settings, work, 5.0, 1.0)
     wait_for(lambda: live_miners(settings.api_url) == 1, 10, "the throughput miners to leave")
     return main, stacks
 

@@ -1,5 +1,9 @@
 """Throughput of ``POST /chat/direct``: many clients at once, and the serving stack.
 
+    python -m bench.throughput [--seconds 5] [--rounds 3]
+
+(standalone: its own stack as ``make bench`` starts it, then the serving comparison)
+
 The load comes from ``bench.load`` in a process of its own (a closed loop of
 ``--clients`` keep-alive connections), against the bench's web tier and echo miners.
 ``serving`` runs the same load against other gunicorn set-ups started beside it on
@@ -11,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 from functools import partial
@@ -19,8 +24,8 @@ from typing import Any
 
 import psutil
 
-from bench.stack import answers_ok, environment, free_port, process
-from scripts.processes import wait_for
+from bench.stack import answers_ok, environment, free_port
+from scripts.processes import spawn, stop, wait_for
 from scripts.stack import BIN, ROOT
 from tasks.settings import Settings
 
@@ -38,9 +43,9 @@ ROLES = (
 STACKS = (
     ("gthread 2x16 (default)", "gthread", 2, 16),
     ("gthread 4x8", "gthread", 4, 8),
-    ("gthread 1x64", "gthread", 1, 64),
     ("gevent 2x256", "gevent", 2, 256),
     ("granian 2x16 (Rust HTTP, WSGI threads)", "granian", 2, 16),
+    ("granian 1x32", "granian", 1, 32),
 )
 
 
@@ -97,48 +102,118 @@ def installed(kind: str) -> bool:
     return kind == "gthread" or importlib.util.find_spec(kind) is not None
 
 
-def serving(
-    settings: Settings, work: Path, seconds: float, warmup_s: float
-) -> list[dict[str, Any]]:
-    """The same load against each gunicorn set-up in ``STACKS`` (gevent when installed)."""
-    rows = []
-    for name, kind, workers, threads in STACKS:
-        if not installed(kind):
-            rows.append({"stack": name, "skipped": f"{kind} is not installed"})
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its children."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
             continue
-        port = free_port()
-        argv = server_argv(port, kind, workers, threads)
-        log = work / f"serving-{kind}-{workers}.log"
-        with process(argv, {**environment(settings), "MIA_PORT": str(port)}, log):
-            wait_for(partial(answers_ok, f"http://127.0.0.1:{port}/readyz"), 30, name)
-            rows.append({"stack": name, **load(port, CLIENTS, seconds, warmup_s)})
+        total += times.user + times.system
+    return total
+
+
+def serving(
+    settings: Settings, work: Path, seconds: float, warmup_s: float, rounds: int = 2
+) -> list[dict[str, Any]]:
+    """The same load against each stack in ``STACKS``, one stack up at a time (an idle
+    web tier still hears every result: ``docs/scaling.md``), in ``rounds`` interleaved
+    rounds so that noise lands on each alike; per stack, the mean of its rounds."""
+    stacks = [s for s in STACKS if installed(s[1])]
+    found: dict[str, list[dict[str, Any]]] = {s[0]: [] for s in stacks}
+    for _ in range(rounds):
+        for name, kind, workers, threads in stacks:
+            port = free_port()
+            env = {**environment(settings), "MIA_PORT": str(port)}
+            log = work / f"serving-{kind}-{workers}.log"
+            proc = spawn(server_argv(port, kind, workers, threads), env, log)
+            try:
+                wait_for(partial(answers_ok, f"http://127.0.0.1:{port}/readyz"), 30, name)
+                before = tree_cpu_s(proc.pid)
+                measured = load(port, CLIENTS, seconds, warmup_s)
+                spent = tree_cpu_s(proc.pid) - before
+            finally:
+                stop(proc)
+            measured["server_cpu_ms_per_request"] = spent * 1000 / measured["sent"]
+            found[name].append(measured)
+    rows: list[dict[str, Any]] = [
+        {"stack": s[0], "skipped": f"{s[1]} is not installed"} for s in STACKS if s not in stacks
+    ]
+    for name, runs in found.items():
+        row: dict[str, Any] = {"stack": name, "rounds_req_per_s": [r["req_per_s"] for r in runs]}
+        for key in ("req_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request"):
+            row[key] = round(statistics.fmean(float(r[key]) for r in runs), 3)
+        row["errors"] = sum(int(r["errors"]) for r in runs)
+        rows.append(row)
     return rows
 
 
-def markdown(main: dict[str, Any], stacks: list[dict[str, Any]]) -> str:
-    lines = [
-        f"{main['clients']} clients, closed loop, {main['seconds']} s measured after "
-        f"{main['warmup_s']} s of warm-up: **{main['req_per_s']} requests/s**, "
-        f"{main['errors']} errors, p50 {main['p50_ms']} ms, p99 {main['p99_ms']} ms "
-        "",
-        "CPU per request (ms, over the whole run): "
-        + ", ".join(f"{role} {ms}" for role, ms in main["cpu_ms_per_request"].items())
-        + f"; {sum(main['cpu_ms_per_request'].values()):.2f} in all, so these "
-        f"{os.cpu_count()} cores top out near "
-        f"{1000 * (os.cpu_count() or 1) / sum(main['cpu_ms_per_request'].values()):.0f} req/s.",
-    ]
+def markdown(main: dict[str, Any] | None, stacks: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    if main is not None:
+        cpu = main["cpu_ms_per_request"]
+        cores = os.cpu_count() or 1
+        lines += [
+            f"{main['clients']} clients, closed loop, {main['seconds']} s measured after "
+            f"{main['warmup_s']} s of warm-up: **{main['req_per_s']} requests/s**, "
+            f"{main['errors']} errors, p50 {main['p50_ms']} ms, p99 {main['p99_ms']} ms.",
+            "",
+            "CPU per request (ms, warm-up included): "
+            + ", ".join(f"{role} {ms}" for role, ms in cpu.items())
+            + f"; {sum(cpu.values()):.2f} in all, so these {cores} cores top out near "
+            f"{1000 * cores / sum(cpu.values()):.0f} req/s.",
+        ]
     if stacks:
         lines += [
             "",
-            "| serving stack | req/s | errors | p50 ms | p99 ms |",
-            "|---|---:|---:|---:|---:|",
+            "Serving stacks, one up at a time beside the bench's own web tier, in "
+            "interleaved rounds; the mean of the rounds:",
+            "",
+            "| serving stack | req/s | each round | errors | p50 ms | p99 ms "
+            "| server CPU ms / request |",
+            "|---|---:|---|---:|---:|---:|---:|",
         ]
         for r in stacks:
             if "skipped" in r:
-                lines.append(f"| {r['stack']} | {r['skipped']} | | | |")
+                lines.append(f"| {r['stack']} | {r['skipped']} | | | | | |")
             else:
                 lines.append(
-                    f"| {r['stack']} | {r['req_per_s']} | {r['errors']} | {r['p50_ms']} "
-                    f"| {r['p99_ms']} |"
+                    f"| {r['stack']} | {r['req_per_s']} | {r['rounds_req_per_s']} "
+                    f"| {r['errors']} | {r['p50_ms']} | {r['p99_ms']} "
+                    f"| {r['server_cpu_ms_per_request']} |"
                 )
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    from contextlib import ExitStack
+
+    from bench.stack import start_stack
+
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-throughput-{os.getpid()}"
+    with ExitStack() as stack:
+        settings, _ = start_stack(stack, work)
+        env = {**environment(settings), "MIA_SLOTS": "8"}
+        for name in ("tp-a", "tp-b"):
+            argv = [str(BIN / "celery"), "-A", "miners", "worker", "-Q", f"gpu-{name}"]
+            argv += ["-n", f"gpu-{name}@%h", "--without-mingle", "--without-gossip"]
+            stack.callback(stop, spawn(argv, env, work / f"{name}.log"))
+        rows = serving(settings, work, args.seconds, 1.0, args.rounds)
+    print(markdown(None, rows))
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
