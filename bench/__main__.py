@@ -31,28 +31,23 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import redis
-import requests
 
-from bench import assistant, autotune, engines, measure, report, scale, throughput
+from bench import assistant, autotune, measure, report, scale, sections, throughput
 from bench import mqtt as bench_mqtt
 from bench.report import Row
-from bench.stack import TOKEN, environment, free_port, has_miners, logged, process, start_stack
+from bench.stack import TOKEN, live_miners, start_stack
 from scripts.processes import stop, wait_for
-from scripts.stack import BIN, ROOT
+from scripts.stack import ROOT
 from tasks.celery_app import create_celery
-from tasks.settings import Settings
-from web.mqtt_gateway import broker_answers
-from web.services import Services, build_services
+from web.services import build_services
 
 RESULTS = ROOT / "bench" / "results"
 SECTION_S: dict[str, float] = {}  # how long each part of the run took
@@ -68,129 +63,6 @@ def timed(name: str) -> Iterator[None]:
         print(f"[bench] {name}: {SECTION_S[name]} s", file=sys.stderr, flush=True)
 
 
-def legacy_rows(
-    settings: Settings, services: Services, work: Path, samples: int, long_samples: int
-) -> list[Row]:
-    """(e) and (f): a real legacy miner, polling then long-polling; no push miner alive."""
-    rows = []
-    env = environment(settings)
-    for key, label, extra, spread_s, n in (
-        (
-            "polling",
-            "(e) legacy miner polling /get_work every 2 s",
-            ["--poll-s", "2"],
-            2.0,
-            samples,
-        ),
-        (
-            "longpoll",
-            "(f) legacy miner long-polling /get_work",
-            ["--wait-s", "20"],
-            0.05,
-            long_samples,
-        ),
-    ):
-        argv = [str(BIN / "python"), "-m", "miners.legacy", "--miner-id", f"bench-{key}", *extra]
-        log = work / f"{key}.log"
-        with process(argv, env, log):
-            wait_for(partial(logged, log, "polling"), 30, f"the {key} miner")
-            rows.append(Row(key, label, measure.legacy_pickup(services.jobs, n, spread_s)))
-    return rows
-
-
-def engine_rows(settings: Settings, work: Path, quick: bool) -> list[engines.EngineRow]:
-    """The engine section: one engine at a time, each alone on the machine."""
-    rows = []
-    for name, python in engines.available().items():
-        if quick and name != "echo":
-            continue
-        row = engines.EngineRow(name)
-        row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, 5 if quick else 20)
-        queue = f"gpu-bench-{name}"
-        argv = [python, "-m", "celery", "-A", "miners", "worker", "-Q", queue, "-n", f"{queue}@%h"]
-        env = {**environment(settings), **engines.miner_env(name)}
-        with process([*argv, "--without-mingle", "--without-gossip"], env, work / f"{name}.log"):
-            wait_for(lambda: has_miners(settings.api_url), 300, f"the {name} miner")
-            host, port, tokens = "127.0.0.1", settings.port, 32 if quick else 64
-            engines.throughput(host, port, 2, 2, 8)  # warm up
-            row.sequential_tok_s = engines.throughput(host, port, 4, 1, tokens)
-            row.concurrent_tok_s = engines.throughput(host, port, 8, 8, tokens)
-            row.push_ttft_ms = engines.sse_ttft(host, port, 5 if quick else 20)
-        wait_for(lambda: not has_miners(settings.api_url), 10, f"the {name} miner to leave")
-        rows.append(row)
-    return rows
-
-
-def mqtt_hop(
-    settings: Settings, work: Path, samples: int
-) -> tuple[list[float], list[float]] | None:
-    """The same assistant turn over MQTT and over HTTP, interleaved (None: no broker).
-
-    A Mosquitto of the bench's own (``set_tcp_nodelay true``) when the binary is there,
-    else the one at MIA_MQTT_URL.
-    """
-    with ExitStack() as stack:
-        url = os.environ.get("MIA_MQTT_URL", "mqtt://127.0.0.1:1883")
-        mosquitto = shutil.which("mosquitto") or (
-            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-        )
-        if mosquitto:
-            port = free_port()
-            conf = work / "mosquitto.conf"
-            conf.write_text(
-                f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                "set_tcp_nodelay true\npersistence false\n"
-            )
-            stack.enter_context(process([mosquitto, "-c", str(conf)], {}, work / "mq.log"))
-            url = f"mqtt://127.0.0.1:{port}"
-            wait_for(lambda: broker_answers(url), 10, "mosquitto")
-        if not broker_answers(url):
-            return None
-        env = {**environment(settings), "MIA_MQTT_URL": url, "MIA_MQTT_CLIENT_ID": "mia-bench-gw"}
-        log = work / "mqtt.log"
-        stack.enter_context(process([str(BIN / "python"), "-m", "web.mqtt_gateway"], env, log))
-        wait_for(partial(logged, log, "subscribed to"), 30, "the MQTT gateway")
-        bench_mqtt.over_mqtt(url, 5)  # warm up
-        over_mqtt, over_http = [], []
-        for _ in range(5):
-            over_mqtt += bench_mqtt.over_mqtt(url, samples // 5)
-            over_http += bench_mqtt.over_http("127.0.0.1", settings.port, samples // 5)
-        return over_mqtt, over_http
-
-
-def live_miners(api: str) -> int:
-    return len(requests.get(f"{api}/metrics/gpus", timeout=2).json()["miners"])
-
-
-def legacy_conversation(settings: Settings, work: Path, quick: bool) -> list[float]:
-    """The assistant's conversation with only a legacy miner polling every 2 s
-    (its first two turns with ``quick``)."""
-    argv = [str(BIN / "python"), "-m", "miners.legacy", "--miner-id", "bench-talk"]
-    log = work / "talk.log"
-    with process([*argv, "--poll-s", "2"], environment(settings), log):
-        wait_for(partial(logged, log, "polling"), 30, "the legacy miner")
-        return assistant.conversation("127.0.0.1", settings.port, 2 if quick else None)
-
-
-def throughput_section(
-    settings: Settings, work: Path, quick: bool
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(3) 64 clients on ``/chat/direct`` with two 8-slot echo miners beside the bench's
-    own; in the full run, the same load on each serving stack of ``bench.throughput``."""
-    env = {**environment(settings), "MIA_SLOTS": "8"}
-    with ExitStack() as stack:
-        for name in ("tp-a", "tp-b"):
-            argv = [str(BIN / "celery"), "-A", "miners", "worker", "-Q", f"gpu-{name}"]
-            argv += ["-n", f"gpu-{name}@%h", "--without-mingle", "--without-gossip"]
-            stack.enter_context(process(argv, env, work / f"{name}.log"))
-        wait_for(lambda: live_miners(settings.api_url) >= 3, 60, "the throughput miners")
-        seconds, warmup_s = (3.0, 1.0) if quick else (15.0, 3.0)
-        main = throughput.load(settings.port, throughput.CLIENTS, seconds, warmup_s)
-        stacks = [] if quick else throughput.serving(settings, work, 5.0, 1.0)
-    wait_for(lambda: live_miners(settings.api_url) == 1, 10, "the throughput miners to leave")
-    return main, stacks
-
-
 def run(samples: int, poll_samples: int, quick: bool = False) -> dict[str, Any]:
     """Every measurement that needs the bench's own stack, in one run."""
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-bench-{os.getpid()}"
@@ -200,7 +72,7 @@ def run(samples: int, poll_samples: int, quick: bool = False) -> dict[str, Any]:
             settings, push_miner = start_stack(stack, work)
         # First, while nothing else of the bench's listens to results in this process.
         with timed("throughput"):
-            out["throughput"], out["serving"] = throughput_section(settings, work, quick)
+            out["throughput"], out["serving"] = sections.throughput_section(settings, work, quick)
         client = redis.Redis.from_url(settings.redis_url)
         services = build_services(settings)
         stack.callback(services.waiter.close)  # before its Redis stops
@@ -240,20 +112,23 @@ def run(samples: int, poll_samples: int, quick: bool = False) -> dict[str, Any]:
             "conversation_push_ms": assistant.conversation("127.0.0.1", settings.port),
         }
         with timed("mqtt"):
-            hop = mqtt_hop(settings, work, max(samples // 10, 20))
+            hop = sections.mqtt_hop(settings, work, max(samples // 10, 20))
         if hop is not None:
             over_mqtt, over_http = hop
             rows["mqtt"] = Row("mqtt", "(i) assistant turn over MQTT", over_mqtt)
             rows["mqtt_http"] = Row("mqtt_http", "(j) the same turn over HTTP", over_http)
         figures["mqtt"] = bench_mqtt.summary(*hop) if hop else {}
         stop(push_miner)
-        wait_for(lambda: not has_miners(settings.api_url), 10, "the push miner to leave")
-        # Before the long-poll row: a long-poll still open when its miner stops would lease
-        # the next job to nobody, and that job would wait out its lease (30 s).
+        wait_for(lambda: live_miners(settings.api_url) == 0, 10, "the push miner to leave")
+        # The conversation runs beside the polling miner, before the long-poll one: a
+        # long-poll still open when its miner stops would lease the next job to nobody,
+        # and that job would wait out its lease (30 s).
         with timed("legacy"):
-            figures["conversation_polling_ms"] = legacy_conversation(settings, work, quick)
-            for row in legacy_rows(settings, services, work, poll_samples, samples // 5):
-                rows[row.key] = row
+            polled, conversation = sections.legacy_rows(
+                settings, services, work, poll_samples, 60 if quick else samples // 5, quick
+            )
+            figures["conversation_polling_ms"] = conversation
+            rows.update((row.key, row) for row in polled)
         key = services.auth.register("bench-empty", TOKEN, "legacy").key
         rows["empty_poll"] = Row(
             "empty_poll",
@@ -261,7 +136,7 @@ def run(samples: int, poll_samples: int, quick: bool = False) -> dict[str, Any]:
             measure.empty_poll("127.0.0.1", settings.port, key, samples // 5),
         )
         with timed("engines"):
-            out["engines"] = engine_rows(settings, work, quick)
+            out["engines"] = sections.engine_rows(settings, work, quick)
     out["rows"], out["assistant"] = rows, figures
     return out
 
@@ -294,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=0)
     args = parser.parse_args(argv)
     samples = args.samples or (1000 if args.quick else 3000)
-    poll_samples = 3 if args.quick else 24  # each waits up to a 2 s polling cycle
+    poll_samples = 2 if args.quick else 24  # each waits up to a 2 s polling cycle
     started, before = time.time(), machine()
     found = run(samples, poll_samples, args.quick)
     rows: dict[str, Row] = found["rows"]

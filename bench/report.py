@@ -134,7 +134,11 @@ def assistant_section(a: dict[str, Any]) -> str:
         f"- two-stage overhead beyond the two inferences (echo): p50 {t['overhead_p50_ms']} ms, "
         f"p99 {t['overhead_p99_ms']} ms (turn p50 {t['turn_p50_ms']} ms)",
         f"- one {len(push)}-turn conversation: push {sum(push) / len(push):.1f} ms per turn, "
-        f"legacy 2 s polling {sum(poll) / len(poll):.0f} ms per turn",
+        + (
+            f"legacy 2 s polling {sum(poll) / len(poll):.0f} ms per turn"
+            if poll
+            else "legacy polling: full run only"
+        ),
         mqtt_line(a.get("mqtt")),
         "",
         "Holdout confusion matrix (rows: true, columns: predicted):",
@@ -168,7 +172,7 @@ def assistant_targets(a: dict[str, Any]) -> dict[str, Any]:
         "prompt_3x_smaller": a["prompt"]["smaller_by"] >= 3,
         "two_stage_overhead_p50_le_10ms": a["two_stage"]["overhead_p50_ms"] <= 10,
         "conversation_turn_push_lt_1s": sum(push) / len(push) < 1000,
-        "conversation_polling_over_push": round(sum(poll) / sum(push), 1),
+        **({"conversation_polling_over_push": round(sum(poll) / sum(push), 1)} if poll else {}),
     }
 
 

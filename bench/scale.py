@@ -27,26 +27,30 @@ import argparse
 import hashlib
 import json
 import os
-import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import redis
 
 from bench import measure
-from bench.simulate import SLOTS
-from bench.stack import TOKEN, answers_ok, environment, free_port
-from scripts import redis_server
-from scripts.processes import spawn, stop, wait_for
-from scripts.stack import BIN, ROOT, web_argv
-from tasks.db import migrate
+from bench.report import percentile
+from bench.scale_probes import (
+    await_live,
+    busy,
+    chore_ms,
+    inside_redis_us,
+    live_count,
+    memory_breakdown,
+    selection_us,
+    used_memory,
+)
+from bench.simulate import Simulator, simulator
+from bench.stack import TOKEN, echo_miner, environment, start_web, tree_cpu_s
+from scripts.processes import stop, wait_for
 from tasks.dispatch import RedisSelector
-from tasks.jobs import Job
 from tasks.scripts import Scripts, source
 from tasks.settings import Settings
 from web.services import Services, build_services
@@ -56,196 +60,27 @@ SIDE = ("dispatch_ms", "selection_us", "reserve_us")
 SIDES = ("two", "loaded", "many")
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
-
-
 def figures(values: list[float]) -> dict[str, float]:
     return {
         "n": len(values),
-        "p50": round(percentile(values, 0.5), 3),
-        "p99": round(percentile(values, 0.99), 3),
+        "p50": round(percentile(values, 50), 3),
+        "p99": round(percentile(values, 99), 3),
     }
 
 
 def start_stack(stack: ExitStack, work: Path) -> tuple[Settings, int]:
-    """redis-server, the web tier and the real echo miners, each on its own free port;
-    the settings and the web tier's (gunicorn master's) pid."""
-    port, redis_port = free_port(), free_port()
+    """``bench.stack.start_web`` and the real echo miners; the settings and the web
+    tier's (gunicorn master's) pid."""
     # the database on tmpfs where there is one: registering a thousand ids is set-up, and
     # SQLite's fsync per commit (tens of ms here) would make it most of the run
     shm = Path("/dev/shm")
     db = (shm if shm.is_dir() else work) / f"mia-scale-{os.getpid()}.db"
     stack.callback(db.unlink, missing_ok=True)
-    stack.callback(stop, redis_server.start(redis_port, work / "redis"))
-    settings = Settings(
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        database_url=f"sqlite:///{db}",
-        port=port,
-        api_url=f"http://127.0.0.1:{port}",
-        registration_token=TOKEN,
-        data_dir=str(work / "var"),
-    )
-    migrate(settings.database_url)
+    settings, web = start_web(stack, work, f"sqlite:///{db}")
     env = environment(settings)
-    web = spawn(web_argv(settings), env, work / "web.log", ROOT)
-    stack.callback(stop, web)
-    wait_for(lambda: answers_ok(f"{settings.api_url}/readyz"), 30, "web tier")
     for gpu in REAL_MINERS:
-        queue = f"gpu-{gpu}"
-        argv = [str(BIN / "celery"), "-A", "miners", "worker", "-Q", queue, "-n", f"{queue}@%h"]
-        miner = spawn([*argv, "--without-mingle", "--without-gossip"], env, work / f"{queue}.log")
-        stack.callback(stop, miner)
+        stack.callback(stop, echo_miner(gpu, env, work / f"gpu-{gpu}.log"))
     return settings, web.pid
-
-
-class Simulator:
-    """The ``bench.simulate`` process, driven one command at a time over its stdin."""
-
-    def __init__(self, settings: Settings, count: int, models: list[str], log: Path) -> None:
-        argv = [str(BIN / "python"), "-m", "bench.simulate", "--api", settings.api_url]
-        argv += ["--token", TOKEN, "--count", str(count), "--models", json.dumps(models)]
-        with log.open("ab") as err:
-            self._proc = subprocess.Popen(
-                argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
-            )
-        self.ids: list[str] = self._answer()["ids"]
-
-    def _answer(self) -> dict[str, Any]:
-        out: IO[bytes] | None = self._proc.stdout
-        line = out.readline() if out is not None else b""
-        if not line:
-            raise RuntimeError("the simulator stopped (see its log)")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def __call__(self, command: str) -> dict[str, Any]:
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(f"{command}\n".encode())
-        self._proc.stdin.flush()
-        return self._answer()
-
-    def close(self) -> None:
-        try:
-            self("quit")
-        except (OSError, RuntimeError, ValueError):
-            pass
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-
-
-@contextmanager
-def simulator(settings: Settings, count: int, models: list[str], log: Path) -> Iterator[Simulator]:
-    sim = Simulator(settings, count, models, log)
-    try:
-        yield sim
-    finally:
-        sim.close()
-
-
-def live_count(services: Services, ids: list[str]) -> int:
-    """How many of ``ids`` have a heartbeat key: the registry's own test of life, in one
-    EXISTS (``Registry.live`` would decode every heartbeat on each poll)."""
-    return int(services.redis.exists(*(services.keys.heartbeat(i) for i in ids)))
-
-
-def await_live(services: Services, ids: list[str], count: int, timeout_s: float) -> None:
-    """Poll until exactly ``count`` of ``ids`` are live."""
-    wait_for(lambda: live_count(services, ids) == count, timeout_s, f"{count} live miners", 0.1)
-
-
-def selection_us(selector: RedisSelector, samples: int) -> list[float]:
-    """``reserve.lua`` then ``release.lua``, one at a time, from here (µs per pair)."""
-    out = []
-    for i in range(samples):
-        job = Job(messages=[{"role": "user", "content": f"pick {i}"}])
-        started = time.perf_counter()
-        picked = selector.choose(job)
-        if picked:
-            selector.release(picked)
-        out.append((time.perf_counter() - started) * 1e6)
-    return out
-
-
-def inside_redis_us(client: redis.Redis, sha: str, run: Callable[[], object]) -> list[float]:
-    """How long Redis itself spent in each call of script ``sha`` during ``run()``: its
-    slow log, told to log every command, which no client-side noise reaches."""
-    before = client.config_get("slowlog-*")
-    client.config_set("slowlog-log-slower-than", 0)
-    client.config_set("slowlog-max-len", 50000)
-    client.slowlog_reset()
-    try:
-        run()
-        entries = client.slowlog_get(50000)
-    finally:
-        for name, value in before.items():
-            client.config_set(str(name), str(value))
-    wanted = f"EVALSHA {sha}".encode()
-    return [float(e["duration"]) for e in entries if bytes(e["command"]).startswith(wanted)]
-
-
-def chore_ms(chore: Callable[[], object], passes: int) -> float:
-    """The median time of one pass of a housekeeping chore."""
-    times = []
-    for _ in range(passes):
-        started = time.perf_counter()
-        chore()
-        times.append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(times), 3)
-
-
-def cpu_s(root: int) -> float:
-    """CPU seconds (user + system) of ``root`` and its children, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == root or int(fields[1]) == root:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def used_memory(client: redis.Redis) -> int:
-    return int(client.info("memory")["used_memory"])
-
-
-def memory_breakdown(client: redis.Redis, services: Services, ids: list[str]) -> dict[str, int]:
-    """Bytes per miner by kind of key (MEMORY USAGE; per-miner keys sampled)."""
-    keys, n = services.keys, len(ids)
-    sample = ids[:: max(n // 50, 1)]
-
-    def each(key: Callable[[str], str]) -> int:
-        return round(statistics.mean(client.memory_usage(key(i)) or 0 for i in sample))
-
-    def shared(*names: str) -> int:
-        return round(sum(client.memory_usage(name) or 0 for name in names) / n)
-
-    index = [k for k in (getattr(keys, "index", ""), getattr(keys, "indexed", "")) if k]
-    index += [k.decode() for k in client.scan_iter(f"{keys.prefix}:idx:*")]
-    return {
-        "heartbeat": each(keys.heartbeat),
-        "inflight": each(keys.inflight),
-        "key_cache": each(keys.miner_key),
-        "miner_sets": shared(keys.miners, keys.known),
-        "dispatch_index": shared(*index) if index else 0,
-    }
-
-
-def busy(client: redis.Redis, services: Services, ids: list[str]) -> None:
-    """Every simulated miner's slots taken, as if each ran jobs: none can win."""
-    pipe = client.pipeline(transaction=False)
-    for miner_id in ids:
-        pipe.set(services.keys.inflight(miner_id), SLOTS)
-    pipe.execute()
 
 
 def side(
@@ -265,7 +100,7 @@ def heartbeat_window(
 ) -> dict[str, Any]:
     """The simulator alone for ``seconds``: rate, latency, live count, web CPU per beat."""
     sim("stats")
-    cpu, lows, until = cpu_s(web), [], time.monotonic() + seconds
+    cpu, lows, until = tree_cpu_s(web), [], time.monotonic() + seconds
 
     def watch() -> None:
         while time.monotonic() < until:
@@ -275,7 +110,7 @@ def heartbeat_window(
     sha = hashlib.sha1(source("beat").encode()).hexdigest()
     inside = inside_redis_us(services.redis, sha, watch)
     window = sim("stats")
-    used = cpu_s(web) - cpu
+    used = tree_cpu_s(web) - cpu
     registry_live = len(services.registry.live())
     ok = window["ok"]
     return {
@@ -312,7 +147,9 @@ def run(quick: bool = False, miners: int = 0) -> dict[str, Any]:
         selection_us(selector, warm)
         base_memory = used_memory(client)
         registered_at = time.time()
-        sim = stack.enter_context(simulator(settings, count, models, work / "simulate.log"))
+        sim = stack.enter_context(
+            simulator(settings.api_url, TOKEN, count, models, work / "simulate.log")
+        )
         phases = {"stack": registered_at - started, "registration": time.time() - registered_at}
         busy(client, services, sim.ids)
         sim("beat")

@@ -26,13 +26,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 SLOTS = 4
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -210,6 +215,56 @@ async def main_async(args: argparse.Namespace) -> None:
             break
         print(json.dumps(fleet.command(line)), flush=True)
     beats.cancel()
+
+
+class Simulator:
+    """The driver's side (``bench.scale``): this module run as its own process, driven
+    one command at a time over its stdin."""
+
+    def __init__(self, api: str, token: str, count: int, models: list[str], log: Path) -> None:
+        argv = [sys.executable, "-m", "bench.simulate", "--api", api, "--token", token]
+        argv += ["--count", str(count), "--models", json.dumps(models)]
+        with log.open("ab") as err:
+            self._proc = subprocess.Popen(
+                argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+            )
+        self.ids: list[str] = self._answer()["ids"]
+
+    def _answer(self) -> dict[str, Any]:
+        out: IO[bytes] | None = self._proc.stdout
+        line = out.readline() if out is not None else b""
+        if not line:
+            raise RuntimeError("the simulator stopped (see its log)")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def __call__(self, command: str) -> dict[str, Any]:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(f"{command}\n".encode())
+        self._proc.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        try:
+            self("quit")
+        except (OSError, RuntimeError, ValueError):
+            pass
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+@contextmanager
+def simulator(
+    api: str, token: str, count: int, models: list[str], log: Path
+) -> Iterator[Simulator]:
+    sim = Simulator(api, token, count, models, log)
+    try:
+        yield sim
+    finally:
+        sim.close()
 
 
 def main(argv: list[str] | None = None) -> int:

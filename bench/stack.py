@@ -1,5 +1,6 @@
 """The bench's own stack: a redis-server, the web tier under gunicorn (as ``make run``),
-one echo miner and one stock Celery worker, on free ports, stopped when it is done."""
+one echo miner and one stock Celery worker, on free ports, stopped when it is done;
+and the small helpers every bench section uses to start and watch processes."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import psutil
 import requests
 
 from scripts import redis_server
 from scripts.processes import spawn, stop, wait_for
-from scripts.stack import BIN, ROOT, web_argv
+from scripts.stack import BIN, ROOT, miner_argv, web_argv
 from tasks.db import migrate
 from tasks.settings import Settings
 
@@ -52,29 +54,45 @@ def environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_stack(stack: ExitStack, work: Path) -> tuple[Settings, subprocess.Popen[bytes]]:
+def start_web(
+    stack: ExitStack, work: Path, database_url: str = ""
+) -> tuple[Settings, subprocess.Popen[bytes]]:
+    """A redis-server and the web tier on free ports (the database: SQLite in ``work``
+    unless given), stopped with ``stack``; the settings and the web tier's process."""
     port = free_port()
     redis_port = free_port()
     stack.callback(stop, redis_server.start(redis_port, work / "redis"))
     settings = Settings(
         redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        database_url=f"sqlite:///{work / 'mia.db'}",
+        database_url=database_url or f"sqlite:///{work / 'mia.db'}",
         port=port,
         api_url=f"http://127.0.0.1:{port}",
         registration_token=TOKEN,
         data_dir=str(work / "var"),
     )
     migrate(settings.database_url)
-    env = environment(settings)
-    stack.enter_context(process(web_argv(settings), env, work / "web.log"))
+    web = spawn(web_argv(settings), environment(settings), work / "web.log", ROOT)
+    stack.callback(stop, web)
     wait_for(lambda: answers_ok(f"{settings.api_url}/readyz"), 30, "web tier")
-    miner = [str(BIN / "celery"), "-A", "miners", "worker", "-Q", "gpu-0", "-n", "gpu-0@%h"]
-    push_miner = spawn([*miner, "--without-mingle", "--without-gossip"], env, work / "m.log", ROOT)
+    return settings, web
+
+
+def echo_miner(miner_id: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A push miner ``gpu-<miner_id>`` (a Celery worker) with ``env``."""
+    argv = [*miner_argv(miner_id), "--without-mingle", "--without-gossip"]
+    return spawn(argv, env, log, ROOT)
+
+
+def start_stack(stack: ExitStack, work: Path) -> tuple[Settings, subprocess.Popen[bytes]]:
+    """``start_web``, one 1-slot echo miner ``gpu-0`` and the stock Celery worker."""
+    settings, _ = start_web(stack, work)
+    env = environment(settings)
+    push_miner = echo_miner("0", env, work / "m.log")
     stack.callback(stop, push_miner)
     stock = [str(BIN / "celery"), "-A", "bench.stock", "worker", "-Q", "stock", "-n", "stock@%h"]
     stock += ["-c", "1", "--without-mingle", "--without-gossip"]
     stack.enter_context(process(stock, env, work / "stock.log"))
-    wait_for(lambda: has_miners(settings.api_url), 60, "the echo miner")
+    wait_for(lambda: live_miners(settings.api_url) > 0, 60, "the echo miner")
     return settings, push_miner
 
 
@@ -89,5 +107,22 @@ def answers_ok(url: str) -> bool:
         return False
 
 
-def has_miners(api: str) -> bool:
-    return bool(requests.get(f"{api}/metrics/gpus", timeout=2).json()["miners"])
+def live_miners(api: str) -> int:
+    return len(requests.get(f"{api}/metrics/gpus", timeout=2).json()["miners"])
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its children."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total

@@ -18,13 +18,15 @@ import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from bench.stack import answers_ok, environment, free_port
+from bench.stack import answers_ok, echo_miner, environment, free_port, live_miners, tree_cpu_s
 from scripts.processes import spawn, stop, wait_for
 from scripts.stack import BIN, ROOT
 from tasks.settings import Settings
@@ -102,23 +104,6 @@ def installed(kind: str) -> bool:
     return kind == "gthread" or importlib.util.find_spec(kind) is not None
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds used so far by process ``pid`` and its children."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0.0
-    for proc in procs:
-        try:
-            times = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def serving(
     settings: Settings, work: Path, seconds: float, warmup_s: float, rounds: int = 2
 ) -> list[dict[str, Any]]:
@@ -191,9 +176,24 @@ def markdown(main: dict[str, Any] | None, stacks: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def miners(settings: Settings, work: Path) -> Iterator[None]:
+    """Two more 8-slot echo miners (``gpu-tp-a``, ``gpu-tp-b``) for the throughput load,
+    beside the bench's own; stopped, and gone from dispatch, on leaving."""
+    env = {**environment(settings), "MIA_SLOTS": "8"}
+    before = live_miners(settings.api_url)
+    procs = [echo_miner(name, env, work / f"{name}.log") for name in ("tp-a", "tp-b")]
+    try:
+        wait_for(lambda: live_miners(settings.api_url) >= before + 2, 60, "throughput miners")
+        yield
+    finally:
+        for proc in procs:
+            stop(proc)
+    wait_for(lambda: live_miners(settings.api_url) == before, 10, "throughput miners to go")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    from contextlib import ExitStack
 
     from bench.stack import start_stack
 
@@ -204,12 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-throughput-{os.getpid()}"
     with ExitStack() as stack:
         settings, _ = start_stack(stack, work)
-        env = {**environment(settings), "MIA_SLOTS": "8"}
-        for name in ("tp-a", "tp-b"):
-            argv = [str(BIN / "celery"), "-A", "miners", "worker", "-Q", f"gpu-{name}"]
-            argv += ["-n", f"gpu-{name}@%h", "--without-mingle", "--without-gossip"]
-            stack.callback(stop, spawn(argv, env, work / f"{name}.log"))
-        rows = serving(settings, work, args.seconds, 1.0, args.rounds)
+        with miners(settings, work):
+            rows = serving(settings, work, args.seconds, 1.0, args.rounds)
     print(markdown(None, rows))
     print(json.dumps(rows))
     return 0

@@ -214,11 +214,10 @@ class ResultWaiter:
         meta = _decode(data)
         if meta.get("status") not in states.READY_STATES:  # RETRY: another miner runs it
             return
-        if not waiting.event.is_set():
-            waiting.meta = meta
-            waiting.event.set()
-            if waiting.pieces is not None:
-                waiting.pieces.put(FINISHED)
+        waiting.meta = meta  # only this thread sets the event: no one raced us to it
+        waiting.event.set()
+        if waiting.pieces is not None:
+            waiting.pieces.put(FINISHED)
 
     def _recheck_pending(self) -> None:
         """After (re)subscribing, pick up results published while we were not listening."""

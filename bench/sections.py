@@ -1,0 +1,129 @@
+"""The sections of ``make bench`` that start processes of their own beside the bench's
+stack: legacy polling miners, one miner per engine, a Mosquitto and the MQTT gateway,
+and the throughput miners. ``bench.__main__`` runs them in order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import ExitStack
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench import assistant, engines, measure, throughput
+from bench import mqtt as bench_mqtt
+from bench.report import Row
+from bench.stack import environment, free_port, live_miners, logged, process
+from scripts.processes import wait_for
+from scripts.stack import BIN
+from tasks.settings import Settings
+from web.mqtt_gateway import broker_answers
+from web.services import Services
+
+
+def legacy_rows(
+    settings: Settings, services: Services, work: Path, samples: int, long_samples: int, quick: bool
+) -> tuple[list[Row], list[float]]:
+    """(e) and (f): a real legacy miner, polling every 2 s then long-polling, with no
+    push miner alive; and, while the polling one runs, the assistant's conversation
+    with only it to answer (not with ``quick``): the rows, and the conversation's turn
+    times."""
+    rows, conversation = [], []
+    env = environment(settings)
+    for key, label, extra, spread_s, n in (
+        (
+            "polling",
+            "(e) legacy miner polling /get_work every 2 s",
+            ["--poll-s", "2"],
+            2.0,
+            samples,
+        ),
+        (
+            "longpoll",
+            "(f) legacy miner long-polling /get_work",
+            ["--wait-s", "20"],
+            0.05,
+            long_samples,
+        ),
+    ):
+        argv = [str(BIN / "python"), "-m", "miners.legacy", "--miner-id", f"bench-{key}", *extra]
+        log = work / f"{key}.log"
+        with process(argv, env, log):
+            wait_for(partial(logged, log, "polling"), 30, f"the {key} miner")
+            if key == "polling" and not quick:
+                conversation = assistant.conversation("127.0.0.1", settings.port)
+            rows.append(Row(key, label, measure.legacy_pickup(services.jobs, n, spread_s)))
+    return rows, conversation
+
+
+def engine_rows(settings: Settings, work: Path, quick: bool) -> list[engines.EngineRow]:
+    """The engine section: one engine at a time, each alone on the machine."""
+    rows = []
+    for name, python in engines.available().items():
+        if quick and name != "echo":
+            continue
+        row = engines.EngineRow(name)
+        row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, 5 if quick else 20)
+        queue = f"gpu-bench-{name}"
+        argv = [python, "-m", "celery", "-A", "miners", "worker", "-Q", queue, "-n", f"{queue}@%h"]
+        env = {**environment(settings), **engines.miner_env(name)}
+        with process([*argv, "--without-mingle", "--without-gossip"], env, work / f"{name}.log"):
+            wait_for(lambda: live_miners(settings.api_url) > 0, 300, f"the {name} miner")
+            host, port, tokens = "127.0.0.1", settings.port, 32 if quick else 64
+            engines.throughput(host, port, 2, 2, 8)  # warm up
+            row.sequential_tok_s = engines.throughput(host, port, 4, 1, tokens)
+            row.concurrent_tok_s = engines.throughput(host, port, 8, 8, tokens)
+            row.push_ttft_ms = engines.sse_ttft(host, port, 5 if quick else 20)
+        wait_for(lambda: live_miners(settings.api_url) == 0, 10, f"the {name} miner to leave")
+        rows.append(row)
+    return rows
+
+
+def mqtt_hop(
+    settings: Settings, work: Path, samples: int
+) -> tuple[list[float], list[float]] | None:
+    """The same assistant turn over MQTT and over HTTP, interleaved (None: no broker).
+
+    A Mosquitto of the bench's own (``set_tcp_nodelay true``) when the binary is there,
+    else the one at MIA_MQTT_URL.
+    """
+    with ExitStack() as stack:
+        url = os.environ.get("MIA_MQTT_URL", "mqtt://127.0.0.1:1883")
+        mosquitto = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+        )
+        if mosquitto:
+            port = free_port()
+            conf = work / "mosquitto.conf"
+            conf.write_text(
+                f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                "set_tcp_nodelay true\npersistence false\n"
+            )
+            stack.enter_context(process([mosquitto, "-c", str(conf)], {}, work / "mq.log"))
+            url = f"mqtt://127.0.0.1:{port}"
+            wait_for(lambda: broker_answers(url), 10, "mosquitto")
+        if not broker_answers(url):
+            return None
+        env = {**environment(settings), "MIA_MQTT_URL": url, "MIA_MQTT_CLIENT_ID": "mia-bench-gw"}
+        log = work / "mqtt.log"
+        stack.enter_context(process([str(BIN / "python"), "-m", "web.mqtt_gateway"], env, log))
+        wait_for(partial(logged, log, "subscribed to"), 30, "the MQTT gateway")
+        bench_mqtt.over_mqtt(url, 5)  # warm up
+        over_mqtt, over_http = [], []
+        for _ in range(5):
+            over_mqtt += bench_mqtt.over_mqtt(url, samples // 5)
+            over_http += bench_mqtt.over_http("127.0.0.1", settings.port, samples // 5)
+        return over_mqtt, over_http
+
+
+def throughput_section(
+    settings: Settings, work: Path, quick: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(3) 64 clients on ``/chat/direct`` with two 8-slot echo miners beside the bench's
+    own; in the full run, the same load on each serving stack of ``bench.throughput``."""
+    with throughput.miners(settings, work):
+        seconds, warmup_s = (3.0, 1.0) if quick else (15.0, 3.0)
+        main = throughput.load(settings.port, throughput.CLIENTS, seconds, warmup_s)
+        stacks = [] if quick else throughput.serving(settings, work, 5.0, 1.0)
+    return main, stacks
