@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a check in under a minute")
     parser.add_argument("--samples", type=int, default=0)
     args = parser.parse_args(argv)
-    samples = args.samples or (1000 if args.quick else 3000)
+    samples = args.samples or (600 if args.quick else 3000)
     poll_samples = 2 if args.quick else 24  # each waits up to a 2 s polling cycle
     started, before = time.time(), machine()
     found = run(samples, poll_samples, args.quick)

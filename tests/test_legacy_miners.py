@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -121,3 +122,18 @@ def test_a_legacy_miner_killed_mid_job_loses_nothing(short_lease_server, legacy_
     wait_for(lambda: state()["status"] == "done", 20, "old-b to finish the job")
     result = state()["result"]
     assert (result["miner_id"], result["response"]) == ("old-b", "echo: survive")
+
+
+def test_a_legacy_miner_finishes_the_job_in_hand_on_sigterm(api, legacy_miner):
+    old = legacy_miner("old-1", wait_s=5, MIA_ECHO_DELAY_MS="1500")
+    job_id = api.post(f"{api.base}/chat", json={"message": "finish me"}, timeout=5).json()["job_id"]
+    wait_for(lambda: job_status(api, job_id).get("miner_id") == "old-1", 15, "old-1 to lease it")
+    old.proc.send_signal(signal.SIGTERM)
+    assert old.proc.wait(timeout=20) == 0
+    status = job_status(api, job_id)
+    assert status["status"] == "done", status
+    assert (status["result"]["miner_id"], status["result"]["response"]) == (
+        "old-1",
+        "echo: finish me",
+    )
+    assert "stopped after 1 jobs" in old.output()
