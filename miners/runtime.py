@@ -25,13 +25,14 @@ import redis
 # Imported now, not when the first stage-1 job comes: `celery -A` puts the working
 # directory on sys.path only while it loads the app.
 from chat_service.intents import classify
+from miners.bookkeeping import Bookkeeping
 from miners.engines import Engine, GenerationRequest, Loaded, Stream
 from miners.models import DeviceModels, EngineStats
 from miners.retry import RetryPlan, plan_retry
 from tasks.breaker import Breakers
 from tasks.connections import redis_client
 from tasks.dispatch import RedisSelector
-from tasks.jobs import GENERATE, Job, job_result
+from tasks.jobs import Job, job_result
 from tasks.keys import Keys, text
 from tasks.scripts import Scripts
 from tasks.settings import Settings
@@ -67,42 +68,53 @@ class MinerRuntime:
         self._slots = RedisSelector(client, scripts, self._keys, settings.result_ttl_s)
         self.breakers = Breakers(client, scripts, self._keys, settings)
         self.boot = uuid.uuid4().hex  # tells the reaper this process from an earlier one
+        self.books = Bookkeeping(
+            settings, miner_id, self.boot, client, self._keys, self._slots, self.breakers
+        )
         self._stop = threading.Event()
         self._aborts = threading.Thread(target=self._listen_for_aborts, daemon=True)
         self._aborts.start()
 
     def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Run one job; the slot it reserved is given back whatever happens."""
+        """Run one job; the slot it reserved is given back whatever happens: with the
+        result's store when it succeeds (``miners.bookkeeping``), at once if not."""
         job = Job.from_payload(payload)
-        started = time.time()
         try:
-            if self.settings.fault_file and os.path.exists(self.settings.fault_file):
-                raise RuntimeError(f"fault injected: {self.settings.fault_file} exists")
-            engine = self.device.engine_for(job.model)
-            if job.classifier == "lexical":
-                return self._classify(job, started)
-            request = GenerationRequest(
-                job.messages,
-                job.max_tokens,
-                job.temperature,
-                seed=job.seed,
-                top_p=job.top_p,
-                stop=tuple(job.stop),
-                choices=tuple(job.choices),
-            )
-            with self._busy(), self._streaming(job, engine.stream(request)) as stream:
-                first_piece_at = 0.0
-                for index, piece in enumerate(stream):
-                    if not first_piece_at:
-                        first_piece_at = time.time()
-                    if job.stream:
-                        self._publish(job, index, piece)
-                result = stream.result
-                assert result is not None
-            self._stats.record(started, first_piece_at, time.time(), result.completion_tokens)
-        finally:
+            answer = self._answer(job)
+        except BaseException:
             if job.reserved_on:
-                self._release(job.reserved_on)
+                self.books.release(job.reserved_on)
+            raise
+        if job.reserved_on:
+            self.books.release_with_result(job.job_id, job.reserved_on)
+        return answer
+
+    def _answer(self, job: Job) -> dict[str, Any]:
+        started = time.time()
+        if self.settings.fault_file and os.path.exists(self.settings.fault_file):
+            raise RuntimeError(f"fault injected: {self.settings.fault_file} exists")
+        engine = self.device.engine_for(job.model)
+        if job.classifier == "lexical":
+            return self._classify(job, started)
+        request = GenerationRequest(
+            job.messages,
+            job.max_tokens,
+            job.temperature,
+            seed=job.seed,
+            top_p=job.top_p,
+            stop=tuple(job.stop),
+            choices=tuple(job.choices),
+        )
+        with self._busy(), self._streaming(job, engine.stream(request)) as stream:
+            first_piece_at = 0.0
+            for index, piece in enumerate(stream):
+                if not first_piece_at:
+                    first_piece_at = time.time()
+                if job.stream:
+                    self._publish(job, index, piece)
+            result = stream.result
+            assert result is not None
+        self._stats.record(started, first_piece_at, time.time(), result.completion_tokens)
         return job_result(
             job,
             self.miner_id,
@@ -229,34 +241,6 @@ class MinerRuntime:
 
     # -- bookkeeping -----------------------------------------------------------------
 
-    def note_held(self, pipe: Any, message: Any, delivery_tag: str) -> None:
-        """kombu hands us a message (``tasks.transport.delivery_notes``, before Celery
-        or any thread sees it): for the reaper, this process holds the job
-        (tasks.recovery); for ``GET /jobs/<id>``, it runs here. Queued on kombu's own
-        delivery MULTI, on the consumer's thread, so that no job runs unrecorded."""
-        headers = message.headers or {}
-        if headers.get("task") != GENERATE or not headers.get("id"):
-            return
-        job_id = str(headers["id"])
-        pipe.hset(self._keys.held(self.miner_id), job_id, f"{delivery_tag}|{self.boot}")
-        pipe.set(self._keys.running(job_id), self.miner_id, ex=self.settings.visibility_timeout_s)
-
-    def finished(self, job_id: str, ok: bool) -> None:
-        """The job's result is stored (``task_postrun``): no longer held, and one
-        outcome for this miner's circuit breaker."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hdel(self._keys.held(self.miner_id), job_id)
-        self.breakers.record_on(pipe, self.miner_id, ok)
-        try:
-            _, answer = pipe.execute()  # one round trip: this runs after every job
-        except redis.exceptions.NoScriptError:  # Redis restarted empty: load it again
-            self.breakers.record_quietly(self.miner_id, ok)
-            return
-        except redis.RedisError as exc:
-            log.warning("could not forget job %s or record its outcome: %s", job_id, exc)
-            return
-        self.breakers.noted(self.miner_id, answer)
-
     def retry_elsewhere(self, payload: dict[str, Any], attempt: int, error: Exception) -> RetryPlan:
         """Where a job that failed here goes next (``miners.retry``)."""
         return plan_retry(self.settings, self._slots, self.miner_id, payload, attempt, error)
@@ -276,9 +260,3 @@ class MinerRuntime:
         finally:
             with self._lock:
                 self._running -= 1
-
-    def _release(self, miner_id: str) -> None:
-        try:
-            self._slots.release(miner_id)
-        except redis.RedisError as exc:
-            log.warning("could not release slot on %s: %s", miner_id, exc)

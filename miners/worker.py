@@ -115,7 +115,7 @@ def _setup_miner(sender: str, instance: Any, **_: Any) -> None:
     app.amqp.queues.select_add(SHARED_QUEUE)
     loaded = app.tuned[0] if app.tuned else load_engine(app.settings)
     app.runtime = MinerRuntime(app.settings, miner_id, loaded)
-    transport.delivery_notes[:] = [app.runtime.note_held]
+    transport.delivery_notes[:] = [app.runtime.books.note_held]
     log.info("miner %s ready with engine %s", miner_id, app.runtime.engine.name)
     if app.tune_note:
         log.warning("miner %s: %s", miner_id, app.tune_note)
@@ -172,7 +172,7 @@ def _drop_request_id(
     tracing.end(getattr(task.request, "mia_trace", None))
     runtime = getattr(task.app, "runtime", None)
     if task.name == GENERATE and runtime is not None:
-        runtime.finished(task_id, ok=state == "SUCCESS")
+        runtime.books.finished(task_id, ok=state == "SUCCESS")
 
 
 @signals.worker_shutting_down.connect

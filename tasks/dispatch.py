@@ -14,9 +14,10 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
+import redis.client
 from celery import Celery
 
 from tasks import metrics, tracing
@@ -84,11 +85,14 @@ class RedisSelector:
         return text(picked) if picked else None
 
     def release(self, miner_id: str) -> None:
-        self._scripts(
-            "release",
-            keys=[self._keys.inflight(miner_id), self._keys.picks],
-            args=[self._keys.prefix, miner_id],
-        )
+        self._scripts("release", *self._release_call(miner_id))
+
+    def queue_release(self, pipe: redis.client.Pipeline, miner_id: str) -> None:
+        """``release`` queued on ``pipe`` by the script's hash (``Scripts.queue``)."""
+        self._scripts.queue(pipe, "release", *self._release_call(miner_id))
+
+    def _release_call(self, miner_id: str) -> tuple[list[str], list[Any]]:
+        return [self._keys.inflight(miner_id), self._keys.picks], [self._keys.prefix, miner_id]
 
     def wake_shared(self, job_id: str) -> None:
         """Wake one long-polling legacy miner (the list is capped: nobody may be polling)."""

@@ -17,11 +17,13 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import redis
+import redis.client
 from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
@@ -34,13 +36,39 @@ from tasks.scripts import source
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class StoreCall:
+    """One result's store, for a caller that sends it with steps of its own."""
+
+    queue: Callable[[redis.client.Pipeline], None]  # on a pipeline, by the script's hash
+    alone: Callable[[], Any]  # on its own (this loads the script again if Redis lost it)
+
+
+StoreSteps = Callable[[StoreCall, str], None]  # (the store, the result's state)
+_along = threading.local()
+
+
+def store_along(steps: StoreSteps) -> None:
+    """Have ``steps`` send the next result this thread stores, in a round trip of its
+    own making (a miner's after-job bookkeeping: ``miners.bookkeeping``). ``steps``
+    must put the store on Redis or raise; it is used once."""
+    _along.steps = steps
+
+
+def take_along() -> StoreSteps | None:
+    """The steps ``store_along`` left for this thread, if no store took them yet."""
+    steps: StoreSteps | None = _along.__dict__.pop("steps", None)
+    return steps
+
+
 class ResultBackend(RedisBackend):
     """Celery's Redis backend, with two changes.
 
     - No per-call subscription when a job is sent: callers wait through ResultWaiter.
     - Storing is one Lua call that keeps the first final result (``store_result.lua``)
       where Celery reads the current state, then writes: two round trips, and a race
-      between two runs of the same job.
+      between two runs of the same job. A miner may send that call in a pipeline
+      with its own bookkeeping (``store_along``).
     """
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
@@ -70,7 +98,19 @@ class ResultBackend(RedisBackend):
                 "value too large for Redis backend", state=state, task_id=task_id
             )
         expires = self.failure_expires if state == states.FAILURE else self.expires
-        self._store_first(keys=[self.get_key_for_task(task_id)], args=[value, int(expires or 0)])
+        keys, args = [self.get_key_for_task(task_id)], [value, int(expires or 0)]
+        steps = take_along()
+        if steps is None:
+            self._store_first(keys=keys, args=args)
+            return result
+        script = self._store_first
+        steps(
+            StoreCall(
+                queue=lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
+                alone=lambda: script(keys=keys, args=args),
+            ),
+            state,
+        )
         return result
 
 

@@ -1,0 +1,137 @@
+"""A miner's bookkeeping around each job, in as few round trips as it allows.
+
+Around a job, three things besides its result: the slot dispatch reserved for it
+(``<p>:inflight:<miner>``), the note that this process holds the job (``<p>:held:<miner>``,
+for the reaper: ``tasks.recovery``) and one outcome for the miner's circuit breaker.
+
+- **Received.** The held note goes on kombu's own delivery MULTI (``note_held``), with
+  kombu's ``unacked`` entry: the two exist together or not at all.
+- **Succeeded.** One pipeline, in this order: the slot back (``release.lua``), the
+  result stored (``store_result.lua``, sent for Celery's result backend through
+  ``tasks.results.store_along``), the held note gone, the outcome recorded. One round
+  trip instead of three, on the path every answer takes. Redis runs one connection's
+  commands in the order sent, so the slot is free before the result is published (a
+  caller holding its answer never finds the slot still taken) and the held note
+  outlives the store (a crash in between leaves a note the reaper clears).
+- **Failed.** The slot goes back at once (the retry reserves a slot elsewhere); the
+  held note and the outcome follow the failure's store at ``task_postrun``.
+
+If the result was never stored with the steps (Redis did not answer, or nothing was
+stored), ``task_postrun`` (``finished``) does what they would have done.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import redis
+import redis.client
+from celery import states
+
+from tasks.breaker import Breakers
+from tasks.dispatch import RedisSelector
+from tasks.jobs import GENERATE
+from tasks.keys import Keys
+from tasks.results import StoreCall, store_along, take_along
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Bookkeeping:
+    """Slot, held note and breaker outcome of each job one miner process runs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        miner_id: str,
+        boot: str,
+        client: redis.Redis,
+        keys: Keys,
+        slots: RedisSelector,
+        breakers: Breakers,
+    ) -> None:
+        self.settings = settings
+        self.miner_id = miner_id
+        self.boot = boot
+        self._redis = client
+        self._keys = keys
+        self._slots = slots
+        self.breakers = breakers
+        self._local = threading.local()  # the pool thread that runs the job stores it
+
+    def note_held(self, pipe: Any, message: Any, delivery_tag: str) -> None:
+        """kombu hands us a message (``tasks.transport.delivery_notes``, before Celery
+        or any thread sees it): for the reaper, this process holds the job
+        (tasks.recovery); for ``GET /jobs/<id>``, it runs here. Queued on kombu's own
+        delivery MULTI, on the consumer's thread, so that no job runs unrecorded."""
+        headers = message.headers or {}
+        if headers.get("task") != GENERATE or not headers.get("id"):
+            return
+        job_id = str(headers["id"])
+        pipe.hset(self._keys.held(self.miner_id), job_id, f"{delivery_tag}|{self.boot}")
+        pipe.set(self._keys.running(job_id), self.miner_id, ex=self.settings.visibility_timeout_s)
+
+    def release(self, miner_id: str) -> None:
+        """Give a slot back now (a job that failed)."""
+        try:
+            self._slots.release(miner_id)
+        except redis.RedisError as exc:
+            log.warning("could not release slot on %s: %s", miner_id, exc)
+
+    def release_with_result(self, job_id: str, reserved_on: str) -> None:
+        """The job succeeded: its slot goes back in its result's round trip."""
+        self._local.pending = (job_id, reserved_on)
+        store_along(self._store)
+
+    def _store(self, store: StoreCall, state: str) -> None:
+        job_id, reserved_on = self._local.pending
+        pipe = self._redis.pipeline(transaction=False)
+        self._slots.queue_release(pipe, reserved_on)
+        store.queue(pipe)
+        pipe.hdel(self._keys.held(self.miner_id), job_id)
+        self.breakers.record_on(pipe, self.miner_id, state == states.SUCCESS)
+        released, stored, _, outcome = pipe.execute(raise_on_error=False)
+        self._local.pending, self._local.booked = None, job_id
+        # Redis lost its scripts (a restart): each step again, in the same order.
+        if isinstance(released, redis.exceptions.NoScriptError):
+            self.release(reserved_on)
+        elif isinstance(released, Exception):
+            log.warning("could not release slot on %s: %s", reserved_on, released)
+        if isinstance(stored, redis.exceptions.NoScriptError):
+            stored = store.alone()
+        if isinstance(stored, Exception):
+            raise stored  # Celery's own handling of a result it could not store
+        if isinstance(outcome, redis.exceptions.NoScriptError):
+            self.breakers.record_quietly(self.miner_id, state == states.SUCCESS)
+        elif isinstance(outcome, Exception):
+            log.warning("could not record an outcome of miner %s: %s", self.miner_id, outcome)
+        else:
+            self.breakers.noted(self.miner_id, outcome)
+
+    def finished(self, job_id: str, ok: bool) -> None:
+        """``task_postrun``: the job's result is stored (or could not be). What the
+        result's round trip did not do already: the slot of a success whose store did
+        not go with it, the held note and the outcome."""
+        take_along()  # unused steps must not ride on the next result this thread stores
+        pending = getattr(self._local, "pending", None)
+        booked = getattr(self._local, "booked", None)
+        self._local.pending = self._local.booked = None
+        if booked == job_id:
+            return
+        if pending is not None:
+            self.release(pending[1])
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hdel(self._keys.held(self.miner_id), job_id)
+        self.breakers.record_on(pipe, self.miner_id, ok)
+        try:
+            _, answer = pipe.execute()  # one round trip
+        except redis.exceptions.NoScriptError:  # Redis restarted empty: load it again
+            self.breakers.record_quietly(self.miner_id, ok)
+            return
+        except redis.RedisError as exc:
+            log.warning("could not forget job %s or record its outcome: %s", job_id, exc)
+            return
+        self.breakers.noted(self.miner_id, answer)

@@ -1,0 +1,151 @@
+"""A miner's after-job bookkeeping (miners.bookkeeping) against real Redis.
+
+On success the slot, the result, the held note and the breaker outcome go in one
+round trip, the slot before the result; Redis losing its scripts changes nothing of
+that; and when no store took the steps, task_postrun (``finished``) does their work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis as redis_lib
+
+from miners.bookkeeping import Bookkeeping
+from tasks.breaker import Breakers
+from tasks.dispatch import RedisSelector
+from tasks.jobs import Job
+from tasks.keys import Keys
+from tasks.registry import Heartbeat, Registry
+from tasks.results import StoreCall, take_along
+from tasks.scripts import Scripts
+
+PREFIX = "bk"  # not the live server's keys
+# A stand-in for store_result.lua: notes the miner's in-flight count the moment the
+# result is stored, so a test sees whether the slot was back by then.
+STORE = "redis.call('SET', KEYS[2], redis.call('GET', KEYS[1]) or 'none'); return 1"
+
+
+@pytest.fixture
+def parts(redis, settings) -> tuple[Bookkeeping, RedisSelector, Keys]:
+    keys, scripts = Keys(PREFIX), Scripts(redis)
+    Registry(redis, keys, 30.0, scripts).beat(Heartbeat("m", "available", 1, 1, ["echo"], "echo"))
+    selector = RedisSelector(redis, scripts, keys, 60)
+    breakers = Breakers(redis, scripts, keys, settings)
+    return Bookkeeping(settings, "m", "boot-1", redis, keys, selector, breakers), selector, keys
+
+
+def reserved(selector: RedisSelector, redis, keys: Keys) -> None:
+    assert selector.choose(Job([{"role": "user", "content": "hi"}])) == "m"
+    assert int(redis.get(keys.inflight("m"))) == 1
+
+
+def a_store(redis, keys: Keys, calls: list[str]) -> StoreCall:
+    args = [keys.inflight("m"), f"{PREFIX}:seen"]
+
+    def queue(pipe: redis_lib.client.Pipeline) -> None:
+        calls.append("queued")
+        pipe.eval(STORE, 2, *args)
+
+    def alone() -> int:
+        calls.append("alone")
+        return int(redis.eval(STORE, 2, *args))
+
+    return StoreCall(queue=queue, alone=alone)
+
+
+def store_now(state: str, store: StoreCall) -> None:
+    steps: Callable[[StoreCall, str], None] | None = take_along()
+    assert steps is not None, "release_with_result left no steps for the result's store"
+    steps(store, state)
+
+
+def test_a_success_settles_slot_result_note_and_outcome_in_the_results_round_trip(redis, parts):
+    books, selector, keys = parts
+    reserved(selector, redis, keys)
+    redis.hset(keys.held("m"), "job-1", "1|boot-1")
+    redis.hset(keys.failstreak, "m", 2)
+    books.release_with_result("job-1", "m")
+    calls: list[str] = []
+    store_now("SUCCESS", a_store(redis, keys, calls))
+    assert calls == ["queued"]
+    assert redis.get(f"{PREFIX}:seen") == b"0"  # the slot was back before the result
+    assert not redis.hexists(keys.held("m"), "job-1")
+    assert not redis.hget(keys.failstreak, "m")  # a success ends the streak
+    redis.hset(keys.held("m"), "job-2", "2|boot-1")
+    books.finished("job-1", ok=True)  # task_postrun: nothing left to do for job-1
+    assert redis.hexists(keys.held("m"), "job-2")
+    assert int(redis.get(keys.inflight("m"))) == 0  # released once, not twice
+
+
+def test_redis_losing_its_scripts_changes_nothing(redis, parts):
+    books, selector, keys = parts
+    reserved(selector, redis, keys)
+    redis.hset(keys.held("m"), "job-1", "1|boot-1")
+    books.release_with_result("job-1", "m")
+    redis.script_flush()  # a restart, as the next pipeline finds it
+    calls: list[str] = []
+
+    def store_by_hash(pipe: redis_lib.client.Pipeline) -> None:  # as the backend queues it
+        calls.append("queued")
+        pipe.evalsha("0" * 40, 0)
+
+    fallback = a_store(redis, keys, calls)
+    store_now("SUCCESS", StoreCall(queue=store_by_hash, alone=fallback.alone))
+    assert calls == ["queued", "alone"]
+    assert redis.get(f"{PREFIX}:seen") == b"0"  # still the slot first
+    assert not redis.hexists(keys.held("m"), "job-1")
+
+
+def test_steps_no_store_took_are_done_at_task_postrun_and_dropped(redis, parts):
+    books, selector, keys = parts
+    reserved(selector, redis, keys)
+    redis.hset(keys.held("m"), "job-1", "1|boot-1")
+    books.release_with_result("job-1", "m")
+    books.finished("job-1", ok=True)  # no result was stored with the steps
+    assert int(redis.get(keys.inflight("m"))) == 0
+    assert not redis.hexists(keys.held("m"), "job-1")
+    assert take_along() is None  # the next job's store goes alone
+
+
+class LosesOnePipeline(redis_lib.Redis):
+    """Real Redis, except that the first pipeline's round trip is lost."""
+
+    lost = False
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None):  # type: ignore[no-untyped-def]
+        pipe = super().pipeline(transaction, shard_hint)
+        if not self.lost:
+            self.lost = True
+
+            def execute(*_args: object, **_kwargs: object) -> list[object]:
+                raise redis_lib.ConnectionError("the round trip was lost")
+
+            pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+
+def test_a_store_whose_round_trip_is_lost_leaves_the_slot_to_task_postrun(
+    redis, redis_url, settings, parts
+):
+    _, selector, keys = parts
+    scripts = Scripts(redis)
+    books = Bookkeeping(
+        settings,
+        "m",
+        "boot-1",
+        LosesOnePipeline.from_url(redis_url),
+        keys,
+        selector,
+        Breakers(redis, scripts, keys, settings),
+    )
+    reserved(selector, redis, keys)
+    redis.hset(keys.held("m"), "job-1", "1|boot-1")
+    books.release_with_result("job-1", "m")
+    with pytest.raises(redis_lib.ConnectionError):  # Celery's to handle, as any store error
+        store_now("SUCCESS", a_store(redis, keys, []))
+    assert int(redis.get(keys.inflight("m"))) == 1
+    books.finished("job-1", ok=True)
+    assert int(redis.get(keys.inflight("m"))) == 0
+    assert not redis.hexists(keys.held("m"), "job-1")
