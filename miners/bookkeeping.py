@@ -6,13 +6,16 @@ for the reaper: ``tasks.recovery``) and one outcome for the miner's circuit brea
 
 - **Received.** The held note goes on kombu's own delivery MULTI (``note_held``), with
   kombu's ``unacked`` entry: the two exist together or not at all.
-- **Succeeded.** One pipeline, in this order: the slot back (``release.lua``), the
+- **Succeeded.** One pipeline, in this order: the slot back (``release.lua``); the
   result stored (``store_result.lua``, sent for Celery's result backend through
-  ``tasks.results.store_along``), the held note gone, the outcome recorded. One round
-  trip instead of three, on the path every answer takes. Redis runs one connection's
+  ``tasks.results.store_along``); once the result is in, the held note and kombu's
+  ``unacked`` entry gone (``settle.lua``: the acknowledgement ``acks_late`` makes
+  after the result, so kombu's own ack then skips Redis: ``tasks.transport``); the
+  outcome recorded. One round trip instead of four. Redis runs one connection's
   commands in the order sent, so the slot is free before the result is published (a
-  caller holding its answer never finds the slot still taken) and the held note
-  outlives the store (a crash in between leaves a note the reaper clears).
+  caller holding its answer never finds the slot still taken), and the job stays
+  recoverable until its result is in (a crash in between leaves work the reaper
+  finds; the first result stored stays).
 - **Failed.** The slot goes back at once (the retry reserves a slot elsewhere); the
   held note and the outcome follow the failure's store at ``task_postrun``.
 
@@ -30,11 +33,13 @@ import redis
 import redis.client
 from celery import states
 
+from tasks import transport
 from tasks.breaker import Breakers
 from tasks.dispatch import RedisSelector
 from tasks.jobs import GENERATE
-from tasks.keys import Keys
+from tasks.keys import Keys, result_key
 from tasks.results import StoreCall, store_along, take_along
+from tasks.scripts import Scripts
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,7 @@ class Bookkeeping:
         boot: str,
         client: redis.Redis,
         keys: Keys,
+        scripts: Scripts,
         slots: RedisSelector,
         breakers: Breakers,
     ) -> None:
@@ -58,9 +64,11 @@ class Bookkeeping:
         self.boot = boot
         self._redis = client
         self._keys = keys
+        self._scripts = scripts
         self._slots = slots
         self.breakers = breakers
         self._local = threading.local()  # the pool thread that runs the job stores it
+        self._tags: dict[str, str] = {}  # job id -> kombu delivery tag, while held
 
     def note_held(self, pipe: Any, message: Any, delivery_tag: str) -> None:
         """kombu hands us a message (``tasks.transport.delivery_notes``, before Celery
@@ -71,6 +79,7 @@ class Bookkeeping:
         if headers.get("task") != GENERATE or not headers.get("id"):
             return
         job_id = str(headers["id"])
+        self._tags[job_id] = delivery_tag
         pipe.hset(self._keys.held(self.miner_id), job_id, f"{delivery_tag}|{self.boot}")
         pipe.set(self._keys.running(job_id), self.miner_id, ex=self.settings.visibility_timeout_s)
 
@@ -88,12 +97,15 @@ class Bookkeeping:
 
     def _store(self, store: StoreCall, state: str) -> None:
         job_id, reserved_on = self._local.pending
+        ok = state == states.SUCCESS
+        tag = self._tags.pop(job_id, None)
         pipe = self._redis.pipeline(transaction=False)
         self._slots.queue_release(pipe, reserved_on)
         store.queue(pipe)
-        pipe.hdel(self._keys.held(self.miner_id), job_id)
-        self.breakers.record_on(pipe, self.miner_id, state == states.SUCCESS)
-        released, stored, _, outcome = pipe.execute(raise_on_error=False)
+        settle = self._settle_call(job_id, tag)
+        self._scripts.queue(pipe, "settle", *settle)
+        self.breakers.record_on(pipe, self.miner_id, ok)
+        released, stored, settled, outcome = pipe.execute(raise_on_error=False)
         self._local.pending, self._local.booked = None, job_id
         # Redis lost its scripts (a restart): each step again, in the same order.
         if isinstance(released, redis.exceptions.NoScriptError):
@@ -101,21 +113,46 @@ class Bookkeeping:
         elif isinstance(released, Exception):
             log.warning("could not release slot on %s: %s", reserved_on, released)
         if isinstance(stored, redis.exceptions.NoScriptError):
-            stored = store.alone()
-        if isinstance(stored, Exception):
-            raise stored  # Celery's own handling of a result it could not store
+            try:
+                stored = store.alone()
+            except redis.RedisError as exc:
+                stored = exc
+        if isinstance(settled, redis.exceptions.NoScriptError):
+            try:
+                settled = self._scripts("settle", *settle)
+            except redis.RedisError as exc:
+                settled = exc
+        if settled == 1:
+            if tag is not None:
+                transport.acked(tag)
+        else:  # no result when it ran: forget the job now; kombu acknowledges it itself
+            self._forget(job_id)
         if isinstance(outcome, redis.exceptions.NoScriptError):
-            self.breakers.record_quietly(self.miner_id, state == states.SUCCESS)
+            self.breakers.record_quietly(self.miner_id, ok)
         elif isinstance(outcome, Exception):
             log.warning("could not record an outcome of miner %s: %s", self.miner_id, outcome)
         else:
             self.breakers.noted(self.miner_id, outcome)
+        if isinstance(stored, Exception):
+            raise stored  # Celery's own handling of a result it could not store
+
+    def _settle_call(self, job_id: str, tag: str | None) -> tuple[list[str], list[Any]]:
+        index, unacked = transport.unacked_keys()
+        keys = [result_key(job_id), self._keys.held(self.miner_id), index, unacked]
+        return keys, [job_id, tag or ""]
+
+    def _forget(self, job_id: str) -> None:
+        try:
+            self._redis.hdel(self._keys.held(self.miner_id), job_id)
+        except redis.RedisError as exc:
+            log.warning("could not forget job %s: %s", job_id, exc)
 
     def finished(self, job_id: str, ok: bool) -> None:
         """``task_postrun``: the job's result is stored (or could not be). What the
         result's round trip did not do already: the slot of a success whose store did
         not go with it, the held note and the outcome."""
         take_along()  # unused steps must not ride on the next result this thread stores
+        self._tags.pop(job_id, None)
         pending = getattr(self._local, "pending", None)
         booked = getattr(self._local, "booked", None)
         self._local.pending = self._local.booked = None

@@ -69,7 +69,7 @@ class MinerRuntime:
         self.breakers = Breakers(client, scripts, self._keys, settings)
         self.boot = uuid.uuid4().hex  # tells the reaper this process from an earlier one
         self.books = Bookkeeping(
-            settings, miner_id, self.boot, client, self._keys, self._slots, self.breakers
+            settings, miner_id, self.boot, client, self._keys, scripts, self._slots, self.breakers
         )
         self._stop = threading.Event()
         self._aborts = threading.Thread(target=self._listen_for_aborts, daemon=True)

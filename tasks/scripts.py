@@ -24,6 +24,7 @@ NAMES = (
     "reap",
     "breaker",
     "recover",
+    "settle",
 )
 
 

@@ -16,6 +16,10 @@ wait for a pooled connection instead of failing.
   delivery, in a MULTI on the consumer's one thread; ``delivery_notes`` lets the miner
   add its commands to that same MULTI instead of a round trip of its own after it.
   Both records then exist together or not at all.
+- A miner removes a job's ``unacked`` entry itself, in the round trip that stores the
+  job's result (``unacked_keys``, ``acked``; ``miners.bookkeeping``): after the result,
+  as ``acks_late`` wants, and without a round trip of its own on the consumer's
+  thread. kombu's acknowledgement of that delivery then skips Redis.
 
 Selected with ``broker_transport`` in celeryconfig.
 """
@@ -37,6 +41,20 @@ from kombu.utils.json import dumps
 # add commands to the pipeline, do not execute it.
 DeliveryNote = Callable[[Any, Any, str], None]
 delivery_notes: list[DeliveryNote] = []
+# kombu's unacked index and hash, as the channel names them (taken at a delivery).
+_unacked_keys: tuple[str, str] = ("unacked_index", "unacked")
+# Delivery tags whose unacked entry a miner removed already (``acked``).
+_settled: set[str] = set()
+
+
+def unacked_keys() -> tuple[str, str]:
+    """kombu's unacked index and hash (for a miner's own acknowledgement)."""
+    return _unacked_keys
+
+
+def acked(delivery_tag: str) -> None:
+    """The delivery's unacked entry is gone already: kombu's ack of it skips Redis."""
+    _settled.add(delivery_tag)
 
 
 class QoS(kombu_redis.QoS):
@@ -46,6 +64,8 @@ class QoS(kombu_redis.QoS):
         if not delivery_notes:
             super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
             return
+        global _unacked_keys
+        _unacked_keys = (self.unacked_index_key, self.unacked_key)
         delivery = message.delivery_info
         raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])  # type: ignore[no-untyped-call]
         with self.pipe_or_acquire() as pipe:
@@ -55,6 +75,17 @@ class QoS(kombu_redis.QoS):
                 note(pipe, message, delivery_tag)
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def ack(self, delivery_tag: str) -> None:
+        if delivery_tag in _settled:  # removed from unacked with the job's result
+            _settled.discard(delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        _settled.discard(delivery_tag)
+        super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
 
 
 class Channel(kombu_redis.Channel):

@@ -8,15 +8,17 @@ that; and when no store took the steps, task_postrun (``finished``) does their w
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 import redis as redis_lib
 
 from miners.bookkeeping import Bookkeeping
+from tasks import transport
 from tasks.breaker import Breakers
 from tasks.dispatch import RedisSelector
-from tasks.jobs import Job
-from tasks.keys import Keys
+from tasks.jobs import GENERATE, Job
+from tasks.keys import Keys, result_key
 from tasks.registry import Heartbeat, Registry
 from tasks.results import StoreCall, take_along
 from tasks.scripts import Scripts
@@ -24,7 +26,10 @@ from tasks.scripts import Scripts
 PREFIX = "bk"  # not the live server's keys
 # A stand-in for store_result.lua: notes the miner's in-flight count the moment the
 # result is stored, so a test sees whether the slot was back by then.
-STORE = "redis.call('SET', KEYS[2], redis.call('GET', KEYS[1]) or 'none'); return 1"
+STORE = (
+    "redis.call('SET', KEYS[2], redis.call('GET', KEYS[1]) or 'none');"
+    "redis.call('SET', KEYS[3], 'result'); return 1"
+)
 
 
 @pytest.fixture
@@ -33,7 +38,8 @@ def parts(redis, settings) -> tuple[Bookkeeping, RedisSelector, Keys]:
     Registry(redis, keys, 30.0, scripts).beat(Heartbeat("m", "available", 1, 1, ["echo"], "echo"))
     selector = RedisSelector(redis, scripts, keys, 60)
     breakers = Breakers(redis, scripts, keys, settings)
-    return Bookkeeping(settings, "m", "boot-1", redis, keys, selector, breakers), selector, keys
+    books = Bookkeeping(settings, "m", "boot-1", redis, keys, scripts, selector, breakers)
+    return books, selector, keys
 
 
 def reserved(selector: RedisSelector, redis, keys: Keys) -> None:
@@ -42,15 +48,15 @@ def reserved(selector: RedisSelector, redis, keys: Keys) -> None:
 
 
 def a_store(redis, keys: Keys, calls: list[str]) -> StoreCall:
-    args = [keys.inflight("m"), f"{PREFIX}:seen"]
+    args = [keys.inflight("m"), f"{PREFIX}:seen", result_key("job-1")]
 
     def queue(pipe: redis_lib.client.Pipeline) -> None:
         calls.append("queued")
-        pipe.eval(STORE, 2, *args)
+        pipe.eval(STORE, 3, *args)
 
     def alone() -> int:
         calls.append("alone")
-        return int(redis.eval(STORE, 2, *args))
+        return int(redis.eval(STORE, 3, *args))
 
     return StoreCall(queue=queue, alone=alone)
 
@@ -61,10 +67,20 @@ def store_now(state: str, store: StoreCall) -> None:
     steps(store, state)
 
 
-def test_a_success_settles_slot_result_note_and_outcome_in_the_results_round_trip(redis, parts):
+def delivered(books: Bookkeeping, redis, job_id: str, tag: str) -> None:
+    """kombu delivers the job: its unacked entry and the miner's held note, one MULTI."""
+    pipe = redis.pipeline()
+    pipe.zadd("unacked_index", {tag: 1.0})
+    pipe.hset("unacked", tag, "the message")
+    books.note_held(pipe, SimpleNamespace(headers={"task": GENERATE, "id": job_id}), tag)
+    pipe.execute()
+
+
+def test_a_success_settles_slot_result_note_ack_and_outcome_in_the_results_round_trip(redis, parts):
     books, selector, keys = parts
     reserved(selector, redis, keys)
-    redis.hset(keys.held("m"), "job-1", "1|boot-1")
+    delivered(books, redis, "job-1", "tag-1")
+    assert redis.hget(keys.held("m"), "job-1") == b"tag-1|boot-1"
     redis.hset(keys.failstreak, "m", 2)
     books.release_with_result("job-1", "m")
     calls: list[str] = []
@@ -72,6 +88,8 @@ def test_a_success_settles_slot_result_note_and_outcome_in_the_results_round_tri
     assert calls == ["queued"]
     assert redis.get(f"{PREFIX}:seen") == b"0"  # the slot was back before the result
     assert not redis.hexists(keys.held("m"), "job-1")
+    assert not redis.zscore("unacked_index", "tag-1") and not redis.hexists("unacked", "tag-1")
+    assert "tag-1" in transport._settled  # kombu's ack of it skips Redis
     assert not redis.hget(keys.failstreak, "m")  # a success ends the streak
     redis.hset(keys.held("m"), "job-2", "2|boot-1")
     books.finished("job-1", ok=True)  # task_postrun: nothing left to do for job-1
@@ -137,6 +155,7 @@ def test_a_store_whose_round_trip_is_lost_leaves_the_slot_to_task_postrun(
         "boot-1",
         LosesOnePipeline.from_url(redis_url),
         keys,
+        scripts,
         selector,
         Breakers(redis, scripts, keys, settings),
     )
@@ -149,3 +168,40 @@ def test_a_store_whose_round_trip_is_lost_leaves_the_slot_to_task_postrun(
     books.finished("job-1", ok=True)
     assert int(redis.get(keys.inflight("m"))) == 0
     assert not redis.hexists(keys.held("m"), "job-1")
+
+
+def test_without_a_stored_result_the_job_stays_recoverable(redis, parts):
+    books, selector, keys = parts
+    reserved(selector, redis, keys)
+    delivered(books, redis, "job-1", "tag-2")
+    books.release_with_result("job-1", "m")
+
+    def stores_nothing(pipe: redis_lib.client.Pipeline) -> None:
+        pipe.ping()
+
+    store_now("SUCCESS", StoreCall(queue=stores_nothing, alone=lambda: None))
+    assert redis.hexists("unacked", "tag-2")  # kombu acknowledges it itself, as usual
+    assert "tag-2" not in transport._settled
+
+
+def test_kombus_ack_of_a_settled_delivery_skips_redis(redis_url, redis):
+    from kombu import Connection
+
+    with Connection(redis_url, transport=transport.Transport) as conn:
+        channel = conn.default_channel
+        channel.queue_declare("bk-q")
+        channel.basic_publish(channel.prepare_message("hi"), "", "bk-q")
+        message = channel.basic_get("bk-q", no_ack=False)
+        tag = message.delivery_tag
+        assert redis.hexists("unacked", tag)
+        redis.zrem("unacked_index", tag)
+        redis.hdel("unacked", tag)  # as settle.lua does
+        transport.acked(tag)
+
+        def no_round_trip(*_args: object, **_kwargs: object) -> None:
+            raise AssertionError("acknowledged in Redis again")
+
+        channel.qos._remove_from_indices = no_round_trip
+        message.ack()
+        assert tag not in transport._settled
+        assert tag in channel.qos._dirty  # kombu's own bookkeeping of the ack is done
