@@ -20,12 +20,18 @@ wait for a pooled connection instead of failing.
   job's result (``unacked_keys``, ``acked``; ``miners.bookkeeping``): after the result,
   as ``acks_late`` wants, and without a round trip of its own on the consumer's
   thread. kombu's acknowledgement of that delivery then skips Redis.
+- kombu takes a message off its list (``BRPOP``) and then, in a second round trip,
+  writes it to ``unacked``. If Redis goes away between the two, the message exists
+  only in this process: stock kombu raises, and the job is gone. Here the delivery
+  waits for Redis to come back (up to ``delivery_retry_s``) and then goes on, so the
+  job runs. Seen in the Redis-restart fault test (tests/test_faults.py).
 
 Selected with ``broker_transport`` in celeryconfig.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +42,8 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
+
+log = logging.getLogger(__name__)
 
 # Called with kombu's delivery pipeline (a MULTI), the message and its delivery tag:
 # add commands to the pipeline, do not execute it.
@@ -60,12 +68,27 @@ def acked(delivery_tag: str) -> None:
 class QoS(kombu_redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
         """kombu's delivery bookkeeping (the message in ``unacked``, by time in its
-        index) plus every ``delivery_notes`` entry, in one MULTI."""
-        if not delivery_notes:
-            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
-            return
+        index) plus every ``delivery_notes`` entry, in one MULTI; retried while Redis
+        is away, since the message is already off its list."""
         global _unacked_keys
         _unacked_keys = (self.unacked_index_key, self.unacked_key)
+        deadline = time.monotonic() + self.channel.delivery_retry_s
+        pause = 0.05
+        while True:
+            try:
+                self._note_delivery(message, delivery_tag)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                job = message.headers.get("id", delivery_tag)
+                if time.monotonic() >= deadline:
+                    log.error("job %s lost: off its queue, and Redis did not come back", job)
+                    raise
+                log.warning("job %s taken off its queue; waiting for Redis (%s)", job, exc)
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def _note_delivery(self, message: Any, delivery_tag: str) -> None:
         delivery = message.delivery_info
         raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])  # type: ignore[no-untyped-call]
         with self.pipe_or_acquire() as pipe:
@@ -74,7 +97,6 @@ class QoS(kombu_redis.QoS):
             for note in delivery_notes:
                 note(pipe, message, delivery_tag)
             pipe.execute()
-        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in _settled:  # removed from unacked with the job's result
@@ -90,8 +112,13 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
-    from_transport_options = (*kombu_redis.Channel.from_transport_options, "pool_timeout")  # type: ignore[assignment]
+    from_transport_options = (  # type: ignore[assignment]
+        *kombu_redis.Channel.from_transport_options,
+        "pool_timeout",
+        "delivery_retry_s",
+    )
     pool_timeout = 5.0
+    delivery_retry_s = 300.0  # as long as the result backend retries a store
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
         params = self._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]

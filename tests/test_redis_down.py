@@ -1,13 +1,19 @@
-"""Redis goes away and comes back: 503 fast, /readyz red, then recovery by itself."""
+"""Redis goes away and comes back: 503 fast, /readyz red, then recovery by itself;
+a message a miner took off its queue just before is kept."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
 import pytest
+import redis as redis_lib
+from kombu import Connection
 
 from scripts import redis_server
 from scripts.processes import stop, wait_for
+from tasks import transport
 from tasks.settings import Settings
 from tests.conftest import TOKEN, free_port
 from web import create_app
@@ -40,7 +46,17 @@ def test_redis_down_answers_503_fast_and_recovers(own_redis, database_url):
         redis_timeout_s=0.5,
         request_timeout_s=0.3,
     )
-    client = create_app(settings).test_client()
+    app = create_app(settings)
+    client = app.test_client()
+    try:
+        answers_through_the_outage(client, own_redis)
+    finally:
+        services = app.extensions["mia"]
+        services.housekeeper.close()  # its Redis goes away with the test
+        services.waiter.close()
+
+
+def answers_through_the_outage(client, own_redis) -> None:
     assert client.post("/chat/direct", json={"message": "before"}).status_code == 504
 
     own_redis.down()
@@ -62,3 +78,42 @@ def test_redis_down_answers_503_fast_and_recovers(own_redis, database_url):
         10,
         "dispatch to recover",
     )
+
+
+def test_a_message_taken_off_its_queue_as_redis_goes_away_is_kept(own_redis):
+    """kombu takes a message off its list, then notes it in ``unacked`` in a second
+    round trip. Redis gone in between: the delivery waits for Redis to come back and
+    the message ends in ``unacked`` (where a late ack or the reaper finds it)."""
+    waiting = threading.Event()
+
+    class Waiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for Redis" in record.getMessage():
+                waiting.set()
+
+    handler = Waiting()
+    logging.getLogger(transport.__name__).addHandler(handler)
+    restarter = threading.Thread(target=lambda: waiting.wait(30) and own_redis.up())
+    try:
+        with Connection(own_redis.url, transport=transport.Transport) as conn:
+            channel = conn.default_channel
+            channel.queue_declare("q")
+            channel.basic_publish(channel.prepare_message("hi", headers={"id": "j"}), "", "q")
+            take = channel._get
+
+            def taken_then_redis_goes(queue: str) -> object:
+                message = take(queue)
+                own_redis.down()
+                restarter.start()
+                return message
+
+            channel._get = taken_then_redis_goes
+            message = channel.basic_get("q", no_ack=False)
+            client = redis_lib.Redis.from_url(own_redis.url)
+            assert client.llen("q") == 0  # off its list before Redis went away
+            assert client.hexists("unacked", message.delivery_tag)
+            client.close()
+    finally:
+        logging.getLogger(transport.__name__).removeHandler(handler)
+        if restarter.is_alive():
+            restarter.join(30)
