@@ -73,7 +73,7 @@ class QoS(kombu_redis.QoS):
         global _unacked_keys
         _unacked_keys = (self.unacked_index_key, self.unacked_key)
         deadline = time.monotonic() + self.channel.delivery_retry_s
-        pause = 0.05
+        pause, waited = 0.05, False
         while True:
             try:
                 self._note_delivery(message, delivery_tag)
@@ -83,9 +83,13 @@ class QoS(kombu_redis.QoS):
                 if time.monotonic() >= deadline:
                     log.error("job %s lost: off its queue, and Redis did not come back", job)
                     raise
-                log.warning("job %s taken off its queue; waiting for Redis (%s)", job, exc)
+                if not waited:
+                    log.warning("job %s taken off its queue; waiting for Redis (%s)", job, exc)
+                    waited = True
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
+        if waited:
+            log.warning("job %s noted as delivered: Redis is back", message.headers.get("id"))
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
     def _note_delivery(self, message: Any, delivery_tag: str) -> None:
