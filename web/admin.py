@@ -99,7 +99,7 @@ def revoke_key(miner_id: str) -> ResponseReturnValue:
 def audit_log() -> ResponseReturnValue:
     require_admin()
     limit = _int_arg("limit", 100, 1, MAX_LIMIT)
-    action = request.args.get("action") or None
+    action = request.args.get("action")  # given, it must be one (an empty one is not)
     if action is not None and action not in ACTIONS:
         raise ValidationError(f"action must be one of {', '.join(ACTIONS)}", "action")
     target = request.args.get("target") or None
