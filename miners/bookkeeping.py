@@ -6,8 +6,9 @@ for the reaper: ``tasks.recovery``) and one outcome for the miner's circuit brea
 
 - **Received.** The held note goes on kombu's own delivery MULTI (``note_held``), with
   kombu's ``unacked`` entry: the two exist together or not at all.
-- **Succeeded.** One pipeline, in this order: the slot back (``release.lua``); the
-  result stored (``store_result.lua``, sent for Celery's result backend through
+- **Succeeded.** One pipeline, in this order: the slot back (``release.lua``; a job
+  a miner took off ``shared`` had none reserved, and skips this step); the result
+  stored (``store_result.lua``, sent for Celery's result backend through
   ``tasks.results.store_along``); once the result is in, the held note and kombu's
   ``unacked`` entry gone (``settle.lua``: the acknowledgement ``acks_late`` makes
   after the result, so kombu's own ack then skips Redis: ``tasks.transport``); the
@@ -90,8 +91,9 @@ class Bookkeeping:
         except redis.RedisError as exc:
             log.warning("could not release slot on %s: %s", miner_id, exc)
 
-    def release_with_result(self, job_id: str, reserved_on: str) -> None:
-        """The job succeeded: its slot goes back in its result's round trip."""
+    def release_with_result(self, job_id: str, reserved_on: str | None) -> None:
+        """The job succeeded: its bookkeeping (and its slot, if dispatch reserved one)
+        goes in its result's round trip."""
         self._local.pending = (job_id, reserved_on)
         store_along(self._store)
 
@@ -100,15 +102,18 @@ class Bookkeeping:
         ok = state == states.SUCCESS
         tag = self._tags.pop(job_id, None)
         pipe = self._redis.pipeline(transaction=False)
-        self._slots.queue_release(pipe, reserved_on)
+        if reserved_on:
+            self._slots.queue_release(pipe, reserved_on)
         store.queue(pipe)
         settle = self._settle_call(job_id, tag)
         self._scripts.queue(pipe, "settle", *settle)
         self.breakers.record_on(pipe, self.miner_id, ok)
-        released, stored, settled, outcome = pipe.execute(raise_on_error=False)
+        replies = pipe.execute(raise_on_error=False)
+        released = replies.pop(0) if reserved_on else None
+        stored, settled, outcome = replies
         self._local.pending, self._local.booked = None, job_id
         # Redis lost its scripts (a restart): each step again, in the same order.
-        if isinstance(released, redis.exceptions.NoScriptError):
+        if reserved_on and isinstance(released, redis.exceptions.NoScriptError):
             self.release(reserved_on)
         elif isinstance(released, Exception):
             log.warning("could not release slot on %s: %s", reserved_on, released)
@@ -158,7 +163,7 @@ class Bookkeeping:
         self._local.pending = self._local.booked = None
         if booked == job_id:
             return
-        if pending is not None:
+        if pending is not None and pending[1]:
             self.release(pending[1])
         pipe = self._redis.pipeline(transaction=False)
         pipe.hdel(self._keys.held(self.miner_id), job_id)

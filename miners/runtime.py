@@ -76,8 +76,9 @@ class MinerRuntime:
         self._aborts.start()
 
     def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Run one job; the slot it reserved is given back whatever happens: with the
-        result's store when it succeeds (``miners.bookkeeping``), at once if not."""
+        """Run one job; the slot it reserved (a job off ``shared`` has none) is given
+        back whatever happens: with the result's store when it succeeds, along with the
+        rest of the job's bookkeeping (``miners.bookkeeping``), at once if not."""
         job = Job.from_payload(payload)
         try:
             answer = self._answer(job)
@@ -85,8 +86,7 @@ class MinerRuntime:
             if job.reserved_on:
                 self.books.release(job.reserved_on)
             raise
-        if job.reserved_on:
-            self.books.release_with_result(job.job_id, job.reserved_on)
+        self.books.release_with_result(job.job_id, job.reserved_on)
         return answer
 
     def _answer(self, job: Job) -> dict[str, Any]:

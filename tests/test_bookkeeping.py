@@ -14,6 +14,8 @@ import pytest
 import redis as redis_lib
 
 from miners.bookkeeping import Bookkeeping
+from miners.engines.echo import EchoEngine
+from miners.runtime import MinerRuntime
 from tasks import transport
 from tasks.breaker import Breakers
 from tasks.dispatch import RedisSelector
@@ -95,6 +97,47 @@ def test_a_success_settles_slot_result_note_ack_and_outcome_in_the_results_round
     books.finished("job-1", ok=True)  # task_postrun: nothing left to do for job-1
     assert redis.hexists(keys.held("m"), "job-2")
     assert int(redis.get(keys.inflight("m"))) == 0  # released once, not twice
+
+
+def test_a_job_off_shared_without_a_slot_settles_in_the_results_round_trip_too(
+    redis, parts, monkeypatch
+):
+    """Under overload most jobs wait on ``shared`` and reserve no slot: their result,
+    held note, ack and outcome still go in one round trip, and no slot is touched."""
+    books, _, keys = parts
+    delivered(books, redis, "job-1", "tag-3")
+    redis.set(keys.inflight("m"), 1)  # another job's slot: not this one's to give back
+    books.release_with_result("job-1", None)
+    calls: list[str] = []
+    rounds: list[int] = []
+    execute = redis_lib.client.Pipeline.execute
+
+    def counted(pipe: redis_lib.client.Pipeline, *args: object, **kwargs: object) -> object:
+        rounds.append(len(pipe.command_stack))
+        return execute(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(redis_lib.client.Pipeline, "execute", counted)
+    store_now("SUCCESS", a_store(redis, keys, calls))
+    books.finished("job-1", ok=True)  # task_postrun: nothing left to do
+    assert calls == ["queued"] and rounds == [3]  # store, settle, outcome: one round trip
+    assert redis.exists(result_key("job-1"))
+    assert not redis.hexists(keys.held("m"), "job-1") and not redis.hexists("unacked", "tag-3")
+    assert "tag-3" in transport._settled
+    assert int(redis.get(keys.inflight("m"))) == 1
+
+
+def test_every_job_that_succeeds_leaves_its_bookkeeping_to_its_results_store(redis, settings):
+    """The miner's runtime hands the steps to the result's store for a job with a
+    reserved slot and for one off ``shared`` alike."""
+    runtime = MinerRuntime(settings, "bk-m", EchoEngine())
+    try:
+        for reserved_on in ("bk-m", None):
+            job = Job([{"role": "user", "content": "hi"}], reserved_on=reserved_on)
+            runtime.run(job.to_payload())
+            assert take_along() is not None, reserved_on
+            runtime.books.finished(job.job_id, ok=True)
+    finally:
+        runtime.close()
 
 
 def test_redis_losing_its_scripts_changes_nothing(redis, parts):
