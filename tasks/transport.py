@@ -41,6 +41,7 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.functional import retry_over_time
 from kombu.utils.json import dumps
 
 log = logging.getLogger(__name__)
@@ -72,24 +73,31 @@ class QoS(kombu_redis.QoS):
         is away, since the message is already off its list."""
         global _unacked_keys
         _unacked_keys = (self.unacked_index_key, self.unacked_key)
-        deadline = time.monotonic() + self.channel.delivery_retry_s
-        pause, waited = 0.05, False
-        while True:
-            try:
-                self._note_delivery(message, delivery_tag)
-                break
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                job = message.headers.get("id", delivery_tag)
-                if time.monotonic() >= deadline:
-                    log.error("job %s lost: off its queue, and Redis did not come back", job)
-                    raise
-                if not waited:
-                    log.warning("job %s taken off its queue; waiting for Redis (%s)", job, exc)
-                    waited = True
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
+        job, waited = message.headers.get("id", delivery_tag), False
+
+        def waiting(exc: Exception, intervals: Iterator[float], retries: int) -> float:
+            nonlocal waited
+            if not waited:
+                log.warning("job %s taken off its queue; waiting for Redis (%s)", job, exc)
+                waited = True
+            return next(intervals)
+
+        try:
+            retry_over_time(  # type: ignore[no-untyped-call]
+                self._note_delivery,
+                (redis.ConnectionError, redis.TimeoutError),
+                (message, delivery_tag),
+                errback=waiting,
+                interval_start=0.05,
+                interval_step=0.2,
+                interval_max=1.0,
+                timeout=self.channel.delivery_retry_s,
+            )
+        except (redis.ConnectionError, redis.TimeoutError):
+            log.error("job %s lost: off its queue, and Redis did not come back", job)
+            raise
         if waited:
-            log.warning("job %s noted as delivered: Redis is back", message.headers.get("id"))
+            log.warning("job %s noted as delivered: Redis is back", job)
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
     def _note_delivery(self, message: Any, delivery_tag: str) -> None:
