@@ -1,83 +1,37 @@
-"""The one Celery configuration, built from the MIA_* settings.
+"""The one Celery configuration, built from the MIA_* settings (``tasks.celery_app``).
 
-``from_settings`` is what the code uses; the module-level names below make this
-file a regular Celery config module too (``app.config_from_object("celeryconfig")``).
-Miner choices that matter for correctness:
+Code builds its app with ``tasks.celery_app.create_celery``; this module is the same
+configuration as a regular Celery config module, for tools that load one::
 
-- ``task_acks_late`` + ``task_reject_on_worker_lost``: a job is acknowledged only
-  after it ran, so a miner that dies mid-job leaves it to be redelivered.
-- ``worker_prefetch_multiplier = 1``: a miner holds no more jobs than it runs.
-- ``visibility_timeout`` longer than the longest job: Redis redelivers an
-  unacknowledged job only after this long.
-- ``queue_order_strategy = priority``: a miner drains its own ``gpu-<id>`` queue
-  before ``shared`` instead of rotating between them.
-- ``result_backend_always_retry``: a miner that finishes a job while Redis is down
-  keeps trying to store the result (up to about five minutes) instead of losing it.
+    app.config_from_object("celeryconfig")
+
+Importing it reads nothing: the environment is read when Celery first asks for a
+setting (``from_settings(Settings.from_env())``, once). The choices and why are in
+``tasks.celery_app``.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-from tasks.connections import celery_ssl
-from tasks.results import backend_url
+from tasks.celery_app import celery_conf as from_settings
 from tasks.settings import Settings
-from tasks.signing import signing_config
-from tasks.transport import TRANSPORT
+
+__all__ = ["from_settings"]
 
 
-def from_settings(settings: Settings, stock_transport: bool = False) -> dict[str, Any]:
-    """Celery settings (lower-case names) for one process's MIA settings.
-
-    ``stock_transport`` keeps kombu's own Redis transport (the benchmark's baseline)
-    instead of ``tasks.transport``, which reuses Redis clients.
-    """
-    transport = {
-        "visibility_timeout": settings.visibility_timeout_s,
-        "queue_order_strategy": "priority",
-        "socket_connect_timeout": settings.redis_timeout_s,
-        "socket_keepalive": True,
-        "health_check_interval": 25,
-        "max_connections": 64,  # per process; more threads wait for one (tasks.transport)
-        "pool_timeout": max(settings.redis_timeout_s, 5.0),
-    }
-    conf: dict[str, Any] = {
-        "broker_url": settings.redis_url,
-        "broker_transport": None if stock_transport else TRANSPORT,
-        "result_backend": backend_url(settings.redis_url),
-        "broker_transport_options": transport,
-        "result_backend_transport_options": {"socket_keepalive": True},
-        "result_backend_always_retry": True,
-        "result_backend_max_retries": 300,
-        "result_backend_base_sleep_between_retries_ms": 50,
-        "result_backend_max_sleep_between_retries_ms": 1000,
-        "redis_socket_connect_timeout": settings.redis_timeout_s,
-        "broker_connection_retry_on_startup": True,
-        "broker_connection_timeout": settings.redis_timeout_s,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "task_default_queue": "shared",
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "task_acks_on_failure_or_timeout": True,
-        "worker_prefetch_multiplier": 1,
-        "worker_pool": "threads",
-        "worker_concurrency": max(settings.slots, 1),
-        "worker_send_task_events": False,
-        "task_send_sent_event": False,
-        "result_expires": settings.result_ttl_s,
-        "task_ignore_result": False,
-        "worker_hijack_root_logger": False,
-        "worker_cancel_long_running_tasks_on_connection_loss": False,
-        "enable_utc": True,
-    }
-    tls = celery_ssl(settings)
-    if tls is not None:
-        conf["broker_use_ssl"] = tls
-        conf["redis_backend_use_ssl"] = tls
-    conf.update(signing_config(settings))
-    return conf
+@cache
+def _from_env() -> dict[str, Any]:
+    return from_settings(Settings.from_env())
 
 
-globals().update(from_settings(Settings.from_env()))
+def __getattr__(name: str) -> Any:
+    try:
+        return _from_env()[name]
+    except KeyError:
+        raise AttributeError(f"celeryconfig has no setting {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_from_env()])

@@ -30,7 +30,7 @@ from chat_service.sessions import Session
 from chat_service.store import Store
 from chat_service.tokens import counter
 from chat_service.tools import Toolbox
-from tasks.db import make_sessions
+from web.fleet.db import make_sessions
 
 CONVERSATION = (
     "Hi there!",

@@ -13,8 +13,8 @@ import redis
 from celery import Celery
 
 from bench import stock
-from tasks.client import JobClient
 from tasks.jobs import Job
+from web.fleet.client import JobClient
 
 
 def redis_floor(client: redis.Redis, url: str, samples: int) -> list[float]:

@@ -51,7 +51,7 @@ from bench.simulate import Simulator, simulator
 from bench.stack import TOKEN, echo_miner, environment, start_web, tree_cpu_s
 from scripts.processes import stop, wait_for
 from tasks.dispatch import RedisSelector
-from tasks.scripts import Scripts, source
+from tasks.lua import Scripts, source
 from tasks.settings import Settings
 from web.services import Services, build_services
 

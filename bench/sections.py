@@ -18,7 +18,7 @@ from bench.stack import environment, free_port, live_miners, logged, process
 from scripts.processes import wait_for
 from scripts.stack import BIN
 from tasks.settings import Settings
-from web.mqtt_gateway import broker_answers
+from web.mqtt.gateway import broker_answers
 from web.services import Services
 
 
@@ -110,7 +110,7 @@ def mqtt_hop(
             return None
         env = {**environment(settings), "MIA_MQTT_URL": url, "MIA_MQTT_CLIENT_ID": "mia-bench-gw"}
         log = work / "mqtt.log"
-        stack.enter_context(process([str(BIN / "python"), "-m", "web.mqtt_gateway"], env, log))
+        stack.enter_context(process([str(BIN / "python"), "-m", "web.mqtt"], env, log))
         wait_for(partial(logged, log, "subscribed to"), 30, "the MQTT gateway")
         bench_mqtt.over_mqtt(url, 5)  # warm up
         over_mqtt, over_http = [], []

@@ -16,8 +16,8 @@ import requests
 from scripts import redis_server
 from scripts.processes import spawn, stop, wait_for
 from scripts.stack import BIN, ROOT, miner_argv, web_argv
-from tasks.db import migrate
 from tasks.settings import Settings
+from web.fleet.db import migrate
 
 TOKEN = "bench-token"
 

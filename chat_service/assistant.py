@@ -1,6 +1,6 @@
 """The restaurant assistant: classify, then answer with only what that class needs.
 
-One turn, both stages through the push path (plain Python; ``web.assistant`` exposes it):
+One turn, both stages through the push path (plain Python; ``web.views.assistant`` exposes it):
 
 1. **classify** the message: a job on a miner (lexical classifier by default, or the
    model constrained to the labels), answering one of ``LABELS``;
@@ -30,10 +30,10 @@ from chat_service.menu import Item, Restaurant, normalise
 from chat_service.planner import CLASS_TOOLS, plan
 from chat_service.projects import Project
 from chat_service.prompts import NO_TOPIC, answer_messages, tool_docs
+from chat_service.runner import JobRunner
 from chat_service.sessions import Session, SessionStore
 from chat_service.store import Store
 from chat_service.tools import Action, Toolbox, parse_calls
-from tasks.client import JobClient
 from tasks.errors import NotFound
 from tasks.jobs import Job
 
@@ -61,7 +61,7 @@ class Assistant:
     def __init__(
         self,
         projects: dict[str, Project],
-        jobs: JobClient,
+        jobs: JobRunner,
         sessions: SessionStore,
         store: Store,
         timeout_s: float,

@@ -19,7 +19,7 @@ import redis
 
 from chat_service.tokens import TokenCounter
 from tasks.keys import Keys
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
 
 
 @dataclass

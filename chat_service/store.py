@@ -1,6 +1,6 @@
 """What the assistant's tools write: placed orders and table reservations (SQLAlchemy).
 
-Schema by Alembic (``tasks/migrations/versions/0003_assistant.py``). A reservation
+Schema by Alembic (``web/fleet/migrations/versions/0003_assistant.py``). A reservation
 holds a table for the restaurant's ``slot_minutes``; every half hour it covers is a
 ``reservation_cells`` row whose primary key is (project, table, half hour), so the
 database itself refuses an overlapping booking: booking tries the free tables that
@@ -11,18 +11,25 @@ to the next table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import DateTime, ForeignKey, Integer, Numeric, String, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from chat_service.menu import WEEKDAYS, Restaurant
-from tasks.db import Base, utcnow
 
 CELL = timedelta(minutes=30)
+
+
+class Base(DeclarativeBase):
+    """The assistant's tables; the web tier's migrations create them with its own."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class Order(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from miners import app
+from miners.celery import app
 from tasks.keys import queue_for
 
 

@@ -2,16 +2,16 @@
 
 Around a job, three things besides its result: the slot dispatch reserved for it
 (``<p>:inflight:<miner>``), the note that this process holds the job (``<p>:held:<miner>``,
-for the reaper: ``tasks.recovery``) and one outcome for the miner's circuit breaker.
+for the reaper: ``web.fleet.recovery``) and one outcome for the miner's circuit breaker.
 
 - **Received.** The held note goes on kombu's own delivery MULTI (``note_held``), with
   kombu's ``unacked`` entry: the two exist together or not at all.
 - **Succeeded.** One pipeline, in this order: the slot back (``release.lua``; a job
   a miner took off ``shared`` had none reserved, and skips this step); the result
   stored (``store_result.lua``, sent for Celery's result backend through
-  ``tasks.results.store_along``); once the result is in, the held note and kombu's
+  ``tasks.broker.backend.store_along``); once the result is in, the held note and kombu's
   ``unacked`` entry gone (``settle.lua``: the acknowledgement ``acks_late`` makes
-  after the result, so kombu's own ack then skips Redis: ``tasks.transport``); the
+  after the result, so kombu's own ack then skips Redis: ``tasks.broker.transport``); the
   outcome recorded. One round trip instead of four. Redis runs one connection's
   commands in the order sent, so the slot is free before the result is published (a
   caller holding its answer never finds the slot still taken), and the job stays
@@ -34,13 +34,13 @@ import redis
 import redis.client
 from celery import states
 
-from tasks import transport
 from tasks.breaker import Breakers
+from tasks.broker import transport
+from tasks.broker.backend import StoreCall, store_along, take_along
 from tasks.dispatch import RedisSelector
 from tasks.jobs import GENERATE
 from tasks.keys import Keys, result_key
-from tasks.results import StoreCall, store_along, take_along
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,9 @@ class Bookkeeping:
         self._tags: dict[str, str] = {}  # job id -> kombu delivery tag, while held
 
     def note_held(self, pipe: Any, message: Any, delivery_tag: str) -> None:
-        """kombu hands us a message (``tasks.transport.delivery_notes``, before Celery
+        """kombu hands us a message (``tasks.broker.transport.delivery_notes``, before Celery
         or any thread sees it): for the reaper, this process holds the job
-        (tasks.recovery); for ``GET /jobs/<id>``, it runs here. Queued on kombu's own
+        (web.fleet.recovery); for ``GET /jobs/<id>``, it runs here. Queued on kombu's own
         delivery MULTI, on the consumer's thread, so that no job runs unrecorded."""
         headers = message.headers or {}
         if headers.get("task") != GENERATE or not headers.get("id"):

@@ -24,11 +24,11 @@ from typing import Any
 
 import requests
 
-from chat_service.intents import classify
 from miners.engines import Engine, GenerationRequest, complete, load_engine
-from miners.worker import registration_token
+from miners.engines.lexical import LexicalEngine
 from tasks import logs
 from tasks.settings import Settings
+from tasks.tokens import registration_token
 
 log = logging.getLogger("miners.legacy")
 
@@ -54,6 +54,7 @@ class LegacyMiner:
     ) -> None:
         self.settings = settings
         self.engine = engine
+        self.lexical = LexicalEngine(settings.projects_file)
         self.miner_id = miner_id
         self.poll_s = poll_s
         self.wait_s = wait_s
@@ -165,7 +166,7 @@ class LegacyMiner:
         body: dict[str, Any] = {"job_id": work["job_id"], "lease_id": work["lease_id"]}
         if work.get("classifier") == "lexical":  # stage 1 of the assistant: no engine
             project, choices = work.get("project") or "", work.get("choices") or []
-            label = classify(work["prompt"], project, self.settings.projects_file, choices)
+            label = self.lexical.classify(work["prompt"], project, choices)
             return {**body, "response": label, "engine": "lexical", "finish_reason": "stop"}
         model = work.get("model") or ""
         if model and model not in self.engine.models:

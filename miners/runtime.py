@@ -22,19 +22,17 @@ from typing import Any
 
 import redis
 
-# Imported now, not when the first stage-1 job comes: `celery -A` puts the working
-# directory on sys.path only while it loads the app.
-from chat_service.intents import classify
 from miners.bookkeeping import Bookkeeping
+from miners.devices import DeviceModels, EngineStats
 from miners.engines import Engine, GenerationRequest, Loaded, Stream
-from miners.models import DeviceModels, EngineStats
+from miners.engines.lexical import LexicalEngine
 from miners.retry import RetryPlan, plan_retry
 from tasks.breaker import Breakers
 from tasks.connections import redis_client
 from tasks.dispatch import RedisSelector
 from tasks.jobs import Job, job_result
 from tasks.keys import Keys, text
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +48,7 @@ class MinerRuntime:
         self.miner_id = miner_id
         self.skipped = loaded.skipped
         self.device = DeviceModels(settings, miner_id, loaded.engine)
+        self.lexical = LexicalEngine(settings.projects_file)
         self._stats = EngineStats()
         self.on_change: Callable[[], None] = lambda: None
         self.slots = max(settings.slots, 1)
@@ -133,7 +132,7 @@ class MinerRuntime:
     def _classify(self, job: Job, started: float) -> dict[str, Any]:
         """Stage 1 of the assistant with the lexical classifier (no engine needed)."""
         text = job.messages[-1]["content"] if job.messages else ""
-        label = classify(text, job.project, self.settings.projects_file, job.choices)
+        label = self.lexical.classify(text, job.project, job.choices)
         return job_result(
             job,
             self.miner_id,

@@ -23,18 +23,20 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, current_app, signals
 
 from miners.autotune import Tuning, tune
 from miners.engines import Loaded, load_engine
 from miners.heartbeat import HeartbeatSender
 from miners.runtime import MinerRuntime
-from tasks import logs, tracing, transport
+from tasks import logs, tracing
+from tasks.broker import transport
 from tasks.celery_app import create_celery
 from tasks.errors import ConfigError
 from tasks.jobs import GENERATE
 from tasks.keys import SHARED_QUEUE, miner_from_queue
 from tasks.settings import Settings
+from tasks.tokens import registration_token
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +67,6 @@ def miner_id_for(settings: Settings, queues: list[str], nodename: str) -> str:
         if found:
             return found
     raise ConfigError("a miner needs a queue gpu-<id>: celery -A miners worker -Q gpu-<id>")
-
-
-def registration_token(settings: Settings) -> str:
-    if settings.registration_token:
-        return settings.registration_token
-    path = Path(settings.registration_token_file)
-    return path.read_text().strip() if path.is_file() else ""
 
 
 def key_file(settings: Settings, miner_id: str) -> Path:
@@ -145,8 +140,9 @@ def _start_heartbeats(sender: Any, **_: Any) -> None:
 
 @signals.after_setup_logger.connect
 def _log_format(logger: logging.Logger, **_: Any) -> None:
-    from miners import app
-
+    app = current_app._get_current_object()
+    if not isinstance(app, MinerApp):
+        return
     for handler in logger.handlers:
         logs.decorate(handler, app.settings.log_format)
 
@@ -177,10 +173,10 @@ def _drop_request_id(
 
 @signals.worker_shutting_down.connect
 def _stop_heartbeats(**_: Any) -> None:
-    from miners import app
-
-    if app.heartbeats is not None:
-        app.heartbeats.stop()
-    if app.runtime is not None:
-        app.runtime.close()
+    app = current_app._get_current_object()
+    if isinstance(app, MinerApp):
+        if app.heartbeats is not None:
+            app.heartbeats.stop()
+        if app.runtime is not None:
+            app.runtime.close()
     tracing.shutdown()

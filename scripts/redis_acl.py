@@ -5,8 +5,8 @@
 prints ``ACL SETUSER miner-7 ...`` (one line, ``redis-cli`` quoting). The miner then
 connects with ``MIA_REDIS_URL=redis://miner-7:<password>@host:6379/0``.
 
-What a miner touches, found in ``miners/runtime.py``, ``tasks/transport.py`` (kombu's
-Redis transport) and ``tasks/results.py``, and checked by ``tests/test_redis_acl.py``
+What a miner touches, found in ``miners/runtime.py``, ``tasks/broker/transport.py`` (kombu's
+Redis transport) and ``tasks/broker/backend.py``, and checked by ``tests/test_redis_acl.py``
 with a real miner answering through such a user:
 
 - its own queue ``gpu-<id>`` (one list per priority step) and ``shared``, read and
@@ -30,7 +30,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tasks.keys import KOMBU_PRIORITY_SEP, SHARED_QUEUE, Keys, queue_for
+from tasks.broker.layout import KOMBU_PRIORITY_SEP
+from tasks.keys import SHARED_QUEUE, Keys, queue_for
 
 COMMANDS = (
     "multi exec discard watch unwatch "

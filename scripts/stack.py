@@ -9,7 +9,6 @@ everything it started, miner first.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -23,30 +22,12 @@ import requests
 from scripts import redis_server
 from scripts.processes import spawn, stop, wait_for
 from tasks.connections import redis_options
-from tasks.db import migrate
 from tasks.settings import Settings
+from tasks.tokens import admin_token, registration_token
+from web.fleet.db import migrate
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def registration_token(settings: Settings) -> str:
-    """MIA_REGISTRATION_TOKEN, else the one kept in var/ (made once) for local miners."""
-    return settings.registration_token or kept_secret(Path(settings.registration_token_file))
-
-
-def admin_token(settings: Settings) -> str:
-    """MIA_ADMIN_TOKEN, else the one kept in var/admin-token (made once) for the operator."""
-    return settings.admin_token or kept_secret(Path(settings.admin_token_file))
-
-
-def kept_secret(path: Path) -> str:
-    """The secret in ``path``, made (readable by its owner only) if there is none."""
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
 
 
 def web_argv(settings: Settings) -> list[str]:
@@ -79,7 +60,7 @@ class Stack:
 
     def start(self) -> None:
         self._redis()
-        token = registration_token(self.settings)
+        token = registration_token(self.settings, make=True)
         base = f"http://{self.settings.host}:{self.settings.port}"
         self.env.update(MIA_REGISTRATION_TOKEN=token, MIA_API_URL=base)
         # gunicorn's workers add up their Prometheus counters through files here
@@ -88,13 +69,16 @@ class Stack:
         metrics_dir.mkdir(parents=True)
         self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
         migrate(self.settings.database_url)
-        web_env = {**self.env, "MIA_ADMIN_TOKEN": admin_token(self.settings)}  # not miners
+        web_env = {
+            **self.env,
+            "MIA_ADMIN_TOKEN": admin_token(self.settings, make=True),
+        }  # not miners
         self._spawn("web", web_argv(self.settings), web_env)
         wait_for(lambda: self._get(f"{base}/readyz") == 200, 30, "the web tier")
         self._spawn("miner gpu-0", miner_argv("0"))
         wait_for(lambda: self._has_miner(base), 180, "miner gpu-0 to heartbeat")
         if self.settings.mqtt_url:
-            self._spawn("mqtt gateway", [str(BIN / "python"), "-m", "web.mqtt_gateway"])
+            self._spawn("mqtt gateway", [str(BIN / "python"), "-m", "web.mqtt"])
         print(f"\nMIA is up: web {base}, miner gpu-0 ({self.settings.engine}). Try:\n")
         print(f"  curl -s -XPOST {base}/chat/direct -H 'content-type: application/json' \\")
         print('       -d \'{"message":"Hello"}\'\n')

@@ -1,10 +1,8 @@
-"""The core shared by the web tier and the miners: settings, keys, dispatch, results.
+"""What the web tier and the miners both run: settings, keys, jobs, dispatch, the
+Celery app and its configuration, Lua scripts, and (``tasks.broker``) every hook
+into Celery's and kombu's internals.
 
-Nothing here imports Flask, torch, vLLM or llama.cpp.
+Nothing here imports Flask, torch, vLLM or llama.cpp, and importing any module of
+this package reads no environment and builds no app. What only the web process runs
+is ``web.fleet``; the miner's task is ``miners.tasks``.
 """
-
-from tasks.dispatch import Dispatched, Dispatcher, RedisSelector
-from tasks.jobs import GENERATE, Job
-from tasks.settings import Settings
-
-__all__ = ["GENERATE", "Dispatched", "Dispatcher", "Job", "RedisSelector", "Settings"]

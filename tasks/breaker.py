@@ -21,7 +21,7 @@ import redis.client
 
 from tasks import metrics
 from tasks.keys import Keys, text
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)

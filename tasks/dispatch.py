@@ -4,7 +4,7 @@ The choice and the reservation are one Lua script (``lua/reserve.lua``), so two
 concurrent requests can never both take the last free slot of one miner. A job
 that no live miner can take at once goes to the ``shared`` queue, which every
 miner consumes after its own and legacy polling miners drain over HTTP
-(``tasks.leases``); publishing there also drops a token on a wake list, so a
+(``web.fleet.leases``); publishing there also drops a token on a wake list, so a
 legacy miner long-polling ``/get_work`` takes the job at once.
 """
 
@@ -25,7 +25,7 @@ from tasks.errors import Conflict, ModelNotLoaded, ModelNotServed, ServiceUnavai
 from tasks.jobs import GENERATE, Job
 from tasks.keys import MINER_QUEUE_PREFIX, SHARED_QUEUE, Keys, queue_for, text
 from tasks.logs import request_id
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
 
 log = logging.getLogger(__name__)
 

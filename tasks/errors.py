@@ -1,4 +1,4 @@
-"""The one error hierarchy. Each error knows its HTTP status; ``web.errors`` renders it."""
+"""The one error hierarchy. Each error knows its HTTP status; ``web.common.errors`` renders it."""
 
 from __future__ import annotations
 

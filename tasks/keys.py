@@ -47,9 +47,6 @@ per miner and ``shared`` for everything no miner could take at once.
 from __future__ import annotations
 
 SHARED_QUEUE = "shared"
-# kombu's Redis transport keeps one list per priority step: "<queue>", "<queue>\x06\x163", …
-KOMBU_PRIORITY_SEP = "\x06\x16"
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 MINER_QUEUE_PREFIX = "gpu-"
 RESULT_KEY_PREFIX = "celery-task-meta-"
 
@@ -66,20 +63,9 @@ def miner_from_queue(queue: str) -> str | None:
     return None
 
 
-def queue_lists(queue: str) -> list[str]:
-    """The Redis lists behind a Celery queue, in the order kombu serves them."""
-    return [f"{queue}{KOMBU_PRIORITY_SEP}{p}" if p else queue for p in KOMBU_PRIORITY_STEPS]
-
-
 def text(value: bytes | str) -> str:
     """A Redis reply as text (clients may or may not decode responses)."""
     return value.decode() if isinstance(value, bytes) else value
-
-
-def list_for(queue: str, priority: int) -> str:
-    """The kombu list a message of this (kombu) priority waits on: its priority step's."""
-    step = max(p for p in KOMBU_PRIORITY_STEPS if p <= max(min(priority, 9), 0))
-    return f"{queue}{KOMBU_PRIORITY_SEP}{step}" if step else queue
 
 
 def result_key(job_id: str) -> str:

@@ -1,8 +1,10 @@
 """Settings: every ``MIA_*`` environment variable, read once into one typed object.
 
 Each field below is the lower-case name of its variable without the prefix
-(``redis_url`` is ``MIA_REDIS_URL``). The README's configuration table lists
-them all with these defaults.
+(``redis_url`` is ``MIA_REDIS_URL``). Fields are grouped by the component that reads
+them (a dataclass each); ``Settings`` is all of them in one flat object, read once
+per process. docs/configuration.md lists every field, by group, with its default;
+``tests/test_settings_doc.py`` keeps the two in step.
 """
 
 from __future__ import annotations
@@ -18,20 +20,11 @@ PREFIX = "MIA_"
 
 
 @dataclass(frozen=True)
-class Settings:
-    """One process's configuration."""
+class ConnectionSettings:
+    """Redis, TLS and message signing: every process."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    database_url: str = "sqlite:///var/mia.db"
-    host: str = "127.0.0.1"
-    port: int = 5000
-    api_url: str = "http://127.0.0.1:5000"
-    registration_token: str = ""
-    registration_token_file: str = "var/registration-token"
-    admin_token: str = ""
-    admin_token_file: str = "var/admin-token"
-    miner_key_file: str = ""
-    legacy_open_renewal: int = 1
+    redis_timeout_s: float = 1.0
     redis_tls_ca_file: str = ""
     redis_tls_cert_file: str = ""
     redis_tls_key_file: str = ""
@@ -41,36 +34,105 @@ class Settings:
     signing_cert_file: str = ""
     signing_cert_store: str = ""
     signing_digest: str = "sha256"
-    data_dir: str = "var"
     key_prefix: str = "mia"
-    heartbeat_ttl_s: float = 3.0
-    heartbeat_interval_s: float = 1.0
-    request_timeout_s: float = 60.0
-    redis_timeout_s: float = 1.0
-    max_message_chars: int = 8000
+    data_dir: str = "var"
+    log_format: str = "json"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How jobs run and end, read by the web tier and the miners alike."""
+
     max_tokens: int = 128
     result_ttl_s: int = 86400
     visibility_timeout_s: int = 3600
-    lease_s: float = 30.0
     max_attempts: int = 3
+    retry_backoff_s: float = 0.1
+    retry_backoff_max_s: float = 5.0
+    heartbeat_ttl_s: float = 3.0
+    heartbeat_interval_s: float = 1.0
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 5.0
+    breaker_max_cooldown_s: float = 60.0
+    catalogue_file: str = ""
+    projects_file: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The web tier: HTTP, auth, the legacy path, sessions, alerts, ``make run``."""
+
+    database_url: str = "sqlite:///var/mia.db"
+    host: str = "127.0.0.1"
+    port: int = 5000
+    web_workers: int = 2
+    web_threads: int = 16
+    embedded_redis_port: int = 6399
+    registration_token: str = ""
+    registration_token_file: str = "var/registration-token"
+    admin_token: str = ""
+    admin_token_file: str = "var/admin-token"
+    legacy_open_renewal: int = 1
+    request_timeout_s: float = 60.0
+    max_message_chars: int = 8000
     max_wait_s: float = 20.0
     max_result_chars: int = 65536
+    lease_s: float = 30.0
     legacy_poll_s: float = 2.0
-    legacy_wait_s: float = 0.0
-    projects_file: str = ""
-    catalogue_file: str = ""
-    device_memory_mb: float = 0.0
+    session_ttl_s: int = 1800
+    max_sessions: int = 10000
     autoload: int = 0
-    log_format: str = "json"
     alert_webhook: str = ""
+    auto_drain: int = 0
+
+
+@dataclass(frozen=True)
+class ReaperSettings:
+    """The reaper (in the web tier): what happens to a dead miner's jobs."""
+
+    reaper_grace_s: float = 10.0
+    reaper_batch: int = 200
+    reaper_mass_batch: int = 20
+    mass_expiry_fraction: float = 0.5
+    mass_expiry_min: int = 3
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """The MQTT gateway (``python -m web.mqtt``)."""
+
     mqtt_url: str = ""
     mqtt_client_id: str = ""
     mqtt_in_flight: int = 32
-    auto_drain: int = 0
-    session_ttl_s: int = 1800
-    max_sessions: int = 10000
+
+
+@dataclass(frozen=True)
+class MinerSettings:
+    """A miner: who it is, where the web tier is, its slots and auto-tuning."""
+
+    miner_id: str = ""
+    api_url: str = "http://127.0.0.1:5000"
+    miner_key_file: str = ""
+    slots: int = 1
+    device_memory_mb: float = 0.0
+    legacy_wait_s: float = 0.0
+    autotune: int = 0
+    autotune_max_slots: int = 16
+    autotune_min_gain: float = 0.15
+    autotune_max_latency_ms: float = 0.0
+    autotune_tokens: int = 32
+    autotune_rounds: int = 2
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """A miner's engines: which, in what order of preference, and each one's options."""
+
     engine: str = "llamacpp"
     engines: str = ""
+    llama_threads: int = 0
+    llama_ctx: int = 2048
     vllm_model: str = "~/.cache/mia/models/smollm2-135m-instruct"
     vllm_served_name: str = "smollm2-135m-instruct"
     vllm_gpu_memory_utilization: float = 0.9
@@ -81,34 +143,31 @@ class Settings:
     vllm_kv_cache_bytes: int = 0
     vllm_dtype: str = "auto"
     vllm_enforce_eager: int = 0
-    model: str = ""
-    slots: int = 1
-    autotune: int = 0
-    autotune_max_slots: int = 16
-    autotune_min_gain: float = 0.15
-    autotune_max_latency_ms: float = 0.0
-    autotune_tokens: int = 32
-    autotune_rounds: int = 2
-    miner_id: str = ""
     echo_delay_ms: float = 0.0
     echo_batch: int = 0
+
+
+@dataclass(frozen=True)
+class FaultInjectionSettings:
+    """TEST ONLY: fault injection. Never set these in production."""
+
     echo_fail_on: str = ""
     fault_file: str = ""
-    breaker_failures: int = 5
-    breaker_cooldown_s: float = 5.0
-    breaker_max_cooldown_s: float = 60.0
-    retry_backoff_s: float = 0.1
-    retry_backoff_max_s: float = 5.0
-    reaper_grace_s: float = 10.0
-    reaper_batch: int = 200
-    reaper_mass_batch: int = 20
-    mass_expiry_fraction: float = 0.5
-    mass_expiry_min: int = 3
-    llama_threads: int = 0
-    llama_ctx: int = 2048
-    web_workers: int = 2
-    web_threads: int = 16
-    embedded_redis_port: int = 6399
+
+
+@dataclass(frozen=True)
+class Settings(
+    FaultInjectionSettings,
+    EngineSettings,
+    MinerSettings,
+    MqttSettings,
+    ReaperSettings,
+    WebSettings,
+    JobSettings,
+    ConnectionSettings,
+):
+    """One process's configuration: every group above, as one flat, typed object
+    (``settings.redis_url``), so a field's name is its variable's name."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -26,10 +26,10 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from scripts import redis_server
 from scripts.processes import spawn, stop, wait_for
-from tasks.db import migrate
 from tasks.settings import Settings
 from tests.commands import free_port, miner_argv
 from web import create_app
+from web.fleet.db import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = os.environ.get(

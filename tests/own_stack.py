@@ -13,11 +13,11 @@ from werkzeug.serving import make_server
 
 from scripts import redis_server
 from scripts.processes import stop, wait_for
-from tasks.db import migrate
 from tasks.settings import Settings
 from tests.commands import free_port, miner_argv
 from tests.conftest import TOKEN, MinerProcess, launch, miner_env
 from web import create_app
+from web.fleet.db import migrate
 
 
 class OwnStack:

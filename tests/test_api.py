@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import delete
 
-from tasks.db import Miner
 from tests.conftest import TOKEN
+from web.fleet.db import Miner
 
 LONG = "x" * 8001
 
@@ -90,7 +90,7 @@ def test_register_returns_a_key_that_heartbeats(client, redis):
 def test_key_is_stored_hashed(client, app):
     key = register(client).json["key"]
     with app.extensions["mia"].auth._sessions() as session:
-        from tasks.db import Miner
+        from web.fleet.db import Miner
 
         row = session.get(Miner, "m1")
     assert row.key_hash != key

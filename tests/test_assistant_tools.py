@@ -21,7 +21,7 @@ from chat_service.sessions import Session
 from chat_service.store import BookingError, Store
 from chat_service.tokens import counter
 from chat_service.tools import Action, Toolbox, ToolCall, parse_calls
-from tasks.db import make_sessions, migrate
+from web.fleet.db import make_sessions, migrate
 
 PROJECTS = load_projects()
 RESTAURANT = PROJECTS["restaurant"]

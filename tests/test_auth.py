@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from tasks.auth import MinerAuth
 from tasks.jobs import Job
 from tests.auth_client import REGISTRATION, beat, entries, key_of, live, new_id, register
 from tests.conftest import ADMIN
 from tests.legacy_client import get_work
 from web import create_app
+from web.fleet.auth import MinerAuth
 
 # -- register-renewal ----------------------------------------------------------------
 

@@ -19,9 +19,9 @@ from tasks.dispatch import RedisSelector
 from tasks.errors import ValidationError
 from tasks.jobs import Job
 from tasks.keys import Keys
-from tasks.registry import Heartbeat
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
 from tasks.settings import Settings
+from web.common.heartbeat import parse_heartbeat
 
 
 def curve(*steps: tuple[float, float]) -> list[Point]:
@@ -174,7 +174,7 @@ def report(**changes):
 
 
 def heartbeat(autotune, slots=2):
-    return Heartbeat.from_body(
+    return parse_heartbeat(
         "t", {"miner_id": "t", "status": "available", "slots": slots, "autotune": autotune}
     )
 
@@ -182,7 +182,7 @@ def heartbeat(autotune, slots=2):
 def test_a_heartbeat_carries_its_autotune_report():
     assert heartbeat(report()).autotune["curve"][1]["tok_s"] == 200.0
     assert heartbeat(report(), slots=2).autotune["slots"] == 2
-    assert Heartbeat.from_body("t", {"status": "available", "slots": 1}).autotune == {}
+    assert parse_heartbeat("t", {"status": "available", "slots": 1}).autotune == {}
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 
 from tests.bad_input import assert_nothing_enqueued, named_field, raw
 from tests.conftest import ADMIN_TOKEN, TOKEN
-from web.validation import body_limit
+from web.common.validation import body_limit
 
 OK_MESSAGE = {"role": "user", "content": "hi"}
 

@@ -16,14 +16,14 @@ import redis as redis_lib
 from miners.bookkeeping import Bookkeeping
 from miners.engines.echo import EchoEngine
 from miners.runtime import MinerRuntime
-from tasks import transport
 from tasks.breaker import Breakers
+from tasks.broker import transport
+from tasks.broker.backend import StoreCall, take_along
 from tasks.dispatch import RedisSelector
 from tasks.jobs import GENERATE, Job
 from tasks.keys import Keys, result_key
-from tasks.registry import Heartbeat, Registry
-from tasks.results import StoreCall, take_along
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
+from web.fleet.registry import Heartbeat, Registry
 
 PREFIX = "bk"  # not the live server's keys
 # A stand-in for store_result.lua: notes the miner's in-flight count the moment the

@@ -10,12 +10,12 @@ import pytest
 
 from scripts.processes import wait_for
 from tasks.breaker import Breakers
-from tasks.client import JobClient
 from tasks.dispatch import Dispatched, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
-from tasks.registry import Heartbeat, Registry
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
+from web.fleet.client import JobClient
+from web.fleet.registry import Heartbeat, Registry
 
 PREFIX = "brk"  # not the live server's keys
 

@@ -51,7 +51,7 @@ def test_commands_are_the_ones_the_tests_run():
     native = web_argv(Settings())  # what make run and tests/test_stack.py start
     for flag in ("--workers", "--worker-class", "gthread", "--threads", "web:create_app()"):
         assert flag in web and flag in native
-    assert "migrate(" in web  # tasks.db.migrate, as make run and the test fixtures do
+    assert "migrate(" in web  # web.fleet.db.migrate, as make run and the test fixtures do
     for i in (0, 1):
         assert command(found[f"miner-{i}"]) == [
             "celery",
@@ -64,7 +64,7 @@ def test_commands_are_the_ones_the_tests_run():
             f"gpu-{i}@%h",
         ]  # the miner fixture's command (tests/conftest.py)
     assert command(found["flower"]) == ["python", "-m", "scripts.flower"]  # tests/test_flower.py
-    assert command(found["mqtt-gateway"]) == ["python", "-m", "web.mqtt_gateway"]  # test_mqtt
+    assert command(found["mqtt-gateway"]) == ["python", "-m", "web.mqtt"]  # test_mqtt
 
 
 def test_prometheus_scrapes_the_web_tier():

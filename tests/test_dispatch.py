@@ -10,8 +10,8 @@ import pytest
 from tasks.dispatch import UNSERVED, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
-from tasks.registry import Heartbeat, Registry
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
+from web.fleet.registry import Heartbeat, Registry
 
 KEYS = Keys("mia")
 

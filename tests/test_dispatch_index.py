@@ -14,8 +14,8 @@ from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_a
 from tasks.dispatch import UNSERVED, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
-from tasks.registry import Heartbeat, Registry
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
+from web.fleet.registry import Heartbeat, Registry
 
 KEYS = Keys("mia")
 PICK = 2**39  # index.lua's IDX_PICK

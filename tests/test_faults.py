@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from scripts.processes import kill, stop, wait_for
-from tasks.keys import queue_lists
+from tasks.broker.layout import queue_lists
 from tests.conftest import live_miner_ids
 from tests.own_stack import OwnStack, settle
 

@@ -13,9 +13,9 @@ import pytest
 from kombu import Connection
 
 from scripts.processes import wait_for
-from tasks.db import Miner
-from tasks.keys import KOMBU_PRIORITY_STEPS, SHARED_QUEUE, queue_lists
-from tasks.messages import BadMessage, decode_message
+from tasks.broker.layout import KOMBU_PRIORITY_STEPS, queue_lists
+from tasks.broker.messages import BadMessage, decode_message
+from tasks.keys import SHARED_QUEUE
 from tests.legacy_client import (
     KEYS,
     enqueue,
@@ -24,6 +24,7 @@ from tests.legacy_client import (
     register,
     status,
 )
+from web.fleet.db import Miner
 
 
 def test_register_miner_records_a_legacy_miner_with_a_hashed_key(client, app):

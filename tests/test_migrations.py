@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine, inspect, text
 
-from tasks.db import downgrade, migrate
+from web.fleet.db import downgrade, migrate
 
 
 def tables(url: str, schema: str | None = None) -> set[str]:

@@ -159,8 +159,8 @@ def test_pins_and_reserved_devices_limit_placement(redis, settings):
     from tasks.catalogue import parse
     from tasks.errors import Conflict, NoFit
     from tasks.keys import Keys
-    from tasks.placement import ModelManager
-    from tasks.registry import Heartbeat, Registry
+    from web.fleet.placement import ModelManager
+    from web.fleet.registry import Heartbeat, Registry
 
     catalogue = parse(
         {

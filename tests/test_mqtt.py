@@ -18,7 +18,7 @@ import pytest
 from chat_service.projects import DEFAULT_FILE
 from scripts.processes import kill, spawn, stop, wait_for
 from tests.conftest import ROOT
-from web.mqtt_gateway import broker_answers
+from web.mqtt.gateway import broker_answers
 
 MQTT_URL = os.environ.get("MIA_MQTT_URL", "mqtt://127.0.0.1:1883")
 
@@ -58,7 +58,7 @@ def gateway(settings, project, tmp_path) -> Iterator[Callable[..., object]]:
             PYTHONUNBUFFERED="1",
         )
         log = tmp_path / f"gateway-{len(procs)}.log"
-        proc = spawn([sys.executable, "-m", "web.mqtt_gateway"], env, log=log, cwd=ROOT)
+        proc = spawn([sys.executable, "-m", "web.mqtt"], env, log=log, cwd=ROOT)
         procs.append(proc)
         wait_for(lambda: "subscribed to" in log.read_text() or proc.poll() is not None, 30, "gw")
         assert proc.poll() is None, log.read_text()
@@ -214,7 +214,7 @@ def test_the_gateway_reconnects_and_resubscribes_when_the_broker_restarts(
         PYTHONUNBUFFERED="1",
     )
     log = tmp_path / "gw.log"
-    gw = spawn([sys.executable, "-m", "web.mqtt_gateway"], env, log=log, cwd=ROOT)
+    gw = spawn([sys.executable, "-m", "web.mqtt"], env, log=log, cwd=ROOT)
     try:
         wait_for(lambda: log.read_text().count("subscribed to") >= 1, 30, "the gateway")
         stop(broker)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from web.docs import spec
+from web.views.docs import spec
 
 
 def documented() -> set[tuple[str, str]]:

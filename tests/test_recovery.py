@@ -9,13 +9,14 @@ from dataclasses import dataclass
 import pytest
 
 from scripts.processes import wait_for
+from tasks.broker.layout import queue_lists
 from tasks.dispatch import Dispatcher, RedisSelector
 from tasks.jobs import Job
-from tasks.keys import Keys, queue_for, queue_lists
-from tasks.recovery import Reaper
-from tasks.registry import Heartbeat, Registry
-from tasks.scripts import Scripts
+from tasks.keys import Keys, queue_for
+from tasks.lua import Scripts
 from tasks.settings import Settings
+from web.fleet.recovery import Reaper
+from web.fleet.registry import Heartbeat, Registry
 
 FLEET = [f"m{i}" for i in range(6)]
 PREFIX = "rec"  # not the live server's: its own reaper must not take part

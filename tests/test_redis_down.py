@@ -13,7 +13,7 @@ from kombu import Connection
 
 from scripts import redis_server
 from scripts.processes import stop, wait_for
-from tasks import transport
+from tasks.broker import transport
 from tasks.settings import Settings
 from tests.conftest import TOKEN, free_port
 from web import create_app

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import threading
 
+from tasks.broker.backend import backend_url
 from tasks.celery_app import create_celery
 from tasks.keys import result_key
-from tasks.results import ResultWaiter, backend_url
+from web.fleet.results import ResultWaiter
 
 
 def backend(settings):

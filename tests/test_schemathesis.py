@@ -32,9 +32,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tasks.db import migrate
 from tests.conftest import ADMIN_TOKEN, TOKEN
-from web import create_app, docs
+from web import create_app
+from web.fleet.db import migrate
+from web.views import docs
 
 EXAMPLES = 25
 # The 5xx a fleet with no miner gives by design (documented): the caller stopped

@@ -6,7 +6,7 @@ from __future__ import annotations
 from chat_service.sessions import SessionStore, Turn, trim
 from chat_service.tokens import counter
 from tasks.keys import Keys
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
 
 
 def sessions(redis, **kwargs) -> SessionStore:

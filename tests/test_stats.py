@@ -10,10 +10,10 @@ from scripts.processes import wait_for
 from tasks.dispatch import RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
-from tasks.registry import Heartbeat, Registry
-from tasks.scripts import Scripts
-from tasks.stats import CHECK_S, Stats
+from tasks.lua import Scripts
 from tests.conftest import free_port
+from web.fleet.registry import Heartbeat, Registry
+from web.fleet.watchdog import CHECK_S, Stats
 
 KEYS = Keys("mia")
 

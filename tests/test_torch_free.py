@@ -22,7 +22,7 @@ PROGRAM = textwrap.dedent(
 
     sys.meta_path.insert(0, Block())
     import chat_service, tasks, web, celeryconfig
-    import tasks.auth, tasks.client, tasks.db, tasks.registry, tasks.results
+    import web.fleet.auth, web.fleet.client, web.fleet.db, web.fleet.registry, web.fleet.results
     from tasks.settings import Settings
     web.create_app(Settings(database_url="sqlite://"))
     loaded = BLOCKED & {m.split(".")[0] for m in sys.modules}

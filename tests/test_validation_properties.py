@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 
 from tasks.errors import ValidationError
 from tests.bad_input import assert_nothing_enqueued
-from web import validation as v
+from web.common import validation as v
 
 # Derandomized: CI sees the same examples every run; no example database on disk.
 PROPERTY = settings(max_examples=150, deadline=None, derandomize=True, database=None)

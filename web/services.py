@@ -16,25 +16,26 @@ from chat_service.projects import load_projects
 from chat_service.sessions import SessionStore
 from chat_service.store import Store
 from chat_service.tokens import counter
-from tasks.audit import AuditLog
-from tasks.auth import MinerAuth, admin_token
 from tasks.breaker import Breakers
 from tasks.catalogue import load_catalogue
 from tasks.celery_app import create_celery
-from tasks.client import JobClient
 from tasks.connections import redis_client
-from tasks.db import make_engine, make_sessions
 from tasks.dispatch import Dispatcher, RedisSelector
-from tasks.housekeeping import Housekeeper
 from tasks.keys import Keys
-from tasks.leases import LeaseBook
-from tasks.placement import ModelManager
-from tasks.recovery import Reaper
-from tasks.registry import Registry
-from tasks.results import ResultWaiter
-from tasks.scripts import Scripts
+from tasks.lua import Scripts
 from tasks.settings import Settings
-from tasks.stats import Stats
+from tasks.tokens import admin_token
+from web.fleet.audit import AuditLog
+from web.fleet.auth import MinerAuth
+from web.fleet.client import JobClient
+from web.fleet.db import make_engine, make_sessions
+from web.fleet.housekeeping import Housekeeper
+from web.fleet.leases import LeaseBook
+from web.fleet.placement import ModelManager
+from web.fleet.recovery import Reaper
+from web.fleet.registry import Registry
+from web.fleet.results import ResultWaiter
+from web.fleet.watchdog import Stats
 
 EXTENSION = "mia"
 

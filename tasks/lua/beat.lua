@@ -20,7 +20,7 @@
 -- heartbeat. Routine beats publish nothing and leave the index alone (one HGET shows
 -- nothing changed). Returns 1 if an event was published.
 -- A heartbeat whose boot id differs from the last one is a new process under the same
--- id: the reaper looks for jobs the old process held (tasks.recovery).
+-- id: the reaper looks for jobs the old process held (web.fleet.recovery).
 local id, prefix = ARGV[1], ARGV[5]
 
 if KEYS[6] then

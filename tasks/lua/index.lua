@@ -1,5 +1,5 @@
 -- The dispatch index, shared by beat.lua, reserve.lua, release.lua and reap.lua
--- (tasks.scripts puts this file in front of each of them).
+-- (tasks.lua puts this file in front of each of them).
 --
 -- <p>:idx             zset: every live miner that is not offline
 -- <p>:idx:<model>     zset: the live miners that serve <model>

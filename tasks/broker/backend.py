@@ -1,0 +1,109 @@
+"""The result backend: Celery's Redis backend with a first-result-wins store.
+
+A miner stores each result through it (``celery-task-meta-<job>``, published on the
+channel of the same name); ``store_along`` lets the miner send that store in the
+same round trip as its own bookkeeping (``miners.bookkeeping``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import redis
+import redis.client
+from celery import states
+from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
+from redis.commands.core import Script
+
+from tasks.lua import source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreCall:
+    """One result's store, for a caller that sends it with steps of its own."""
+
+    queue: Callable[[redis.client.Pipeline], None]  # on a pipeline, by the script's hash
+    alone: Callable[[], Any]  # on its own (this loads the script again if Redis lost it)
+
+
+StoreSteps = Callable[[StoreCall, str], None]  # (the store, the result's state)
+_along = threading.local()
+
+
+def store_along(steps: StoreSteps) -> None:
+    """Have ``steps`` send the next result this thread stores, in a round trip of its
+    own making (a miner's after-job bookkeeping: ``miners.bookkeeping``). ``steps``
+    must put the store on Redis or raise; it is used once."""
+    _along.steps = steps
+
+
+def take_along() -> StoreSteps | None:
+    """The steps ``store_along`` left for this thread, if no store took them yet."""
+    steps: StoreSteps | None = _along.__dict__.pop("steps", None)
+    return steps
+
+
+class ResultBackend(RedisBackend):
+    """Celery's Redis backend, with two changes.
+
+    - No per-call subscription when a job is sent: callers wait through ResultWaiter.
+    - Storing is one Lua call that keeps the first final result (``store_result.lua``)
+      where Celery reads the current state, then writes: two round trips, and a race
+      between two runs of the same job. A miner may send that call in a pipeline
+      with its own bookkeeping (``store_along``).
+    """
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        return None
+
+    @cached_property
+    def _store_first(self) -> Script:
+        script: Script = self.client.register_script(source("store_result"))
+        return script
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(
+                "value too large for Redis backend", state=state, task_id=task_id
+            )
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        keys, args = [self.get_key_for_task(task_id)], [value, int(expires or 0)]
+        steps = take_along()
+        if steps is None:
+            self._store_first(keys=keys, args=args)
+            return result
+        script = self._store_first
+        steps(
+            StoreCall(
+                queue=lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
+                alone=lambda: script(keys=keys, args=args),
+            ),
+            state,
+        )
+        return result
+
+
+def backend_url(redis_url: str) -> str:
+    """The ``result_backend`` setting that selects ResultBackend on ``redis_url``."""
+    return f"tasks.broker.backend:ResultBackend+{redis_url}"

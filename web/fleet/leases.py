@@ -1,0 +1,299 @@
+"""Leases: how legacy polling miners take jobs off the ``shared`` Celery queue.
+
+A legacy miner cannot consume a Celery queue; it polls ``GET /get_work``. The web
+tier then takes the next message off ``shared`` itself, straight from the lists
+kombu's Redis transport keeps for that queue (one per priority step), and leases
+the job to that miner until a deadline. Every step is one Lua script, so a job is
+always in exactly one place:
+
+    queued on shared --lease.lua--> leased --submit.lua--> result stored (first wins)
+          ^                            |
+          +-------expire.lua-----------+  deadline passed, attempts left
+                                       +--> FAILURE result after MIA_MAX_ATTEMPTS leases
+
+Push miners consume the same lists through Celery (after their own queue), so the
+two kinds of miner share one queue and never run a job twice: a message popped by
+one is gone for the other. Results are stored in Celery's format under Celery's
+key, so callers waiting through ``ResultWaiter`` see no difference.
+
+Long-polling (``wait``) blocks on a wake list that the dispatcher pushes a token to
+whenever it publishes on ``shared``; a poller also looks at the queue at least once
+a second, so a job that arrived without a token (put back by kombu) is not missed.
+Expired leases are swept by each web process's housekeeping thread
+(``web.fleet.housekeeping``); sweeping is atomic, so any number of web processes may do
+it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from tasks import metrics
+from tasks.broker.layout import queue_lists
+from tasks.broker.messages import BadMessage, celery_meta, decode_message, failure_meta
+from tasks.errors import Conflict, NotFound
+from tasks.jobs import Job, job_result
+from tasks.keys import SHARED_QUEUE, Keys, result_key, text
+from tasks.lua import Scripts
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Longest a long-poll blocks before it looks at the queue itself again.
+WAKE_CHECK_S = 1.0
+# Redis reads a BRPOP timeout under 1 ms as 0, which blocks forever.
+MIN_BLOCK_S = 0.01
+SWEEP_BATCH = 500
+REFUSALS = {
+    "not_holder": "job {job} is leased to another miner or was re-leased since: "
+    "this miner's lease is gone",
+    "duplicate": "job {job} already has a result; the first one stored wins",
+    "not_leased": "job {job} is not leased to anyone (its lease expired, or it was "
+    "never handed out over /get_work)",
+}
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A job handed to a legacy miner until ``deadline`` (epoch seconds)."""
+
+    job: Job
+    lease_id: str
+    miner_id: str
+    leased_at: float
+    deadline: float
+    attempt: int
+
+    def to_work(self) -> dict[str, Any]:
+        """The body of a ``200`` from ``GET /get_work``."""
+        job = self.job
+        return {
+            "job_id": job.job_id,
+            "lease_id": self.lease_id,
+            "lease_expires_at": self.deadline,
+            "lease_s": round(self.deadline - self.leased_at, 3),
+            "attempt": self.attempt,
+            "messages": job.messages,
+            "prompt": job.messages[-1]["content"] if job.messages else "",
+            "model": job.model,
+            "max_tokens": job.max_tokens,
+            "temperature": job.temperature,
+            "top_p": job.top_p,
+            "seed": job.seed,
+            "stop": job.stop,
+            "choices": job.choices,
+            "classifier": job.classifier,
+            "project": job.project,
+            "priority": job.priority,
+            "accepted_at": job.accepted_at,
+        }
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a legacy miner hands in: a response, or the error that stopped it."""
+
+    response: str | None = None
+    error: str | None = None
+    model: str = ""
+    engine: str = "legacy"
+    inference_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+class LeaseBook:
+    """Leases on the shared queue: take, submit, expire."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        scripts: Scripts,
+        keys: Keys,
+        settings: Settings,
+    ):
+        self._long_polls = threading.BoundedSemaphore(max(settings.web_threads // 2, 1))
+        self._redis = client
+        self._scripts = scripts
+        self._keys = keys
+        self._settings = settings
+        self._lists = queue_lists(SHARED_QUEUE)
+
+    # -- taking work ---------------------------------------------------------------
+
+    def take(self, miner_id: str, wait_s: float = 0.0) -> Lease | None:
+        """Lease the next job on ``shared`` to ``miner_id``; wait up to ``wait_s`` for one.
+
+        At most ``max_long_polls`` requests of this process wait at once, so long-polls
+        never take every web thread; one more answers at once instead of waiting.
+        """
+        if wait_s > 0 and self._long_polls.acquire(blocking=False):
+            try:
+                return self._take_waiting(miner_id, wait_s)
+            finally:
+                self._long_polls.release()
+        return self._take_now(miner_id)
+
+    def _take_waiting(self, miner_id: str, wait_s: float) -> Lease | None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            lease = self._take_now(miner_id)
+            remaining = deadline - time.monotonic()
+            if lease is not None or remaining < MIN_BLOCK_S:
+                return lease
+            self._redis.brpop([self._keys.shared_wake], timeout=min(WAKE_CHECK_S, remaining))
+
+    def _take_now(self, miner_id: str) -> Lease | None:
+        while True:
+            now = time.time()
+            lease_id = secrets.token_hex(8)
+            deadline = now + self._settings.lease_s
+            taken = self._scripts(
+                "lease",
+                keys=[*self._lists, self._keys.leases, self._keys.dead_letters],
+                args=[
+                    self._keys.prefix,
+                    miner_id,
+                    lease_id,
+                    repr(now),
+                    repr(deadline),
+                    self._record_ttl_s(),
+                ],
+            )
+            if not taken:
+                return None
+            job_id, raw, attempt = text(taken[0]), taken[1], int(taken[2])
+            if not job_id:
+                log.error(
+                    "moved a message that is not a Celery task to %s", self._keys.dead_letters
+                )
+                continue
+            try:
+                job = decode_message(raw)
+            except BadMessage as exc:
+                log.error("job %s cannot be handed out: %s", job_id, exc)
+                self._finish(
+                    job_id, miner_id, lease_id, failure_meta(job_id, f"job {job_id}: {exc}")
+                )
+                continue
+            metrics.LEASES.inc()
+            return Lease(job, lease_id, miner_id, now, deadline, attempt)
+
+    def _record_ttl_s(self) -> int:
+        # Lease records must outlive any sweep delay: a lease that vanished before it
+        # was swept would lose its job. They are deleted as soon as they end.
+        return max(int(self._settings.result_ttl_s), int(self._settings.lease_s) * 10)
+
+    # -- handing in results ----------------------------------------------------------
+
+    def submit(
+        self, miner_id: str, job_id: str, lease_id: str | None, submission: Submission
+    ) -> dict[str, Any]:
+        """Store the result of a leased job; only the lease holder may, and only once.
+
+        Raises NotFound for an unknown job and Conflict when the miner does not hold
+        the lease (any more) or a result is already stored; nothing changes then.
+        """
+        for _ in range(3):
+            holder, leased_at, raw = self._redis.hmget(
+                self._keys.lease(job_id), ["miner", "leased_at", "message"]
+            )
+            if holder is not None and text(holder) == miner_id and raw is not None:
+                break
+            # Not (or no longer) this miner's lease: submit.lua raises the precise reason,
+            # unless the job was leased to this miner in the meantime; then read again.
+            self._finish(job_id, miner_id, lease_id or "", "")
+        else:
+            raise Conflict(f"job {job_id}: its lease keeps changing", job_id=job_id)
+        job = decode_message(raw)
+        started = float(leased_at or time.time())
+        if submission.error is not None:
+            message = f"job {job_id} failed on legacy miner {miner_id}: {submission.error}"
+            meta = failure_meta(job_id, message)
+            result: dict[str, Any] = {"job_id": job_id, "status": "failed", "error": message}
+        else:
+            finished = (
+                started + submission.inference_ms / 1000
+                if submission.inference_ms is not None
+                else time.time()
+            )
+            result = job_result(
+                job,
+                miner_id,
+                submission.response or "",
+                started,
+                finished,
+                model=submission.model,
+                engine=submission.engine,
+                usage={
+                    "prompt_tokens": submission.prompt_tokens,
+                    "completion_tokens": submission.completion_tokens,
+                },
+                finish_reason=submission.finish_reason,
+            )
+            meta = celery_meta(job_id, "SUCCESS", result)
+        self._finish(job_id, miner_id, lease_id or "", meta)
+        return result
+
+    def _finish(self, job_id: str, miner_id: str, lease_id: str, meta: str) -> None:
+        """Run submit.lua; raise the error that matches its refusal."""
+        outcome = text(
+            self._scripts(
+                "submit",
+                keys=[
+                    self._keys.lease(job_id),
+                    self._keys.leases,
+                    result_key(job_id),
+                    self._keys.job(job_id),
+                ],
+                args=[job_id, miner_id, lease_id, meta, self._settings.result_ttl_s],
+            )
+        )
+        if outcome in ("stored", "holder"):
+            return
+        if outcome == "unknown":
+            raise NotFound(f"no job {job_id}", job_id=job_id)
+        raise Conflict(REFUSALS[outcome].format(job=job_id), job_id=job_id, reason=outcome)
+
+    # -- expiry ----------------------------------------------------------------------
+
+    def sweep(self, now: float | None = None) -> tuple[int, int]:
+        """Put expired leases back on ``shared`` or fail them; returns (requeued, failed)."""
+        requeued = failed = 0
+        while True:
+            done = self._scripts(
+                "expire",
+                keys=[self._keys.leases, *self._lists, self._keys.shared_wake],
+                args=[
+                    self._keys.prefix,
+                    repr(time.time() if now is None else now),
+                    self._settings.max_attempts,
+                    self._settings.result_ttl_s,
+                    datetime.now(UTC).isoformat(),
+                    SWEEP_BATCH,
+                ],
+            )
+            requeued += int(done[0])
+            failed += int(done[1])
+            if int(done[0]) + int(done[1]) < SWEEP_BATCH:
+                break
+        metrics.JOBS.labels("requeued").inc(requeued)
+        metrics.JOBS.labels("failed").inc(failed)
+        if requeued or failed:
+            log.info("expired leases: %d jobs back on shared, %d failed", requeued, failed)
+        return requeued, failed
+
+    def sweep_period_s(self) -> float:
+        """How often the housekeeping chores run: a quarter of a lease and a sixth of
+        the heartbeat TTL (the reaper's reaction time), 50 ms to 1 s."""
+        s = self._settings
+        return min(max(min(s.lease_s / 4, s.heartbeat_ttl_s / 6), 0.05), 1.0)

@@ -1,0 +1,208 @@
+"""The miner registry: heartbeats as Redis keys with a TTL.
+
+A miner is alive exactly as long as its heartbeat key exists. Each heartbeat
+rewrites the key with a fresh TTL (``MIA_HEARTBEAT_TTL_S``); a miner that stops
+sending, or is killed, vanishes from dispatch when the key expires.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import redis
+
+from tasks.broker.layout import queue_lists
+from tasks.errors import Unauthorized
+from tasks.keys import SHARED_QUEUE, Keys, queue_for, text
+from tasks.lua import Scripts
+
+STATUSES = ("available", "busy", "draining", "offline")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a miner says about itself once a second."""
+
+    miner_id: str
+    status: str
+    slots: int
+    free_slots: int
+    models: list[str]
+    engine: str
+    memory: dict[str, float] = field(default_factory=dict)
+    seen_at: float = 0.0
+    engine_fallbacks: list[dict[str, str]] = field(default_factory=list)
+    group: str = ""
+    engine_stats: dict[str, float] = field(default_factory=dict)
+    boot: str = ""  # changes when the miner's process restarts
+    autotune: dict[str, Any] = field(default_factory=dict)  # web.common.heartbeat
+
+
+@dataclass(frozen=True)
+class KeyProof:
+    """The key a heartbeat carries, checked by ``beat.lua`` against the cached digest
+    (``web.fleet.auth``) in the same step that records the heartbeat."""
+
+    cache_key: str  # <p>:minerkey:<miner>
+    unconfirmed_key: str  # <p>:unconfirmed:<miner>, deleted by the first good beat
+    digest: str  # SHA-256 of the presented key
+
+
+class KeyNotCached(Unauthorized):
+    """The miner's key digest is not in Redis: the database must be asked first."""
+
+
+REFUSALS = {"!revoked": "miner {} is revoked", "!wrong": "wrong key for miner {}"}
+
+
+@dataclass(frozen=True)
+class MinerState:
+    """A live miner as dispatch sees it (``GET /metrics/gpus``)."""
+
+    miner_id: str
+    queue: str
+    status: str
+    slots: int
+    free_slots: int
+    in_flight: int
+    models: list[str]
+    engine: str
+    memory: dict[str, float]
+    heartbeat_age_ms: float
+    engine_fallbacks: list[dict[str, str]]
+    group: str
+    engine_stats: dict[str, float]
+    autotune: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Registry:
+    """Reads and writes heartbeats."""
+
+    def __init__(
+        self, client: redis.Redis, keys: Keys, ttl_s: float, scripts: Scripts | None = None
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._ttl_ms = int(ttl_s * 1000)
+        self._scripts = scripts or Scripts(client)
+
+    def beat(self, hb: Heartbeat, proof: KeyProof | None = None) -> bool:
+        """Record a heartbeat (``offline`` removes the miner at once); True if the
+        device's state changed, which ``beat.lua`` announces on the events channel.
+
+        With ``proof``, the same call checks the miner's key first: Unauthorized if it
+        is wrong or revoked, KeyNotCached if Redis does not know the digest."""
+        keys = [
+            self._keys.heartbeat(hb.miner_id),
+            self._keys.miners,
+            self._keys.events,
+            self._keys.known,
+            self._keys.rebooted,
+        ]
+        # fields one level deep: parse_heartbeat built them fresh, asdict's deep copy is waste
+        body = json.dumps({f.name: getattr(hb, f.name) for f in fields(hb)})
+        args = [hb.miner_id, body, self._ttl_ms, "1" if hb.status == "offline" else "0"]
+        args.append(self._keys.prefix)
+        if proof is not None:
+            keys += [proof.cache_key, proof.unconfirmed_key]
+            args.append(proof.digest)
+        answer = self._scripts("beat", keys=keys, args=args)
+        if isinstance(answer, bytes | str):
+            refusal = text(answer)
+            if refusal in REFUSALS:
+                raise Unauthorized(REFUSALS[refusal].format(hb.miner_id))
+            raise KeyNotCached(f"the key of miner {hb.miner_id} could not be checked")
+        return bool(answer)
+
+    def reap(self) -> int:
+        """Forget miners whose heartbeat expired, announcing each; returns how many."""
+        return int(
+            self._scripts(
+                "reap", keys=[self._keys.miners, self._keys.events], args=[self._keys.prefix]
+            )
+        )
+
+    def queue_depths(self, miners: list[MinerState]) -> dict[str, int]:
+        """Jobs waiting on ``shared`` and on each miner's own queue (all priority lists)."""
+        queues = [SHARED_QUEUE, *(queue_for(m.miner_id) for m in miners)]
+        pipe = self._redis.pipeline(transaction=False)
+        for queue in queues:
+            for name in queue_lists(queue):
+                pipe.llen(name)
+        lengths = pipe.execute()
+        steps = len(queue_lists(SHARED_QUEUE))
+        return {q: int(sum(lengths[i * steps : (i + 1) * steps])) for i, q in enumerate(queues)}
+
+    def reset_slots(self, miner_id: str) -> None:
+        """Forget reservations of an earlier life of this miner (called on register).
+
+        Its dispatch index entry is forgotten with them: the next heartbeat indexes it
+        again at its new load."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._keys.inflight(miner_id), 0)
+        pipe.hdel(self._keys.indexed, miner_id)
+        pipe.execute()
+
+    def evict(self, miner_id: str, reason: str) -> None:
+        """Take a miner out of dispatch at once (its key was revoked) and announce it.
+
+        Without its heartbeat key the miner is dead to dispatch and to the reaper,
+        which moves the jobs it held or had queued to live miners."""
+        gone = {"type": "state_update", "change": "gone", "device_id": miner_id, "reason": reason}
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._keys.heartbeat(miner_id))
+        pipe.srem(self._keys.miners, miner_id)
+        pipe.publish(self._keys.events, json.dumps(gone))
+        pipe.execute()
+
+    def drain(self, miner_id: str, reason: str, ttl_s: float | None = None) -> None:
+        """Dispatch skips this miner (``reserve.lua`` honours the key) until undrained."""
+        ttl_ms = int(ttl_s * 1000) if ttl_s else None
+        self._redis.set(self._keys.drain(miner_id), reason, px=ttl_ms)
+
+    def undrain(self, miner_id: str) -> bool:
+        """Dispatch may choose this miner again; False if it was not drained."""
+        return bool(self._redis.delete(self._keys.drain(miner_id)))
+
+    def live(self) -> list[MinerState]:
+        """Every miner whose heartbeat has not expired, sorted by id."""
+        ids = sorted(text(m) for m in self._redis.smembers(self._keys.miners))
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.mget([self._keys.heartbeat(i) for i in ids])
+        pipe.mget([self._keys.inflight(i) for i in ids])
+        beats, inflight = pipe.execute()
+        now = time.time()
+        states = []
+        for miner_id, raw, used in zip(ids, beats, inflight, strict=True):
+            if raw is not None:
+                states.append(_state(miner_id, json.loads(raw), int(used or 0), now))
+        return states
+
+
+def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerState:
+    slots = int(hb["slots"])
+    used = max(used, 0)
+    return MinerState(
+        miner_id=miner_id,
+        queue=queue_for(miner_id),
+        status=hb["status"],
+        slots=slots,
+        free_slots=max(slots - used, 0),
+        in_flight=used,
+        models=hb["models"],
+        engine=hb["engine"],
+        memory=hb["memory"],
+        heartbeat_age_ms=round(max(now - hb["seen_at"], 0.0) * 1000, 1),
+        engine_fallbacks=hb.get("engine_fallbacks", []),
+        group=hb.get("group", ""),
+        engine_stats=hb.get("engine_stats", {}),
+        autotune=hb.get("autotune", {}),
+    )

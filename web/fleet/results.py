@@ -1,0 +1,187 @@
+"""Results as the web process waits for them: one pub/sub listener per process.
+
+Miners store results through Celery's Redis result backend (``tasks.broker.backend``),
+which writes the key ``celery-task-meta-<job>`` and publishes the same payload on a
+channel of that name.
+Instead of one subscription per request (Celery's default, a round trip each and a
+connection per thread), every web process keeps a single pattern subscription on
+``celery-task-meta-*`` and hands each result to the request thread waiting for it.
+Every process sees every result; a dictionary lookup drops the ones it does not wait for.
+The same subscription carries the text pieces of streamed jobs (``<p>:stream:*``),
+so a job's pieces and then its result reach the waiting thread in publish order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.client
+from celery import states
+
+from tasks.errors import JobFailed, ServiceUnavailable
+from tasks.keys import RESULT_KEY_PREFIX, result_key
+
+log = logging.getLogger(__name__)
+
+
+def outcome(meta: dict[str, Any]) -> dict[str, Any]:
+    """The job's result from a stored Celery meta; raise JobFailed for a failure."""
+    if meta.get("status") == "SUCCESS":
+        result: dict[str, Any] = meta["result"]
+        return result
+    exc = meta.get("result") or {}
+    message = exc.get("exc_message") if isinstance(exc, dict) else str(exc)
+    if isinstance(message, list):
+        message = " ".join(str(m) for m in message)
+    raise JobFailed(f"job failed: {message}", job_id=meta.get("task_id"))
+
+
+# Put on a streamed job's queue after its last piece: the result is in ``meta``.
+FINISHED = object()
+
+
+@dataclass
+class Waiting:
+    """One job a request thread waits for: its result and, if streamed, its pieces."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    meta: dict[str, Any] | None = None
+    pieces: queue.Queue[Any] | None = None
+
+
+class ResultWaiter:
+    """Lets request threads wait for job results without polling Redis."""
+
+    def __init__(
+        self, client: redis.Redis, ready_timeout_s: float = 1.0, stream_prefix: str = "mia:stream:"
+    ) -> None:
+        self._redis = client
+        self._ready_timeout_s = ready_timeout_s
+        self._stream_prefix = stream_prefix
+        self._pending: dict[str, Waiting] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def expect(self, job_id: str, stream: bool = False) -> Waiting:
+        """Announce interest in ``job_id``; call before the job is published."""
+        self._ensure_listening()
+        waiting = Waiting(pieces=queue.Queue() if stream else None)
+        with self._lock:
+            self._pending[job_id] = waiting
+        return waiting
+
+    def wait(self, job_id: str, timeout: float) -> dict[str, Any] | None:
+        """The stored Celery meta of ``job_id``, or None if none came within ``timeout``."""
+        with self._lock:
+            waiting = self._pending.get(job_id)
+        try:
+            if waiting is not None and waiting.event.wait(timeout):
+                return waiting.meta
+            return self.fetch(job_id)
+        finally:
+            with self._lock:
+                self._pending.pop(job_id, None)
+
+    def forget(self, job_id: str) -> None:
+        """Stop waiting for ``job_id`` (its publish failed)."""
+        with self._lock:
+            self._pending.pop(job_id, None)
+
+    def fetch(self, job_id: str) -> dict[str, Any] | None:
+        """The stored final meta of ``job_id`` straight from Redis, or None."""
+        raw = self._redis.get(result_key(job_id))
+        meta = None if raw is None else _decode(raw)
+        return meta if meta is not None and meta.get("status") in states.READY_STATES else None
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _ensure_listening(self) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                    self._pid = os.getpid()
+                    self._ready.clear()
+                    self._thread = threading.Thread(
+                        target=self._listen_forever, name="mia-results", daemon=True
+                    )
+                    self._thread.start()
+        if not self._ready.wait(self._ready_timeout_s):
+            raise ServiceUnavailable("result channel unavailable: Redis does not answer")
+
+    def _listen_forever(self) -> None:
+        delay = 0.05
+        while not self._stop.is_set():
+            try:
+                self._listen()
+                delay = 0.05
+            except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
+                self._ready.clear()
+                if self._stop.is_set():
+                    return
+                log.warning("result listener lost Redis (%s); reconnecting", exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _listen(self) -> None:
+        pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.psubscribe(RESULT_KEY_PREFIX + "*", self._stream_prefix + "*")
+            subscribed = 0
+            for message in pubsub.listen():
+                if message["type"] == "pmessage":
+                    self._deliver(message["channel"], message["data"])
+                elif message["type"] == "psubscribe":
+                    subscribed += 1
+                    if subscribed == 2:
+                        self._recheck_pending()
+                        self._ready.set()
+                if self._stop.is_set():
+                    return
+        finally:
+            pubsub.close()
+
+    def _deliver(self, channel: bytes | str, data: bytes | str) -> None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        if name.startswith(self._stream_prefix):
+            with self._lock:
+                waiting = self._pending.get(name[len(self._stream_prefix) :])
+            if waiting is not None and waiting.pieces is not None:
+                waiting.pieces.put(_decode(data))
+            return
+        with self._lock:  # most results are for another process: look before decoding
+            waiting = self._pending.get(name[len(RESULT_KEY_PREFIX) :])
+        if waiting is None or waiting.event.is_set():
+            return
+        meta = _decode(data)
+        if meta.get("status") not in states.READY_STATES:  # RETRY: another miner runs it
+            return
+        waiting.meta = meta  # only this thread sets the event: no one raced us to it
+        waiting.event.set()
+        if waiting.pieces is not None:
+            waiting.pieces.put(FINISHED)
+
+    def _recheck_pending(self) -> None:
+        """After (re)subscribing, pick up results published while we were not listening."""
+        with self._lock:
+            ids = list(self._pending)
+        if not ids:
+            return
+        for job_id, raw in zip(ids, self._redis.mget([result_key(i) for i in ids]), strict=True):
+            if raw is not None:
+                self._deliver((RESULT_KEY_PREFIX + job_id).encode(), raw)
+
+
+def _decode(raw: bytes | str) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads(raw)
+    return meta
