@@ -4,7 +4,7 @@ Each field below is the lower-case name of its variable without the prefix
 (``redis_url`` is ``MIA_REDIS_URL``). Fields are grouped by the component that reads
 them (a dataclass each); ``Settings`` is all of them in one flat object, read once
 per process. docs/configuration.md lists every field, by group, with its default;
-``tests/test_settings_doc.py`` keeps the two in step.
+``tests/test_docs.py`` keeps the two in step.
 """
 
 from __future__ import annotations

@@ -123,9 +123,9 @@ def test_a_miner_with_its_own_acl_user_answers_and_is_refused_nothing(acl_redis,
         stop(proc)
 
 
-def test_the_readme_shows_the_rule_the_script_prints():
-    readme = (ROOT / "README.md").read_text()
-    block = readme[readme.index("ACL SETUSER miner-7 reset") :]
+def test_the_security_page_shows_the_rule_the_script_prints():
+    page = (ROOT / "docs" / "security.md").read_text()
+    block = page[page.index("ACL SETUSER miner-7 reset") :]
     block = " ".join(block[: block.index("```")].split())
     printed = " ".join(
         redis_acl.quoted(w) for w in ["ACL", "SETUSER", "miner-7", *redis_acl.miner_rules("7", "p")]

@@ -40,7 +40,7 @@ DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 
 @dataclass(frozen=True)
 class VllmSettings:
-    """What ``MIA_VLLM_*`` configures (see the README's configuration table)."""
+    """What ``MIA_VLLM_*`` configures (see docs/configuration.md, EngineSettings)."""
 
     model: str = DEFAULT_MODEL_DIR
     served_name: str = DEFAULT_MODEL_NAME
