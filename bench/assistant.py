@@ -21,8 +21,8 @@ from sqlalchemy import create_engine
 
 from bench.measure import post_json
 from bench.report import percentile
-from chat_service.assistant import build_context, full_menu_prompt
 from chat_service.classifier import LexicalClassifier
+from chat_service.context import build_context, full_menu_prompt
 from chat_service.evaluation import evaluate, load_eval
 from chat_service.planner import plan
 from chat_service.projects import load_projects

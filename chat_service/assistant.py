@@ -1,4 +1,6 @@
-"""The restaurant assistant: classify, then answer with only what that class needs.
+"""The assistant of every project: a ``chat`` project's turn is one conversation turn
+(``chat_service.conversation``); a restaurant's (``assistant`` kind) is two stages,
+classify, then answer with only what that class needs.
 
 One turn, both stages through the push path (plain Python; ``web.views.assistant`` exposes it):
 
@@ -21,15 +23,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from chat_service.classifier import LABELS
-from chat_service.menu import Item, Restaurant, normalise
+from chat_service.context import build_context, summary
+from chat_service.conversation import Conversations, chat_reply, project_turn
 from chat_service.planner import CLASS_TOOLS, plan
 from chat_service.projects import Project
-from chat_service.prompts import NO_TOPIC, answer_messages, tool_docs
+from chat_service.prompts import answer_messages
 from chat_service.runner import JobRunner
 from chat_service.sessions import Session, SessionStore
 from chat_service.store import Store
@@ -66,13 +69,16 @@ class Assistant:
         store: Store,
         timeout_s: float,
         clock: Callable[[], datetime] = datetime.now,
+        max_tokens: int = 128,
     ) -> None:
         self.projects = projects
+        self.conversations = Conversations(jobs, sessions, timeout_s)
         self._jobs = jobs
         self._sessions = sessions
         self._store = store
         self._timeout_s = timeout_s
         self._clock = clock
+        self._max_tokens = max_tokens
 
     def project(self, key: str) -> Project:
         found = self.projects.get(key)
@@ -84,6 +90,8 @@ class Assistant:
 
     def classify(self, key: str, message: str, priority: int | None = None) -> dict[str, Any]:
         project = self.project(key)
+        if project.kind != "assistant":
+            raise NotFound(f"project {key!r} is a chat project: it classifies nothing", project=key)
         started = time.perf_counter()
         label, inference_ms = self._classify(project, message, priority)
         return {
@@ -113,24 +121,49 @@ class Assistant:
     def chat(
         self, key: str, message: str, session_id: str | None = None, priority: int | None = None
     ) -> dict[str, Any]:
-        turn = self._prepare(key, message, session_id, priority)
-        answer_started = time.perf_counter()
-        result = self._jobs.run(turn.job, self._timeout_s)
-        return self._finish(turn, result, answer_started)
+        """One turn of project ``key``, either kind; turns of one session run in order."""
+        project = self.project(key)
+        if project.kind == "chat":
+            started = time.perf_counter()
+            chat = project_turn(project, message, session_id, priority, self._max_tokens)
+            return chat_reply(self.conversations.run(chat, new_session=True), started)
+        with self._sessions.locked(key, session_id, self._timeout_s):
+            turn = self._prepare(key, message, session_id, priority)
+            answer_started = time.perf_counter()
+            result = self._jobs.run(turn.job, self._timeout_s)
+            return self._finish(turn, result, answer_started)
 
     def chat_stream(
         self, key: str, message: str, session_id: str | None = None, priority: int | None = None
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Events: ``classified``, the answer's ``piece``s, ``keepalive``s, then ``done``."""
-        turn = self._prepare(key, message, session_id, priority, stream=True)
-        answer_started = time.perf_counter()
-        stream = self._jobs.start_stream(turn.job, self._timeout_s)
-        yield "classified", {"session_id": turn.session.session_id, "class": turn.label}
-        for kind, data in stream:
-            if kind == "done":
-                yield "done", self._finish(turn, data, answer_started)
-            else:
-                yield kind, data
+        """Events: ``classified`` (``class`` null for a chat project), the answer's
+        ``piece``s, ``keepalive``s, then ``done``."""
+        project = self.project(key)
+        if project.kind == "chat":
+            yield from self._chat_stream(project, message, session_id, priority)
+            return
+        with self._sessions.locked(key, session_id, self._timeout_s):
+            turn = self._prepare(key, message, session_id, priority, stream=True)
+            answer_started = time.perf_counter()
+            stream = self._jobs.start_stream(turn.job, self._timeout_s)
+            yield "classified", {"session_id": turn.session.session_id, "class": turn.label}
+            for kind, data in stream:
+                if kind == "done":
+                    yield "done", self._finish(turn, data, answer_started)
+                else:
+                    yield kind, data
+
+    def _chat_stream(
+        self, project: Project, message: str, session_id: str | None, priority: int | None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        started = time.perf_counter()
+        turn = project_turn(project, message, session_id, priority, self._max_tokens, True)
+        if turn.session_id is None:  # made now, so that the first event can name it
+            turn = replace(turn, session_id=self._sessions.new_id())
+        events = self.conversations.stream(turn, new_session=True)
+        yield "classified", {"session_id": turn.session_id, "class": None}
+        for kind, data in events:
+            yield kind, chat_reply(data, started) if kind == "done" else data
 
     def _prepare(
         self,
@@ -204,89 +237,3 @@ class Assistant:
                 "answer_inference_ms": float(result["timings"]["inference_ms"]),
             },
         }
-
-
-# -- stage 2's context ---------------------------------------------------------------
-
-
-def build_context(
-    label: str, message: str, project: Project, session: Session, actions: list[Action]
-) -> str:
-    """Only what ``label`` needs: this is where the prompt gets small."""
-    restaurant = project.restaurant
-    if label in ("menu", "allergy_dietary"):
-        items = relevant_items(message, restaurant, actions, dietary=label == "allergy_dietary")
-        lines = "\n".join(i.line(restaurant.currency) for i in items)
-        return f"Menu, the part that matters here:\n{lines}" if lines else _categories(restaurant)
-    if label == "order":
-        tools = tuple(t for t in CLASS_TOOLS["order"] if t in project.tools)
-        return "\n".join(p for p in (tool_docs(tools), _results(actions)) if p)
-    if label == "reservation":
-        tools = tuple(t for t in CLASS_TOOLS["reservation"] if t in project.tools)
-        if not tools:
-            return "We do not take reservations here."
-        sizes = f"Tables seat up to {restaurant.largest_table()}; a booking lasts "
-        sizes += f"{restaurant.slot_minutes} minutes. {_hours(restaurant)}"
-        return "\n".join(p for p in (tool_docs(tools), sizes, _results(actions)) if p)
-    if label == "hours_location":
-        return restaurant.facts()
-    if label == "other":
-        return NO_TOPIC.replace("{name}", project.name)
-    return ""
-
-
-def relevant_items(
-    message: str, restaurant: Restaurant, actions: list[Action], dietary: bool
-) -> list[Item]:
-    """The menu sections a message is about: searched, named, or in a named category."""
-    found: dict[str, Item] = {}
-    for action in actions:
-        if action.ok and action.tool == "menu_search" and (action.args or dietary):
-            for raw in action.result["items"]:
-                item = restaurant.item(raw["id"])
-                if item:
-                    found[item.id] = item
-    if found:
-        return list(found.values())
-    text = normalise(message)
-    named = [item for item, _ in restaurant.mentioned(message)]
-    categories = {i.category for i in named} | {
-        c for c in restaurant.categories if c.rstrip("s") in text
-    }
-    return named + [i for i in restaurant.items if i.category in categories and i not in named]
-
-
-def _categories(restaurant: Restaurant) -> str:
-    lines = [
-        f"- {c}: " + ", ".join(i.name for i in restaurant.items if i.category == c)
-        for c in restaurant.categories
-    ]
-    return "Our menu by section (ask for details of any):\n" + "\n".join(lines)
-
-
-def _hours(restaurant: Restaurant) -> str:
-    return "Opening hours: " + "; ".join(f"{d}: {h}" for d, h in restaurant.hours.items())
-
-
-def _results(actions: list[Action]) -> str:
-    if not actions:
-        return ""
-    done = "\n".join(json.dumps(a.to_dict(), separators=(",", ":")) for a in actions)
-    return f"Done for this message (tell the guest):\n{done}"
-
-
-def summary(actions: list[Action]) -> str:
-    """A plain answer from the actions, for when the model's answer was only tool calls."""
-    if not actions:
-        return "How can I help you?"
-    return "; ".join(f"{a.tool}: {'done' if a.ok else 'not possible: ' + a.error}" for a in actions)
-
-
-def full_menu_prompt(project: Project) -> list[dict[str, str]]:
-    """What the old assistant sent with every message: the whole menu and every tool."""
-    restaurant = project.restaurant
-    menu = "\n".join(i.line(restaurant.currency) for i in restaurant.items)
-    context = "\n\n".join(
-        [f"Menu:\n{menu}", restaurant.facts(), _hours(restaurant), tool_docs(project.tools)]
-    )
-    return answer_messages(project.system(), context, [], "")

@@ -21,7 +21,7 @@ def classifier_for(project: str, projects_file: str = "") -> LexicalClassifier:
     """The project's classifier, knowing its menu's dish and category names."""
     projects = load_projects(Path(projects_file) if projects_file else None)
     found = projects.get(project)
-    if found is None:
+    if found is None or found.kind != "assistant":
         return LexicalClassifier()
     restaurant = found.restaurant
     return LexicalClassifier([i.name for i in restaurant.items] + restaurant.categories)

@@ -1,7 +1,14 @@
-"""Assistant projects, configured in one file (``projects.toml``, or ``MIA_PROJECTS_FILE``).
+"""Projects, configured in one file (``projects.toml``, or ``MIA_PROJECTS_FILE``).
 
-Each project is a restaurant: its system prompt, its data file and the tools its
-assistant may use. Nothing about a restaurant is written in code.
+Two kinds, one table each:
+
+- ``assistant``: a restaurant's two-stage assistant (classify, tools, a menu): its
+  system prompt, its data file and the tools it may use (``chat_service.assistant``).
+- ``chat``: a system prompt and a conversation (``chat_service.conversation``), as the
+  teaching projects of seed 004: history trimmed to ``max_history_tokens``, an optional
+  model, a priority and a temperature.
+
+Nothing about a project is written in code.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from chat_service.menu import Restaurant
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_FILE = HERE / "projects.toml"
+KINDS = ("assistant", "chat")
 TOOLS = (
     "menu_search",
     "order_add",
@@ -26,6 +34,11 @@ TOOLS = (
     "reservation_book",
 )
 CLASSIFIERS = ("lexical", "llm")
+COMMON = {"kind", "name", "system_prompt", "priority", "max_history_tokens", "model"}
+ALLOWED = {
+    "assistant": COMMON | {"menu", "tools", "classifier"},
+    "chat": COMMON | {"temperature", "max_tokens"},
+}
 
 
 class ProjectConfigError(ValueError):
@@ -36,16 +49,21 @@ class ProjectConfigError(ValueError):
 class Project:
     key: str
     name: str
-    menu_file: Path
     system_prompt: str
-    tools: tuple[str, ...]
+    kind: str = "assistant"
+    menu_file: Path | None = None  # assistant only
+    tools: tuple[str, ...] = ()  # assistant only
     priority: int = 0
     max_history_tokens: int = 512
-    classifier: str = "lexical"
+    classifier: str = "lexical"  # assistant only
     model: str = ""
+    temperature: float = 0.0  # chat only: the assistant's answers are greedy
+    max_tokens: int = 0  # chat only; 0 = MIA_MAX_TOKENS
 
     @cached_property
     def restaurant(self) -> Restaurant:
+        if self.menu_file is None:
+            raise ProjectConfigError(f"project {self.key} is a {self.kind} project: no menu")
         return Restaurant.load(self.menu_file)
 
     def system(self) -> str:
@@ -60,25 +78,52 @@ def load_projects(path: Path | None = None) -> dict[str, Project]:
 
 
 def _project(key: str, raw: dict[str, Any], base: Path) -> Project:
+    kind = raw.get("kind", "assistant")
+    if kind not in KINDS:
+        raise ProjectConfigError(f"project {key}: kind must be one of {KINDS}")
+    unknown = sorted(set(raw) - ALLOWED[kind])
+    if unknown:
+        raise ProjectConfigError(f"project {key}: {unknown} are not settings of a {kind} project")
+    priority = int(raw.get("priority", 0))
+    if not 0 <= priority <= 9:
+        raise ProjectConfigError(f"project {key}: priority must be 0-9")
+    common: dict[str, Any] = {
+        "key": key,
+        "name": str(raw["name"]),
+        "system_prompt": str(raw["system_prompt"]),
+        "kind": kind,
+        "priority": priority,
+        "max_history_tokens": int(raw.get("max_history_tokens", 512)),
+        "model": str(raw.get("model", "")),
+    }
+    if kind == "chat":
+        return Project(**common, **_chat(key, raw))
+    return Project(**common, **_assistant(key, raw, base))
+
+
+def _chat(key: str, raw: dict[str, Any]) -> dict[str, Any]:
+    temperature = float(raw.get("temperature", 0.7))
+    if not 0.0 <= temperature <= 2.0:
+        raise ProjectConfigError(f"project {key}: temperature must be 0-2")
+    max_tokens = int(raw.get("max_tokens", 0))
+    if not 0 <= max_tokens <= 4096:
+        raise ProjectConfigError(f"project {key}: max_tokens must be 0-4096")
+    return {"temperature": temperature, "max_tokens": max_tokens}
+
+
+def _assistant(key: str, raw: dict[str, Any], base: Path) -> dict[str, Any]:
     unknown = sorted(set(raw.get("tools", [])) - set(TOOLS))
     if unknown:
         raise ProjectConfigError(f"project {key}: unknown tools {unknown}")
     if raw.get("classifier", "lexical") not in CLASSIFIERS:
         raise ProjectConfigError(f"project {key}: classifier must be one of {CLASSIFIERS}")
-    priority = int(raw.get("priority", 0))
-    if not 0 <= priority <= 9:
-        raise ProjectConfigError(f"project {key}: priority must be 0-9")
+    if "menu" not in raw:
+        raise ProjectConfigError(f"project {key}: an assistant project needs a menu file")
     menu = (base / raw["menu"]).resolve()
     if not menu.is_file():
         raise ProjectConfigError(f"project {key}: no menu file {menu}")
-    return Project(
-        key=key,
-        name=str(raw["name"]),
-        menu_file=menu,
-        system_prompt=str(raw["system_prompt"]),
-        tools=tuple(raw.get("tools", ())),
-        priority=priority,
-        max_history_tokens=int(raw.get("max_history_tokens", 512)),
-        classifier=str(raw.get("classifier", "lexical")),
-        model=str(raw.get("model", "")),
-    )
+    return {
+        "menu_file": menu,
+        "tools": tuple(raw.get("tools", ())),
+        "classifier": str(raw.get("classifier", "lexical")),
+    }

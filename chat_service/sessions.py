@@ -10,16 +10,26 @@ beyond it. History is trimmed, oldest turns first, to the project's
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
+from redis.exceptions import LockError
 
 from chat_service.tokens import TokenCounter
+from tasks.errors import Conflict
 from tasks.keys import Keys
 from tasks.lua import Scripts
+
+log = logging.getLogger(__name__)
+
+LOCK_POLL_S = 0.005  # how often a waiting turn tries the lock (redis-py polls)
+LOCK_SLACK_S = 5.0
 
 
 @dataclass
@@ -95,7 +105,40 @@ class SessionStore:
             raw = self._redis.get(self._keys.session(project, session_id))
             if raw is not None:
                 return Session.from_json(raw)
-        return Session(project, session_id or secrets.token_hex(12), new=True)
+        return Session(project, session_id or self.new_id(), new=True)
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(12)
+
+    @contextmanager
+    def locked(self, project: str, session_id: str | None, wait_s: float) -> Iterator[None]:
+        """Hold the session's turn lock: turns of one session run one at a time, so
+        each one reads the history and cart the previous one saved. A turn waits up to
+        ``wait_s`` for the lock (409 naming the session after that); the lock expires
+        by itself if its holder dies (twice ``wait_s``: a turn is at most two jobs)."""
+        if not session_id:  # a new session: nobody else knows its id yet
+            yield
+            return
+        lock = self._redis.lock(
+            self._keys.session_lock(project, session_id),
+            timeout=2 * wait_s + LOCK_SLACK_S,
+            sleep=LOCK_POLL_S,
+            blocking_timeout=wait_s,
+        )
+        if not lock.acquire():
+            raise Conflict(
+                f"session {session_id} is busy: its previous turn did not end in {wait_s:g} s",
+                field="session_id",
+                session_id=session_id,
+            )
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except LockError:  # expired while held: the next turn may already have it
+                log.warning("session %s: the turn outlived its lock", session_id)
 
     def turn(self, role: str, content: str) -> Turn:
         return Turn(role, content, self._counter.message(role, content))

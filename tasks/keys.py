@@ -25,6 +25,7 @@
 | ``<p>:abort:<job>``        | string | web           | the same, for a job not started yet    |
 | ``<p>:session:<proj>:<id>``| string | assistant     | a chat session: history, cart (TTL)    |
 | ``<p>:sessions``           | zset   | assistant     | session keys by last use (LRU bound)   |
+| ``<p>:turn:<proj>:<id>``   | string | web           | a session's turn lock (redis-py Lock)  |
 | ``<p>:events``             | pubsub | heartbeat     | device state changes (WebSocket feed)  |
 | ``<p>:obs``                | list   | web           | recent results: time, miner, latency   |
 | ``<p>:baselines``          | hash   | web           | latency baselines (EWMA, deviation)    |
@@ -134,6 +135,9 @@ class Keys:
 
     def session(self, project: str, session_id: str) -> str:
         return f"{self.prefix}:session:{project}:{session_id}"
+
+    def session_lock(self, project: str, session_id: str) -> str:
+        return f"{self.prefix}:turn:{project}:{session_id}"
 
     def unconfirmed(self, miner_id: str) -> str:
         return f"{self.prefix}:unconfirmed:{miner_id}"

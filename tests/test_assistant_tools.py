@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from chat_service.assistant import build_context, full_menu_prompt
+from chat_service.context import build_context, full_menu_prompt
 from chat_service.evaluation import load_eval
 from chat_service.menu import Restaurant
 from chat_service.planner import plan

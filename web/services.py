@@ -97,6 +97,7 @@ def build_services(settings: Settings) -> Services:
         ),
         Store(sessions),
         settings.request_timeout_s,
+        max_tokens=settings.max_tokens,
     )
     return Services(
         settings=settings,

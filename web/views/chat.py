@@ -10,53 +10,38 @@ miner (push or legacy) and the caller fetches the result from ``GET /jobs/<id>``
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 from flask import Blueprint, jsonify, url_for
 from flask.typing import ResponseReturnValue
 
-from chat_service.prompts import direct_messages
+from chat_service.conversation import messages_for
 from tasks.errors import ValidationError
-from tasks.jobs import Job
-from tasks.settings import Settings
 from web.common import validation as v
-from web.common.parsing import SAMPLING, parse_sampling
+from web.common.parsing import SAMPLING, parse_direct
 from web.common.sse import relay, sse_response
 from web.services import services
 
 bp = Blueprint("chat", __name__)
 
-FIELDS = {"message", "session_id", "project", "model", "priority", "stream", *SAMPLING}
-
-
-def parse_direct(body: dict[str, Any], settings: Settings) -> Job:
-    """The job for a ``/chat/direct`` body; ValidationError names a bad field."""
-    message = v.text(body, "message", settings.max_message_chars, required=True)
-    v.session_id(body)
-    v.identifier(body, "project", 64)
-    return Job(
-        messages=direct_messages(message),
-        model=v.identifier(body, "model", 128),
-        priority=v.integer(body, "priority", 0, 0, 9),
-        stream=v.boolean(body, "stream"),
-        **parse_sampling(body, settings),
-    )
+FIELDS = {"message", "session_id", "project", "context", "model", "priority", "stream", *SAMPLING}
 
 
 @bp.post("/chat/direct")
 def direct() -> ResponseReturnValue:
     svc = services()
-    job = parse_direct(v.json_object(FIELDS), svc.settings)
-    if job.stream:
-        stream = svc.jobs.start_stream(job, svc.settings.request_timeout_s)
-        return sse_response(relay(stream))
-    return jsonify(svc.jobs.run(job, svc.settings.request_timeout_s))
+    turn = parse_direct(v.json_object(FIELDS), svc.settings, svc.assistant.projects)
+    conversations = svc.assistant.conversations
+    if turn.job.stream:
+        return sse_response(relay(conversations.stream(turn)))
+    return jsonify(conversations.run(turn))
 
 
 @bp.post("/chat")
 def queued() -> ResponseReturnValue:
     svc = services()
-    job = parse_direct(v.json_object(FIELDS), svc.settings)
+    turn = parse_direct(v.json_object(FIELDS), svc.settings, svc.assistant.projects)
+    job = replace(turn.job, messages=messages_for(turn, []))  # queued: no session
     if job.stream:
         raise ValidationError("stream is for /chat/direct; /chat answers with a job id", "stream")
     dispatched = svc.jobs.enqueue(job)
