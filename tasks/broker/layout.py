@@ -1,4 +1,4 @@
-"""kombu's Redis layout, for the parts of the service that read or write it directly
+r"""kombu's Redis layout, for the parts of the service that read or write it directly
 (the legacy leases, the reaper, the Lua scripts' key lists, the Redis ACLs).
 
 kombu's Redis transport keeps one list per priority step of a queue: ``<queue>``,
