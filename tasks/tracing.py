@@ -15,18 +15,19 @@ from typing import Any
 
 from opentelemetry import context, propagate, trace
 
-_enabled = False
-tracer = trace.get_tracer("mia")
+# Set by setup(); None: tracing is off. (Not taken at import: getting a tracer makes
+# OpenTelemetry read the environment.)
+_tracer: trace.Tracer | None = None
 
 
 def enabled() -> bool:
-    return _enabled
+    return _tracer is not None
 
 
 def setup(service: str) -> None:
     """Export this process's spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
-    global _enabled
-    if _enabled or not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    global _tracer
+    if _tracer is not None or not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -37,30 +38,30 @@ def setup(service: str) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    _enabled = True
+    _tracer = trace.get_tracer("mia")
 
 
 def shutdown() -> None:
     """Send what is buffered (a process about to exit)."""
     provider = trace.get_tracer_provider()
-    if _enabled and hasattr(provider, "shutdown"):
+    if _tracer is not None and hasattr(provider, "shutdown"):
         provider.shutdown()
 
 
 def inject(headers: MutableMapping[str, Any]) -> None:
     """Put the current trace context into a message's headers."""
-    if _enabled:
+    if _tracer is not None:
         propagate.inject(headers)
 
 
 @contextmanager
 def span(name: str, carrier: Mapping[str, Any] | None = None, **attributes: Any) -> Iterator[None]:
     """A span around the block, a child of ``carrier``'s context when given."""
-    if not _enabled:
+    if _tracer is None:
         yield
         return
     parent = propagate.extract(carrier) if carrier is not None else None
-    with tracer.start_as_current_span(name, context=parent, attributes=attributes):
+    with _tracer.start_as_current_span(name, context=parent, attributes=attributes):
         yield
 
 
@@ -69,10 +70,10 @@ Started = tuple[trace.Span, object]
 
 def start(name: str, carrier: Mapping[str, Any] | None = None, **attributes: Any) -> Started | None:
     """Start a span and make it current until ``end(token)`` (for begin/end hooks)."""
-    if not _enabled:
+    if _tracer is None:
         return None
     parent = propagate.extract(carrier) if carrier is not None else None
-    current = tracer.start_span(name, context=parent, attributes=attributes)
+    current = _tracer.start_span(name, context=parent, attributes=attributes)
     return current, context.attach(trace.set_span_in_context(current))
 
 

@@ -10,10 +10,9 @@ import json
 import threading
 
 import pytest
-from kombu import Connection
 
 from scripts.processes import wait_for
-from tasks.broker.layout import KOMBU_PRIORITY_STEPS, queue_lists
+from tasks.broker.layout import queue_lists
 from tasks.broker.messages import BadMessage, decode_message
 from tasks.keys import SHARED_QUEUE
 from tests.legacy_client import (
@@ -130,14 +129,6 @@ def test_long_poll_returns_a_job_published_while_it_waits(client, redis, setting
 
 def test_long_poll_with_nothing_to_do_answers_204(client):
     assert get_work(client, key_of(client), wait=0.2).status_code == 204
-
-
-def test_the_lists_we_lease_from_are_the_ones_kombu_consumes(redis_url):
-    with Connection(redis_url) as conn:
-        channel = conn.default_channel
-        expected = [channel._q_for_pri(SHARED_QUEUE, p) for p in KOMBU_PRIORITY_STEPS]
-        assert channel.priority_steps == list(KOMBU_PRIORITY_STEPS)
-    assert queue_lists(SHARED_QUEUE) == expected
 
 
 def test_a_message_that_is_not_our_task_is_refused():

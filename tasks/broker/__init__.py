@@ -1,1 +1,92 @@
-"""tasks/broker"""
+r"""Every hook into Celery's and kombu's internals, in one package.
+
+Where the service does more than Celery's public API offers (reuse one Redis client
+per channel, wait for a pooled connection, note a delivery in kombu's own MULTI,
+store a result with a miner's bookkeeping, read and rewrite task messages by hand,
+lease from and recover to kombu's lists), the code that depends on how the pinned
+Celery and kombu (``requirements.txt``) work inside lives here. Below is each private
+API, attribute or format it depends on, and why. ``tests/test_broker_pins.py``
+checks every one against the installed versions and fails naming it; after upgrading
+either, re-check this list against the new code.
+
+``transport.py``: kombu's Redis transport, subclassed (``broker_transport``).
+
+- ``kombu.transport.redis.QoS.append``: overridden; it writes the same two records as
+  kombu (the message in ``unacked``, its time in ``unacked_index``) in one MULTI, adds
+  the miner's held note to that MULTI, and waits for Redis if it went away meanwhile.
+- ``kombu.transport.redis.QoS.pipe_or_acquire``: called for that MULTI, on the
+  channel's client.
+- ``kombu.transport.redis.QoS.unacked_key``: the hash it writes, also handed to the
+  miner (``unacked_keys``) so its ``settle.lua`` removes the entry.
+- ``kombu.transport.redis.QoS.unacked_index_key``: the zset it writes, likewise.
+- ``kombu.transport.redis.QoS.ack``: overridden; an entry the miner removed with its
+  result is not removed again (one round trip less per job).
+- ``kombu.transport.redis.QoS.reject``: overridden to forget that note, then kombu's.
+- ``kombu.transport.virtual.QoS.append``: called past kombu's Redis QoS: the
+  in-process delivered set, without kombu's Redis writes (ours replace them).
+- ``kombu.transport.virtual.QoS.ack``: called likewise when the entry is gone already.
+- ``kombu.transport.virtual.Message._raw``: the message as it lay on the list; kombu
+  stores it in ``unacked`` and so do we (same bytes, kombu's ``dumps``).
+- ``kombu.transport.redis.Channel._get_pool``: overridden: a ``BlockingConnectionPool``
+  (threads wait up to ``pool_timeout`` instead of "Too many connections").
+- ``kombu.transport.redis.Channel._connparams``: called for that pool's parameters,
+  exactly kombu's.
+- ``kombu.transport.redis.Channel.keyprefix_fanout``: formatted with the db number,
+  as kombu's own ``_get_pool`` does.
+- ``kombu.transport.redis.Channel._create_client``: called once per channel.
+- ``kombu.transport.redis.Channel.conn_or_acquire``: overridden to yield that one
+  client instead of a new ``redis.Redis`` per call (about 0.3 ms each).
+- ``kombu.transport.redis.Channel.from_transport_options``: extended with
+  ``pool_timeout`` and ``delivery_retry_s`` (kombu copies only the names listed).
+- ``kombu.transport.redis.Channel.QoS``: the class our QoS replaces.
+- ``kombu.transport.redis.Transport.Channel``: the class our Channel replaces.
+- ``kombu.utils.functional.retry_over_time``: kombu's back-off, for the delivery's
+  wait; called with an errback ``(exc, intervals, retries)``.
+
+``backend.py``: Celery's Redis result backend, subclassed (``result_backend``).
+
+- ``celery.backends.redis.RedisBackend._store_result``: overridden: one Lua call that
+  keeps the first final result, optionally in the miner's own pipeline. Celery's
+  ``store_result`` calls it as ``(task_id, result, state, traceback, request=...)``.
+- ``celery.backends.redis.RedisBackend._get_result_meta``: called, so the stored meta
+  is what Celery itself would store.
+- ``celery.backends.redis.RedisBackend._MAX_STR_VALUE_SIZE``: Celery's size limit,
+  enforced the same way.
+- ``celery.backends.redis.RedisBackend.get_key_for_task``: the result's key,
+  ``celery-task-meta-<id>`` (``tasks.keys.result_key`` names it too).
+- ``celery.backends.redis.RedisBackend.on_task_call``: overridden to do nothing: no
+  subscription per sent task (``web.fleet.results`` listens once per process).
+- ``celery.backends.redis.RedisBackend.client``: the backend's Redis client, which
+  registers the Lua script.
+- ``celery.backends.redis.RedisBackend.expires``: the TTL of a stored result.
+- ``celery.backends.redis.RedisBackend.failure_expires``: the TTL of a failure.
+
+``messages.py``: Celery's formats on Redis, read and written by hand (the legacy
+``/get_work`` path and the reaper).
+
+- Celery's task message, protocol 2, as kombu's Redis transport stores it: a JSON
+  envelope with ``headers`` (``task``, ``id``, ``redelivered``), ``body`` holding
+  ``[args, kwargs, embed]`` (base64 when ``properties.body_encoding`` is ``base64``),
+  ``content-type``, and ``properties`` (``priority``, ``delivery_tag``,
+  ``delivery_info``: ``exchange``, ``routing_key``, ``redelivered``).
+- Celery's result meta (``status``, ``result``, ``traceback``, ``children``,
+  ``date_done``, ``task_id``) and a failure's serialized exception (``exc_type``,
+  ``exc_module``, ``exc_message``): written so that ``AsyncResult`` and
+  ``web.fleet.results`` read it as Celery's own.
+
+``layout.py``: kombu's Redis keys, for code that reads or writes them directly
+(``web.fleet.leases``, ``web.fleet.recovery``, ``lease.lua``, ``recover.lua``,
+``settle.lua``, ``scripts/redis_acl.py``).
+
+- ``kombu.transport.redis.Channel._q_for_pri``: one list per priority step,
+  ``<queue>\x06\x16<step>`` (plain ``<queue>`` for step 0).
+- ``kombu.transport.redis.Channel.priority_steps``: ``[0, 3, 6, 9]``, served lowest
+  first; kombu LPUSHes and serves from the right end, so ``lease.lua`` RPOPs the lists
+  in that order and ``recover.lua`` RPUSHes a recovered job to be served next.
+- ``kombu.transport.redis.Channel.sep``: the ``\x06\x16`` in those names.
+- ``kombu.transport.redis.Channel.unacked_key``: ``unacked``, delivery tag ->
+  ``[raw message, exchange, routing_key]`` (``unacked_message`` reads it); kombu's
+  visibility timeout puts back what a miner wrote there, and the reaper moves it.
+- ``kombu.transport.redis.Channel.unacked_index_key``: ``unacked_index``, delivery tag
+  -> delivery time.
+"""

@@ -1,4 +1,4 @@
-"""kombu's Redis layout, for the parts of the service that read or write it directly
+r"""kombu's Redis layout, for the parts of the service that read or write it directly
 (the legacy leases, the reaper, the Lua scripts' key lists, the Redis ACLs).
 
 kombu's Redis transport keeps one list per priority step of a queue: ``<queue>``,
@@ -9,6 +9,8 @@ against the installed kombu.
 """
 
 from __future__ import annotations
+
+import json
 
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
@@ -25,3 +27,10 @@ def list_for(queue: str, priority: int) -> str:
     """The kombu list a message of this (kombu) priority waits on: its priority step's."""
     step = max(p for p in KOMBU_PRIORITY_STEPS if p <= max(min(priority, 9), 0))
     return f"{queue}{KOMBU_PRIORITY_SEP}{step}" if step else queue
+
+
+def unacked_message(entry: bytes | str) -> tuple[str, str, str]:
+    """A delivered message from its ``unacked`` entry, which kombu stores as
+    ``[message, exchange, routing_key]``: (the message as JSON, exchange, routing key)."""
+    message, exchange, routing_key = json.loads(entry)
+    return json.dumps(message), exchange, routing_key

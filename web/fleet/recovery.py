@@ -42,7 +42,7 @@ from collections import Counter
 import redis
 
 from tasks import metrics
-from tasks.broker.layout import UNACKED, UNACKED_INDEX, list_for, queue_lists
+from tasks.broker.layout import UNACKED, UNACKED_INDEX, list_for, queue_lists, unacked_message
 from tasks.broker.messages import (
     BadMessage,
     decode_message,
@@ -178,7 +178,7 @@ class Reaper:
             if entry is None:  # acknowledged (its result is stored) or put back by kombu
                 self._redis.hdel(held_key, held_id)
                 continue
-            raw = json.dumps(json.loads(entry)[0])
+            raw = unacked_message(entry)[0]
             done[self._move(miner_id, text(held_id), ("tag", tag), raw, running=True)] += 1
         if keep_boot is None:
             noted = {text(value).partition("|")[0] for value in held.values()}
@@ -196,9 +196,8 @@ class Reaper:
         for tag, entry in self._redis.hscan_iter(UNACKED, count=500):
             if sum(done.values()) >= budget:
                 return
-            payload, _exchange, routing_key = json.loads(entry)
+            raw, _exchange, routing_key = unacked_message(entry)
             if routing_key == queue and text(tag) not in noted:
-                raw = json.dumps(payload)
                 job_id = task_id(raw) or ""
                 done[self._move(miner_id, job_id, ("tag", text(tag)), raw, running=True)] += 1
 
