@@ -195,11 +195,6 @@ def test_web_fleet_imports_no_flask(name):
     assert loaded.strip() == "[]", f"importing {name} loads Flask: {loaded}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="web/__init__.py imports flask (and every view) at module level, so importing "
-    "any web.fleet module loads Flask through its parent package",
-)
 def test_importing_a_web_fleet_module_loads_no_flask():
     loaded = run_python(f"import web.fleet.db; {FLASK_LOADED}")
     assert loaded.strip() == "[]", f"importing web.fleet.db loads Flask: {loaded}"

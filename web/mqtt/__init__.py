@@ -1,1 +1,1 @@
-"""web/mqtt"""
+"""The MQTT gateway, a process of its own: ``python -m web.mqtt``."""
