@@ -128,7 +128,9 @@ def _turns(value: Any, name: str, max_chars: int) -> tuple[dict[str, str], ...]:
             raise ValidationError(
                 f"{where}.role must be one of {', '.join(ROLES)}", f"{where}.role"
             )
-        content = v.text({f"{where}.content": turn.get("content")}, f"{where}.content", max_chars)
+        if not isinstance(turn.get("content"), str):
+            raise ValidationError(f"{where}.content must be a string", f"{where}.content")
+        content = v.text({f"{where}.content": turn["content"]}, f"{where}.content", max_chars)
         turns.append({"role": role, "content": content})
     return tuple(turns)
 
