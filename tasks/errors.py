@@ -86,12 +86,13 @@ class ModelNotLoaded(MiaError):
     status = 503
     code = "model_not_loaded"
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, why: str = "", **details: Any) -> None:
         super().__init__(
             f"model {model!r} is known but no live device has it loaded "
-            "(POST /api/v2/models/load, or MIA_AUTOLOAD=1)",
+            + (why or "(POST /api/v2/models/load, or MIA_AUTOLOAD=1)"),
             field="model",
             model=model,
+            **details,
         )
 
 
@@ -100,6 +101,13 @@ class NoFit(MiaError):
 
     status = 507
     code = "does_not_fit"
+
+
+class LoadFailed(MiaError):
+    """A model load (an operation) ended in an error on its device."""
+
+    status = 502
+    code = "load_failed"
 
 
 class ServiceUnavailable(MiaError):
@@ -114,6 +122,10 @@ class JobTimeout(MiaError):
 
     status = 504
     code = "timeout"
+
+
+class LoadTimeout(JobTimeout):
+    """A model was not live by the caller's deadline; its load goes on (``op_id``)."""
 
 
 class JobFailed(MiaError):

@@ -27,6 +27,7 @@
 | ``<p>:sessions``           | zset   | assistant     | session keys by last use (LRU bound)   |
 | ``<p>:turn:<proj>:<id>``   | string | web           | a session's turn lock (redis-py Lock)  |
 | ``<p>:events``             | pubsub | heartbeat     | device state changes (WebSocket feed)  |
+| ``<p>:loading:<model>``    | hash   | web           | op id -> device of loads in flight     |
 | ``<p>:obs``                | list   | web           | recent results: time, miner, latency   |
 | ``<p>:baselines``          | hash   | web           | latency baselines (EWMA, deviation)    |
 | ``<p>:alerts``             | list   | web           | recent anomaly alerts                  |
@@ -144,6 +145,10 @@ class Keys:
 
     def held(self, miner_id: str) -> str:
         return f"{self.prefix}:held:{miner_id}"
+
+    def loading(self, model_id: str) -> str:
+        """Loads of ``model_id`` in flight: op id -> device (``web.fleet.operations``)."""
+        return f"{self.prefix}:loading:{model_id}"
 
     def drain(self, miner_id: str) -> str:
         return f"{self.prefix}:drain:{miner_id}"

@@ -144,6 +144,7 @@ class EngineSettings:
     vllm_dtype: str = "auto"
     vllm_enforce_eager: int = 0
     echo_delay_ms: float = 0.0
+    echo_load_ms: float = 0.0
     echo_batch: int = 0
 
 

@@ -15,6 +15,7 @@ JOB_TRACES = (
     "mia:shared:*",
     "mia:session:*",
     "mia:hb:*",
+    "mia:loading:*",
 )
 
 

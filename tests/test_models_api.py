@@ -27,9 +27,11 @@ def state(api) -> dict:
     return {d["device_id"]: d for d in api.get(f"{api.base}/api/v2/system/state").json()["devices"]}
 
 
-def load(api, model_id: str, device_id: str | None = None):
+def load(api, model_id: str, device_id: str | None = None, wait: bool = True):
     body = {"model_id": model_id, **({"device_id": device_id} if device_id else {})}
-    return api.post(f"{api.base}/api/v2/models/load", json=body, headers=ADMIN, timeout=10)
+    if not wait:
+        body["wait"] = False
+    return api.post(f"{api.base}/api/v2/models/load", json=body, headers=ADMIN, timeout=20)
 
 
 def finished(api, op: dict) -> dict:
@@ -53,12 +55,13 @@ def test_system_state_lists_every_device(api, devices):
 
 def test_auto_placement_picks_the_device_with_room_and_routing_follows(api, devices):
     response = load(api, "echo-large")
-    assert response.status_code == 202
+    assert response.status_code == 200  # answered once the model is live
     op = response.json()
     assert op["device_id"] == "b"  # 6000 MB fits only on b
+    assert op["device"]["models"] == ["echo-large"]
+    assert op["device"]["group"] == "echo-large"  # the echo group was replaced
     assert finished(api, op)["status"] == "done"
-    wait_for(lambda: state(api)["b"]["models"] == ["echo-large"], 10, "b's heartbeat")
-    assert state(api)["b"]["group"] == "echo-large"  # the echo group was replaced
+    assert state(api)["b"]["models"] == ["echo-large"]
     chat = api.post(f"{api.base}/chat/direct", json={"message": "hi", "model": "echo-large"})
     assert chat.json()["miner_id"] == "b"
     chat = api.post(f"{api.base}/chat/direct", json={"message": "hi", "model": "echo"})
@@ -68,8 +71,19 @@ def test_auto_placement_picks_the_device_with_room_and_routing_follows(api, devi
 def test_a_loaded_model_and_its_group_cost_nothing(api, devices):
     response = load(api, "echo-chat")  # same group as echo: both devices already hold it
     assert response.status_code == 200
-    assert response.json()["status"] == "done"
+    assert (response.json()["status"], response.json()["op_id"]) == ("done", None)
     assert "echo-chat" in state(api)["a"]["models"]
+    assert load(api, "echo-chat", wait=False).status_code == 200  # nothing to wait for
+
+
+def test_wait_false_answers_202_with_the_operation(api, devices):
+    response = load(api, "echo-large", wait=False)
+    assert response.status_code == 202
+    op = response.json()
+    assert response.headers["Location"] == op["status_url"]
+    assert (op["status"], op["device_id"]) == ("pending", "b")
+    assert finished(api, op)["status"] == "done"
+    wait_for(lambda: state(api)["b"]["models"] == ["echo-large"], 10, "b's heartbeat")
 
 
 def test_explicit_placement_and_no_fit_errors(api, devices):

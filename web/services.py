@@ -31,6 +31,7 @@ from web.fleet.client import JobClient
 from web.fleet.db import make_engine, make_sessions
 from web.fleet.housekeeping import Housekeeper
 from web.fleet.leases import LeaseBook
+from web.fleet.operations import Operations
 from web.fleet.placement import ModelManager
 from web.fleet.recovery import Reaper
 from web.fleet.registry import Registry
@@ -79,7 +80,7 @@ def build_services(settings: Settings) -> Services:
     catalogue = load_catalogue(settings.catalogue_file)
     registry = Registry(client, keys, settings.heartbeat_ttl_s, scripts)
     dispatcher = Dispatcher(celery, selector, lambda: set(catalogue.models))
-    models = ModelManager(registry, catalogue, celery, waiter)
+    models = ModelManager(registry, catalogue, celery, Operations(client, keys, registry, waiter))
     leases = LeaseBook(client, scripts, keys, settings)
     audit = AuditLog(sessions)
     autoload = audited_autoload(models, audit) if settings.autoload else None

@@ -86,6 +86,7 @@ def start_engine(name: str, settings: Settings) -> Engine:
             settings.echo_delay_ms,
             settings.echo_fail_on,
             batch=settings.echo_batch,
+            load_ms=settings.echo_load_ms,
         )
     if name == "llamacpp":
         from miners.engines.llamacpp import MODEL as LLAMA_MODEL

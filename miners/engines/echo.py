@@ -6,7 +6,8 @@ For tests of the machinery and for benchmarks of dispatch overhead. It answers
 pieces, so a stream can be watched and cancelled midway. ``MIA_ECHO_BATCH`` (when
 set) makes the delay a shared device's time: at most that many jobs compute at
 once and the rest take turns (``lanes``), so tokens/s stops rising past it as on a
-real device. With ``choices`` it
+real device. ``MIA_ECHO_LOAD_MS`` stands in for load time: starting the engine (at
+boot, or a model loaded through ``/api/v2``) takes that long. With ``choices`` it
 answers the first label found in the message (else the first label). For fault tests,
 a message containing ``MIA_ECHO_FAIL_ON`` (when set) makes it raise: a poison job.
 """
@@ -14,6 +15,7 @@ a message containing ``MIA_ECHO_FAIL_ON`` (when set) makes it raise: a poison jo
 from __future__ import annotations
 
 import threading
+import time
 
 from miners.engines.base import GenerationRequest, GenerationResult, Producer, Stream
 from miners.engines.lanes import Lanes
@@ -31,7 +33,10 @@ class EchoEngine:
         delay_ms: float = 0.0,
         fail_on: str = "",
         batch: int = 0,
+        load_ms: float = 0.0,
     ) -> None:
+        if load_ms:
+            time.sleep(load_ms / 1000)  # stands in for reading weights onto the device
         self.models = models
         self._delay_s = delay_ms / 1000
         self._fail_on = fail_on

@@ -146,6 +146,22 @@ def session_id(body: dict[str, Any]) -> str | None:
     return value
 
 
+def device_id(body: dict[str, Any]) -> str | None:
+    """``device_id``: a miner id (1-64 of A-Z a-z 0-9 _ . -) or a non-negative integer n,
+    which names miner ``str(n)`` (the one on queue ``gpu-<n>``); null, absent or "": any."""
+    value = body.get("device_id")
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if not isinstance(value, str) or not PATH_ID.fullmatch(value):
+        raise ValidationError(
+            "device_id must be a miner id (1-64 of A-Z a-z 0-9 _ . -) or an integer >= 0",
+            "device_id",
+        )
+    return value
+
+
 def path_id(value: str, name: str) -> str:
     """An id taken from the URL (job, operation): 1-64 of A-Z a-z 0-9 _ . -"""
     if not PATH_ID.match(value):

@@ -1,8 +1,10 @@
 """Model management for operators and clients: ``/api/v2``.
 
-``POST /api/v2/models/load`` and ``/unload`` (admin token; 202 with an operation to follow),
-``POST /api/v2/models/process`` (through the push path, on a device with the
-model), ``GET /api/v2/system/state``, ``GET /api/v2/operations/<op_id>``, and the
+``POST /api/v2/models/load`` (admin token; 200 with the device's state once the model is
+live, or with ``"wait": false`` 202 with an operation to follow) and ``/unload`` (admin
+token; 202), ``POST /api/v2/models/process`` (through the push path, on a device with
+the model, after its load if one is in flight), ``GET /api/v2/system/state``,
+``GET /api/v2/operations/<op_id>``, and the
 WebSocket ``/api/v2/ws``: ``system_state`` on connect, then every ``state_update``
 published in Redis (``<p>:events``) by whichever web replica saw the change.
 """
@@ -10,7 +12,6 @@ published in Redis (``<p>:events``) by whichever web replica saw the change.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Blueprint, jsonify
@@ -18,10 +19,10 @@ from flask.typing import ResponseReturnValue
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from chat_service.prompts import direct_messages
-from tasks.jobs import Job
+from tasks.errors import LoadFailed, LoadTimeout
 from web.common import validation as v
 from web.common.guards import audit, require_admin
+from web.fleet.placement import Prompt, predict
 from web.services import services
 
 bp = Blueprint("api_v2", __name__, url_prefix="/api/v2")
@@ -33,17 +34,25 @@ MAX_PREDICTIONS = 8
 def _model_body(extra: frozenset[str] = frozenset()) -> tuple[dict[str, Any], str, str | None]:
     body = v.json_object({"model_id", "device_id", *extra})
     model_id = v.identifier(body, "model_id", 128, required=True)
-    device_id = v.identifier(body, "device_id", 64) or None
-    return body, model_id, device_id
+    return body, model_id, v.device_id(body)
 
 
 @bp.post("/models/load")
 def load() -> ResponseReturnValue:
+    """Waits (up to MIA_REQUEST_TIMEOUT_S) until the model is live unless ``"wait": false``."""
     actor = require_admin()
-    _, model_id, device_id = _model_body()
-    op = services().models.load(model_id, device_id)
-    audit(actor, "model_load", model_id, device_id=op.get("device_id"), status=op["status"])
-    return jsonify(op), 200 if op["status"] == "done" else 202
+    body, model_id, device_id = _model_body(frozenset({"wait"}))
+    svc = services()
+    wait_s = svc.settings.request_timeout_s if v.boolean(body, "wait", True) else None
+    try:
+        op = svc.models.load(model_id, device_id, wait_s)
+    except (LoadTimeout, LoadFailed) as exc:  # the command went out: on the record too
+        audit(actor, "model_load", model_id, device_id=exc.details["device_id"], status=exc.code)
+        raise
+    audit(actor, "model_load", model_id, device_id=op["device_id"], status=op["status"])
+    if op["status"] == "done":
+        return jsonify(op), 200
+    return jsonify(op), 202, {"Location": op["status_url"]}
 
 
 @bp.post("/models/unload")
@@ -75,29 +84,15 @@ def system_state() -> ResponseReturnValue:
 def process() -> ResponseReturnValue:
     svc = services()
     body, model_id, device_id = _model_body(frozenset({"prompt", "num_predictions", "max_tokens"}))
-    prompt = v.text(body, "prompt", svc.settings.max_message_chars, required=True)
-    n = v.integer(body, "num_predictions", 1, 1, MAX_PREDICTIONS)
-    max_tokens = v.integer(body, "max_tokens", svc.settings.max_tokens, 1, 4096)
-    jobs = [
-        Job(
-            messages=direct_messages(prompt),
-            model=model_id,
-            device=device_id or "",
-            max_tokens=max_tokens,
-            temperature=0.7 if n > 1 else 0.0,
-            seed=i,
-        )
-        for i in range(n)
-    ]
-    with ThreadPoolExecutor(n) as pool:
-        results = list(pool.map(lambda j: svc.jobs.run(j, svc.settings.request_timeout_s), jobs))
-    return jsonify(
-        model_id=model_id,
-        predictions=[
-            {"response": r["response"], "device_id": r["miner_id"], "timings": r["timings"]}
-            for r in results
-        ],
+    ask = Prompt(
+        model_id,
+        device_id,
+        v.text(body, "prompt", svc.settings.max_message_chars, required=True),
+        v.integer(body, "num_predictions", 1, 1, MAX_PREDICTIONS),
+        v.integer(body, "max_tokens", svc.settings.max_tokens, 1, 4096),
     )
+    predictions = predict(svc.models, svc.jobs, ask, svc.settings.request_timeout_s)
+    return jsonify(model_id=model_id, predictions=predictions)
 
 
 @sock.route("/ws", bp=bp)
