@@ -31,6 +31,7 @@ from web.fleet.client import JobClient
 from web.fleet.db import make_engine, make_sessions
 from web.fleet.housekeeping import Housekeeper
 from web.fleet.leases import LeaseBook
+from web.fleet.once import Once
 from web.fleet.placement import ModelManager
 from web.fleet.recovery import Reaper
 from web.fleet.registry import Registry
@@ -58,6 +59,7 @@ class Services:
     reaper: Reaper
     breakers: Breakers
     audit: AuditLog
+    ignored: Once  # which sets of unknown fields the legacy endpoints logged
 
 
 def build_services(settings: Settings) -> Services:
@@ -77,7 +79,7 @@ def build_services(settings: Settings) -> Services:
     )
     sessions = make_sessions(make_engine(settings.database_url))
     catalogue = load_catalogue(settings.catalogue_file)
-    registry = Registry(client, keys, settings.heartbeat_ttl_s, scripts)
+    registry = Registry(client, keys, settings.heartbeat_ttl_s, scripts, settings.offline_window_s)
     dispatcher = Dispatcher(celery, selector, lambda: set(catalogue.models))
     models = ModelManager(registry, catalogue, celery, waiter)
     leases = LeaseBook(client, scripts, keys, settings)
@@ -124,6 +126,7 @@ def build_services(settings: Settings) -> Services:
         stats=stats,
         reaper=reaper,
         breakers=breakers,
+        ignored=Once(client, keys.ignored),
     )
 
 
