@@ -108,7 +108,8 @@ def answers_ok(url: str) -> bool:
 
 
 def live_miners(api: str) -> int:
-    return len(requests.get(f"{api}/metrics/gpus", timeout=2).json()["miners"])
+    miners = requests.get(f"{api}/metrics/gpus", timeout=2).json()["miners"]
+    return sum(m["status"] != "offline" for m in miners)
 
 
 def tree_cpu_s(pid: int) -> float:

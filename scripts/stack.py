@@ -110,7 +110,7 @@ class Stack:
     def _has_miner(self, base: str) -> bool:
         self._check_children()
         miners = requests.get(f"{base}/metrics/gpus", timeout=2).json()["miners"]
-        return any(m["miner_id"] == "0" for m in miners)
+        return any(m["miner_id"] == "0" and m["status"] != "offline" for m in miners)
 
     def _check_children(self) -> None:
         for name, proc in self.procs:

@@ -40,6 +40,10 @@
 | ``<p>:reaper``             | string | reaper        | the lock: one reaper at a time (TTL)   |
 | ``<p>:breakers``           | hash   | miner, web    | miner -> circuit breaker state (JSON)  |
 | ``<p>:failstreak``         | hash   | miner, web    | miner -> failures in a row             |
+| ``<p>:lastseen``           | zset   | heartbeat     | miners by last heartbeat (epoch s),    |
+|                            |        | reap          | trimmed after ``MIA_OFFLINE_WINDOW_S`` |
+| ``<p>:ignored``            | zset   | web           | digests of unknown-field sets logged   |
+|                            |        |               | (legacy endpoints), LRU-bounded        |
 | ``celery-task-meta-<job>`` | string | Celery result | the job's result (Celery's own key)    |
 
 ``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). Queues are Celery's: ``gpu-<miner>``
@@ -99,6 +103,8 @@ class Keys:
         self.reaper = f"{prefix}:reaper"
         self.breakers = f"{prefix}:breakers"
         self.failstreak = f"{prefix}:failstreak"
+        self.last_seen = f"{prefix}:lastseen"
+        self.ignored = f"{prefix}:ignored"
 
     def heartbeat(self, miner_id: str) -> str:
         return f"{self.prefix}:hb:{miner_id}"

@@ -85,6 +85,7 @@ class WebSettings:
     autoload: int = 0
     alert_webhook: str = ""
     auto_drain: int = 0
+    offline_window_s: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def beat(client, miner_id, key, slots=1):
 
 
 def live(client) -> set[str]:
-    return {m["miner_id"] for m in client.get("/metrics/gpus").json["miners"]}
+    miners = client.get("/metrics/gpus").json["miners"]
+    return {m["miner_id"] for m in miners if m["status"] != "offline"}
 
 
 def entries(client, **params) -> list[dict]:

@@ -170,8 +170,9 @@ def launch(
 
 
 def live_miner_ids(settings: Settings) -> set[str]:
+    """Miners /metrics/gpus shows live (it also lists recently dead ones, ``offline``)."""
     response = requests.get(f"{settings.api_url}/metrics/gpus", timeout=5)
-    return {m["miner_id"] for m in response.json()["miners"]}
+    return {m["miner_id"] for m in response.json()["miners"] if m["status"] != "offline"}
 
 
 @pytest.fixture

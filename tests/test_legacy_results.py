@@ -133,7 +133,9 @@ def test_a_reported_error_ends_the_job_with_an_error_naming_it(client, redis):
         ({"job_id": "JOB", "response": "x", "usage": {"prompt_tokens": -1}}, "usage.prompt_tokens"),
         ({"job_id": "JOB", "response": "x", "usage": {"tokens": 1}}, "usage"),
         ({"job_id": "JOB", "response": "x", "inference_ms": "fast"}, "inference_ms"),
-        ({"job_id": "JOB", "response": "x", "colour": "red"}, "colour"),
+        # result is another name for response; an unknown field is ignored instead
+        # (test_legacy_tolerance.py)
+        ({"job_id": "JOB", "response": "x", "result": "y"}, "result"),
     ],
 )
 def test_a_malformed_result_is_400_naming_the_field_and_changes_nothing(client, redis, body, field):

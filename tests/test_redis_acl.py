@@ -86,7 +86,7 @@ def refused(admin: redis_lib.Redis) -> list[tuple[str, str]]:
 
 def live(settings: Settings) -> set[str]:
     found = requests.get(f"{settings.api_url}/metrics/gpus", timeout=5).json()["miners"]
-    return {m["miner_id"] for m in found}
+    return {m["miner_id"] for m in found if m["status"] != "offline"}
 
 
 def test_a_miner_with_its_own_acl_user_answers_and_is_refused_nothing(acl_redis, web, tmp_path):

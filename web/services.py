@@ -31,6 +31,7 @@ from web.fleet.client import JobClient
 from web.fleet.db import make_engine, make_sessions
 from web.fleet.housekeeping import Housekeeper
 from web.fleet.leases import LeaseBook
+from web.fleet.once import Once
 from web.fleet.operations import Operations
 from web.fleet.placement import ModelManager
 from web.fleet.recovery import Reaper
@@ -59,6 +60,7 @@ class Services:
     reaper: Reaper
     breakers: Breakers
     audit: AuditLog
+    ignored: Once  # which sets of unknown fields the legacy endpoints logged
 
 
 def build_services(settings: Settings) -> Services:
@@ -78,7 +80,7 @@ def build_services(settings: Settings) -> Services:
     )
     sessions = make_sessions(make_engine(settings.database_url))
     catalogue = load_catalogue(settings.catalogue_file)
-    registry = Registry(client, keys, settings.heartbeat_ttl_s, scripts)
+    registry = Registry(client, keys, settings.heartbeat_ttl_s, scripts, settings.offline_window_s)
     dispatcher = Dispatcher(celery, selector, lambda: set(catalogue.models))
     models = ModelManager(registry, catalogue, celery, Operations(client, keys, registry, waiter))
     leases = LeaseBook(client, scripts, keys, settings)
@@ -126,6 +128,7 @@ def build_services(settings: Settings) -> Services:
         stats=stats,
         reaper=reaper,
         breakers=breakers,
+        ignored=Once(client, keys.ignored),
     )
 
 

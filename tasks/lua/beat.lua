@@ -3,11 +3,12 @@
 --
 -- KEYS[1] the miner's heartbeat key   KEYS[2] set of miner ids   KEYS[3] events channel
 -- KEYS[4] set of miners the reaper watches   KEYS[5] set of miners that restarted
+-- KEYS[6] miners by last heartbeat (zset; GET /metrics/gpus lists the dead ones offline)
 -- ARGV[1] miner id   ARGV[2] heartbeat JSON   ARGV[3] TTL (ms)   ARGV[4] '1' if offline
--- ARGV[5] key prefix
+-- ARGV[5] key prefix   ARGV[6] when this heartbeat was received (epoch seconds)
 -- With the miner's key to check (the heartbeat endpoint), also:
--- KEYS[6] the cached SHA-256 of the miner's key   KEYS[7] its "key never used" flag
--- ARGV[6] the SHA-256 of the key this heartbeat carries
+-- KEYS[7] the cached SHA-256 of the miner's key   KEYS[8] its "key never used" flag
+-- ARGV[7] the SHA-256 of the key this heartbeat carries
 --
 -- The key check, the write and the confirmation are one step, so a revocation (which
 -- rewrites the cache) lands wholly before or wholly after a heartbeat, never between
@@ -23,12 +24,12 @@
 -- id: the reaper looks for jobs the old process held (web.fleet.recovery).
 local id, prefix = ARGV[1], ARGV[5]
 
-if KEYS[6] then
-  local expected = redis.call('GET', KEYS[6])
+if KEYS[7] then
+  local expected = redis.call('GET', KEYS[7])
   if not expected then return '!uncached' end
   if expected == '!revoked' then return '!revoked' end
-  if expected ~= ARGV[6] then return '!wrong' end
-  redis.call('DEL', KEYS[7])
+  if expected ~= ARGV[7] then return '!wrong' end
+  redis.call('DEL', KEYS[8])
 end
 
 local function decode(raw)
@@ -48,6 +49,7 @@ local function boot(hb)
 end
 
 local previous = redis.call('GET', KEYS[1])
+redis.call('ZADD', KEYS[6], ARGV[6], id)
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[1])
   idx_forget(prefix, id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal, NamedTuple, overload
 
 from flask import request
 from werkzeug.exceptions import HTTPException
@@ -48,14 +48,35 @@ def describe(exc: HTTPException) -> str:
     return exc.description or exc.name
 
 
-def json_object(allowed: set[str]) -> dict[str, Any]:
-    """The request body as a strict JSON object with no field outside ``allowed``."""
+class Tolerated(NamedTuple):
+    """A tolerant read of a body: its known fields, and the names of those it ignored."""
+
+    body: dict[str, Any]
+    ignored: list[str]
+
+
+@overload
+def json_object(allowed: set[str], tolerant: Literal[False] = False) -> dict[str, Any]: ...
+
+
+@overload
+def json_object(allowed: set[str], tolerant: Literal[True]) -> Tolerated: ...
+
+
+def json_object(allowed: set[str], tolerant: bool = False) -> dict[str, Any] | Tolerated:
+    """The request body as a strict JSON object with no field outside ``allowed``.
+
+    ``tolerant`` (the legacy endpoints): a field outside ``allowed`` is left out instead
+    of refused, and named in the answer's ``ignored`` (sorted). The body is still strict
+    JSON throughout, unknown fields included (no NaN, lone surrogate, deep nesting)."""
     if not request.is_json:
         raise ValidationError("body must be JSON (content-type: application/json)", "body")
     body = parse_json(request.get_data(cache=True))
     if not isinstance(body, dict):
         raise ValidationError("body must be a JSON object", "body")
     unknown = sorted(set(body) - allowed)
+    if tolerant:
+        return Tolerated({k: x for k, x in body.items() if k in allowed}, unknown)
     if unknown:
         raise ValidationError(f"unknown field {unknown[0][:64]!r}", unknown[0][:64])
     return body

@@ -3,6 +3,11 @@
 A miner is alive exactly as long as its heartbeat key exists. Each heartbeat
 rewrites the key with a fresh TTL (``MIA_HEARTBEAT_TTL_S``); a miner that stops
 sending, or is killed, vanishes from dispatch when the key expires.
+
+The same step records when each miner was last heard from (a sorted set by epoch
+seconds), so ``GET /metrics/gpus`` (``listing``) still shows a dead miner, as
+``offline``, for ``MIA_OFFLINE_WINDOW_S`` (5 minutes) after its last heartbeat; the
+reap trims older entries. Only ``live`` miners are ever dispatched to.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -20,6 +25,7 @@ from tasks.keys import SHARED_QUEUE, Keys, queue_for, text
 from tasks.lua import Scripts
 
 STATUSES = ("available", "busy", "draining", "offline")
+OFFLINE_WINDOW_S = 300.0  # the default of MIA_OFFLINE_WINDOW_S
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,8 @@ REFUSALS = {"!revoked": "miner {} is revoked", "!wrong": "wrong key for miner {}
 
 @dataclass(frozen=True)
 class MinerState:
-    """A live miner as dispatch sees it (``GET /metrics/gpus``)."""
+    """A live miner as dispatch sees it (``GET /metrics/gpus``), or a recently dead one
+    (``offline``: what it held is not known any more, so slots and models are empty)."""
 
     miner_id: str
     queue: str
@@ -76,6 +83,7 @@ class MinerState:
     group: str
     engine_stats: dict[str, float]
     autotune: dict[str, Any] = field(default_factory=dict)
+    last_heartbeat: float = 0.0  # epoch seconds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,12 +93,18 @@ class Registry:
     """Reads and writes heartbeats."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, ttl_s: float, scripts: Scripts | None = None
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        ttl_s: float,
+        scripts: Scripts | None = None,
+        offline_window_s: float = OFFLINE_WINDOW_S,
     ) -> None:
         self._redis = client
         self._keys = keys
         self._ttl_ms = int(ttl_s * 1000)
         self._scripts = scripts or Scripts(client)
+        self._offline_window_s = offline_window_s
 
     def beat(self, hb: Heartbeat, proof: KeyProof | None = None) -> bool:
         """Record a heartbeat (``offline`` removes the miner at once); True if the
@@ -104,11 +118,12 @@ class Registry:
             self._keys.events,
             self._keys.known,
             self._keys.rebooted,
+            self._keys.last_seen,
         ]
         # fields one level deep: parse_heartbeat built them fresh, asdict's deep copy is waste
         body = json.dumps({f.name: getattr(hb, f.name) for f in fields(hb)})
         args = [hb.miner_id, body, self._ttl_ms, "1" if hb.status == "offline" else "0"]
-        args.append(self._keys.prefix)
+        args += [self._keys.prefix, repr(hb.seen_at or time.time())]
         if proof is not None:
             keys += [proof.cache_key, proof.unconfirmed_key]
             args.append(proof.digest)
@@ -121,12 +136,11 @@ class Registry:
         return bool(answer)
 
     def reap(self) -> int:
-        """Forget miners whose heartbeat expired, announcing each; returns how many."""
-        return int(
-            self._scripts(
-                "reap", keys=[self._keys.miners, self._keys.events], args=[self._keys.prefix]
-            )
-        )
+        """Forget miners whose heartbeat expired, announcing each; returns how many.
+        Also forgets when miners were last seen, for those gone longer than the window."""
+        keys = [self._keys.miners, self._keys.events, self._keys.last_seen]
+        cutoff = time.time() - self._offline_window_s
+        return int(self._scripts("reap", keys=keys, args=[self._keys.prefix, repr(cutoff)]))
 
     def queue_depths(self, miners: list[MinerState]) -> dict[str, int]:
         """Jobs waiting on ``shared`` and on each miner's own queue (all priority lists)."""
@@ -186,6 +200,22 @@ class Registry:
                 states.append(_state(miner_id, json.loads(raw), int(used or 0), now))
         return states
 
+    def listing(self) -> list[MinerState]:
+        """``live`` miners and, as ``offline``, those whose last heartbeat is at most
+        ``offline_window_s`` old, sorted by id (``GET /metrics/gpus``; not dispatch)."""
+        now = time.time()
+        # Read before the live miners: a miner that beats in between is live, not offline.
+        since = now - self._offline_window_s
+        seen = self._redis.zrangebyscore(self._keys.last_seen, since, "+inf", withscores=True)
+        live = self.live()
+        alive = {m.miner_id for m in live}
+        dead = [
+            _offline(text(m), at, now)
+            for m, at in cast(list[tuple[bytes, float]], seen)
+            if text(m) not in alive
+        ]
+        return sorted(live + dead, key=lambda m: m.miner_id)
+
 
 def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerState:
     slots = int(hb["slots"])
@@ -205,4 +235,24 @@ def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerSta
         group=hb.get("group", ""),
         engine_stats=hb.get("engine_stats", {}),
         autotune=hb.get("autotune", {}),
+        last_heartbeat=hb["seen_at"],
+    )
+
+
+def _offline(miner_id: str, seen_at: float, now: float) -> MinerState:
+    return MinerState(
+        miner_id=miner_id,
+        queue=queue_for(miner_id),
+        status="offline",
+        slots=0,
+        free_slots=0,
+        in_flight=0,
+        models=[],
+        engine="",
+        memory={},
+        heartbeat_age_ms=round(max(now - seen_at, 0.0) * 1000, 1),
+        engine_fallbacks=[],
+        group="",
+        engine_stats={},
+        last_heartbeat=seen_at,
     )

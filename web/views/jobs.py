@@ -1,4 +1,6 @@
-"""``GET /jobs/<job_id>``: a job's status and, once done, its result."""
+"""``GET /jobs/<job_id>``: a job's status and, once done, its result.
+
+A legacy endpoint: query parameters it does not know are ignored (it reads none)."""
 
 from __future__ import annotations
 

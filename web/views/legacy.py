@@ -5,6 +5,10 @@ Old miners poll instead of consuming a Celery queue. They take jobs off the same
 result store (``web.fleet.leases``), so a caller never knows which kind ran its job.
 A legacy miner authenticates with the key ``/register_miner`` gave it
 (``Authorization: Bearer <key>``); the key alone says which miner it is.
+
+Old miners send what they were written to send: unknown fields are ignored (logged
+once), a miner id may be a JSON integer, and ``result`` is another name for
+``response`` (``web.common.tolerance``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from flask.typing import ResponseReturnValue
 from tasks.errors import PayloadTooLarge, Unauthorized, ValidationError
 from web.common import validation as v
 from web.common.guards import register_and_audit
-from web.fleet.auth import check_miner_id
+from web.common.tolerance import miner_id_value, note_ignored, query_miner_id, tolerant_body
 from web.fleet.leases import Submission
 from web.services import services
 
@@ -32,6 +36,7 @@ SUBMIT_FIELDS = {
     "lease_id",
     "miner_id",
     "response",
+    "result",  # another name for response
     "error",
     "model",
     "engine",
@@ -41,19 +46,19 @@ SUBMIT_FIELDS = {
 }
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens")
 MAX_ERROR_CHARS = 4096
+NOTHING = v.Tolerated({}, [])  # a /register_miner with no body at all
 
 
 @bp.post("/register_miner")
 def register_miner() -> ResponseReturnValue:
     svc = services()
-    body = v.json_object(REGISTER_FIELDS) if request.content_length else {}
-    miner_id = body.get("miner_id")
-    if miner_id in (None, ""):  # not 0, false or []: those are wrong, not absent
-        miner_id = f"legacy-{secrets.token_hex(4)}"
-    check_miner_id(miner_id)
+    body, ignored = tolerant_body(REGISTER_FIELDS) if request.content_length else NOTHING
+    # absent, null or "": one is made (0 is "0"; false or [] are wrong, not absent)
+    miner_id = miner_id_value(body.get("miner_id")) or f"legacy-{secrets.token_hex(4)}"
     version = v.identifier(body, "version", 64) or None
     hostname = v.identifier(body, "hostname", 255) or None
     key = register_and_audit(miner_id, "legacy", version, hostname).key
+    note_ignored(ignored, miner_id)
     settings = svc.settings
     return jsonify(
         miner_id=miner_id,
@@ -71,9 +76,9 @@ def _legacy_miner() -> str:
     return services().auth.identify(v.bearer_token())
 
 
-def _check_claim(miner_id: str, claimed: object) -> None:
+def _check_claim(miner_id: str, claimed: str | None) -> None:
     """A ``miner_id`` a legacy miner sends along must be the one its key belongs to."""
-    if claimed not in (None, "", miner_id):
+    if claimed not in (None, miner_id):
         raise Unauthorized(f"this key belongs to miner {miner_id}, not {claimed}")
 
 
@@ -81,7 +86,7 @@ def _check_claim(miner_id: str, claimed: object) -> None:
 def get_work() -> ResponseReturnValue:
     svc = services()
     miner_id = _legacy_miner()
-    _check_claim(miner_id, request.args.get("miner_id"))
+    _check_claim(miner_id, query_miner_id())
     wait = _wait_param(svc.settings.max_wait_s)
     lease = svc.leases.take(miner_id, wait)
     if lease is None:
@@ -107,31 +112,33 @@ def submit_result() -> ResponseReturnValue:
     svc = services()
     miner_id = _legacy_miner()
     request.max_content_length = v.body_limit(svc.settings.max_result_chars)  # not a message's
-    body = v.json_object(SUBMIT_FIELDS)
-    _check_claim(miner_id, body.get("miner_id"))
+    body, ignored = tolerant_body(SUBMIT_FIELDS)
+    _check_claim(miner_id, miner_id_value(body.get("miner_id")))
     job_id = body.get("job_id")
     if not isinstance(job_id, str) or not JOB_ID.match(job_id):
         raise ValidationError("job_id is required: 1-64 of A-Z a-z 0-9 _ . -", "job_id")
     lease_id = v.identifier(body, "lease_id", 64) or None
     submission = parse_submission(body, svc.settings.max_result_chars)
+    note_ignored(ignored, miner_id)
     result = svc.leases.submit(miner_id, job_id, lease_id, submission)
     return jsonify(ok=True, job_id=job_id, status=result.get("status", "done"))
 
 
 def parse_submission(body: dict[str, Any], max_result_chars: int) -> Submission:
     """The result in a ``/submit_result`` body; ValidationError names a bad field."""
+    body, name = _result_alias(body)
     has_response, has_error = body.get("response") is not None, body.get("error") is not None
     if has_response == has_error:
-        field = "error" if has_response else "response"
-        raise ValidationError("give exactly one of response (a result) or error", field)
+        field = "error" if has_response else name
+        raise ValidationError(f"give exactly one of {name} (a result) or error", field)
     response = body.get("response")
     if has_response:
         if not isinstance(response, str):
-            raise ValidationError("response must be a string", "response")
+            raise ValidationError(f"{name} must be a string", name)
         if len(response) > max_result_chars:
             raise PayloadTooLarge(
-                f"response is longer than {max_result_chars} characters (MIA_MAX_RESULT_CHARS)",
-                "response",
+                f"{name} is longer than {max_result_chars} characters (MIA_MAX_RESULT_CHARS)",
+                name,
             )
     tokens = parse_usage(body.get("usage"))
     return Submission(
@@ -148,6 +155,17 @@ def parse_submission(body: dict[str, Any], max_result_chars: int) -> Submission:
         completion_tokens=tokens[1],
         finish_reason=v.identifier(body, "finish_reason", 32) or None,
     )
+
+
+def _result_alias(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``result`` is another name for ``response``: the body with it as ``response``, and
+    the name the miner used (for errors). Both given and different is a 400 naming it."""
+    alias = body.get("result")
+    if alias is None:
+        return body, "response"
+    if body.get("response") not in (None, alias):
+        raise ValidationError("result is another name for response: give one of them", "result")
+    return {**body, "response": alias}, "result"
 
 
 def parse_usage(usage: object) -> list[int | None]:

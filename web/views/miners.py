@@ -63,4 +63,6 @@ def heartbeat() -> ResponseReturnValue:
 
 @bp.get("/metrics/gpus")
 def gpus() -> ResponseReturnValue:
-    return jsonify(miners=[m.to_dict() for m in services().registry.live()])
+    """Live miners and, for ``MIA_OFFLINE_WINDOW_S`` after their last heartbeat, dead
+    ones as ``offline``, by id."""
+    return jsonify(miners=[m.to_dict() for m in services().registry.listing()])
