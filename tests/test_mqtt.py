@@ -140,17 +140,21 @@ def test_a_hundred_sessions_in_parallel_each_get_their_own_answer(miner, gateway
 
 
 def test_messages_in_flight_survive_a_gateway_kill(miner, gateway, client, project, redis):
+    """Each turn is answered, not refused: the dead gateway's session locks outlive it
+    (2 x MIA_REQUEST_TIMEOUT_S + 5 s), and the new one tries those sessions until then."""
     miner("0", slots=4, MIA_ECHO_DELAY_MS="1500")
-    first = gateway()
+    first = gateway(MIA_REQUEST_TIMEOUT_S="5")
     paho, answers = client
     sessions = [f"k{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
     for sid in sessions:
         send(paho, project, {"session_id": sid, "message": f"survive {sid}"})
     wait_for(lambda: redis.keys("mia:running:*"), 15, "the gateway to have work in flight")
     kill(first.proc)  # kill -9: nothing acknowledged, nothing answered
-    gateway()  # same client id, persistent session: the broker delivers them again
+    gateway(MIA_REQUEST_TIMEOUT_S="5")  # same client id: the broker delivers them again
     found = answers_for(answers, len(sessions), timeout=60)
     assert {t.rsplit("/", 1)[1] for t in found} == set(sessions)
+    for topic, (body,) in found.items():
+        assert body.get("response") == f"echo: survive {topic.rsplit('/', 1)[1]}", body
 
 
 def test_bad_input_gets_an_error_reply_or_a_log_line_and_never_a_crash(

@@ -36,6 +36,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from chat_service.sessions import LOCK_SLACK_S
 from tasks import logs
 from tasks.errors import ConfigError, MiaError
 from tasks.lua import Scripts
@@ -44,7 +45,7 @@ from web.common.parsing import SESSION_ID
 from web.mqtt import health, stats
 from web.mqtt.broker import Broker, no_delay
 from web.mqtt.limits import RateLimit, RateLimited
-from web.mqtt.turns import INPUT, OUTPUT, BadInput, answer, read_payload
+from web.mqtt.turns import INPUT, OUTPUT, BadInput, Turns, read_payload
 from web.services import Services, build_services
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class Gateway:
         self.services = services or build_services(settings)
         self.projects = list(self.services.assistant.projects)
         redis = self.services.redis
-        self.limit = RateLimit(
+        limit = RateLimit(
             redis,
             Scripts(redis),
             self.services.keys,
@@ -80,6 +81,8 @@ class Gateway:
             settings.mqtt_rate_period_s,
             settings.mqtt_rate_burst,
         )
+        busy_s = 2 * settings.request_timeout_s + LOCK_SLACK_S  # the session lock's life
+        self.turns = Turns(self.services.assistant, limit, settings.max_message_chars, busy_s)
         self.stats = stats.Stats()
         self.health = health.Health(self.stats)
         client_id = settings.mqtt_client_id or f"mia-gateway-{socket.gethostname()}"
@@ -171,15 +174,7 @@ class Gateway:
             body = read_payload(message.payload)
             session_id = body.get("session_id")
             request_id = logs.accept_request_id(body.get("request_id"))
-            turn = answer(
-                self.services.assistant,
-                self.limit,
-                self.settings.max_message_chars,
-                project,
-                body,
-                request_id,
-                self._publish,
-            )
+            turn = self.turns.answer(project, body, request_id, self._publish)
             reply = self._publish(
                 OUTPUT.format(project=project, session_id=turn["session_id"]), turn
             )
