@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.report import percentile
-from web.mqtt.gateway import no_delay
+from web.mqtt.broker import no_delay
 
 MESSAGE = "What time do you open?"
 

@@ -18,7 +18,7 @@ from bench.stack import environment, free_port, live_miners, logged, process
 from scripts.processes import wait_for
 from scripts.stack import BIN
 from tasks.settings import Settings
-from web.mqtt.gateway import broker_answers
+from web.mqtt.broker import broker_answers
 from web.services import Services
 
 
@@ -109,6 +109,8 @@ def mqtt_hop(
         if not broker_answers(url):
             return None
         env = {**environment(settings), "MIA_MQTT_URL": url, "MIA_MQTT_CLIENT_ID": "mia-bench-gw"}
+        env["MIA_MQTT_HEALTH_PORT"] = str(free_port())  # beside a make run's gateway on 8081
+        env["MIA_MQTT_RATE_LIMIT"] = "0"  # one client sends every sample
         log = work / "mqtt.log"
         stack.enter_context(process([str(BIN / "python"), "-m", "web.mqtt"], env, log))
         wait_for(partial(logged, log, "subscribed to"), 30, "the MQTT gateway")

@@ -44,6 +44,7 @@
 |                            |        | reap          | trimmed after ``MIA_OFFLINE_WINDOW_S`` |
 | ``<p>:ignored``            | zset   | web           | digests of unknown-field sets logged   |
 |                            |        |               | (legacy endpoints), LRU-bounded        |
+| ``<p>:rate:<proj>:<id>``   | hash   | mqtt gateway  | a client's token bucket (TTL)          |
 | ``celery-task-meta-<job>`` | string | Celery result | the job's result (Celery's own key)    |
 
 ``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). Queues are Celery's: ``gpu-<miner>``
@@ -161,3 +162,7 @@ class Keys:
 
     def stats_lock(self, name: str) -> str:
         return f"{self.prefix}:statslock:{name}"
+
+    def rate(self, project: str, client: str) -> str:
+        """A client's token bucket (the MQTT gateway's rate limit)."""
+        return f"{self.prefix}:rate:{project}:{client}"

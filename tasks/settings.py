@@ -103,9 +103,18 @@ class ReaperSettings:
 class MqttSettings:
     """The MQTT gateway (``python -m web.mqtt``)."""
 
-    mqtt_url: str = ""
-    mqtt_client_id: str = ""
-    mqtt_in_flight: int = 32
+    mqtt_url: str = ""  # mqtt://[user:pass@]host[:1883] or mqtts://...[:8883] (TLS)
+    mqtt_client_id: str = ""  # the gateway's MQTT client id ("": mia-gateway-<hostname>)
+    mqtt_in_flight: int = 32  # messages handled at once (beyond: back-pressure)
+    mqtt_tls_ca_file: str = ""  # mqtts: CA that signs the broker ("": the system's CAs)
+    mqtt_tls_cert_file: str = ""  # mqtts: the gateway's client certificate ("": none)
+    mqtt_tls_key_file: str = ""  # mqtts: its private key (with the certificate)
+    mqtt_rate_limit: int = 30  # messages per client per period (0: no limit)
+    mqtt_rate_period_s: float = 60.0
+    mqtt_rate_burst: int = 10  # the token bucket's size: messages a client may send at once
+    mqtt_stats_s: float = 60.0  # how often the summary line is logged
+    mqtt_health_host: str = "127.0.0.1"  # Kubernetes: 0.0.0.0, for httpGet probes
+    mqtt_health_port: int = 8081  # GET /healthz (0: no health endpoint)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
-"""The MQTT gateway against the real Mosquitto (MIA_MQTT_URL, default 127.0.0.1:1883),
-a real gateway process, real echo miners and a paho-mqtt client."""
+"""The MQTT gateway against a real Mosquitto (one of each test's own; MIA_MQTT_URL's,
+default 127.0.0.1:1883, where there is no mosquitto binary), a real gateway process,
+real echo miners and a paho-mqtt client."""
 
 from __future__ import annotations
 
 import json
 import os
 import queue
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,77 +15,65 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 import pytest
 
-from chat_service.projects import DEFAULT_FILE
-from scripts.processes import kill, spawn, stop, wait_for
-from tests.conftest import ROOT
-from web.mqtt.gateway import broker_answers
+from scripts.processes import kill, stop, wait_for
+from tests.mqtt_client import MOSQUITTO, Gateway, Processes, Session, project_file
+from web.mqtt.broker import broker_answers
 
 MQTT_URL = os.environ.get("MIA_MQTT_URL", "mqtt://127.0.0.1:1883")
 
 
 pytestmark = pytest.mark.skipif(
-    not broker_answers(MQTT_URL) and not os.environ.get("CI"),
-    reason=f"no MQTT broker at {MQTT_URL} (CI has one)",
+    not os.path.exists(MOSQUITTO) and not broker_answers(MQTT_URL) and not os.environ.get("CI"),
+    reason=f"no mosquitto and no MQTT broker at {MQTT_URL} (CI has one)",
 )
+PLAIN = "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> str:
     """A project of its own (the restaurant's config), so topics never collide."""
-    name = f"t{uuid.uuid4().hex[:10]}"
-    text = DEFAULT_FILE.read_text().replace("[restaurant]", f"[{name}]", 1)
-    text = text.replace(
-        'menu = "data/restaurant/', f'menu = "{DEFAULT_FILE.parent}/data/restaurant/', 1
-    )
-    (tmp_path / "projects.toml").write_text(text.split("[sushi_bar]")[0])
-    return name
+    return project_file(tmp_path)
 
 
 @pytest.fixture
-def gateway(settings, project, tmp_path) -> Iterator[Callable[..., object]]:
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    found = Processes(tmp_path)
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+@pytest.fixture
+def broker(processes) -> str:
+    """A Mosquitto of the test's own: on a shared one, the gateways of other test runs
+    answer this test's messages too (``not_found``: not their project)."""
+    if os.path.exists(MOSQUITTO):
+        return processes.mosquitto(PLAIN)[0]
+    return MQTT_URL
+
+
+@pytest.fixture
+def gateway(settings, project, tmp_path, processes, broker) -> Callable[..., Gateway]:
+    """Start a gateway on ``broker`` (the same client id each time: a restart finds
+    its persistent session); returns once its health check says it is subscribed."""
     client_id = f"mia-gateway-test-{uuid.uuid4().hex[:8]}"
-    procs = []
 
-    def start(shipped_projects: bool = False) -> object:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
-        env.update(
-            MIA_REDIS_URL=settings.redis_url,
-            MIA_DATABASE_URL=settings.database_url,
-            MIA_MQTT_URL=MQTT_URL,
-            MIA_MQTT_CLIENT_ID=client_id,
-            MIA_PROJECTS_FILE="" if shipped_projects else str(tmp_path / "projects.toml"),
-            MIA_REQUEST_TIMEOUT_S="30",
-            PYTHONUNBUFFERED="1",
-        )
-        log = tmp_path / f"gateway-{len(procs)}.log"
-        proc = spawn([sys.executable, "-m", "web.mqtt"], env, log=log, cwd=ROOT)
-        procs.append(proc)
-        wait_for(lambda: "subscribed to" in log.read_text() or proc.poll() is not None, 30, "gw")
-        assert proc.poll() is None, log.read_text()
-        return proc
+    def start(shipped_projects: bool = False, **env: str) -> Gateway:
+        projects = "" if shipped_projects else str(tmp_path / "projects.toml")
+        return processes.gateway(settings, broker, projects, MIA_MQTT_CLIENT_ID=client_id, **env)
 
-    yield start
-    for proc in procs:
-        stop(proc)
+    return start
 
 
-def connect(project: str, broker: str = MQTT_URL) -> tuple[mqtt.Client, queue.Queue]:
-    answers: queue.Queue = queue.Queue()
-    url = urlparse(broker)
-    paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}")
-    paho.on_message = lambda _c, _u, m: answers.put((m.topic, json.loads(m.payload)))
-    subscribed = queue.Queue()
-    paho.on_subscribe = lambda *args: subscribed.put(True)
-    paho.connect(url.hostname or "127.0.0.1", url.port or 1883)
-    paho.loop_start()
-    paho.subscribe(f"{project}/assistant_response/+", qos=1)
-    subscribed.get(timeout=10)
-    return paho, answers
+def connect(project: str, broker: str) -> tuple[mqtt.Client, queue.Queue]:
+    session = Session(broker, [f"{project}/assistant_response/+"])
+    return session.client, session.answers
 
 
 @pytest.fixture
-def client(project) -> Iterator[tuple[mqtt.Client, queue.Queue]]:
-    paho, answers = connect(project)
+def client(project, broker) -> Iterator[tuple[mqtt.Client, queue.Queue]]:
+    paho, answers = connect(project, broker)
     try:
         yield paho, answers
     finally:
@@ -106,10 +94,10 @@ def answers_for(answers: queue.Queue, n: int, timeout: float = 30) -> dict[str, 
     return found
 
 
-def test_a_conversation_over_mqtt_continues_over_http(api, miner, gateway):
+def test_a_conversation_over_mqtt_continues_over_http(api, miner, gateway, broker):
     miner("0")
     gateway(shipped_projects=True)
-    paho, answers = connect("restaurant")
+    paho, answers = connect("restaurant", broker)
     try:
         sid = uuid.uuid4().hex[:12]
         send(paho, "restaurant", {"session_id": sid, "message": "add two margheritas to my order"})
@@ -152,24 +140,28 @@ def test_a_hundred_sessions_in_parallel_each_get_their_own_answer(miner, gateway
 
 
 def test_messages_in_flight_survive_a_gateway_kill(miner, gateway, client, project, redis):
+    """Each turn is answered, not refused: the dead gateway's session locks outlive it
+    (2 x MIA_REQUEST_TIMEOUT_S + 5 s), and the new one tries those sessions until then."""
     miner("0", slots=4, MIA_ECHO_DELAY_MS="1500")
-    first = gateway()
+    first = gateway(MIA_REQUEST_TIMEOUT_S="5")
     paho, answers = client
     sessions = [f"k{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
     for sid in sessions:
         send(paho, project, {"session_id": sid, "message": f"survive {sid}"})
     wait_for(lambda: redis.keys("mia:running:*"), 15, "the gateway to have work in flight")
-    kill(first)  # kill -9: nothing acknowledged, nothing answered
-    gateway()  # same client id, persistent session: the broker delivers them again
+    kill(first.proc)  # kill -9: nothing acknowledged, nothing answered
+    gateway(MIA_REQUEST_TIMEOUT_S="5")  # same client id: the broker delivers them again
     found = answers_for(answers, len(sessions), timeout=60)
     assert {t.rsplit("/", 1)[1] for t in found} == set(sessions)
+    for topic, (body,) in found.items():
+        assert body.get("response") == f"echo: survive {topic.rsplit('/', 1)[1]}", body
 
 
 def test_bad_input_gets_an_error_reply_or_a_log_line_and_never_a_crash(
     miner, gateway, client, project, tmp_path
 ):
     miner("0")
-    proc = gateway()
+    found = gateway()
     paho, answers = client
     sid = uuid.uuid4().hex[:12]
     send(paho, project, b"not json at all")
@@ -181,54 +173,35 @@ def test_bad_input_gets_an_error_reply_or_a_log_line_and_never_a_crash(
     send(paho, project, {"session_id": sid, "message": "still there?"})
     _, alive = answers.get(timeout=30)
     assert alive["response"] == "echo: still there?"
-    assert proc.poll() is None  # type: ignore[attr-defined]
-    log = (tmp_path / "gateway-0.log").read_text()
+    assert found.proc.poll() is None
+    log = found.output()
     assert "payload is not JSON" in log and "payload over" in log
-
-
-MOSQUITTO = "/usr/sbin/mosquitto"
 
 
 @pytest.mark.skipif(
     not os.path.exists(MOSQUITTO) and not os.environ.get("CI"), reason="no mosquitto"
 )
 def test_the_gateway_reconnects_and_resubscribes_when_the_broker_restarts(
-    miner, settings, project, tmp_path
+    miner, settings, project, tmp_path, processes
 ):
-    """A broker of this test's own, restarted under the gateway."""
-    from tests.conftest import free_port
-
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n")
-    broker = spawn([MOSQUITTO, "-c", str(conf)], {}, log=tmp_path / "mq.log")
-    url = f"mqtt://127.0.0.1:{port}"
-    wait_for(lambda: broker_answers(url), 10, "mosquitto")
+    """A broker of this test's own, restarted under the gateway; its health check says
+    so meanwhile (503 while the broker is away)."""
+    conf = "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+    url, broker = processes.mosquitto(conf)
     miner("0")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
-    env.update(
-        MIA_REDIS_URL=settings.redis_url,
-        MIA_DATABASE_URL=settings.database_url,
-        MIA_MQTT_URL=url,
-        MIA_PROJECTS_FILE=str(tmp_path / "projects.toml"),
-        PYTHONUNBUFFERED="1",
-    )
-    log = tmp_path / "gw.log"
-    gw = spawn([sys.executable, "-m", "web.mqtt"], env, log=log, cwd=ROOT)
+    gw = processes.gateway(settings, url, str(tmp_path / "projects.toml"))
+    assert gw.output().count("subscribed to") == 1
+    stop(broker)
+    down = gw.wait_health("disconnected")
+    assert gw.health()[0] == 503 and down["subscribed"] is False
+    processes.mosquitto(conf, port=urlparse(url).port)
+    gw.wait_ready()  # connected and subscribed again
+    assert gw.output().count("subscribed to") == 2
+    session = Session(url, [f"{project}/assistant_response/+"])
     try:
-        wait_for(lambda: log.read_text().count("subscribed to") >= 1, 30, "the gateway")
-        stop(broker)
-        broker = spawn([MOSQUITTO, "-c", str(conf)], {}, log=tmp_path / "mq2.log")
-        wait_for(lambda: log.read_text().count("subscribed to") >= 2, 30, "a resubscription")
-        paho, answers = connect(project, url)
-        try:
-            sid = uuid.uuid4().hex[:12]
-            send(paho, project, {"session_id": sid, "message": "back again"})
-            _, body = answers.get(timeout=30)
-            assert body["response"] == "echo: back again"
-        finally:
-            paho.loop_stop()
-            paho.disconnect()
+        sid = uuid.uuid4().hex[:12]
+        session.send(project, {"session_id": sid, "message": "back again"})
+        ((_, body),) = session.take(1)
+        assert body["response"] == "echo: back again"
     finally:
-        stop(gw)
-        stop(broker)
+        session.close()

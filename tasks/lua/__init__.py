@@ -25,6 +25,7 @@ NAMES = (
     "breaker",
     "recover",
     "settle",
+    "rate_limit",
 )
 
 

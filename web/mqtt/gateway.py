@@ -1,83 +1,90 @@
 """The MQTT front door: the assistant for clients that speak MQTT.
 
-    MIA_MQTT_URL=mqtt://127.0.0.1:1883 python -m web.mqtt.gateway
+    MIA_MQTT_URL=mqtt://127.0.0.1:1883 python -m web.mqtt
 
 Subscribes to ``+/user_input`` (every project; an unknown one gets an error) and answers on
-``{project}/assistant_response/{session_id}``. In: ``{"session_id"?, "message",
-"priority"?, "request_id"?}``; out: ``{"session_id", "request_id", "class",
-"response", "timings"}``, or ``{"error", ...}`` on the same topic, so a client is
-never left waiting. The turn goes through the same ``chat_service.Assistant``, push
-path, Redis sessions, priorities and metrics as HTTP.
+``{project}/assistant_response/{session_id}`` (``turns``: payloads, streaming). Errors go
+on the same topic as ``{"error", "code", "field"?...}``, so a client is never left
+waiting. The turn goes through the same ``chat_service.Assistant``, push path, Redis
+sessions, priorities and metrics as HTTP. docs/mqtt.md is the client's guide.
 
-Nothing received is lost: QoS 1 both ways, a persistent broker session (fixed
-client id, ``clean_session=False``) and manual acknowledgement: a message is
-acknowledged only after its answer is published, so if the gateway dies first the
+Nothing received is lost: QoS 1 both ways, a persistent broker session (fixed client id,
+``clean_session=False``) and manual acknowledgement: a message is acknowledged only
+once its answer is published (the broker's PUBACK), so if the gateway dies first the
 broker delivers it again when the gateway comes back. Up to ``MIA_MQTT_IN_FLIGHT``
-messages are handled at once; beyond that the network loop waits for a free worker,
-which stops reading from the broker: back-pressure instead of an unbounded queue.
+messages are worked on at once; beyond that the network loop waits for a free worker,
+which stops reading from the broker: back-pressure instead of an unbounded queue. The
+wait for PUBACKs is one thread of its own (the acker), so a worker is free again as soon
+as its answer is handed to the network loop (a worker that waited for its PUBACK itself
+would wait on the very loop that waits for it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import signal
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from chat_service.sessions import LOCK_SLACK_S
 from tasks import logs
-from tasks.errors import MiaError
+from tasks.errors import ConfigError, MiaError
+from tasks.lua import Scripts
 from tasks.settings import Settings
-from web.common.parsing import SESSION_ID, parse_turn
+from web.common.parsing import SESSION_ID
+from web.mqtt import health, stats
+from web.mqtt.broker import Broker, no_delay
+from web.mqtt.limits import RateLimit, RateLimited
+from web.mqtt.turns import INPUT, OUTPUT, BadInput, Turns, read_payload
 from web.services import Services, build_services
 
 log = logging.getLogger(__name__)
 
-INPUT = "{project}/user_input"
-OUTPUT = "{project}/assistant_response/{session_id}"
-MAX_PAYLOAD = 64 * 1024
-STATS_S = 60.0
+PUBACK_WAIT_S = 10.0
 
 
-class BadInput(ValueError):
-    pass
+@dataclass
+class Done:
+    """A message worked on: acknowledge it once ``reply`` (if any) is published."""
 
-
-def broker_answers(url: str, timeout_s: float = 2.0) -> bool:
-    """Whether something accepts connections at the broker URL ``mqtt://host:port``."""
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection(
-            (parsed.hostname or "127.0.0.1", parsed.port or 1883), timeout_s
-        ):
-            return True
-    except OSError:
-        return False
-
-
-def no_delay(client: mqtt.Client) -> None:
-    """Small MQTT packets go out at once: without it, Nagle's algorithm and delayed ACKs
-    hold a QoS 1 exchange for tens of milliseconds."""
-    sock = client.socket()
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    message: mqtt.MQTTMessage
+    reply: mqtt.MQTTMessageInfo | None
+    started: float
+    ok: bool
+    limited: bool = False
 
 
 class Gateway:
     def __init__(self, settings: Settings, services: Services | None = None) -> None:
         self.settings = settings
+        if settings.mqtt_in_flight < 1 or settings.mqtt_stats_s <= 0:
+            raise ConfigError("MIA_MQTT_IN_FLIGHT must be 1 or more, MIA_MQTT_STATS_S above 0")
+        self.broker = Broker.from_settings(settings)
         self.services = services or build_services(settings)
         self.projects = list(self.services.assistant.projects)
-        url = urlparse(settings.mqtt_url)
-        self._host, self._port = url.hostname or "127.0.0.1", url.port or 1883
+        redis = self.services.redis
+        limit = RateLimit(
+            redis,
+            Scripts(redis),
+            self.services.keys,
+            settings.mqtt_rate_limit,
+            settings.mqtt_rate_period_s,
+            settings.mqtt_rate_burst,
+        )
+        busy_s = 2 * settings.request_timeout_s + LOCK_SLACK_S  # the session lock's life
+        self.turns = Turns(self.services.assistant, limit, settings.max_message_chars, busy_s)
+        self.stats = stats.Stats()
+        self.health = health.Health(self.stats)
         client_id = settings.mqtt_client_id or f"mia-gateway-{socket.gethostname()}"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -85,33 +92,38 @@ class Gateway:
             clean_session=False,
             manual_ack=True,
         )
-        if url.username:
-            self.client.username_pw_set(url.username, url.password)
+        self.broker.configure(self.client)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._slots = threading.BoundedSemaphore(settings.mqtt_in_flight)
         self._pool = ThreadPoolExecutor(settings.mqtt_in_flight, thread_name_prefix="mqtt")
-        self._counts = {"requests": 0, "errors": 0, "latency_ms": 0.0}
-        self._lock = threading.Lock()
+        self._done: queue.Queue[Done | None] = queue.Queue()
+        self._acker = threading.Thread(target=self._acknowledge, name="mqtt-acker", daemon=True)
         self._stop = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------
 
     def run(self) -> None:
         """Connect (retrying until the broker answers) and serve until ``stop()``."""
+        self._acker.start()
         while not self._stop.is_set():
             try:
-                self.client.connect(self._host, self._port, keepalive=30)
+                self.client.connect(self.broker.host, self.broker.port, keepalive=30)
                 break
-            except OSError as exc:
-                log.warning("MQTT broker %s:%s does not answer (%s)", self._host, self._port, exc)
+            except OSError as exc:  # ssl.SSLError too: a TLS handshake refused
+                log.warning("MQTT broker %s does not answer (%s)", self.broker, exc)
                 self._stop.wait(1.0)
         self.client.loop_start()  # reconnects and resubscribes by itself (on_connect)
-        log.info("MQTT gateway on %s:%s for %s", self._host, self._port, ", ".join(self.projects))
-        while not self._stop.wait(STATS_S):
-            self._log_stats()
+        log.info("MQTT gateway on %s for %s", self.broker, ", ".join(self.projects))
+        period = self.settings.mqtt_stats_s
+        while not self._stop.wait(period):
+            log.info(stats.line(self.stats.rotate(), period))
         self._pool.shutdown(wait=True)
+        self._done.put(None)  # the acker acknowledges what is left, then ends
+        self._acker.join(PUBACK_WAIT_S + 5)
         self.client.loop_stop()
         self.client.disconnect()
 
@@ -120,97 +132,88 @@ class Gateway:
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            log.warning("MQTT connect refused: %s", reason)
+            log.warning("MQTT connect refused by %s: %s", self.broker, reason)
+            self.health.connection("refused")
             return
+        self.health.connection("connected")
         no_delay(client)
         # Every project's topic, and unknown ones too: they get an error reply, not silence.
         client.subscribe(INPUT.format(project="+"), qos=1)
-        log.info("subscribed to %s", INPUT.format(project="+"))
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.health.lost()
+        if not self._stop.is_set():
+            log.warning("MQTT connection to %s lost (%s): reconnecting", self.broker, reason)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _m: int, codes: Any, _p: Any) -> None:
+        granted = not any(code.is_failure for code in codes)
+        if granted:
+            log.info("subscribed to %s", INPUT.format(project="+"))
+        else:
+            log.error("the broker refused the subscription to %s", INPUT.format(project="+"))
+        self.health.subscription(granted)  # after the log line: who reads one finds both
 
     # -- messages --------------------------------------------------------------------
 
-    def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         self._slots.acquire()  # back-pressure: the network loop waits for a free worker
+        self.stats.received()
         try:
-            self._pool.submit(self._handle, message)
-        except RuntimeError:  # shutting down: the broker redelivers it later
+            self._pool.submit(self._handle, message, time.perf_counter())
+        except RuntimeError:  # shutting down: not acknowledged, the broker redelivers it
             self._slots.release()
+            self.stats.abandoned()
 
-    def _handle(self, message: mqtt.MQTTMessage) -> None:
-        started = time.perf_counter()
+    def _handle(self, message: mqtt.MQTTMessage, started: float) -> None:
         project = message.topic.split("/", 1)[0]
-        session_id = None
-        ok = False
+        session_id: Any = None
+        request_id = ""
+        reply: mqtt.MQTTMessageInfo | None = None
+        ok = limited = False
         try:
-            body = self._parse(message.payload)
+            body = read_payload(message.payload)
             session_id = body.get("session_id")
-            answer = self._answer(project, body)
-            session_id = answer["session_id"]
-            self._publish(project, session_id, answer)
+            request_id = logs.accept_request_id(body.get("request_id"))
+            turn = self.turns.answer(project, body, request_id, self._publish)
+            reply = self._publish(
+                OUTPUT.format(project=project, session_id=turn["session_id"]), turn
+            )
             ok = True
         except (BadInput, MiaError) as exc:
+            limited = isinstance(exc, RateLimited)
             error = exc.to_dict() if isinstance(exc, MiaError) else {"error": str(exc)}
-            if isinstance(session_id, str) and SESSION_ID.match(session_id):
-                self._publish(project, session_id, error)
-            else:
-                log.warning("bad message on %s (no session id to answer): %s", message.topic, exc)
+            reply = self._error(project, session_id, request_id, error, message.topic)
         except Exception:  # noqa: BLE001 - never crash the gateway on one message
             log.exception("message on %s failed", message.topic)
-            if isinstance(session_id, str) and SESSION_ID.match(session_id):
-                self._publish(project, session_id, {"error": "internal error", "code": "internal"})
+            error = {"error": "internal error", "code": "internal"}
+            reply = self._error(project, session_id, request_id, error, message.topic)
         finally:
-            self.client.ack(message.mid, message.qos)  # only now: answered (or answered with why)
-            self._slots.release()
-            with self._lock:
-                self._counts["requests"] += 1
-                self._counts["errors"] += 0 if ok else 1
-                self._counts["latency_ms"] += (time.perf_counter() - started) * 1000
+            self._slots.release()  # the answer is handed over: the acker waits for PUBACK
+            self._done.put(Done(message, reply, started, ok, limited))
 
-    def _parse(self, payload: bytes | bytearray) -> dict[str, Any]:
-        if len(payload) > MAX_PAYLOAD:
-            raise BadInput(f"payload over {MAX_PAYLOAD} bytes")
-        try:
-            body = json.loads(payload)
-        except (ValueError, RecursionError):  # RecursionError: nested too deeply
-            raise BadInput("payload is not JSON") from None
-        if not isinstance(body, dict):
-            raise BadInput("payload must be a JSON object")
-        return body
+    def _error(
+        self, project: str, session_id: Any, request_id: str, error: dict[str, Any], topic: str
+    ) -> mqtt.MQTTMessageInfo | None:
+        if not (isinstance(session_id, str) and SESSION_ID.match(session_id)):
+            log.warning("bad message on %s (no session id to answer): %s", topic, error["error"])
+            return None
+        body = {**error, "request_id": request_id} if request_id else error
+        return self._publish(OUTPUT.format(project=project, session_id=session_id), body)
 
-    def _answer(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
-        assistant = self.services.assistant
-        assistant.project(project)  # NotFound for an unknown project
-        message, session_id, priority, _stream = parse_turn(body, self.settings.max_message_chars)
-        request_id = logs.accept_request_id(body.get("request_id"))
-        token = logs.request_id.set(request_id)
-        try:
-            turn = assistant.chat(project, message, session_id, priority)
-        finally:
-            logs.request_id.reset(token)
-        return {
-            "session_id": turn["session_id"],
-            "request_id": request_id,
-            "class": turn["class"],
-            "response": turn["response"],
-            "actions": turn["actions"],
-            "timings": turn["timings"],
-        }
+    def _publish(self, topic: str, body: dict[str, Any]) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, json.dumps(body), qos=1)
 
-    def _publish(self, project: str, session_id: str, body: dict[str, Any]) -> None:
-        topic = OUTPUT.format(project=project, session_id=session_id)
-        info = self.client.publish(topic, json.dumps(body), qos=1)
-        info.wait_for_publish(timeout=10)
-
-    def _log_stats(self) -> None:
-        with self._lock:
-            counts, self._counts = self._counts, {"requests": 0, "errors": 0, "latency_ms": 0.0}
-        n = int(counts["requests"])
-        log.info(
-            "mqtt summary: %d requests, average %.1f ms, %d errors",
-            n,
-            counts["latency_ms"] / n if n else 0.0,
-            int(counts["errors"]),
-        )
+    def _acknowledge(self) -> None:
+        """The acker: each message is acknowledged once its reply is published, in turn."""
+        while (done := self._done.get()) is not None:
+            if done.reply is not None:
+                try:
+                    done.reply.wait_for_publish(timeout=PUBACK_WAIT_S)
+                except (ValueError, RuntimeError) as exc:  # not queued: paho says why
+                    log.warning("reply on %s not published: %s", done.message.topic, exc)
+            self.client.ack(done.message.mid, done.message.qos)
+            latency_ms = (time.perf_counter() - done.started) * 1000
+            self.stats.acknowledged(done.ok, latency_ms, done.limited)
 
 
 def main() -> int:
@@ -220,6 +223,15 @@ def main() -> int:
         print("set MIA_MQTT_URL (e.g. mqtt://127.0.0.1:1883)")
         return 2
     gateway = Gateway(settings)
+    server = None
+    if settings.mqtt_health_port:
+        host, port = settings.mqtt_health_host, settings.mqtt_health_port
+        try:
+            server = health.serve(host, port, gateway.health.report)
+        except OSError as exc:
+            log.error("the health endpoint cannot listen on %s:%s: %s", host, port, exc)
+            return 2
+        log.info("health: http://%s:%s%s", host, server.port, health.PATH)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: finishing the messages in hand", signum)
@@ -227,5 +239,13 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    gateway.run()
+    try:
+        gateway.run()
+    finally:
+        if server is not None:
+            server.close()
     return 0
+
+
+if __name__ == "__main__":  # python -m web.mqtt.gateway, as python -m web.mqtt
+    raise SystemExit(main())
