@@ -28,6 +28,7 @@ from scripts import redis_server
 from scripts.processes import spawn, stop, wait_for
 from tasks.settings import Settings
 from tests.commands import free_port, miner_argv
+from tests.mqtt_client import Processes, project_file
 from web import create_app
 from web.fleet.db import migrate
 
@@ -272,3 +273,19 @@ def postgres_schema() -> Iterator[tuple[str, str]]:
         with admin.connect() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Mosquitto brokers and MQTT gateways a test starts, all stopped at its end."""
+    found = Processes(tmp_path)
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> str:
+    """An MQTT test's project of its own (the restaurant's config), so topics never collide."""
+    return project_file(tmp_path)

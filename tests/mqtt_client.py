@@ -23,11 +23,12 @@ from chat_service.projects import DEFAULT_FILE
 from scripts.processes import spawn, stop, wait_for
 from tasks.settings import Settings
 from tests.commands import free_port
-from tests.conftest import ROOT
 from web.mqtt.broker import PORTS, broker_answers
 
+ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
+PLAIN = "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
 
 
 def project_file(tmp_path: Path) -> str:

@@ -9,14 +9,13 @@ import os
 import queue
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from scripts.processes import kill, stop, wait_for
-from tests.mqtt_client import MOSQUITTO, Gateway, Processes, Session, project_file
+from tests.mqtt_client import MOSQUITTO, PLAIN, Gateway, Session
 from web.mqtt.broker import broker_answers
 
 MQTT_URL = os.environ.get("MIA_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -26,22 +25,6 @@ pytestmark = pytest.mark.skipif(
     not os.path.exists(MOSQUITTO) and not broker_answers(MQTT_URL) and not os.environ.get("CI"),
     reason=f"no mosquitto and no MQTT broker at {MQTT_URL} (CI has one)",
 )
-PLAIN = "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> str:
-    """A project of its own (the restaurant's config), so topics never collide."""
-    return project_file(tmp_path)
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    found = Processes(tmp_path)
-    try:
-        yield found
-    finally:
-        found.close()
 
 
 @pytest.fixture

@@ -7,32 +7,15 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from scripts.processes import stop, wait_for
-from tests.mqtt_client import MOSQUITTO, Processes, Session, project_file
+from tests.mqtt_client import MOSQUITTO, PLAIN, Session
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(MOSQUITTO) and not os.environ.get("CI"), reason="no mosquitto"
 )
-
-PLAIN = "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    found = Processes(tmp_path)
-    try:
-        yield found
-    finally:
-        found.close()
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> str:
-    return project_file(tmp_path)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
@@ -19,7 +18,6 @@ from tests.conftest import ROOT
 from tests.mqtt_client import (
     MOSQUITTO,
     MOSQUITTO_PASSWD,
-    Processes,
     Session,
     Tls,
     project_file,
@@ -33,15 +31,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 DEPLOY = ROOT / "deploy" / "mosquitto"
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    found = Processes(tmp_path)
-    try:
-        yield found
-    finally:
-        found.close()
 
 
 def password_file(path: Path, users: dict[str, str]) -> Path:
