@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from scripts.stack import web_argv
+from scripts.launch import web_argv
 from tasks.settings import Settings
 from tests.conftest import ROOT
 

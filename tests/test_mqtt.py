@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,8 +15,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from chat_service.projects import DEFAULT_FILE
+from scripts.launch import ROOT, child_env, free_port, gateway_argv
 from scripts.processes import kill, spawn, stop, wait_for
-from tests.conftest import ROOT
 from web.mqtt.gateway import broker_answers
 
 MQTT_URL = os.environ.get("MIA_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -47,18 +46,15 @@ def gateway(settings, project, tmp_path) -> Iterator[Callable[..., object]]:
     procs = []
 
     def start(shipped_projects: bool = False) -> object:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
-        env.update(
-            MIA_REDIS_URL=settings.redis_url,
-            MIA_DATABASE_URL=settings.database_url,
+        env = child_env(
+            settings,
             MIA_MQTT_URL=MQTT_URL,
             MIA_MQTT_CLIENT_ID=client_id,
             MIA_PROJECTS_FILE="" if shipped_projects else str(tmp_path / "projects.toml"),
             MIA_REQUEST_TIMEOUT_S="30",
-            PYTHONUNBUFFERED="1",
         )
         log = tmp_path / f"gateway-{len(procs)}.log"
-        proc = spawn([sys.executable, "-m", "web.mqtt"], env, log=log, cwd=ROOT)
+        proc = spawn(gateway_argv(), env, log=log, cwd=ROOT)
         procs.append(proc)
         wait_for(lambda: "subscribed to" in log.read_text() or proc.poll() is not None, 30, "gw")
         assert proc.poll() is None, log.read_text()
@@ -196,8 +192,6 @@ def test_the_gateway_reconnects_and_resubscribes_when_the_broker_restarts(
     miner, settings, project, tmp_path
 ):
     """A broker of this test's own, restarted under the gateway."""
-    from tests.conftest import free_port
-
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n")
@@ -205,16 +199,9 @@ def test_the_gateway_reconnects_and_resubscribes_when_the_broker_restarts(
     url = f"mqtt://127.0.0.1:{port}"
     wait_for(lambda: broker_answers(url), 10, "mosquitto")
     miner("0")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
-    env.update(
-        MIA_REDIS_URL=settings.redis_url,
-        MIA_DATABASE_URL=settings.database_url,
-        MIA_MQTT_URL=url,
-        MIA_PROJECTS_FILE=str(tmp_path / "projects.toml"),
-        PYTHONUNBUFFERED="1",
-    )
+    env = child_env(settings, MIA_MQTT_URL=url, MIA_PROJECTS_FILE=str(tmp_path / "projects.toml"))
     log = tmp_path / "gw.log"
-    gw = spawn([sys.executable, "-m", "web.mqtt"], env, log=log, cwd=ROOT)
+    gw = spawn(gateway_argv(), env, log=log, cwd=ROOT)
     try:
         wait_for(lambda: log.read_text().count("subscribed to") >= 1, 30, "the gateway")
         stop(broker)
