@@ -164,8 +164,8 @@ def running(argv: Sequence[str], env: dict[str, str], log: Path) -> Iterator[Non
 
 def start_web(settings: Settings, env: dict[str, str], log: Path | None) -> subprocess.Popen[bytes]:
     """The schema migrated, then the web tier (gunicorn) up: ``/readyz`` answers."""
-    # Imported here: ``web`` imports the whole web tier (a second), which the processes
-    # that only need an environment or a command line (bench.autotune's) can do without.
+    # Imported here: the schema tools (SQLAlchemy, Alembic) take over half a second to
+    # import, which a process that only needs an environment (bench.autotune's) skips.
     from web.fleet.db import migrate
 
     migrate(settings.database_url)
