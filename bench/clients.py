@@ -55,7 +55,9 @@ def connect(settings: Settings) -> Iterator[Clients]:
             keys=keys,
             selector=selector,
             jobs=JobClient(client, keys, dispatcher, waiter),
-            registry=Registry(client, keys, settings.heartbeat_ttl_s, scripts),
+            registry=Registry(
+                client, keys, settings.heartbeat_ttl_s, scripts, settings.offline_window_s
+            ),
             reaper=Reaper(client, scripts, keys, settings, selector),
         )
     finally:
