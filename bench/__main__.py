@@ -30,27 +30,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
+from celery import Celery
 
 from bench import assistant, autotune, measure, report, scale, sections, throughput
 from bench import mqtt as bench_mqtt
+from bench.clients import Clients, connect, legacy_key
 from bench.report import Row
-from bench.stack import TOKEN, live_miners, start_stack
+from bench.stack import live_miners, start_stack
+from scripts.launch import ROOT
 from scripts.processes import stop, wait_for
-from scripts.stack import ROOT
 from tasks.celery_app import create_celery
-from web.services import build_services
+from tasks.settings import Settings
 
 RESULTS = ROOT / "bench" / "results"
 SECTION_S: dict[str, float] = {}  # how long each part of the run took
+ROUNDS = 5  # the core rows' interleaved rounds
 
 
 @contextmanager
@@ -63,6 +67,109 @@ def timed(name: str) -> Iterator[None]:
         print(f"[bench] {name}: {SECTION_S[name]} s", file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class Bench:
+    """The bench's stack and what it measures it with: its settings, the product's job
+    client (``bench.clients``), a Redis client and a stock Celery client."""
+
+    settings: Settings
+    work: Path
+    clients: Clients
+    redis: redis.Redis
+    stock: Celery
+
+    @property
+    def port(self) -> int:
+        return self.settings.port
+
+
+def open_bench(stack: ExitStack, settings: Settings, work: Path) -> Bench:
+    """The clients of ``Bench`` for the stack of ``settings``, closed with ``stack``."""
+    clients = stack.enter_context(connect(settings))  # closed before its Redis stops
+    client = redis.Redis.from_url(settings.redis_url)
+    stock = create_celery("stock-client", settings, stock_transport=True)
+    return Bench(settings, work, clients, client, stock)
+
+
+def warm_up(bench: Bench, n: int) -> None:
+    """Connections, pools, Lua scripts and imports warm on every path; not counted."""
+    measure.stock_celery(bench.stock, bench.redis, n)
+    measure.push_dispatch(bench.clients.jobs, n)
+    measure.chat_round_trip("127.0.0.1", bench.port, n)
+    assistant.two_stage_overhead("127.0.0.1", bench.port, n // 5)
+
+
+def core_rows(bench: Bench, samples: int) -> dict[str, Row]:
+    """(a) to (d), in interleaved rounds so that machine noise lands on every row alike."""
+    rows = {
+        "redis_floor": Row("redis_floor", "(a) Redis LPUSH->BRPOP floor", []),
+        "celery": Row("celery", "(b) stock Celery publish->task start", []),
+        "push": Row("push", "(c) MIA dispatch accepted->miner start", []),
+        "chat": Row("chat", "(d) POST /chat/direct round trip (echo)", []),
+    }
+    n = samples // ROUNDS
+    for _ in range(ROUNDS):
+        rows["redis_floor"].samples.extend(
+            measure.redis_floor(bench.redis, bench.settings.redis_url, n)
+        )
+        rows["celery"].samples.extend(measure.stock_celery(bench.stock, bench.redis, n))
+        rows["push"].samples.extend(measure.push_dispatch(bench.clients.jobs, n))
+        rows["chat"].samples.extend(measure.chat_round_trip("127.0.0.1", bench.port, n))
+    return rows
+
+
+def assistant_rows(bench: Bench, samples: int, rows: dict[str, Row]) -> dict[str, Any]:
+    """(h) the two-stage overhead and one conversation, then (i, j) a turn over MQTT and
+    over HTTP: rows added to ``rows``; the assistant's figures."""
+    with timed("assistant"):
+        two_stage = assistant.two_stage_overhead("127.0.0.1", bench.port, samples // 5)
+    overhead = two_stage.pop("overhead_samples_ms")
+    label = "(h) 2-stage assistant: turn minus its two inferences"
+    rows["two_stage"] = Row("two_stage", label, overhead)
+    figures: dict[str, Any] = {
+        "two_stage": two_stage,
+        "conversation_push_ms": assistant.conversation("127.0.0.1", bench.port),
+    }
+    with timed("mqtt"):
+        hop = sections.mqtt_hop(bench.settings, bench.work, max(samples // 10, 20))
+    if hop is not None:
+        over_mqtt, over_http = hop
+        rows["mqtt"] = Row("mqtt", "(i) assistant turn over MQTT", over_mqtt)
+        rows["mqtt_http"] = Row("mqtt_http", "(j) the same turn over HTTP", over_http)
+    figures["mqtt"] = bench_mqtt.summary(*hop) if hop else {}
+    return figures
+
+
+def legacy_rows(
+    bench: Bench, push_miner: subprocess.Popen[bytes], sizes: tuple[int, int], quick: bool
+) -> tuple[dict[str, Row], list[float]]:
+    """(e), (f) and (g) with the push miner stopped: the rows, and the conversation's
+    turns with only the polling miner to answer. ``sizes``: samples, poll samples."""
+    samples, poll_samples = sizes
+    stop(push_miner)
+    wait_for(lambda: live_miners(bench.settings.api_url) == 0, 10, "the push miner to leave")
+    # The conversation runs beside the polling miner, before the long-poll one: a
+    # long-poll still open when its miner stops would lease the next job to nobody,
+    # and that job would wait out its lease (30 s).
+    with timed("legacy"):
+        polled, conversation = sections.legacy_rows(
+            bench.settings,
+            bench.clients.jobs,
+            bench.work,
+            poll_samples,
+            60 if quick else samples // 5,
+            quick,
+        )
+    rows = {row.key: row for row in polled}
+    key = legacy_key(bench.settings, "bench-empty")
+    rows["empty_poll"] = Row(
+        "empty_poll",
+        "(g) GET /get_work round trip, nothing queued (204)",
+        measure.empty_poll("127.0.0.1", bench.port, key, samples // 5),
+    )
+    return rows, conversation
+
+
 def run(samples: int, poll_samples: int, quick: bool = False) -> dict[str, Any]:
     """Every measurement that needs the bench's own stack, in one run."""
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-bench-{os.getpid()}"
@@ -73,105 +180,75 @@ def run(samples: int, poll_samples: int, quick: bool = False) -> dict[str, Any]:
         # First, while nothing else of the bench's listens to results in this process.
         with timed("throughput"):
             out["throughput"], out["serving"] = sections.throughput_section(settings, work, quick)
-        client = redis.Redis.from_url(settings.redis_url)
-        services = build_services(settings)
-        stack.callback(services.waiter.close)  # before its Redis stops
-        stock_client = create_celery("stock-client", settings, stock_transport=True)
-        warm = max(samples // 10, 50)
-        out["warmup"] = warm
+        bench = open_bench(stack, settings, work)
+        out["warmup"] = max(samples // 10, 50)
         with timed("warm-up"):
-            measure.stock_celery(stock_client, client, warm)
-            measure.push_dispatch(services.jobs, warm)
-            measure.chat_round_trip("127.0.0.1", settings.port, warm)
-            assistant.two_stage_overhead("127.0.0.1", settings.port, warm // 5)
-        rows = {
-            "redis_floor": Row("redis_floor", "(a) Redis LPUSH->BRPOP floor", []),
-            "celery": Row("celery", "(b) stock Celery publish->task start", []),
-            "push": Row("push", "(c) MIA dispatch accepted->miner start", []),
-            "chat": Row("chat", "(d) POST /chat/direct round trip (echo)", []),
-        }
-        # Interleave rounds so that machine noise lands on every row alike.
-        rounds = 5
+            warm_up(bench, out["warmup"])
         with timed("latency rows"):
-            for _ in range(rounds):
-                n = samples // rounds
-                floor = measure.redis_floor(client, settings.redis_url, n)
-                rows["redis_floor"].samples.extend(floor)
-                rows["celery"].samples.extend(measure.stock_celery(stock_client, client, n))
-                rows["push"].samples.extend(measure.push_dispatch(services.jobs, n))
-                rows["chat"].samples.extend(measure.chat_round_trip("127.0.0.1", settings.port, n))
-        with timed("assistant"):
-            two_stage = assistant.two_stage_overhead("127.0.0.1", settings.port, samples // 5)
-        rows["two_stage"] = Row(
-            "two_stage",
-            "(h) 2-stage assistant: turn minus its two inferences",
-            two_stage.pop("overhead_samples_ms"),
+            rows = core_rows(bench, samples)
+        figures = assistant_rows(bench, samples, rows)
+        polled, figures["conversation_polling_ms"] = legacy_rows(
+            bench, push_miner, (samples, poll_samples), quick
         )
-        figures: dict[str, Any] = {
-            "two_stage": two_stage,
-            "conversation_push_ms": assistant.conversation("127.0.0.1", settings.port),
-        }
-        with timed("mqtt"):
-            hop = sections.mqtt_hop(settings, work, max(samples // 10, 20))
-        if hop is not None:
-            over_mqtt, over_http = hop
-            rows["mqtt"] = Row("mqtt", "(i) assistant turn over MQTT", over_mqtt)
-            rows["mqtt_http"] = Row("mqtt_http", "(j) the same turn over HTTP", over_http)
-        figures["mqtt"] = bench_mqtt.summary(*hop) if hop else {}
-        stop(push_miner)
-        wait_for(lambda: live_miners(settings.api_url) == 0, 10, "the push miner to leave")
-        # The conversation runs beside the polling miner, before the long-poll one: a
-        # long-poll still open when its miner stops would lease the next job to nobody,
-        # and that job would wait out its lease (30 s).
-        with timed("legacy"):
-            polled, conversation = sections.legacy_rows(
-                settings, services, work, poll_samples, 60 if quick else samples // 5, quick
-            )
-            figures["conversation_polling_ms"] = conversation
-            rows.update((row.key, row) for row in polled)
-        key = services.auth.register("bench-empty", TOKEN, "legacy").key
-        rows["empty_poll"] = Row(
-            "empty_poll",
-            "(g) GET /get_work round trip, nothing queued (204)",
-            measure.empty_poll("127.0.0.1", settings.port, key, samples // 5),
-        )
+        rows.update(polled)
         with timed("engines"):
             out["engines"] = sections.engine_rows(settings, work, quick)
     out["rows"], out["assistant"] = rows, figures
     return out
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on, and how busy it was."""
-    model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        model = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in cpuinfo.read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            "",
-        )
+def targets(
+    summary: dict[str, float],
+    tp: dict[str, Any],
+    scaled: dict[str, Any] | None,
+    engine_summary: list[dict[str, Any]],
+    figures: dict[str, Any],
+) -> dict[str, Any]:
+    """Each target the issue sets, met or not."""
+    scale_checks = (
+        {
+            "scale_dispatch_p50_le_1.2x_same_heartbeat_load": scaled["dispatch_ratio"] <= 1.2,
+            "scale_dispatch_p50_le_1.2x_vs_no_heartbeats": scaled["dispatch_ratio_to_idle"] <= 1.2,
+        }
+        if scaled
+        else {}
+    )
     return {
-        "arch": platform.machine(),
-        "cores": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        **report.targets(summary),
+        "chat_req_per_s_ge_500_at_64_clients": tp["req_per_s"] >= 500 and tp["errors"] == 0,
+        **scale_checks,
+        **report.engine_targets(engine_summary),
+        **report.assistant_targets(figures),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a check in under a minute")
-    parser.add_argument("--samples", type=int, default=0)
-    args = parser.parse_args(argv)
-    samples = args.samples or (600 if args.quick else 3000)
-    poll_samples = 2 if args.quick else 24  # each waits up to a 2 s polling cycle
-    started, before = time.time(), machine()
-    found = run(samples, poll_samples, args.quick)
+def document(meta: dict[str, Any], rows: dict[str, Row], samples: int) -> str:
+    """The report in markdown, from ``meta`` (what results.json holds) and the rows."""
+    scaled, checks = meta["scale"], meta["targets"]
+    return "\n\n".join(
+        [
+            "# MIA push-path benchmark",
+            report.preamble(meta, samples),
+            "## Latency, side by side (one run, rounds interleaved)",
+            report.table(list(rows.values()), rows["redis_floor"], rows["celery"]),
+            "## Throughput: POST /chat/direct, 64 clients (echo)",
+            throughput.markdown(meta["throughput"], meta["serving"]),
+            scale.markdown(scaled) if scaled else "## Scale\n\nFull run only (`make bench`).",
+            autotune.markdown(meta["autotune"]),
+            "## Engines (one miner, 8 slots, through the push path)",
+            report.engine_table(meta["engines"]),
+            "## Restaurant assistant",
+            report.assistant_section(meta["assistant"]),
+            "## Targets",
+            "\n".join(f"- {k}: {v}" for k, v in checks.items()),
+        ]
+    )
+
+
+def measure_all(args: argparse.Namespace, samples: int) -> tuple[dict[str, Any], dict[str, Row]]:
+    """Every section, in order: the report's ``meta`` (results.json) and the rows."""
+    started, before = time.time(), report.machine()
+    found = run(samples, 2 if args.quick else 24, args.quick)  # each poll waits up to 2 s
     rows: dict[str, Row] = found["rows"]
     figures: dict[str, Any] = found["assistant"]
     figures["classifier"] = assistant.classifier_quality()
@@ -184,26 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = report.summary(rows)
     engine_summary = [row.summary() for row in found["engines"]]
     tp = found["throughput"]
-    checks = {
-        **report.targets(summary),
-        "chat_req_per_s_ge_500_at_64_clients": tp["req_per_s"] >= 500 and tp["errors"] == 0,
-        **(
-            {
-                "scale_dispatch_p50_le_1.2x_same_heartbeat_load": scaled["dispatch_ratio"] <= 1.2,
-                "scale_dispatch_p50_le_1.2x_vs_no_heartbeats": scaled["dispatch_ratio_to_idle"]
-                <= 1.2,
-            }
-            if scaled
-            else {}
-        ),
-        **report.engine_targets(engine_summary),
-        **report.assistant_targets(figures),
-    }
-    after = machine()
+    checks = targets(summary, tp, scaled, engine_summary, figures)
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": before,
-        "load_avg_after": after["load_avg"],
+        "load_avg_after": report.machine()["load_avg"],
         "quick": args.quick,
         "seconds": round(time.time() - started),
         "section_s": SECTION_S,
@@ -217,28 +279,22 @@ def main(argv: list[str] | None = None) -> int:
         "assistant": figures,
         "targets": checks,
     }
-    markdown = "\n\n".join(
-        [
-            "# MIA push-path benchmark",
-            report.preamble(meta, samples),
-            "## Latency, side by side (one run, rounds interleaved)",
-            report.table(list(rows.values()), rows["redis_floor"], rows["celery"]),
-            "## Throughput: POST /chat/direct, 64 clients (echo)",
-            throughput.markdown(tp, found["serving"]),
-            scale.markdown(scaled) if scaled else "## Scale\n\nFull run only (`make bench`).",
-            autotune.markdown(tuned),
-            "## Engines (one miner, 8 slots, through the push path)",
-            report.engine_table(engine_summary),
-            "## Restaurant assistant",
-            report.assistant_section(figures),
-            "## Targets",
-            "\n".join(f"- {k}: {v}" for k, v in checks.items()),
-        ]
-    )
+    return meta, rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a check in under a minute")
+    parser.add_argument("--samples", type=int, default=0)
+    args = parser.parse_args(argv)
+    samples = args.samples or (600 if args.quick else 3000)
+    meta, rows = measure_all(args, samples)
+    markdown = document(meta, rows, samples)
     report.write(RESULTS, rows, markdown, meta)
     print(markdown)
     print(f"\nwritten to {RESULTS}/ (report.md, results.json, latency.png)")
-    print(json.dumps({**summary, "req_per_s": tp["req_per_s"], "engines": engine_summary}))
+    headline = {**meta["summary"], "req_per_s": meta["throughput"]["req_per_s"]}
+    print(json.dumps({**headline, "engines": meta["engines"]}))
     return 0
 
 

@@ -35,13 +35,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from miners.autotune import Point, choose
+from scripts.launch import ROOT, scrubbed_environ
 from tasks.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 TIMEOUT_S = 240
 # The same curves judged with a latency bound too: 32 tokens within 2 s is about twice
@@ -82,7 +81,7 @@ def cases(quick: bool) -> list[Case]:
 
 def tune_one(case: Case) -> dict[str, Any]:
     """Run the ramp in the engine's own environment; its report plus timings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
+    env = scrubbed_environ()
     env.update({"MIA_ENGINES": case.engine, "MIA_AUTOTUNE": "1", **case.env})
     started = time.perf_counter()
     out = subprocess.run(

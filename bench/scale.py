@@ -30,172 +30,184 @@ import os
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from bench import measure
-from bench.report import percentile
+from bench.clients import Clients, connect
 from bench.scale_probes import (
     await_live,
     busy,
-    chore_ms,
+    chores,
+    figures,
+    heartbeat_window,
     inside_redis_us,
-    live_count,
     memory_breakdown,
     selection_us,
     used_memory,
 )
 from bench.simulate import Simulator, simulator
-from bench.stack import TOKEN, echo_miner, environment, start_web, tree_cpu_s
+from bench.stack import TOKEN, echo_miner, environment, web_tier
 from scripts.processes import stop, wait_for
 from tasks.dispatch import RedisSelector
 from tasks.lua import Scripts, source
 from tasks.settings import Settings
-from web.services import Services, build_services
 
 REAL_MINERS = ("0", "1")
 SIDE = ("dispatch_ms", "selection_us", "reserve_us")
 SIDES = ("two", "loaded", "many")
+Samples = dict[str, dict[str, list[float]]]  # side -> measurement -> samples
 
 
-def figures(values: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values),
-        "p50": round(percentile(values, 50), 3),
-        "p99": round(percentile(values, 99), 3),
-    }
+@dataclass(frozen=True)
+class Plan:
+    """How much one run does: simulated miners, rounds, samples per side and round,
+    warm-up samples, the heartbeat window's seconds, passes per chore."""
+
+    miners: int
+    rounds: int
+    samples: int
+    warm: int
+    window_s: float
+    passes: int
+
+    @classmethod
+    def of(cls, quick: bool, miners: int = 0) -> Plan:
+        if quick:
+            return cls(miners or 200, 2, 100, 30, 3.0, 5)
+        return cls(miners or 1000, 3, 700, 100, 6.0, 20)
 
 
-def start_stack(stack: ExitStack, work: Path) -> tuple[Settings, int]:
-    """``bench.stack.start_web`` and the real echo miners; the settings and the web
-    tier's (gunicorn master's) pid."""
+@dataclass
+class Probe:
+    """The bench's handles on its stack: the product's clients, a plain Redis client
+    and a selection of its own (what is timed from here), the web tier's pid."""
+
+    settings: Settings
+    clients: Clients
+    client: redis.Redis
+    selector: RedisSelector
+    web: int
+
+
+@dataclass
+class Laps:
+    """Seconds per phase of the run, each from the last ``lap`` (or ``restart``)."""
+
+    started: float = field(default_factory=time.time)
+    at: float = field(default_factory=time.time)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.seconds[name], self.at = round(now - self.at, 1), now
+
+    def restart(self) -> None:
+        self.at = time.time()
+
+
+def start_stack(stack: ExitStack, work: Path) -> Probe:
+    """``bench.stack.web_tier``, the real echo miners and the bench's clients."""
     # the database on tmpfs where there is one: registering a thousand ids is set-up, and
     # SQLite's fsync per commit (tens of ms here) would make it most of the run
     shm = Path("/dev/shm")
     db = (shm if shm.is_dir() else work) / f"mia-scale-{os.getpid()}.db"
     stack.callback(db.unlink, missing_ok=True)
-    settings, web = start_web(stack, work, f"sqlite:///{db}")
+    settings, web = web_tier(stack, work, f"sqlite:///{db}")
     env = environment(settings)
     for gpu in REAL_MINERS:
         stack.callback(stop, echo_miner(gpu, env, work / f"gpu-{gpu}.log"))
-    return settings, web.pid
+    clients = stack.enter_context(connect(settings))
+    client = redis.Redis.from_url(settings.redis_url)
+    selector = RedisSelector(client, Scripts(client), clients.keys, settings.result_ttl_s)
+    return Probe(settings, clients, client, selector, web)
 
 
-def side(
-    services: Services, selector: RedisSelector, samples: int, into: dict[str, list[float]]
-) -> None:
+def warm_up(probe: Probe, plan: Plan) -> list[str]:
+    """Both real miners live, dispatch and the selection warm (not counted); the models
+    the real miners serve."""
+    registry = probe.clients.registry
+    wait_for(lambda: len(registry.live()) == len(REAL_MINERS), 60, "the miners")
+    models = sorted({m for state in registry.live() for m in state.models})
+    measure.push_dispatch(probe.clients.jobs, plan.warm)
+    selection_us(probe.selector, plan.warm)
+    return models
+
+
+def fleet_memory(probe: Probe, sim: Simulator, base: int) -> dict[str, Any]:
+    """The simulated fleet busy and live; Redis memory per miner, in all and by key."""
+    keys, count = probe.clients.keys, len(sim.ids)
+    busy(probe.client, keys, sim.ids)
+    sim("beat")
+    await_live(probe.clients, sim.ids, count, 30)
+    return {
+        "redis_bytes_per_miner": round((used_memory(probe.client) - base) / count),
+        "redis_bytes_by_key": memory_breakdown(probe.client, keys, sim.ids),
+    }
+
+
+def side(probe: Probe, samples: int, into: dict[str, list[float]]) -> None:
     """One round of one side: dispatch end to end, then the selection alone."""
-    into["dispatch_ms"] += measure.push_dispatch(services.jobs, samples)
-    client, sha = services.redis, hashlib.sha1(source("reserve").encode()).hexdigest()
+    into["dispatch_ms"] += measure.push_dispatch(probe.clients.jobs, samples)
+    sha = hashlib.sha1(source("reserve").encode()).hexdigest()
     picks = max(samples // 2, 50)  # a diagnostic: fewer samples than dispatch's
     into["reserve_us"] += inside_redis_us(
-        client, sha, lambda: into["selection_us"].extend(selection_us(selector, picks))
+        probe.clients.redis,
+        sha,
+        lambda: into["selection_us"].extend(selection_us(probe.selector, picks)),
     )
 
 
-def heartbeat_window(
-    services: Services, sim: Simulator, web: int, count: int, seconds: float
-) -> dict[str, Any]:
-    """The simulator alone for ``seconds``: rate, latency, live count, web CPU per beat."""
-    sim("stats")
-    cpu, lows, until = tree_cpu_s(web), [], time.monotonic() + seconds
+def interleaved_rounds(probe: Probe, sim: Simulator, plan: Plan) -> Samples:
+    """Each round: the N simulated miners live, then beating offline, then silent."""
+    sides: Samples = {name: {k: [] for k in SIDE} for name in ("many", "loaded", "two")}
+    ids, count = sim.ids, len(sim.ids)
+    expired_s = probe.settings.heartbeat_ttl_s + 10
+    for _ in range(plan.rounds):
+        for command, live, timeout_s, name in (
+            ("beat", count, 30, "many"),
+            ("offline", 0, 10, "loaded"),
+            ("pause", 0, expired_s, "two"),
+        ):
+            sim(command)
+            await_live(probe.clients, ids, live, timeout_s)
+            side(probe, plan.samples, sides[name])
+    sim("beat")
+    await_live(probe.clients, ids, count, 30)
+    return sides
 
-    def watch() -> None:
-        while time.monotonic() < until:
-            lows.append(live_count(services, sim.ids))
-            time.sleep(0.25)  # sampling the live count while the beats run, not a wait
 
-    sha = hashlib.sha1(source("beat").encode()).hexdigest()
-    inside = inside_redis_us(services.redis, sha, watch)
-    window = sim("stats")
-    used = tree_cpu_s(web) - cpu
-    registry_live = len(services.registry.live())
-    ok = window["ok"]
+def measure_fleet(stack: ExitStack, work: Path, plan: Plan, laps: Laps) -> dict[str, Any]:
+    """Every measurement, on a stack of its own entered on ``stack``."""
+    probe = start_stack(stack, work)
+    models = warm_up(probe, plan)
+    base_memory = used_memory(probe.client)
+    laps.lap("stack")
+    api, log = probe.settings.api_url, work / "simulate.log"
+    sim = stack.enter_context(simulator(api, TOKEN, plan.miners, models, log))
+    laps.lap("registration")
+    memory = fleet_memory(probe, sim, base_memory)
+    laps.restart()
+    sides = interleaved_rounds(probe, sim, plan)
+    laps.lap("rounds")
+    beats = heartbeat_window(probe.clients, sim, probe.web, plan.window_s)
+    housekeeping = chores(probe.clients, plan.passes)
+    laps.lap("heartbeats_and_chores")
+    period_s = round(probe.settings.heartbeat_ttl_s / 6, 3)
     return {
-        "target_per_s": count,
-        "sent": window["sent"],
-        "ok": ok,
-        "failed": window["failed"],
-        "rate_per_s": round(ok / window["beating_s"], 1) if window["beating_s"] else 0.0,
-        "latency_ms": figures(window["latencies_ms"]),
-        "beat_lua_us": figures(inside),
-        "live_min": min(lows) if lows else 0,
-        "registry_live": registry_live,
-        "web_cpu_us_per_beat": round(used / ok * 1e6, 1) if ok else 0.0,
-        "web_cpu_cores": round(used / seconds, 2),
-    }
-
-
-def run(quick: bool = False, miners: int = 0) -> dict[str, Any]:
-    """The whole measurement; a dict the report and ``markdown`` read."""
-    count = miners or (200 if quick else 1000)
-    rounds, samples = (2, 100) if quick else (3, 700)
-    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-scale-{os.getpid()}"
-    started = time.time()
-    with ExitStack() as stack:
-        settings, web = start_stack(stack, work)
-        services = build_services(settings)
-        stack.callback(services.waiter.close)  # before its Redis stops
-        client = redis.Redis.from_url(settings.redis_url)
-        selector = RedisSelector(client, Scripts(client), services.keys, settings.result_ttl_s)
-        wait_for(lambda: len(services.registry.live()) == len(REAL_MINERS), 60, "the miners")
-        models = sorted({m for state in services.registry.live() for m in state.models})
-        warm = 30 if quick else 100
-        measure.push_dispatch(services.jobs, warm)  # warm-up, not counted
-        selection_us(selector, warm)
-        base_memory = used_memory(client)
-        registered_at = time.time()
-        sim = stack.enter_context(
-            simulator(settings.api_url, TOKEN, count, models, work / "simulate.log")
-        )
-        phases = {"stack": registered_at - started, "registration": time.time() - registered_at}
-        busy(client, services, sim.ids)
-        sim("beat")
-        await_live(services, sim.ids, count, 30)
-        memory = used_memory(client) - base_memory
-        breakdown = memory_breakdown(client, services, sim.ids)
-        sides: dict[str, dict[str, list[float]]] = {
-            name: {k: [] for k in SIDE} for name in ("many", "loaded", "two")
-        }
-        rounds_at = time.time()
-        for _ in range(rounds):
-            sim("beat")
-            await_live(services, sim.ids, count, 30)
-            side(services, selector, samples, sides["many"])
-            sim("offline")
-            await_live(services, sim.ids, 0, 10)
-            side(services, selector, samples, sides["loaded"])
-            sim("pause")
-            await_live(services, sim.ids, 0, settings.heartbeat_ttl_s + 10)
-            side(services, selector, samples, sides["two"])
-        sim("beat")
-        await_live(services, sim.ids, count, 30)
-        phases["rounds"] = time.time() - rounds_at
-        beats = heartbeat_window(services, sim, web, count, 3.0 if quick else 6.0)
-        passes = 5 if quick else 20
-        chores = {
-            "registry_reap_ms": chore_ms(services.registry.reap, passes),
-            # the pass itself: the chore returns at once while a web process holds the lock
-            "reaper_pass_ms": chore_ms(services.reaper._pass, passes),
-            "metrics_gpus_ms": chore_ms(services.registry.live, 5),
-        }
-        phases["heartbeats_and_chores"] = time.time() - rounds_at - phases["rounds"]
-    result: dict[str, Any] = {
-        "miners": count,
-        "real_miners": len(REAL_MINERS),
-        "rounds": rounds,
-        "phases_s": {k: round(v, 1) for k, v in phases.items()},
-        **{name: {k: figures(v) for k, v in side.items()} for name, side in sides.items()},
+        **{name: {k: figures(v) for k, v in found.items()} for name, found in sides.items()},
         "heartbeats": beats,
-        "redis_bytes_per_miner": round(memory / count),
-        "redis_bytes_by_key": breakdown,
-        "housekeeping": chores,
-        "housekeeping_period_s": round(settings.heartbeat_ttl_s / 6, 3),
-        "machine": f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}",
-        "seconds": round(time.time() - started, 1),
+        **memory,
+        "housekeeping": housekeeping,
+        "housekeeping_period_s": period_s,
     }
+
+
+def with_ratios(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with each side's p50s over the two baselines' and the headline ratios."""
     for base in ("two", "loaded"):
         result[f"ratio_to_{base}"] = {
             key: round(result["many"][key]["p50"] / result[base][key]["p50"], 3) for key in SIDE
@@ -206,6 +218,25 @@ def run(quick: bool = False, miners: int = 0) -> dict[str, Any]:
     result["dispatch_ratio_to_idle"] = result["ratio_to_two"]["dispatch_ms"]
     result["reserve_ratio"] = result["ratio_to_loaded"]["reserve_us"]
     return result
+
+
+def run(quick: bool = False, miners: int = 0) -> dict[str, Any]:
+    """The whole measurement; a dict the report and ``markdown`` read."""
+    plan, laps = Plan.of(quick, miners), Laps()
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-scale-{os.getpid()}"
+    with ExitStack() as stack:
+        found = measure_fleet(stack, work, plan, laps)
+    return with_ratios(
+        {
+            "miners": plan.miners,
+            "real_miners": len(REAL_MINERS),
+            "rounds": plan.rounds,
+            "phases_s": laps.seconds,
+            **found,
+            "machine": f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}",
+            "seconds": round(time.time() - laps.started, 1),
+        }
+    )
 
 
 def markdown(result: dict[str, Any]) -> str:

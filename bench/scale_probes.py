@@ -1,31 +1,37 @@
 """What ``bench.scale`` measures with, each a small probe: which of the fleet is live,
 the selection alone, the time Redis itself spends in a script, a housekeeping chore's
-pass, and Redis memory by kind of key."""
+pass, Redis memory by kind of key, and a window of the simulator's heartbeats."""
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
-from bench.simulate import SLOTS
+from bench.clients import Clients
+from bench.report import percentile
+from bench.simulate import SLOTS, Simulator
+from bench.stack import tree_cpu_s
 from scripts.processes import wait_for
 from tasks.dispatch import RedisSelector
 from tasks.jobs import Job
-from web.services import Services
+from tasks.keys import Keys
+from tasks.lua import source
 
 
-def live_count(services: Services, ids: list[str]) -> int:
+def live_count(clients: Clients, ids: list[str]) -> int:
     """How many of ``ids`` have a heartbeat key: the registry's own test of life, in one
     EXISTS (``Registry.live`` would decode every heartbeat on each poll)."""
-    return int(services.redis.exists(*(services.keys.heartbeat(i) for i in ids)))
+    return int(clients.redis.exists(*(clients.keys.heartbeat(i) for i in ids)))
 
 
-def await_live(services: Services, ids: list[str], count: int, timeout_s: float) -> None:
+def await_live(clients: Clients, ids: list[str], count: int, timeout_s: float) -> None:
     """Poll until exactly ``count`` of ``ids`` are live."""
-    wait_for(lambda: live_count(services, ids) == count, timeout_s, f"{count} live miners", 0.1)
+    wait_for(lambda: live_count(clients, ids) == count, timeout_s, f"{count} live miners", 0.1)
 
 
 def selection_us(selector: RedisSelector, samples: int) -> list[float]:
@@ -72,9 +78,9 @@ def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
-def memory_breakdown(client: redis.Redis, services: Services, ids: list[str]) -> dict[str, int]:
+def memory_breakdown(client: redis.Redis, keys: Keys, ids: list[str]) -> dict[str, int]:
     """Bytes per miner by kind of key (MEMORY USAGE; per-miner keys sampled)."""
-    keys, n = services.keys, len(ids)
+    n = len(ids)
     sample = ids[:: max(n // 50, 1)]
 
     def each(key: Callable[[str], str]) -> int:
@@ -94,9 +100,58 @@ def memory_breakdown(client: redis.Redis, services: Services, ids: list[str]) ->
     }
 
 
-def busy(client: redis.Redis, services: Services, ids: list[str]) -> None:
+def busy(client: redis.Redis, keys: Keys, ids: list[str]) -> None:
     """Every simulated miner's slots taken, as if each ran jobs: none can win."""
     pipe = client.pipeline(transaction=False)
     for miner_id in ids:
-        pipe.set(services.keys.inflight(miner_id), SLOTS)
+        pipe.set(keys.inflight(miner_id), SLOTS)
     pipe.execute()
+
+
+def figures(values: list[float]) -> dict[str, float]:
+    """How many ``values``, their p50 and p99."""
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 3),
+        "p99": round(percentile(values, 99), 3),
+    }
+
+
+def heartbeat_window(clients: Clients, sim: Simulator, web: int, seconds: float) -> dict[str, Any]:
+    """The simulator alone for ``seconds``: rate, latency, live count, web CPU per beat."""
+    sim("stats")
+    cpu, lows, until = tree_cpu_s(web), [], time.monotonic() + seconds
+
+    def watch() -> None:
+        while time.monotonic() < until:
+            lows.append(live_count(clients, sim.ids))
+            time.sleep(0.25)  # sampling the live count while the beats run, not a wait
+
+    sha = hashlib.sha1(source("beat").encode()).hexdigest()
+    inside = inside_redis_us(clients.redis, sha, watch)
+    window = sim("stats")
+    used = tree_cpu_s(web) - cpu
+    ok = window["ok"]
+    return {
+        "target_per_s": len(sim.ids),
+        "sent": window["sent"],
+        "ok": ok,
+        "failed": window["failed"],
+        "rate_per_s": round(ok / window["beating_s"], 1) if window["beating_s"] else 0.0,
+        "latency_ms": figures(window["latencies_ms"]),
+        "beat_lua_us": figures(inside),
+        "live_min": min(lows) if lows else 0,
+        "registry_live": len(clients.registry.live()),
+        "web_cpu_us_per_beat": round(used / ok * 1e6, 1) if ok else 0.0,
+        "web_cpu_cores": round(used / seconds, 2),
+    }
+
+
+def chores(clients: Clients, passes: int) -> dict[str, float]:
+    """One pass of each housekeeping chore that walks the miners, ms (the median)."""
+    return {
+        "registry_reap_ms": chore_ms(clients.registry.reap, passes),
+        # the pass itself: the chore returns at once while a web process holds the lock
+        "reaper_pass_ms": chore_ms(clients.reaper.sweep, passes),
+        "metrics_gpus_ms": chore_ms(clients.registry.live, 5),
+    }

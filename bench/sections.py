@@ -14,16 +14,16 @@ from typing import Any
 from bench import assistant, engines, measure, throughput
 from bench import mqtt as bench_mqtt
 from bench.report import Row
-from bench.stack import environment, free_port, live_miners, logged, process
+from bench.stack import environment, live_miners
+from scripts.launch import free_port, gateway_argv, legacy_argv, logged, miner_argv, running
 from scripts.processes import wait_for
-from scripts.stack import BIN
 from tasks.settings import Settings
+from web.fleet.client import JobClient
 from web.mqtt.broker import broker_answers
-from web.services import Services
 
 
 def legacy_rows(
-    settings: Settings, services: Services, work: Path, samples: int, long_samples: int, quick: bool
+    settings: Settings, jobs: JobClient, work: Path, samples: int, long_samples: int, quick: bool
 ) -> tuple[list[Row], list[float]]:
     """(e) and (f): a real legacy miner, polling every 2 s then long-polling, with no
     push miner alive; and, while the polling one runs, the assistant's conversation
@@ -31,32 +31,19 @@ def legacy_rows(
     times."""
     rows, conversation = [], []
     env = environment(settings)
-    for key, label, extra, spread_s, n in (
-        (
-            "polling",
-            "(e) legacy miner polling /get_work every 2 s",
-            ["--poll-s", "2"],
-            2.0,
-            samples,
-        ),
-        (
-            "longpoll",
-            "(f) legacy miner long-polling /get_work",
-            # 2 s polls: a long-polling miner stops only when its open poll ends (so
-            # that no job is leased to a miner that has left), and a poll that ends
-            # empty is opened again at once, so the pickup latency is the same.
-            ["--wait-s", "2"],
-            0.05,
-            long_samples,
-        ),
+    for key, label, wait_s, spread_s, n in (
+        ("polling", "(e) legacy miner polling /get_work every 2 s", 0.0, 2.0, samples),
+        # 2 s polls: a long-polling miner stops only when its open poll ends (so that no
+        # job is leased to a miner that has left), and a poll that ends empty is opened
+        # again at once, so the pickup latency is the same.
+        ("longpoll", "(f) legacy miner long-polling /get_work", 2.0, 0.05, long_samples),
     ):
-        argv = [str(BIN / "python"), "-m", "miners.legacy", "--miner-id", f"bench-{key}", *extra]
         log = work / f"{key}.log"
-        with process(argv, env, log):
+        with running(legacy_argv(f"bench-{key}", poll_s=2.0, wait_s=wait_s), env, log):
             wait_for(partial(logged, log, "polling"), 30, f"the {key} miner")
             if key == "polling" and not quick:
                 conversation = assistant.conversation("127.0.0.1", settings.port)
-            rows.append(Row(key, label, measure.legacy_pickup(services.jobs, n, spread_s)))
+            rows.append(Row(key, label, measure.legacy_pickup(jobs, n, spread_s)))
     return rows, conversation
 
 
@@ -68,10 +55,9 @@ def engine_rows(settings: Settings, work: Path, quick: bool) -> list[engines.Eng
             continue
         row = engines.EngineRow(name)
         row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, 5 if quick else 20)
-        queue = f"gpu-bench-{name}"
-        argv = [python, "-m", "celery", "-A", "miners", "worker", "-Q", queue, "-n", f"{queue}@%h"]
+        argv = miner_argv(f"bench-{name}", python, alone=True)
         env = {**environment(settings), **engines.miner_env(name)}
-        with process([*argv, "--without-mingle", "--without-gossip"], env, work / f"{name}.log"):
+        with running(argv, env, work / f"{name}.log"):
             wait_for(lambda: live_miners(settings.api_url) > 0, 300, f"the {name} miner")
             host, port, tokens = "127.0.0.1", settings.port, 32 if quick else 64
             engines.throughput(host, port, 2, 2, 8)  # warm up
@@ -103,7 +89,7 @@ def mqtt_hop(
                 f"listener {port} 127.0.0.1\nallow_anonymous true\n"
                 "set_tcp_nodelay true\npersistence false\n"
             )
-            stack.enter_context(process([mosquitto, "-c", str(conf)], {}, work / "mq.log"))
+            stack.enter_context(running([mosquitto, "-c", str(conf)], {}, work / "mq.log"))
             url = f"mqtt://127.0.0.1:{port}"
             wait_for(lambda: broker_answers(url), 10, "mosquitto")
         if not broker_answers(url):
@@ -112,7 +98,7 @@ def mqtt_hop(
         env["MIA_MQTT_HEALTH_PORT"] = str(free_port())  # beside a make run's gateway on 8081
         env["MIA_MQTT_RATE_LIMIT"] = "0"  # one client sends every sample
         log = work / "mqtt.log"
-        stack.enter_context(process([str(BIN / "python"), "-m", "web.mqtt"], env, log))
+        stack.enter_context(running(gateway_argv(), env, log))
         wait_for(partial(logged, log, "subscribed to"), 30, "the MQTT gateway")
         bench_mqtt.over_mqtt(url, 5)  # warm up
         over_mqtt, over_http = [], []

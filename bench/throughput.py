@@ -26,9 +26,9 @@ from typing import Any
 
 import psutil
 
-from bench.stack import answers_ok, echo_miner, environment, free_port, live_miners, tree_cpu_s
+from bench.stack import echo_miner, environment, live_miners, tree_cpu_s
+from scripts.launch import BIN, ROOT, answers_ok, free_port
 from scripts.processes import spawn, stop, wait_for
-from scripts.stack import BIN, ROOT
 from tasks.settings import Settings
 
 CLIENTS = 64

@@ -14,41 +14,18 @@ import signal
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 from types import FrameType
 
 import requests
 
 from scripts import redis_server
-from scripts.processes import spawn, stop, wait_for
+from scripts.launch import ROOT, gateway_argv, miner_argv, start, start_web
+from scripts.processes import spawn, stop
 from tasks.connections import redis_options
 from tasks.settings import Settings
 from tasks.tokens import admin_token, registration_token
-from web.fleet.db import migrate
-
-BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def web_argv(settings: Settings) -> list[str]:
-    return [
-        str(BIN / "gunicorn"),
-        "--bind",
-        f"{settings.host}:{settings.port}",
-        "--workers",
-        str(settings.web_workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
-        str(settings.web_threads),
-        "--no-control-socket",
-        "web:create_app()",
-    ]
-
-
-def miner_argv(miner_id: str) -> list[str]:
-    queue = f"gpu-{miner_id}"
-    return [str(BIN / "celery"), "-A", "miners", "worker", "-Q", queue, "-n", f"{queue}@%h"]
 
 
 class Stack:
@@ -68,17 +45,13 @@ class Stack:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-        migrate(self.settings.database_url)
-        web_env = {
-            **self.env,
-            "MIA_ADMIN_TOKEN": admin_token(self.settings, make=True),
-        }  # not miners
-        self._spawn("web", web_argv(self.settings), web_env)
-        wait_for(lambda: self._get(f"{base}/readyz") == 200, 30, "the web tier")
-        self._spawn("miner gpu-0", miner_argv("0"))
-        wait_for(lambda: self._has_miner(base), 180, "miner gpu-0 to heartbeat")
+        web_env = {**self.env, "MIA_ADMIN_TOKEN": admin_token(self.settings, make=True)}
+        self.procs.append(("web", start_web(self.settings, web_env, None)))  # not miners
+        heartbeat = partial(self._has_miner, base)
+        miner = start(miner_argv("0"), self.env, None, heartbeat, 180, "miner gpu-0 to heartbeat")
+        self.procs.append(("miner gpu-0", miner))
         if self.settings.mqtt_url:
-            self._spawn("mqtt gateway", [str(BIN / "python"), "-m", "web.mqtt"])
+            self.procs.append(("mqtt gateway", spawn(gateway_argv(), self.env, cwd=ROOT)))
         print(f"\nMIA is up: web {base}, miner gpu-0 ({self.settings.engine}). Try:\n")
         print(f"  curl -s -XPOST {base}/chat/direct -H 'content-type: application/json' \\")
         print('       -d \'{"message":"Hello"}\'\n')
@@ -96,16 +69,6 @@ class Stack:
         self.procs.append(("redis", redis_server.start(port, data / "redis", data / "redis.log")))
         self.env["MIA_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         self.settings = self.settings.with_overrides(redis_url=self.env["MIA_REDIS_URL"])
-
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self.procs.append((name, spawn(argv, env or self.env, cwd=ROOT)))
-
-    @staticmethod
-    def _get(url: str) -> int:
-        try:
-            return requests.get(url, timeout=1).status_code
-        except requests.RequestException:
-            return 0
 
     def _has_miner(self, base: str) -> bool:
         self._check_children()

@@ -1,31 +1,18 @@
-"""The commands and environments tests start the product's processes with."""
+"""The environment tests run ``make run`` (``python -m scripts.stack``) with; every other
+command line and environment is ``scripts.launch``'s."""
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def miner_argv(gpu_id: str, python: str = sys.executable) -> list[str]:
-    """The operator's command for a push miner on queue ``gpu-<gpu_id>``."""
-    queue = f"gpu-{gpu_id}"
-    argv = [python, "-m", "celery", "-A", "miners", "worker", "-Q", queue]
-    return argv + ["-n", f"{queue}@%h", "-l", "info", "--without-mingle", "--without-gossip"]
+from scripts.launch import free_port, scrubbed_environ
 
 
 def stack_env(tmp_path: Path, web_port: int, redis_port: int, **extra: str) -> dict[str, str]:
     """The environment for ``python -m scripts.stack`` (make run) in a test: the echo
     engine, an embedded Redis on ``redis_port`` (nothing answers at MIA_REDIS_URL), the
     web tier on ``web_port``, everything else under ``tmp_path``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIA_", "OTEL_"))}
+    env = scrubbed_environ()
     env.update(
         MIA_ENGINE="echo",
         MIA_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing there: embedded Redis

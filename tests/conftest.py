@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,9 @@ from sqlalchemy import create_engine, text
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from scripts import redis_server
-from scripts.processes import spawn, stop, wait_for
+from scripts.launch import child_env, free_port, legacy_argv, logged, miner_argv, start
+from scripts.processes import stop
 from tasks.settings import Settings
-from tests.commands import free_port, miner_argv
 from tests.mqtt_client import Processes, project_file
 from web import create_app
 from web.fleet.db import migrate
@@ -136,18 +137,8 @@ class MinerProcess:
 
 
 def miner_env(settings: Settings, engine: str, slots: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
-    env.update(
-        MIA_REDIS_URL=settings.redis_url,
-        MIA_API_URL=settings.api_url,
-        MIA_REGISTRATION_TOKEN=settings.registration_token,
-        MIA_DATA_DIR=settings.data_dir,
-        MIA_ENGINE=engine,
-        MIA_SLOTS=str(slots),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
+    """A miner's environment for the stack of ``settings``: ``engine`` with ``slots``."""
+    return child_env(settings, MIA_ENGINE=engine, MIA_SLOTS=str(slots), **extra)
 
 
 def launch(
@@ -156,17 +147,13 @@ def launch(
     argv: list[str],
     env: dict[str, str],
     log: Path,
-    ready: Callable[[MinerProcess], bool],
+    ready: Callable[[], object],
     timeout: float,
     what: str,
 ) -> MinerProcess:
-    """Spawn a miner process, note it in ``started`` (to stop), and wait until ``ready``."""
-    proc = spawn(argv, env, log=log, cwd=ROOT)
-    found = MinerProcess(miner_id, proc, log)
+    """Start a miner process, wait until ``ready``, and note it in ``started`` (to stop)."""
+    found = MinerProcess(miner_id, start(argv, env, log, ready, timeout, what), log)
     started.append(found)
-    wait_for(lambda: ready(found) or proc.poll() is not None, timeout, what)
-    if proc.poll() is not None:
-        raise RuntimeError(f"{what}: it exited:\n{found.output()}")
     return found
 
 
@@ -195,7 +182,7 @@ def miner(
         ready_s: float = 120,
         **env: str,
     ) -> MinerProcess:
-        argv = miner_argv(gpu_id, python)
+        argv = miner_argv(gpu_id, python, alone=True, loglevel="info")
         if wrapper:
             argv = [sys.executable, "-m", "miners", "--gpu-id", gpu_id]
         env = miner_env(settings, engine, slots, **env)
@@ -205,7 +192,7 @@ def miner(
             argv,
             env,
             tmp_path / f"miner-{gpu_id}.log",
-            lambda found: gpu_id in live_miner_ids(settings),
+            lambda: gpu_id in live_miner_ids(settings),
             ready_s,
             f"miner {gpu_id} to heartbeat",
         )
@@ -229,15 +216,14 @@ def legacy_miner(
         wait_s: float = 0.0,
         **env: str,
     ) -> MinerProcess:
-        argv = [sys.executable, "-m", "miners.legacy", "--miner-id", miner_id]
-        argv += ["--poll-s", str(poll_s), "--wait-s", str(wait_s)]
+        log = tmp_path / f"legacy-{miner_id}.log"
         return launch(
             started,
             miner_id,
-            argv,
+            legacy_argv(miner_id, poll_s, wait_s),
             miner_env(settings, engine, 1, **env),
-            tmp_path / f"legacy-{miner_id}.log",
-            lambda found: "polling" in found.output(),
+            log,
+            partial(logged, log, "polling"),
             60,
             f"legacy miner {miner_id} to poll",
         )

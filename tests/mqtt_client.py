@@ -4,11 +4,9 @@ health check, and a paho-mqtt client (plain, TLS or with a user and password).""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import ssl
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -20,12 +18,11 @@ from urllib.parse import unquote, urlparse
 import paho.mqtt.client as mqtt
 
 from chat_service.projects import DEFAULT_FILE
+from scripts.launch import ROOT, child_env, free_port, gateway_argv
 from scripts.processes import spawn, stop, wait_for
 from tasks.settings import Settings
-from tests.commands import free_port
 from web.mqtt.broker import PORTS, broker_answers
 
-ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 PLAIN = "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
@@ -80,20 +77,17 @@ class Processes:
         """``python -m web.mqtt`` on ``url``, its health endpoint on a free port; with
         ``ready``, once /healthz says connected and subscribed."""
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
-        env.update(
-            MIA_REDIS_URL=settings.redis_url,
-            MIA_DATABASE_URL=settings.database_url,
+        env = child_env(
+            settings,
             MIA_MQTT_URL=url,
             MIA_MQTT_CLIENT_ID=f"mia-gateway-test-{uuid.uuid4().hex[:8]}",
             MIA_MQTT_HEALTH_PORT=str(port),
             MIA_PROJECTS_FILE=projects,
             MIA_REQUEST_TIMEOUT_S="30",
-            PYTHONUNBUFFERED="1",
         )
         env.update(extra)
         log = self.tmp_path / f"gateway-{len(self.started)}.log"
-        proc = spawn([sys.executable, "-m", "web.mqtt"], env, log=log, cwd=ROOT)
+        proc = spawn(gateway_argv(), env, log=log, cwd=ROOT)
         self.started.append(proc)
         found = Gateway(proc, port, log)
         if ready:

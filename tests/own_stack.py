@@ -12,9 +12,8 @@ import requests
 from werkzeug.serving import make_server
 
 from scripts import redis_server
+from scripts.launch import free_port, local_settings, miner_argv
 from scripts.processes import stop, wait_for
-from tasks.settings import Settings
-from tests.commands import free_port, miner_argv
 from tests.conftest import TOKEN, MinerProcess, launch, miner_env
 from web import create_app
 from web.fleet.db import migrate
@@ -26,24 +25,19 @@ class OwnStack:
 
     def __init__(self, tmp_path: Path, request_timeout_s: float = 10) -> None:
         self.tmp_path = tmp_path
-        database_url = f"sqlite:///{tmp_path / 'mia.db'}"  # its miner ids are its own
-        migrate(database_url)
         self.redis_port = free_port()
         self.redis = redis_server.start(self.redis_port, tmp_path / "redis")
-        port = free_port()
-        self.settings = Settings(
-            redis_url=f"redis://127.0.0.1:{self.redis_port}/0",
-            database_url=database_url,
-            port=port,
-            api_url=f"http://127.0.0.1:{port}",
-            registration_token=TOKEN,
+        self.settings = local_settings(  # its own database: its miner ids are its own
+            tmp_path,
+            self.redis_port,
+            TOKEN,
             request_timeout_s=request_timeout_s,
             redis_timeout_s=0.5,
-            data_dir=str(tmp_path / "var"),
         )
+        migrate(self.settings.database_url)
         self.base = self.settings.api_url
         self.app = create_app(self.settings)
-        self.server = make_server("127.0.0.1", port, self.app, threaded=True)
+        self.server = make_server("127.0.0.1", self.settings.port, self.app, threaded=True)
         self.server.socket.listen(2048)  # gunicorn's backlog, not werkzeug's 128
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -53,10 +47,10 @@ class OwnStack:
         return launch(
             self.miners,
             gpu_id,
-            miner_argv(gpu_id),
+            miner_argv(gpu_id, alone=True, loglevel="info"),
             miner_env(self.settings, "echo", slots, **env),
             self.tmp_path / f"miner-{gpu_id}.log",
-            lambda found: self.client().exists(f"mia:hb:{gpu_id}"),  # not HTTP: it may be busy
+            lambda: self.client().exists(f"mia:hb:{gpu_id}"),  # not HTTP: it may be busy
             120,
             f"miner {gpu_id} to heartbeat",
         )

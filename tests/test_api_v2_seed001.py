@@ -17,8 +17,8 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
+from scripts.launch import free_port
 from tests.bad_input import assert_nothing_enqueued, named_field
-from tests.commands import free_port
 from tests.conftest import ADMIN, ADMIN_TOKEN
 from web import create_app
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from chat_service.projects import load_projects
-from scripts.stack import web_argv
+from scripts.launch import web_argv
 from tasks.settings import Settings
 from tests.conftest import ROOT
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import requests
 
+from scripts.launch import ROOT, child_env, free_port, scrubbed_environ
 from scripts.processes import spawn, stop, wait_for
-from tests.conftest import ROOT, free_port
 
 AUTH = ("ops", "s3cret")
 
@@ -16,12 +15,8 @@ AUTH = ("ops", "s3cret")
 def test_flower_needs_auth_and_shows_workers_and_tasks(api, miner, settings, tmp_path):
     miner("0")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
-    env.update(
-        MIA_REDIS_URL=settings.redis_url,
-        MIA_FLOWER_USER=AUTH[0],
-        MIA_FLOWER_PASSWORD=AUTH[1],
-        MIA_FLOWER_PORT=str(port),
+    env = child_env(
+        settings, MIA_FLOWER_USER=AUTH[0], MIA_FLOWER_PASSWORD=AUTH[1], MIA_FLOWER_PORT=str(port)
     )
     log = tmp_path / "flower.log"
     flower = spawn([sys.executable, "-m", "scripts.flower"], env, log=log, cwd=ROOT)
@@ -65,6 +60,5 @@ def test_flower_needs_auth_and_shows_workers_and_tasks(api, miner, settings, tmp
 
 
 def test_flower_refuses_to_start_without_credentials():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_FLOWER")}
-    proc = spawn([sys.executable, "-m", "scripts.flower"], env, cwd=ROOT)
+    proc = spawn([sys.executable, "-m", "scripts.flower"], scrubbed_environ(), cwd=ROOT)
     assert proc.wait(30) == 2

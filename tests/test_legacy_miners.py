@@ -13,8 +13,8 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
+from scripts.launch import free_port
 from scripts.processes import kill, wait_for
-from tests.conftest import free_port
 from web import create_app
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -22,9 +21,10 @@ import requests
 from werkzeug.serving import make_server
 
 from scripts import redis_acl, redis_server
+from scripts.launch import free_port, miner_argv
 from scripts.processes import spawn, stop, wait_for
 from tasks.settings import Settings
-from tests.conftest import ROOT, free_port, miner_env
+from tests.conftest import ROOT, miner_env
 from web import create_app
 
 MINER = "acl7"
@@ -93,10 +93,8 @@ def test_a_miner_with_its_own_acl_user_answers_and_is_refused_nothing(acl_redis,
     url, admin = acl_redis
     miner_url = url.replace("redis://", f"redis://miner-{MINER}:{PASSWORD}@")
     env = miner_env(web, "echo", 2, MIA_REDIS_URL=miner_url)
-    queue = f"gpu-{MINER}"
-    argv = [sys.executable, "-m", "celery", "-A", "miners", "worker", "-Q", queue]
     log = tmp_path / "miner.log"
-    proc = spawn([*argv, "-n", f"{queue}@%h", "-l", "info"], env, log=log, cwd=ROOT)
+    proc = spawn(miner_argv(MINER, loglevel="info"), env, log=log, cwd=ROOT)
     try:
         wait_for(lambda: MINER in live(web) or proc.poll() is not None, 90, "the miner")
         assert proc.poll() is None, refused(admin)

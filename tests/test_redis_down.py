@@ -12,10 +12,11 @@ import redis as redis_lib
 from kombu import Connection
 
 from scripts import redis_server
+from scripts.launch import free_port
 from scripts.processes import stop, wait_for
 from tasks.broker import transport
 from tasks.settings import Settings
-from tests.conftest import TOKEN, free_port
+from tests.conftest import TOKEN
 from web import create_app
 
 

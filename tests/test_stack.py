@@ -9,8 +9,9 @@ import psutil
 import pytest
 import requests
 
+from scripts.launch import free_port
 from scripts.processes import spawn, stop, wait_for
-from tests.commands import free_port, stack_env
+from tests.commands import stack_env
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -23,6 +23,7 @@ import requests
 
 import celeryconfig
 from scripts import redis_server
+from scripts.launch import free_port
 from scripts.processes import spawn, stop, wait_for
 from tasks.celery_app import create_celery
 from tasks.connections import redis_client, redis_options
@@ -31,7 +32,7 @@ from tasks.jobs import GENERATE, Job
 from tasks.keys import result_key
 from tasks.settings import Settings
 from tests.certs import Pair, issue
-from tests.commands import free_port, stack_env
+from tests.commands import stack_env
 from tests.conftest import ROOT
 
 FILES = {"ca": "/etc/mia/ca.pem", "cert": "/etc/mia/client.pem", "key": "/etc/mia/client.key"}

@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from scripts.launch import free_port
 from scripts.processes import spawn, stop, wait_for
-from tests.commands import free_port, stack_env
+from tests.commands import stack_env
 from tests.conftest import ROOT
 
 

@@ -6,12 +6,12 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+from scripts.launch import free_port
 from scripts.processes import wait_for
 from tasks.dispatch import RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
-from tests.conftest import free_port
 from web.fleet.registry import Heartbeat, Registry
 from web.fleet.watchdog import CHECK_S, Stats
 

@@ -1,0 +1,76 @@
+"""What the bench drives the product with besides HTTP: the public classes of ``tasks``
+and ``web.fleet``, built here from the stack's Settings as any caller of the job client
+would build them (the web tier's own objects stay inside its processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis
+import requests
+
+from tasks.catalogue import load_catalogue
+from tasks.celery_app import create_celery
+from tasks.connections import redis_client
+from tasks.dispatch import Dispatcher, RedisSelector
+from tasks.keys import Keys
+from tasks.lua import Scripts
+from tasks.settings import Settings
+from web.fleet.client import JobClient
+from web.fleet.recovery import Reaper
+from web.fleet.registry import Registry
+from web.fleet.results import ResultWaiter
+
+
+@dataclass(frozen=True)
+class Clients:
+    """A job client (dispatch as the web tier does it), the fleet's registry and reaper,
+    the miner selection alone, and the Redis and key names they share."""
+
+    redis: redis.Redis
+    keys: Keys
+    selector: RedisSelector
+    jobs: JobClient
+    registry: Registry
+    reaper: Reaper
+
+
+@contextmanager
+def connect(settings: Settings) -> Iterator[Clients]:
+    """``Clients`` for the stack of ``settings``; its result listener closed on leaving
+    (enter it after the stack's Redis, so that it closes first)."""
+    client = redis_client(settings)
+    keys, scripts = Keys(settings.key_prefix), Scripts(client)
+    selector = RedisSelector(client, scripts, keys, settings.result_ttl_s)
+    models = set(load_catalogue(settings.catalogue_file).models)
+    dispatcher = Dispatcher(create_celery("bench", settings), selector, lambda: models)
+    waiter = ResultWaiter(
+        client, ready_timeout_s=settings.redis_timeout_s, stream_prefix=keys.stream("")
+    )
+    try:
+        yield Clients(
+            redis=client,
+            keys=keys,
+            selector=selector,
+            jobs=JobClient(client, keys, dispatcher, waiter),
+            registry=Registry(
+                client, keys, settings.heartbeat_ttl_s, scripts, settings.offline_window_s
+            ),
+            reaper=Reaper(client, scripts, keys, settings, selector),
+        )
+    finally:
+        waiter.close()
+
+
+def legacy_key(settings: Settings, miner_id: str) -> str:
+    """Register ``miner_id`` as a legacy miner (``POST /register_miner``); its key."""
+    response = requests.post(
+        f"{settings.api_url}/register_miner",
+        json={"miner_id": miner_id},
+        headers={"Authorization": f"Bearer {settings.registration_token}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return str(response.json()["key"])
