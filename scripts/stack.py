@@ -2,8 +2,9 @@
 
 Redis (MIA_REDIS_URL when it answers, else an embedded redis-server), the
 database schema, the web tier (gunicorn) on MIA_HOST:MIA_PORT and one miner
-``gpu-0`` (and the MQTT gateway when MIA_MQTT_URL is set). Ctrl-C (or SIGTERM) stops
-everything it started, miner first.
+``gpu-0`` (and the MQTT gateway when MIA_MQTT_URL is set: "up" only once its health
+check says it is subscribed). Ctrl-C (or SIGTERM) stops everything it started, miner
+first.
 """
 
 from __future__ import annotations
@@ -51,13 +52,32 @@ class Stack:
         miner = start(miner_argv("0"), self.env, None, heartbeat, 180, "miner gpu-0 to heartbeat")
         self.procs.append(("miner gpu-0", miner))
         if self.settings.mqtt_url:
-            self.procs.append(("mqtt gateway", spawn(gateway_argv(), self.env, cwd=ROOT)))
+            self._gateway()
         print(f"\nMIA is up: web {base}, miner gpu-0 ({self.settings.engine}). Try:\n")
         print(f"  curl -s -XPOST {base}/chat/direct -H 'content-type: application/json' \\")
         print('       -d \'{"message":"Hello"}\'\n')
         where = "MIA_ADMIN_TOKEN" if self.settings.admin_token else self.settings.admin_token_file
         print(f"Admin token (Authorization: Bearer ...): {where}")
         print("Ctrl-C stops everything.", flush=True)
+
+    def _gateway(self) -> None:
+        """The MQTT gateway; up once its health check says it is subscribed."""
+        host, port = self.settings.mqtt_health_host, self.settings.mqtt_health_port
+        if not port:  # no health endpoint to ask: started, not waited for
+            self.procs.append(("mqtt gateway", spawn(gateway_argv(), self.env, cwd=ROOT)))
+            return
+        health = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/healthz"
+        subscribed = partial(self._get_ok, health)
+        gateway = start(gateway_argv(), self.env, None, subscribed, 60, "the MQTT gateway")
+        self.procs.append(("mqtt gateway", gateway))
+        print(f"MQTT gateway on {self.settings.mqtt_url}: subscribed ({health})", flush=True)
+
+    @staticmethod
+    def _get_ok(url: str) -> bool:
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
 
     def _redis(self) -> None:
         if redis_server.answers(self.settings.redis_url, **redis_options(self.settings)):

@@ -13,6 +13,7 @@ from scripts.launch import free_port
 from scripts.processes import spawn, stop, wait_for
 from tests.commands import stack_env
 from tests.conftest import ROOT
+from tests.mqtt_client import PLAIN, healthz
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +48,26 @@ def test_stack_starts_answers_and_ctrl_c_leaves_nothing_running(tmp_path):
         assert survivors == []
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{base}/healthz", timeout=2)
+    finally:
+        if stack.poll() is None:
+            stop(stack)
+
+
+def test_with_mqtt_the_stack_is_up_only_once_the_gateway_is_subscribed(tmp_path, processes):
+    broker, _ = processes.mosquitto(PLAIN)
+    health = free_port()
+    env = stack_env(tmp_path, free_port(), free_port(), MIA_MQTT_URL=broker)
+    env["MIA_MQTT_HEALTH_PORT"] = str(health)
+    log = tmp_path / "stack.log"
+    stack = spawn([sys.executable, "-m", "scripts.stack"], env, log=log, cwd=ROOT)
+    try:
+        wait_for(lambda: "MIA is up" in log.read_text() or stack.poll() is not None, 120, "up")
+        assert stack.poll() is None, log.read_text()
+        status, body = healthz(health)  # already, not eventually
+        assert (status, body["broker"], body["subscribed"]) == (200, "connected", True)
+        assert "subscribed" in log.read_text().split("MIA is up")[0]
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(60) == 0, log.read_text()
     finally:
         if stack.poll() is None:
             stop(stack)
