@@ -161,9 +161,14 @@ class Assistant:
         if turn.session_id is None:  # made now, so that the first event can name it
             turn = replace(turn, session_id=self._sessions.new_id())
         events = self.conversations.stream(turn, new_session=True)
-        yield "classified", {"session_id": turn.session_id, "class": None}
-        for kind, data in events:
-            yield kind, chat_reply(data, started) if kind == "done" else data
+        try:
+            yield "classified", {"session_id": turn.session_id, "class": None}
+            for kind, data in events:
+                yield kind, chat_reply(data, started) if kind == "done" else data
+        finally:  # the caller left: the session's lock goes with the stream
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
 
     def _prepare(
         self,

@@ -107,12 +107,15 @@ class Conversations:
         except BaseException:
             held.close()
             raise
-        return self._remembered(events, session, turn, held)
+        remembered = self._remembered(events, session, turn, held)
+        next(remembered)  # inside ``with held`` now: closing it (or losing it) releases
+        return remembered
 
     def _remembered(
         self, events: Iterable[Event], session: Session, turn: ChatTurn, held: ExitStack
     ) -> Iterator[Event]:
         with held:  # the session's lock, until the stream ends or the caller leaves
+            yield "primed", {}  # (taken by ``stream``: never seen by a caller)
             for kind, data in events:
                 if kind == "done":
                     self._remember(session, turn, data["response"])

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from chat_service.conversation import project_turn
 from chat_service.projects import load_projects
 from chat_service.prompts import DEFAULT_SYSTEM_PROMPT
 from chat_service.sessions import SessionStore
@@ -188,3 +189,21 @@ def test_twenty_orders_at_once_all_land_in_the_cart(api, miner, redis):
     assert [a.status_code for a in answers] == [200] * 20
     store = SessionStore(redis, Scripts(redis), Keys("mia"), counter())
     assert sum(store.load("restaurant", sid).cart.values()) == 20
+
+
+def test_a_stream_left_early_gives_its_session_back(app, miner, redis):
+    """A caller that leaves a streamed turn (closes it) before reading it releases the
+    session's lock at once: the next turn does not wait for the lock to expire."""
+    miner("0")
+    assistant = app.extensions["mia"].assistant
+    lock = Keys("mia").session_lock("maze", "s-left")
+    events = assistant.chat_stream("maze", "hello", "s-left")
+    assert next(events)[0] == "classified"
+    assert redis.exists(lock) == 1
+    events.close()
+    assert redis.exists(lock) == 0
+    turn = project_turn(PROJECTS["general"], "hi", "s-direct", None, 16, stream=True)
+    stream = assistant.conversations.stream(turn)
+    assert redis.exists(Keys("mia").session_lock("general", "s-direct")) == 1
+    stream.close()  # type: ignore[attr-defined]
+    assert redis.exists(Keys("mia").session_lock("general", "s-direct")) == 0
