@@ -127,10 +127,12 @@ class Assistant:
             started = time.perf_counter()
             chat = project_turn(project, message, session_id, priority, self._max_tokens)
             return chat_reply(self.conversations.run(chat, new_session=True), started)
-        with self._sessions.locked(key, session_id, self._timeout_s):
+        with self._sessions.locked(key, session_id, self._timeout_s) as lock:
             turn = self._prepare(key, message, session_id, priority)
+            lock.keep()  # stage 1 is done: the answer has the lock's whole life
             answer_started = time.perf_counter()
             result = self._jobs.run(turn.job, self._timeout_s)
+            lock.keep()
             return self._finish(turn, result, answer_started)
 
     def chat_stream(
@@ -142,12 +144,13 @@ class Assistant:
         if project.kind == "chat":
             yield from self._chat_stream(project, message, session_id, priority)
             return
-        with self._sessions.locked(key, session_id, self._timeout_s):
+        with self._sessions.locked(key, session_id, self._timeout_s) as lock:
             turn = self._prepare(key, message, session_id, priority, stream=True)
             answer_started = time.perf_counter()
             stream = self._jobs.start_stream(turn.job, self._timeout_s)
             yield "classified", {"session_id": turn.session.session_id, "class": turn.label}
             for kind, data in stream:
+                lock.keep()
                 if kind == "done":
                     yield "done", self._finish(turn, data, answer_started)
                 else:

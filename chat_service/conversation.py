@@ -18,7 +18,7 @@ from typing import Any
 
 from chat_service.projects import Project
 from chat_service.runner import Event, JobRunner
-from chat_service.sessions import Session, SessionStore
+from chat_service.sessions import Session, SessionStore, TurnLock
 from tasks.jobs import Job
 
 DIRECT_HISTORY_TOKENS = 512  # /chat/direct sessions outside any project
@@ -87,9 +87,10 @@ class Conversations:
         ``new_session``: start one when the turn names none (chat projects)."""
         if turn.session_id is None and not new_session:
             return self._jobs.run(self._job(turn, []), self._timeout_s)
-        with self._sessions.locked(turn.namespace, turn.session_id, self._timeout_s):
+        with self._sessions.locked(turn.namespace, turn.session_id, self._timeout_s) as lock:
             session = self._sessions.load(turn.namespace, turn.session_id)
             result = self._jobs.run(self._job(turn, session.messages()), self._timeout_s)
+            lock.keep()
             self._remember(session, turn, result["response"])
         return {**result, "session_id": session.session_id}
 
@@ -100,23 +101,31 @@ class Conversations:
         if turn.session_id is None and not new_session:
             return iter(self._jobs.start_stream(self._job(turn, []), self._timeout_s))
         held = ExitStack()
-        held.enter_context(self._sessions.locked(turn.namespace, turn.session_id, self._timeout_s))
+        lock = held.enter_context(
+            self._sessions.locked(turn.namespace, turn.session_id, self._timeout_s)
+        )
         try:
             session = self._sessions.load(turn.namespace, turn.session_id)
             events = self._jobs.start_stream(self._job(turn, session.messages()), self._timeout_s)
         except BaseException:
             held.close()
             raise
-        remembered = self._remembered(events, session, turn, held)
+        remembered = self._remembered(events, session, turn, held, lock)
         next(remembered)  # inside ``with held`` now: closing it (or losing it) releases
         return remembered
 
     def _remembered(
-        self, events: Iterable[Event], session: Session, turn: ChatTurn, held: ExitStack
+        self,
+        events: Iterable[Event],
+        session: Session,
+        turn: ChatTurn,
+        held: ExitStack,
+        lock: TurnLock,
     ) -> Iterator[Event]:
         with held:  # the session's lock, until the stream ends or the caller leaves
             yield "primed", {}  # (taken by ``stream``: never seen by a caller)
             for kind, data in events:
+                lock.keep()
                 if kind == "done":
                     self._remember(session, turn, data["response"])
                     data = {**data, "session_id": session.session_id}

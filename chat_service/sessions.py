@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 from redis.exceptions import LockError
+from redis.lock import Lock
 
 from chat_service.tokens import TokenCounter
 from tasks.errors import Conflict
@@ -28,7 +29,8 @@ from tasks.lua import Scripts
 
 log = logging.getLogger(__name__)
 
-LOCK_POLL_S = 0.005  # how often a waiting turn tries the lock (redis-py polls)
+LOCK_POLL_S = 0.02  # how often a waiting turn tries the lock (redis-py polls)
+KEEP_EVERY_S = 1.0
 LOCK_SLACK_S = 5.0
 
 
@@ -82,6 +84,26 @@ def trim(history: list[Turn], budget: int) -> list[Turn]:
     return kept
 
 
+class TurnLock:
+    """A session's turn lock as its turn holds it."""
+
+    def __init__(self, lock: Lock | None, session_id: str) -> None:
+        self._lock = lock
+        self._session_id = session_id
+        self._kept = time.monotonic()
+
+    def keep(self) -> None:
+        """Give the lock its whole life again (at most once a second: a stream calls
+        this for every piece)."""
+        if self._lock is None or time.monotonic() - self._kept < KEEP_EVERY_S:
+            return
+        try:
+            self._lock.reacquire()
+            self._kept = time.monotonic()
+        except LockError:
+            log.warning("session %s: its turn lock expired before the turn ended", self._session_id)
+
+
 class SessionStore:
     def __init__(
         self,
@@ -112,19 +134,22 @@ class SessionStore:
         return secrets.token_hex(12)
 
     @contextmanager
-    def locked(self, project: str, session_id: str | None, wait_s: float) -> Iterator[None]:
+    def locked(self, project: str, session_id: str | None, wait_s: float) -> Iterator[TurnLock]:
         """Hold the session's turn lock: turns of one session run one at a time, so
         each one reads the history and cart the previous one saved. A turn waits up to
-        ``wait_s`` for the lock (409 naming the session after that); the lock expires
-        by itself if its holder dies (twice ``wait_s``: a turn is at most two jobs)."""
+        ``wait_s`` for the lock (409 naming the session after that). The lock lives
+        twice ``wait_s`` (a turn is at most two jobs) from its last ``keep()``, which a
+        turn calls between its jobs and as its stream goes on; if its holder dies, it
+        expires by itself."""
         if not session_id:  # a new session: nobody else knows its id yet
-            yield
+            yield TurnLock(None, "")
             return
         lock = self._redis.lock(
             self._keys.session_lock(project, session_id),
             timeout=2 * wait_s + LOCK_SLACK_S,
             sleep=LOCK_POLL_S,
             blocking_timeout=wait_s,
+            thread_local=False,  # a stream may end (and release it) on another thread
         )
         if not lock.acquire():
             raise Conflict(
@@ -133,7 +158,7 @@ class SessionStore:
                 session_id=session_id,
             )
         try:
-            yield
+            yield TurnLock(lock, session_id)
         finally:
             try:
                 lock.release()

@@ -3,8 +3,11 @@ the least recently used evicted beyond the bound."""
 
 from __future__ import annotations
 
+import pytest
+
 from chat_service.sessions import SessionStore, Turn, trim
 from chat_service.tokens import counter
+from tasks.errors import Conflict
 from tasks.keys import Keys
 from tasks.lua import Scripts
 
@@ -48,3 +51,23 @@ def test_sessions_expire_and_the_least_recently_used_are_evicted(redis):
     assert alive == ids[-3:]
     ttl = redis.ttl(Keys("mia").session("restaurant", ids[-1]))
     assert 0 < ttl <= 60
+
+
+def test_a_turn_keeps_its_session_lock_alive_and_releases_it(redis):
+    store = sessions(redis)
+    key = Keys("mia").session_lock("maze", "s-1")
+    with store.locked("maze", "s-1", wait_s=1.0) as lock:
+        assert 0 < redis.pttl(key) <= 7000  # twice the wait, plus slack
+        redis.pexpire(key, 300)  # as if the turn had run for most of the lock's life
+        lock._kept -= 5  # and last kept it long ago
+        lock.keep()
+        assert redis.pttl(key) > 5000
+    assert redis.exists(key) == 0
+
+
+def test_a_second_turn_waits_then_is_refused_naming_the_session(redis):
+    store = sessions(redis)
+    with store.locked("maze", "s-2", wait_s=5.0):
+        with pytest.raises(Conflict) as refused, store.locked("maze", "s-2", wait_s=0.2):
+            pass
+    assert refused.value.details["field"] == "session_id"
