@@ -11,9 +11,11 @@ sessions, priorities and metrics as HTTP. docs/mqtt.md is the client's guide.
 Nothing received is lost: QoS 1 both ways, a persistent broker session (fixed client id,
 ``clean_session=False``) and manual acknowledgement: a message is acknowledged only
 once its answer is published (the broker's PUBACK), so if the gateway dies first the
-broker delivers it again when the gateway comes back. Up to ``MIA_MQTT_IN_FLIGHT``
+broker delivers it again when the gateway comes back (a reply the broker never took
+leaves its message unacknowledged too). Up to ``MIA_MQTT_IN_FLIGHT``
 messages are worked on at once; beyond that the network loop waits for a free worker,
-which stops reading from the broker: back-pressure instead of an unbounded queue. The
+which stops reading from the broker: back-pressure instead of an unbounded queue. A
+message for a session whose turn is in hand waits without a worker (``lanes``). The
 wait for PUBACKs is one thread of its own (the acker), so a worker is free again as soon
 as its answer is handed to the network loop (a worker that waited for its PUBACK itself
 would wait on the very loop that waits for it).
@@ -44,6 +46,7 @@ from tasks.settings import Settings
 from web.common.parsing import SESSION_ID
 from web.mqtt import health, stats
 from web.mqtt.broker import Broker, no_delay
+from web.mqtt.lanes import Lanes
 from web.mqtt.limits import RateLimit, RateLimited
 from web.mqtt.turns import INPUT, OUTPUT, BadInput, Turns, read_payload
 from web.services import Services, build_services
@@ -99,6 +102,7 @@ class Gateway:
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._slots = threading.BoundedSemaphore(settings.mqtt_in_flight)
+        self._lanes: Lanes[tuple[mqtt.MQTTMessage, float]] = Lanes()
         self._pool = ThreadPoolExecutor(settings.mqtt_in_flight, thread_name_prefix="mqtt")
         self._done: queue.Queue[Done | None] = queue.Queue()
         self._acker = threading.Thread(target=self._acknowledge, name="mqtt-acker", daemon=True)
@@ -156,10 +160,16 @@ class Gateway:
     # -- messages --------------------------------------------------------------------
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
-        self._slots.acquire()  # back-pressure: the network loop waits for a free worker
         self.stats.received()
+        if not self._lanes.enter(lane_of(message), (message, time.perf_counter())):
+            return  # behind its session's turn in hand (web.mqtt.lanes): no worker held
+        self._slots.acquire()  # back-pressure: the network loop waits for a free worker
+        self._run(message, time.perf_counter())
+
+    def _run(self, message: mqtt.MQTTMessage, started: float) -> None:
+        """Work on ``message`` with the slot the caller holds."""
         try:
-            self._pool.submit(self._handle, message, time.perf_counter())
+            self._pool.submit(self._handle, message, started)
         except RuntimeError:  # shutting down: not acknowledged, the broker redelivers it
             self._slots.release()
             self.stats.abandoned()
@@ -187,9 +197,13 @@ class Gateway:
             log.exception("message on %s failed", message.topic)
             error = {"error": "internal error", "code": "internal"}
             reply = self._error(project, session_id, request_id, error, message.topic)
-        finally:
-            self._slots.release()  # the answer is handed over: the acker waits for PUBACK
+        finally:  # the answer is handed over: the acker waits for its PUBACK
             self._done.put(Done(message, reply, started, ok, limited))
+            queued = self._lanes.leave(lane_of(message))
+            if queued is None:
+                self._slots.release()
+            else:  # the session's next message, on this worker's slot
+                self._run(*queued)
 
     def _error(
         self, project: str, session_id: Any, request_id: str, error: dict[str, Any], topic: str
@@ -206,14 +220,36 @@ class Gateway:
     def _acknowledge(self) -> None:
         """The acker: each message is acknowledged once its reply is published, in turn."""
         while (done := self._done.get()) is not None:
-            if done.reply is not None:
-                try:
-                    done.reply.wait_for_publish(timeout=PUBACK_WAIT_S)
-                except (ValueError, RuntimeError) as exc:  # not queued: paho says why
-                    log.warning("reply on %s not published: %s", done.message.topic, exc)
+            if done.reply is not None and not published(done.reply):
+                # Not acknowledged: the broker delivers the message again when the
+                # connection is back (the turn may then run twice; none is lost).
+                log.warning("reply to %s not published: not acknowledged", done.message.topic)
+                self.stats.abandoned()
+                continue
             self.client.ack(done.message.mid, done.message.qos)
             latency_ms = (time.perf_counter() - done.started) * 1000
             self.stats.acknowledged(done.ok, latency_ms, done.limited)
+
+
+def published(reply: mqtt.MQTTMessageInfo) -> bool:
+    """Whether the broker took ``reply`` (its PUBACK came) within ``PUBACK_WAIT_S``."""
+    try:
+        reply.wait_for_publish(timeout=PUBACK_WAIT_S)
+    except (ValueError, RuntimeError) as exc:  # not queued: paho says why
+        log.warning("reply not published: %s", exc)
+        return False
+    return reply.is_published()
+
+
+def lane_of(message: mqtt.MQTTMessage) -> tuple[str, str] | None:
+    """(project, session id) of a message that names its session; None for any other."""
+    try:
+        session_id = read_payload(message.payload).get("session_id")
+    except BadInput:
+        return None
+    if not (isinstance(session_id, str) and SESSION_ID.match(session_id)):
+        return None
+    return message.topic.split("/", 1)[0], session_id
 
 
 def main() -> int:
