@@ -27,6 +27,8 @@ def _from_env() -> dict[str, Any]:
 
 
 def __getattr__(name: str) -> Any:
+    if name.startswith("__"):  # hasattr(module, "__path__") and the like: not settings
+        raise AttributeError(name)
     try:
         return _from_env()[name]
     except KeyError:

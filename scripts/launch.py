@@ -142,7 +142,7 @@ def start(
     proc = spawn(argv, env, log, ROOT)
     try:
         wait_for(lambda: ready() or proc.poll() is not None, timeout_s, what)
-    except TimeoutError:
+    except BaseException:  # never ready, ready() failed, or Ctrl-C: nothing left behind
         stop(proc)
         raise
     if proc.poll() is not None:

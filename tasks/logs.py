@@ -26,7 +26,7 @@ request_id: ContextVar[str] = ContextVar("request_id", default="")
 
 def accept_request_id(header: str | None) -> str:
     """The caller's id if it is a sane one, else a new one."""
-    if header and REQUEST_ID.match(header):
+    if header and REQUEST_ID.fullmatch(header):
         return header
     return uuid.uuid4().hex
 

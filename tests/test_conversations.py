@@ -122,6 +122,7 @@ def test_unknown_context_keys_are_ignored_and_logged_once(api, miner, caplog):
         ({"messages": [{"role": "user"}]}, "context.messages[0].content"),
         ({"messages": ["hello"]}, "context.messages[0]"),
         ({"history": [], "messages": []}, "context"),
+        ({"history": [{"role": "user", "content": "x" * 8000}] * 5}, "context"),
     ],
 )
 def test_a_bad_context_is_refused_naming_the_field(client, context, field):

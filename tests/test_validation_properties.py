@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from tasks.errors import ValidationError
 from tests.bad_input import assert_nothing_enqueued
 from web.common import validation as v
+from web.fleet.auth import check_miner_id
 
 # Derandomized: CI sees the same examples every run; no example database on disk.
 PROPERTY = settings(max_examples=150, deadline=None, derandomize=True, database=None)
@@ -91,14 +92,14 @@ def test_a_session_id_is_clean_or_refused(value):
     except ValidationError as exc:
         assert exc.details["field"] == "session_id"
     else:
-        assert found is None or v.SESSION_ID.match(found)
+        assert found is None or v.SESSION_ID.fullmatch(found)
 
 
 @PROPERTY
 @given(value=ANY_TEXT)
 def test_an_id_in_a_url_is_clean_or_refused(value):
     try:
-        assert v.path_id(value, "job_id") == value and v.PATH_ID.match(value)
+        assert v.path_id(value, "job_id") == value and v.PATH_ID.fullmatch(value)
     except ValidationError as exc:
         assert exc.details["field"] == "job_id"
 
@@ -163,3 +164,15 @@ def test_any_job_id_in_the_url_is_a_4xx(client, redis, job_id):
     response = client.get("/jobs/" + quote(job_id.encode("utf-8", "surrogatepass"), safe=""))
     assert response.status_code in (400, 404), response.data
     assert response.is_json and response.json["error"]
+
+
+@pytest.mark.parametrize("value", ["abc\n", "abc\r\n", "\nabc"])
+def test_an_id_with_a_line_break_is_refused(value):
+    """``$`` matches before a final line feed; ids are checked whole (``fullmatch``), so
+    none reaches a Redis key, a topic or a log line with one."""
+    with pytest.raises(ValidationError):
+        v.session_id({"session_id": value})
+    with pytest.raises(ValidationError):
+        v.path_id(value, "job_id")
+    with pytest.raises(ValidationError):
+        check_miner_id(value)

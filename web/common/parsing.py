@@ -58,6 +58,7 @@ def top_p(body: dict[str, Any]) -> float:
 CONTEXT_KEYS = frozenset({"system", "history", "messages"})
 ROLES = ("system", "user", "assistant")
 MAX_CONTEXT_TURNS = 256
+CONTEXT_MESSAGES = 4  # the whole context: at most this many messages of the longest size
 DIRECT_NAMESPACE = "direct"  # the sessions of /chat/direct calls that name no project
 
 
@@ -110,7 +111,14 @@ def parse_context(body: dict[str, Any], max_chars: int) -> Context:
         raise ValidationError("give context.history or context.messages, not both", "context")
     name = "history" if "history" in raw else "messages"
     system = v.text({"context.system": raw.get("system")}, "context.system", max_chars)
-    return Context(system, _turns(raw.get(name), f"context.{name}", max_chars))
+    context = Context(system, _turns(raw.get(name), f"context.{name}", max_chars))
+    total = len(system) + sum(len(turn["content"]) for turn in context.history)
+    if total > max_chars * CONTEXT_MESSAGES:
+        raise ValidationError(
+            f"context holds {total} characters; at most {max_chars * CONTEXT_MESSAGES}",
+            "context",
+        )
+    return context
 
 
 def _turns(value: Any, name: str, max_chars: int) -> tuple[dict[str, str], ...]:

@@ -162,7 +162,7 @@ def identifier(body: dict[str, Any], name: str, max_chars: int, required: bool =
 
 def session_id(body: dict[str, Any]) -> str | None:
     value = text(body, "session_id", 64) or None
-    if value is not None and not SESSION_ID.match(value):
+    if value is not None and not SESSION_ID.fullmatch(value):
         raise ValidationError("session_id must be 1-64 of A-Z a-z 0-9 _ -", "session_id")
     return value
 
@@ -185,7 +185,7 @@ def device_id(body: dict[str, Any]) -> str | None:
 
 def path_id(value: str, name: str) -> str:
     """An id taken from the URL (job, operation): 1-64 of A-Z a-z 0-9 _ . -"""
-    if not PATH_ID.match(value):
+    if not PATH_ID.fullmatch(value):
         raise ValidationError(f"{name} must be 1-64 of A-Z a-z 0-9 _ . -", name)
     return value
 

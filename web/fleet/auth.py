@@ -65,7 +65,7 @@ def hash_key(key: str) -> str:
 
 
 def check_miner_id(miner_id: object) -> str:
-    if not isinstance(miner_id, str) or not MINER_ID.match(miner_id):
+    if not isinstance(miner_id, str) or not MINER_ID.fullmatch(miner_id):
         raise ValidationError("miner_id must be 1-64 of A-Z a-z 0-9 _ . -", "miner_id")
     return miner_id
 

@@ -208,7 +208,7 @@ class Gateway:
     def _error(
         self, project: str, session_id: Any, request_id: str, error: dict[str, Any], topic: str
     ) -> mqtt.MQTTMessageInfo | None:
-        if not (isinstance(session_id, str) and SESSION_ID.match(session_id)):
+        if not (isinstance(session_id, str) and SESSION_ID.fullmatch(session_id)):
             log.warning("bad message on %s (no session id to answer): %s", topic, error["error"])
             return None
         body = {**error, "request_id": request_id} if request_id else error
@@ -247,7 +247,7 @@ def lane_of(message: mqtt.MQTTMessage) -> tuple[str, str] | None:
         session_id = read_payload(message.payload).get("session_id")
     except BadInput:
         return None
-    if not (isinstance(session_id, str) and SESSION_ID.match(session_id)):
+    if not (isinstance(session_id, str) and SESSION_ID.fullmatch(session_id)):
         return None
     return message.topic.split("/", 1)[0], session_id
 

@@ -37,7 +37,7 @@ def client_identity(body: dict[str, Any], session_id: str | None) -> str:
     ``client_id`` raises ValidationError naming it."""
     value = body.get("client_id")
     if value is not None:
-        if not isinstance(value, str) or not CLIENT_ID.match(value):
+        if not isinstance(value, str) or not CLIENT_ID.fullmatch(value):
             raise ValidationError("client_id must be 1-64 of A-Z a-z 0-9 _ . -", "client_id")
         return f"client:{value}"
     return f"session:{session_id}" if session_id else "anonymous"

@@ -115,7 +115,7 @@ def submit_result() -> ResponseReturnValue:
     body, ignored = tolerant_body(SUBMIT_FIELDS)
     _check_claim(miner_id, miner_id_value(body.get("miner_id")))
     job_id = body.get("job_id")
-    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
         raise ValidationError("job_id is required: 1-64 of A-Z a-z 0-9 _ . -", "job_id")
     lease_id = v.identifier(body, "lease_id", 64) or None
     submission = parse_submission(body, svc.settings.max_result_chars)
