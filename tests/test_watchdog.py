@@ -13,12 +13,12 @@ from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
 from web.fleet.registry import Heartbeat, Registry
-from web.fleet.watchdog import CHECK_S, Stats
+from web.fleet.watchdog import CHECK_S, Watchdog
 
 KEYS = Keys("mia")
 
 
-def feed(stats: Stats, redis, t: float, latencies: dict[str, float], ok: bool = True) -> None:
+def feed(stats: Watchdog, redis, t: float, latencies: dict[str, float], ok: bool = True) -> None:
     """Six observations per miner, stamped just before ``t``."""
     for miner, ms in latencies.items():
         for i in range(6):
@@ -27,7 +27,7 @@ def feed(stats: Stats, redis, t: float, latencies: dict[str, float], ok: bool = 
 
 
 def test_the_summary_counts_the_last_minute(redis):
-    stats = Stats(redis, KEYS)
+    stats = Watchdog(redis, KEYS)
     for i in range(4):
         stats.record("a", 10.0 + i, 1.0, ok=i != 3)
     stats.record("b", 100.0, 5.0, ok=True)
@@ -54,7 +54,7 @@ def test_a_miner_slower_than_its_baseline_and_the_fleet_is_flagged_and_drained(r
     server = HTTPServer(("127.0.0.1", port), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        stats = Stats(redis, KEYS, webhook=f"http://127.0.0.1:{port}/alert", auto_drain=True)
+        stats = Watchdog(redis, KEYS, webhook=f"http://127.0.0.1:{port}/alert", auto_drain=True)
         t = 1_000_000.0
         for _ in range(4):  # a calm fleet builds its baselines
             t += CHECK_S
@@ -74,7 +74,7 @@ def test_a_miner_slower_than_its_baseline_and_the_fleet_is_flagged_and_drained(r
 
 
 def test_a_failing_miner_and_a_queue_wait_spike_are_flagged(redis):
-    stats = Stats(redis, KEYS)
+    stats = Watchdog(redis, KEYS)
     t = 2_000_000.0
     for _ in range(4):
         t += CHECK_S

@@ -37,7 +37,7 @@ from web.fleet.placement import ModelManager
 from web.fleet.recovery import Reaper
 from web.fleet.registry import Registry
 from web.fleet.results import ResultWaiter
-from web.fleet.watchdog import Stats
+from web.fleet.watchdog import Watchdog
 
 EXTENSION = "mia"
 
@@ -56,7 +56,7 @@ class Services:
     assistant: Assistant
     models: ModelManager
     keys: Keys
-    stats: Stats
+    stats: Watchdog
     reaper: Reaper
     breakers: Breakers
     audit: AuditLog
@@ -86,7 +86,7 @@ def build_services(settings: Settings) -> Services:
     leases = LeaseBook(client, scripts, keys, settings)
     audit = AuditLog(sessions)
     autoload = audited_autoload(models, audit) if settings.autoload else None
-    stats = Stats(client, keys, settings.alert_webhook, bool(settings.auto_drain))
+    stats = Watchdog(client, keys, settings.alert_webhook, bool(settings.auto_drain))
     breakers = Breakers(client, scripts, keys, settings)
     jobs = JobClient(
         client, keys, dispatcher, waiter, autoload=autoload, stats=stats, breakers=breakers

@@ -20,7 +20,7 @@ from tasks.errors import JobFailed, JobTimeout, ModelNotLoaded, NotFound, Servic
 from tasks.jobs import Job
 from tasks.keys import Keys, result_key, text
 from web.fleet.results import FINISHED, ResultWaiter, Waiting, outcome
-from web.fleet.watchdog import Stats
+from web.fleet.watchdog import Watchdog
 
 # How often a stream with nothing to say still sends something (an SSE comment), so
 # that a caller who went away is noticed by the web server's next write.
@@ -35,7 +35,7 @@ class JobClient:
         dispatcher: Dispatcher,
         waiter: ResultWaiter,
         autoload: Callable[[str, float], None] | None = None,
-        stats: Stats | None = None,
+        stats: Watchdog | None = None,
         breakers: Breakers | None = None,
     ) -> None:
         self._stats = stats

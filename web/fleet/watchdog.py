@@ -71,7 +71,7 @@ def p95(values: list[float]) -> float:
     return ordered[min(int(0.95 * len(ordered)), len(ordered) - 1)]
 
 
-class Stats:
+class Watchdog:
     def __init__(
         self,
         client: redis.Redis,
