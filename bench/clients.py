@@ -11,17 +11,14 @@ from dataclasses import dataclass
 import redis
 import requests
 
-from tasks.catalogue import load_catalogue
-from tasks.celery_app import create_celery
 from tasks.connections import redis_client
-from tasks.dispatch import Dispatcher, RedisSelector
+from tasks.dispatch import RedisSelector
 from tasks.keys import Keys
-from tasks.lua import Scripts
 from tasks.settings import Settings
 from web.fleet.client import JobClient
+from web.fleet.core import build_core
 from web.fleet.recovery import Reaper
 from web.fleet.registry import Registry
-from web.fleet.results import ResultWaiter
 
 
 @dataclass(frozen=True)
@@ -41,27 +38,18 @@ class Clients:
 def connect(settings: Settings) -> Iterator[Clients]:
     """``Clients`` for the stack of ``settings``; its result listener closed on leaving
     (enter it after the stack's Redis, so that it closes first)."""
-    client = redis_client(settings)
-    keys, scripts = Keys(settings.key_prefix), Scripts(client)
-    selector = RedisSelector(client, scripts, keys, settings.result_ttl_s)
-    models = set(load_catalogue(settings.catalogue_file).models)
-    dispatcher = Dispatcher(create_celery("bench", settings), selector, lambda: models)
-    waiter = ResultWaiter(
-        client, ready_timeout_s=settings.redis_timeout_s, stream_prefix=keys.stream("")
-    )
+    core = build_core(settings, redis_client(settings), "bench")
     try:
         yield Clients(
-            redis=client,
-            keys=keys,
-            selector=selector,
-            jobs=JobClient(client, keys, dispatcher, waiter),
-            registry=Registry(
-                client, keys, settings.heartbeat_ttl_s, scripts, settings.offline_window_s
-            ),
-            reaper=Reaper(client, scripts, keys, settings, selector),
+            redis=core.redis,
+            keys=core.keys,
+            selector=core.selector,
+            jobs=JobClient(core.redis, core.keys, core.dispatcher, core.waiter),
+            registry=core.registry,
+            reaper=core.reaper,
         )
     finally:
-        waiter.close()
+        core.waiter.close()
 
 
 def legacy_key(settings: Settings, miner_id: str) -> str:

@@ -227,11 +227,7 @@ class Assistant:
                 turn.actions.append(toolbox.run(call))
         response = text or summary(turn.actions)
         session = turn.session
-        session.history += [
-            self._sessions.turn("user", turn.message),
-            self._sessions.turn("assistant", response),
-        ]
-        self._sessions.save(session, turn.project.max_history_tokens)
+        self._sessions.remember(session, turn.message, response, turn.project.max_history_tokens)
         return {
             "session_id": session.session_id,
             "class": turn.label,

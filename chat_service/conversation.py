@@ -91,7 +91,7 @@ class Conversations:
             session = self._sessions.load(turn.namespace, turn.session_id)
             result = self._jobs.run(self._job(turn, session.messages()), self._timeout_s)
             lock.keep()
-            self._remember(session, turn, result["response"])
+            self._sessions.remember(session, turn.message, result["response"], turn.history_tokens)
         return {**result, "session_id": session.session_id}
 
     def stream(self, turn: ChatTurn, new_session: bool = False) -> Iterator[Event]:
@@ -127,19 +127,14 @@ class Conversations:
             for kind, data in events:
                 lock.keep()
                 if kind == "done":
-                    self._remember(session, turn, data["response"])
+                    self._sessions.remember(
+                        session, turn.message, data["response"], turn.history_tokens
+                    )
                     data = {**data, "session_id": session.session_id}
                 yield kind, data
 
     def _job(self, turn: ChatTurn, history: list[dict[str, str]]) -> Job:
         return replace(turn.job, messages=messages_for(turn, history))
-
-    def _remember(self, session: Session, turn: ChatTurn, answer: str) -> None:
-        session.history += [
-            self._sessions.turn("user", turn.message),
-            self._sessions.turn("assistant", answer),
-        ]
-        self._sessions.save(session, turn.history_tokens)
 
 
 def chat_reply(result: dict[str, Any], started: float) -> dict[str, Any]:

@@ -165,6 +165,11 @@ class SessionStore:
             except LockError:  # expired while held: the next turn may already have it
                 log.warning("session %s: the turn outlived its lock", session_id)
 
+    def remember(self, session: Session, message: str, answer: str, max_tokens: int) -> None:
+        """Add one exchange (the message and its answer) to the session, and save it."""
+        session.history += [self.turn("user", message), self.turn("assistant", answer)]
+        self.save(session, max_tokens)
+
     def turn(self, role: str, content: str) -> Turn:
         return Turn(role, content, self._counter.message(role, content))
 

@@ -17,17 +17,14 @@ from chat_service.sessions import SessionStore
 from chat_service.store import Store
 from chat_service.tokens import counter
 from tasks.breaker import Breakers
-from tasks.catalogue import load_catalogue
-from tasks.celery_app import create_celery
 from tasks.connections import redis_client
-from tasks.dispatch import Dispatcher, RedisSelector
 from tasks.keys import Keys
-from tasks.lua import Scripts
 from tasks.settings import Settings
 from tasks.tokens import admin_token
 from web.fleet.audit import AuditLog
 from web.fleet.auth import MinerAuth
 from web.fleet.client import JobClient
+from web.fleet.core import build_core
 from web.fleet.db import make_engine, make_sessions
 from web.fleet.housekeeping import Housekeeper
 from web.fleet.leases import LeaseBook
@@ -71,17 +68,10 @@ def build_services(settings: Settings) -> Services:
         socket_keepalive=True,
         health_check_interval=30,
     )
-    keys = Keys(settings.key_prefix)
-    celery = create_celery("web", settings)
-    scripts = Scripts(client)
-    selector = RedisSelector(client, scripts, keys, settings.result_ttl_s)
-    waiter = ResultWaiter(
-        client, ready_timeout_s=settings.redis_timeout_s, stream_prefix=keys.stream("")
-    )
+    core = build_core(settings, client, "web")
+    keys, scripts, celery, waiter = core.keys, core.scripts, core.celery, core.waiter
+    registry, catalogue, dispatcher = core.registry, core.catalogue, core.dispatcher
     sessions = make_sessions(make_engine(settings.database_url))
-    catalogue = load_catalogue(settings.catalogue_file)
-    registry = Registry(client, keys, settings.heartbeat_ttl_s, scripts, settings.offline_window_s)
-    dispatcher = Dispatcher(celery, selector, lambda: set(catalogue.models))
     models = ModelManager(registry, catalogue, celery, Operations(client, keys, registry, waiter))
     leases = LeaseBook(client, scripts, keys, settings)
     audit = AuditLog(sessions)
@@ -91,7 +81,7 @@ def build_services(settings: Settings) -> Services:
     jobs = JobClient(
         client, keys, dispatcher, waiter, autoload=autoload, stats=stats, breakers=breakers
     )
-    reaper = Reaper(client, scripts, keys, settings, selector)
+    reaper = core.reaper
     assistant = Assistant(
         load_projects(Path(settings.projects_file) if settings.projects_file else None),
         jobs,
