@@ -142,7 +142,7 @@ def start(
     proc = spawn(argv, env, log, ROOT)
     try:
         wait_for(lambda: ready() or proc.poll() is not None, timeout_s, what)
-    except TimeoutError:
+    except BaseException:  # never ready, or Ctrl-C while waiting: nothing left running
         stop(proc)
         raise
     if proc.poll() is not None:
