@@ -23,10 +23,33 @@ from typing import Any
 
 import requests
 
+from tasks.settings import Settings
+
 log = logging.getLogger(__name__)
 
 MINER_KEY_HEADER = "X-Miner-Key"
 MAX_RETRY_S = 30.0
+
+
+def key_file(settings: Settings, miner_id: str) -> Path:
+    """Where a miner keeps its key between runs (``MIA_MINER_KEY_FILE``)."""
+    if settings.miner_key_file:
+        return Path(settings.miner_key_file)
+    return Path(settings.data_dir) / f"miner-{miner_id}.key"
+
+
+def read_key(path: Path) -> str:
+    """The key kept in ``path`` ('' if none)."""
+    return path.read_text().strip() if path.is_file() else ""
+
+
+def keep_key(path: Path, key: str) -> None:
+    """Write ``key`` where the next process of its miner finds it (owner-only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(key)
+    os.replace(partial, path)
 
 
 class RegistrationRefused(requests.RequestException):
@@ -106,7 +129,7 @@ class HeartbeatSender:
 
     def _register(self) -> None:
         headers = {"Authorization": f"Bearer {self._token}"}
-        kept = self._kept_key()
+        kept = read_key(self._key_file) if self._key_file else ""
         if kept:
             headers[MINER_KEY_HEADER] = kept
         response = self._http.post(
@@ -126,24 +149,10 @@ class HeartbeatSender:
                 f"{response.text.strip()}"
             )
         self._key = response.json()["key"]
-        self._keep_key(self._key)
+        if self._key_file is not None:
+            keep_key(self._key_file, self._key)
         self._pause_s = self._interval_s
         log.info("registered miner %s at %s", self._miner_id, self._api)
-
-    def _kept_key(self) -> str | None:
-        if self._key_file is None or not self._key_file.is_file():
-            return None
-        return self._key_file.read_text().strip() or None
-
-    def _keep_key(self, key: str | None) -> None:
-        """Write the key where the next process of this miner finds it (owner-only)."""
-        if self._key_file is None or key is None:
-            return
-        self._key_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self._key_file.with_name(self._key_file.name + ".tmp")
-        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            f.write(key)
-        os.replace(partial, self._key_file)
 
     def _send(self, body: dict[str, Any]) -> requests.Response:
         return self._http.post(

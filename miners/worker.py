@@ -20,14 +20,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from pathlib import Path
 from typing import Any
 
 from celery import Celery, current_app, signals
 
 from miners.autotune import Tuning, tune
 from miners.engines import Loaded, load_engine
-from miners.heartbeat import HeartbeatSender
+from miners.heartbeat import HeartbeatSender, key_file
 from miners.runtime import MinerRuntime
 from tasks import logs, tracing
 from tasks.broker import transport
@@ -67,13 +66,6 @@ def miner_id_for(settings: Settings, queues: list[str], nodename: str) -> str:
         if found:
             return found
     raise ConfigError("a miner needs a queue gpu-<id>: celery -A miners worker -Q gpu-<id>")
-
-
-def key_file(settings: Settings, miner_id: str) -> Path:
-    """Where this miner keeps its key between runs (``MIA_MINER_KEY_FILE``)."""
-    if settings.miner_key_file:
-        return Path(settings.miner_key_file)
-    return Path(settings.data_dir) / f"miner-{miner_id}.key"
 
 
 def _shut_down(reason: str) -> None:

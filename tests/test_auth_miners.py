@@ -1,13 +1,16 @@
-"""Miner keys with real push miners: revocation, an admin rotation, a restart on the key file."""
+"""Miner keys with real push miners: revocation, an admin rotation, a restart on the key
+file; and how ``make run`` renews its own miner's key with the admin token."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import requests
 
 from scripts.processes import stop, wait_for
-from tests.conftest import ADMIN, live_miner_ids
+from scripts.stack import renew_own_key
+from tests.conftest import ADMIN, ADMIN_TOKEN, TOKEN, live_miner_ids
 
 
 def chat(api, message: str) -> dict:
@@ -66,3 +69,45 @@ def test_a_restarted_miner_renews_its_id_with_its_key_file(api, miner, settings)
         timeout=5,
     )
     assert taken.status_code == 409  # the shared token alone cannot take its id
+
+
+def test_make_run_renews_its_own_miners_key_when_the_database_has_another(api, settings):
+    """What ``make run`` does before it starts miner gpu-0, for each state of the id."""
+    path = key_file(settings, "own")
+
+    def registers() -> int:  # what the miner does at start, with its key file
+        response = api.post(
+            f"{api.base}/register",
+            json={"miner_id": "own"},
+            headers={"Authorization": f"Bearer {TOKEN}", "X-Miner-Key": path.read_text()},
+            timeout=5,
+        )
+        if response.ok:
+            path.write_text(response.json()["key"])
+        return response.status_code
+
+    assert renew_own_key(settings, api.base, ADMIN_TOKEN, "own") == ""  # a new id
+    path.write_text("a key of another database's")
+    assert registers() == 200  # a new id registers with any key
+    assert renew_own_key(settings, api.base, ADMIN_TOKEN, "own") == ""  # its current key
+
+    path.write_text("a key of another database's")
+    assert registers() == 401  # what the miner would meet, again and again
+    note = renew_own_key(settings, api.base, ADMIN_TOKEN, "own")
+    assert f"{path} holds another key" in note and "renewed its key" in note
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert registers() == 200
+
+    path.unlink()
+    assert "there is no key file" in renew_own_key(settings, api.base, ADMIN_TOKEN, "own")
+    assert registers() == 200
+
+    api.delete(f"{api.base}/api/v2/miners/own/key", headers=ADMIN, timeout=5)
+    assert "reinstated it" in renew_own_key(settings, api.base, ADMIN_TOKEN, "own")
+    assert registers() == 200
+
+    path.write_text("a key of another database's")
+    with pytest.raises(RuntimeError, match="without an admin token .* MIA_ADMIN_TOKEN"):
+        renew_own_key(settings, api.base, "", "own")
+    with pytest.raises(RuntimeError, match="answered 401"):
+        renew_own_key(settings, api.base, "not the admin token", "own")

@@ -77,6 +77,22 @@ def same_secret(expected: str, presented: str | None) -> bool:
     )
 
 
+def key_standing(sessions: sessionmaker[Session], miner_id: str, key: str) -> str:
+    """What registering ``miner_id`` with ``key`` as its ``X-Miner-Key`` meets in the
+    database, read without changing anything: ``new`` (no such id: it registers with
+    any key), ``current`` (its key), or, where only the admin token renews the id,
+    ``missing`` (no key), ``stale`` (another key) or ``revoked``."""
+    with sessions() as session:
+        miner = session.get(Miner, miner_id)
+    if miner is None:
+        return "new"
+    if miner.revoked_at is not None:
+        return "revoked"
+    if not key:
+        return "missing"
+    return "current" if hmac.compare_digest(hash_key(key), miner.key_hash) else "stale"
+
+
 class MinerAuth:
     """Registers miners, checks, rotates and revokes their keys."""
 
