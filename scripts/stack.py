@@ -39,7 +39,7 @@ from sqlalchemy.engine import make_url
 
 from miners.heartbeat import keep_key, key_file, read_key
 from scripts import redis_server
-from scripts.launch import ROOT, gateway_argv, miner_argv, start, start_web
+from scripts.launch import ROOT, answers_ok, gateway_argv, miner_argv, start, start_web
 from scripts.processes import spawn, stop
 from tasks.connections import redis_options
 from tasks.settings import Settings
@@ -167,17 +167,10 @@ class Stack:
             self.children.append(Child("the MQTT gateway", spawn(argv, self.env, cwd=ROOT), argv))
             return
         health = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/healthz"
-        subscribed = partial(self._get_ok, health)
+        subscribed = partial(answers_ok, health)
         gateway = start(argv, self.env, None, subscribed, 60, "the MQTT gateway")
         self.children.append(Child("the MQTT gateway", gateway, argv))
         print(f"MQTT gateway on {self.settings.mqtt_url}: subscribed ({health})", flush=True)
-
-    @staticmethod
-    def _get_ok(url: str) -> bool:
-        try:
-            return requests.get(url, timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
 
     def _redis(self) -> None:
         if redis_server.answers(self.settings.redis_url, **redis_options(self.settings)):
@@ -195,7 +188,10 @@ class Stack:
         for child in self.children:  # while starting, any exit stops the stack
             if child.proc.poll() is not None:
                 raise RuntimeError(f"{child.name} exited with {exit_status(child.proc.returncode)}")
-        miners = requests.get(f"{base}/metrics/gpus", timeout=2).json()["miners"]
+        try:
+            miners = requests.get(f"{base}/metrics/gpus", timeout=2).json()["miners"]
+        except requests.RequestException:  # the web tier is busy: ask again
+            return False
         return any(m["miner_id"] == MINER and m["status"] != "offline" for m in miners)
 
     def wait(self) -> None:
