@@ -67,7 +67,7 @@ def json_object(allowed: set[str], tolerant: bool = False) -> dict[str, Any] | T
     """The request body as a strict JSON object with no field outside ``allowed``.
 
     ``tolerant`` (the legacy endpoints): a field outside ``allowed`` is left out instead
-    of refused, and named in the answer's ``ignored`` (sorted). The body is still strict
+    of refused, and named in the returned ``Tolerated.ignored`` (sorted). The body is still strict
     JSON throughout, unknown fields included (no NaN, lone surrogate, deep nesting)."""
     if not request.is_json:
         raise ValidationError("body must be JSON (content-type: application/json)", "body")

@@ -12,22 +12,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import redis
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from tasks.keys import Keys
 from web.fleet.registry import Registry
 
 
 class FleetCollector(Collector):
     """Gauges read from Redis at scrape time."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, registry: Registry) -> None:
-        self._redis = client
-        self._keys = keys
+    def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
     def collect(self) -> Iterator[Metric]:

@@ -22,7 +22,7 @@ def healthz() -> ResponseReturnValue:
 @bp.get("/metrics")
 def prometheus() -> ResponseReturnValue:
     svc = services()
-    fleet = FleetCollector(svc.redis, svc.keys, svc.registry)
+    fleet = FleetCollector(svc.registry)
     return Response(exposition(fleet), mimetype=CONTENT_TYPE_LATEST)
 
 
