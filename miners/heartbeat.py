@@ -10,6 +10,13 @@ rotated; a refused registration is retried with a growing pause. A revoked miner
 (403 ``revoked``) stops: ``on_revoked`` shuts the worker down so it takes no more work.
 A heartbeat that cannot be delivered is logged and retried on the next tick, so the
 miner drops out of dispatch only by its heartbeat key expiring.
+
+Nothing else stops the loop either: a key file that cannot be written (a volume its
+user may not write, a path under a file) leaves the key in memory, the miner beating,
+and the write retried on each tick until it succeeds; a key file that cannot be read
+counts as none. Each kind of failure is logged once, not every second, and again only
+after it has cleared. (A thread that died here would leave a worker that takes
+``shared`` work but never joins dispatch.)
 """
 
 from __future__ import annotations
@@ -77,6 +84,8 @@ class HeartbeatSender:
         self._pause_s = interval_s
         self._http = requests.Session()
         self._key: str | None = None
+        self._unkept: str | None = None  # a key not yet in its file (the write failed)
+        self._failing: set[str] = set()  # the kinds of failure logged, until they clear
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mia-heartbeat", daemon=True)
@@ -84,6 +93,10 @@ class HeartbeatSender:
 
     def start(self) -> None:
         self._thread.start()
+
+    def is_alive(self) -> bool:
+        """Whether the heartbeat thread runs (it stops only when told to, or revoked)."""
+        return self._thread.is_alive()
 
     def beat_now(self) -> None:
         """Send the next heartbeat at once (the miner's models changed)."""
@@ -105,15 +118,20 @@ class HeartbeatSender:
             pause = self._interval_s
             try:
                 self._tick()
+                self._cleared("tick", "heartbeat ticks run again")
             except RegistrationRefused as exc:
                 log.error("%s (next try in %.0f s)", exc, self._pause_s)
                 pause, self._pause_s = self._pause_s, min(self._pause_s * 2, MAX_RETRY_S)
             except requests.RequestException as exc:
                 log.warning("heartbeat to %s failed: %s", self._api, exc)
+            except Exception as exc:  # noqa: BLE001 - the loop outlives any one tick
+                self._failed("tick", exc, "heartbeat tick failed; beating on")
             self._wake.wait(pause)
             self._wake.clear()
 
     def _tick(self) -> None:
+        if self._unkept is not None:
+            self._keep_key(self._unkept)
         if self._key is None:
             self._register()
             if self._key is None:
@@ -129,7 +147,7 @@ class HeartbeatSender:
 
     def _register(self) -> None:
         headers = {"Authorization": f"Bearer {self._token}"}
-        kept = read_key(self._key_file) if self._key_file else ""
+        kept = self._kept_key()
         if kept:
             headers[MINER_KEY_HEADER] = kept
         response = self._http.post(
@@ -149,10 +167,55 @@ class HeartbeatSender:
                 f"{response.text.strip()}"
             )
         self._key = response.json()["key"]
-        if self._key_file is not None:
-            keep_key(self._key_file, self._key)
+        self._keep_key(self._key)
         self._pause_s = self._interval_s
         log.info("registered miner %s at %s", self._miner_id, self._api)
+
+    def _kept_key(self) -> str | None:
+        if self._key_file is None:
+            return None
+        try:
+            kept = read_key(self._key_file) or None
+        except OSError as exc:
+            self._failed("read", exc, f"cannot read the key file {self._key_file}")
+            return None
+        self._cleared("read", f"the key file {self._key_file} reads again")
+        return kept
+
+    def _keep_key(self, key: str | None) -> None:
+        """Write the key where the next process of this miner finds it (owner-only).
+
+        A failed write keeps the key in memory and is tried again on the next tick."""
+        if self._key_file is None or key is None:
+            return
+        try:
+            keep_key(self._key_file, key)
+        except OSError as exc:
+            self._unkept = key
+            self._failed(
+                "write",
+                exc,
+                f"cannot keep miner {self._miner_id}'s key in {self._key_file} (retrying each "
+                "heartbeat; beating with the key in memory, but a restart before the write "
+                "succeeds cannot renew this id)",
+            )
+            return
+        self._unkept = None
+        self._cleared("write", f"miner {self._miner_id}'s key is kept in {self._key_file}")
+
+    def _failed(self, kind: str, exc: BaseException, what: str) -> None:
+        """Log a failure the first time its kind (and exception type) is seen."""
+        seen = f"{kind}:{type(exc).__name__}"
+        if seen not in self._failing:
+            self._failing.add(seen)
+            log.error("%s: %s", what, exc, exc_info=kind == "tick")
+
+    def _cleared(self, kind: str, what: str) -> None:
+        """A kind of failure is over: say so once, and log it again if it comes back."""
+        gone = {seen for seen in self._failing if seen.startswith(f"{kind}:")}
+        if gone:
+            self._failing -= gone
+            log.info("%s", what)
 
     def _send(self, body: dict[str, Any]) -> requests.Response:
         return self._http.post(

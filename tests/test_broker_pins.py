@@ -57,6 +57,7 @@ from tasks.keys import SHARED_QUEUE, result_key, text
 from tasks.lua import source
 from tasks.settings import Settings
 from tests.conftest import ROOT
+from tests.requirement_files import pins
 
 QUEUE = "pins"
 
@@ -149,11 +150,10 @@ def resolve(dotted: str) -> object:
 
 
 def pinned(package: str) -> str:
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        found = re.match(rf"{package}(\[[^\]]*\])?==([^\s#]+)", line.strip())
-        if found:
-            return found.group(2)
-    raise AssertionError(f"{package} is not pinned in requirements.txt")
+    """Its version in requirements.txt (or a file it includes: requirements-gateway.txt)."""
+    found = pins(ROOT / "requirements.txt")
+    assert package in found, f"{package} is not pinned in requirements.txt"
+    return found[package]
 
 
 def parameters(function: Any) -> list[tuple[str, object, object]]:

@@ -1,7 +1,10 @@
 """docker-compose.yml: the whole stack, each command one this suite also runs natively.
 
 No Docker engine runs on these machines, so the file is checked for structure (and
-with ``docker compose config`` where that command exists).
+with ``docker compose config`` where that command exists): each service on its image,
+the GPU miner behind the ``gpu`` profile with a device reserved, every volume mounted
+where its image made the directory for it, and the secrets from an ``.env`` that the
+command in docs/operations.md makes once from .env.example.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from chat_service.projects import load_projects
 from scripts.launch import web_argv
 from tasks.settings import Settings
 from tests.conftest import ROOT
+from tests.dockerfiles import DATA_DIR, IMAGES, stages
 
 COMPOSE = ROOT / "docker-compose.yml"
 MOSQUITTO = ROOT / "deploy" / "mosquitto"
@@ -41,6 +45,7 @@ def test_the_stack_has_every_part():
         "web",
         "miner-0",
         "miner-1",
+        "gpu-miner",
         "flower",
         "prometheus",
         "mosquitto",
@@ -69,6 +74,121 @@ def test_commands_are_the_ones_the_tests_run():
         ]  # the miner fixture's command (tests/conftest.py)
     assert command(found["flower"]) == ["python", "-m", "scripts.flower"]  # tests/test_flower.py
     assert command(found["mqtt-gateway"]) == ["python", "-m", "web.mqtt"]  # test_mqtt
+    assert command(found["gpu-miner"])[:5] == ["celery", "-A", "miners", "worker", "-Q"]
+
+
+def image(service: dict) -> str:
+    """The image (a key of tests.dockerfiles.IMAGES) a service is built from."""
+    build = service["build"]
+    assert build["context"] == "."  # the repository root, filtered by .dockerignore
+    (name,) = [name for name, path in IMAGES.items() if path == ROOT / build["dockerfile"]]
+    return name
+
+
+def test_each_service_runs_on_its_image():
+    found = services()
+    built = {name: image(service) for name, service in found.items() if "build" in service}
+    assert built == {
+        "web": "gateway",
+        "flower": "gateway",
+        "mqtt-gateway": "gateway",
+        "miner-0": "miner",
+        "miner-1": "miner",
+        "gpu-miner": "gpu-miner",
+    }
+    for name in ("miner-0", "miner-1"):
+        assert found[name]["environment"]["MIA_ENGINE"] == "llamacpp"
+    assert found["gpu-miner"]["environment"]["MIA_ENGINE"] == "vllm"
+
+
+def test_the_gpu_miner_is_in_the_gpu_profile_with_an_nvidia_gpu_reserved():
+    found = services()
+    profiled = {
+        name: service["profiles"] for name, service in found.items() if "profiles" in service
+    }
+    assert profiled == {"gpu-miner": ["gpu"]}  # plain `docker compose up` starts the rest
+    (device,) = found["gpu-miner"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia"
+    assert "gpu" in device["capabilities"]
+    assert device.get("count") or device.get("device_ids")
+    assert found["gpu-miner"]["depends_on"]["web"] == {"condition": "service_healthy"}
+
+
+def mounts(service: dict) -> dict[str, str]:
+    """A service's volumes: mount target -> source."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        found[target] = source
+    return found
+
+
+def test_the_miners_keep_their_keys_on_a_volume_their_user_owns():
+    document = yaml.safe_load(COMPOSE.read_text())
+    for name in ("miner-0", "miner-1", "gpu-miner"):
+        service = document["services"][name]
+        final = stages(IMAGES[image(service)])[-1]
+        data_dir = service["environment"]["MIA_DATA_DIR"]
+        # where the image made the directory its user owns (tests/test_images.py): a new
+        # volume mounted there starts out with that owner, so the key can be written
+        assert data_dir == final.env["MIA_DATA_DIR"] == DATA_DIR
+        assert mounts(service)[data_dir] == "miner-keys"
+    assert "miner-keys" in document["volumes"]
+
+
+def test_every_named_volume_is_declared_and_mosquitto_persists_on_one():
+    document = yaml.safe_load(COMPOSE.read_text())
+    for name, service in document["services"].items():
+        for target, source in mounts(service).items():
+            assert source.startswith((".", "/")) or source in document["volumes"], (name, target)
+    conf = directives(MOSQUITTO / "mosquitto.conf")
+    kept = mounts(document["services"]["mosquitto"])[conf["persistence_location"].rstrip("/")]
+    assert kept in document["volumes"]
+
+
+VARIABLE = re.compile(r"\$\{(\w+)(:?[-?])?([^}]*)\}")
+
+
+def variables() -> dict[str, str]:
+    """Each ${VAR} the compose file reads: VAR -> its operator (":?" required, ":-" default)."""
+    return {m.group(1): m.group(2) or "" for m in VARIABLE.finditer(COMPOSE.read_text())}
+
+
+def env_file(path) -> dict[str, str]:
+    found = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            found[key.strip()] = value
+    return found
+
+
+def docs_env_command() -> str:
+    """The command docs/operations.md gives to make .env."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    (block,) = re.findall(r"```bash\n(test -e \.env .*?)```", text, re.S)
+    return str(block)
+
+
+def test_compose_reads_its_secrets_from_the_env_file_the_docs_make(tmp_path):
+    used = variables()
+    required = {name for name, op in used.items() if op == ":?"}
+    assert {"MIA_REGISTRATION_TOKEN", "MIA_ADMIN_TOKEN", "MIA_FLOWER_PASSWORD"} <= required
+    example = env_file(ROOT / ".env.example")
+    assert required <= set(example), "every secret compose asks for has its line"
+    assert all(example[name] == "" for name in required), "no secret is shipped"
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
+
+    (tmp_path / ".env.example").write_text((ROOT / ".env.example").read_text())
+    subprocess.run(["bash", "-c", docs_env_command()], cwd=tmp_path, check=True, timeout=30)
+    made = env_file(tmp_path / ".env")
+    assert (tmp_path / ".env").stat().st_mode & 0o077 == 0  # its owner's only
+    secrets = [made[name] for name in required]
+    assert all(len(value) >= 32 for value in secrets) and len(set(secrets)) == len(secrets)
+    # URL-safe: the gateway's password goes into MIA_MQTT_URL as it is
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", value) for value in secrets)
+    subprocess.run(["bash", "-c", docs_env_command()], cwd=tmp_path, check=True, timeout=30)
+    assert env_file(tmp_path / ".env") == made, "run again, it keeps the tokens it made"
 
 
 def test_prometheus_scrapes_the_web_tier():
@@ -160,11 +280,7 @@ def test_compose_probes_the_gateway_health_check():
     reason="no docker compose here: the structure checks above stand in",
 )
 def test_docker_compose_accepts_the_file():
-    env = {
-        "MIA_REGISTRATION_TOKEN": "x",
-        "MIA_ADMIN_TOKEN": "z",
-        "MIA_FLOWER_PASSWORD": "y",
-        "MIA_MQTT_GATEWAY_PASSWORD": "w",
-        "PATH": "/usr/bin:/bin",
-    }
-    subprocess.run(["docker", "compose", "config", "-q"], cwd=ROOT, env=env, check=True)
+    env = {name: "x" for name in env_file(ROOT / ".env.example")}
+    env["PATH"] = "/usr/bin:/bin"
+    argv = ["docker", "compose", "--profile", "gpu", "config", "-q"]
+    subprocess.run(argv, cwd=ROOT, env=env, check=True)
