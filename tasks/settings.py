@@ -153,6 +153,8 @@ class EngineSettings:
     vllm_kv_cache_bytes: int = 0
     vllm_dtype: str = "auto"
     vllm_enforce_eager: int = 0
+    vllm_trust_remote_code: int = 0
+    vllm_offline: int = 0
     echo_delay_ms: float = 0.0
     echo_load_ms: float = 0.0
     echo_batch: int = 0

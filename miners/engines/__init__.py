@@ -113,5 +113,7 @@ def start_engine(name: str, settings: Settings) -> Engine:
             max_num_seqs=max(settings.slots, 1),
             dtype=settings.vllm_dtype,
             enforce_eager=bool(settings.vllm_enforce_eager),
+            trust_remote_code=bool(settings.vllm_trust_remote_code),
+            offline=bool(settings.vllm_offline),
         )
     )
