@@ -40,7 +40,7 @@ def test_a_directory_is_loaded_from_its_path_with_home_expanded(model_dir, monke
 
 def test_a_hub_id_is_passed_on_online_and_a_bad_one_is_refused():
     assert resolve_model(HUB_ID) == HUB_ID
-    for bad in ("qwen", "a/b/c", "org/-name", "org--x/name", "org/na me", "/"):
+    for bad in ("qwen", "a/b/c", "org/-name", "org--x/name", "org/na me", "/", "org/name\n"):
         with pytest.raises(EngineUnavailable):
             resolve_model(bad)
 
@@ -49,9 +49,11 @@ def test_offline_a_hub_id_needs_the_local_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(EngineUnavailable, match=f"model {HUB_ID} .*HF_HUB_OFFLINE"):
         resolve_model(HUB_ID)
-    snapshot = tmp_path / "hf/hub/models--Qwen--Qwen2.5-7B-Instruct-AWQ/snapshots/abc"
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text("{}")
+    repo = tmp_path / "hf/hub/models--Qwen--Qwen2.5-7B-Instruct-AWQ"
+    (repo / "snapshots/abc").mkdir(parents=True)
+    (repo / "snapshots/abc/config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs/main").write_text("abc")  # the cache's layout: main -> that snapshot
     assert resolve_model(HUB_ID) == HUB_ID
 
 

@@ -89,9 +89,13 @@ def hub_cache(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def cached(hub_id: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether a snapshot of ``hub_id`` with a config.json is in the local hub cache."""
-    repo = hub_cache(environ) / ("models--" + hub_id.replace("/", "--"))
-    return any((repo / "snapshots").glob("*/config.json"))
+    """Whether ``hub_id``'s config.json (its main revision) is in the local hub cache.
+    The cache is looked up by huggingface_hub; where it is, is read now (``hub_cache``):
+    huggingface_hub reads its variables once, when it is first imported."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(hub_id, "config.json", cache_dir=hub_cache(environ))
+    return isinstance(found, str)
 
 
 def resolve_model(model: str, environ: Mapping[str, str] | None = None) -> str:
@@ -110,7 +114,7 @@ def resolve_model(model: str, environ: Mapping[str, str] | None = None) -> str:
                 " hub id; make test-vllm converts the small one)"
             )
         return str(path)
-    if not HUB_ID.match(value) or "--" in value or ".." in value:
+    if not HUB_ID.fullmatch(value) or "--" in value or ".." in value:
         raise EngineUnavailable(
             f"MIA_VLLM_MODEL={model!r} is neither a model directory nor a hub id (org/name)"
         )
