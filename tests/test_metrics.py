@@ -9,7 +9,9 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from miners.engines.echo import EchoEngine
 from miners.engines.vllm import cache_figures
+from miners.runtime import MinerRuntime
 from tasks.breaker import Breakers
 from tasks.keys import Keys
 from tasks.lua import Scripts
@@ -141,3 +143,23 @@ def metric(name: str, value: float) -> SimpleNamespace:
 )
 def test_vllm_s_own_cache_figures_are_read_from_its_metrics(snapshot, figures):
     assert cache_figures(snapshot) == figures
+
+
+class CachingEngine(EchoEngine):
+    """An engine that reports its own cache figures, as the vLLM engine does."""
+
+    def cache_stats(self) -> dict[str, float]:
+        return {"kv_cache_usage": 0.3, "prefix_cache_hit_ratio": 0.9}
+
+
+def test_an_engine_s_own_figures_join_the_heartbeat_s_engine_stats(redis, settings):
+    for engine, extra in (
+        (CachingEngine(), {"kv_cache_usage", "prefix_cache_hit_ratio"}),
+        (EchoEngine(), set()),
+    ):
+        runtime = MinerRuntime(settings, "gauge-m", engine)
+        try:
+            stats = runtime.heartbeat()["engine_stats"]
+        finally:
+            runtime.close()
+        assert set(stats) == {"tokens_per_second", "ttft_seconds"} | extra
