@@ -160,7 +160,12 @@ class MinerRuntime:
             "group": self.device.group,
             "boot": self.boot,
         }
-        body["engine_stats"] = self._stats.snapshot()
+        stats: dict[str, float] = self._stats.snapshot()
+        if self.device.models:  # engines that report their own figures (vLLM's caches)
+            cache_stats = getattr(self.engine, "cache_stats", None)
+            if callable(cache_stats):
+                stats.update(cache_stats())
+        body["engine_stats"] = stats
         if self.skipped:
             body["engine_fallbacks"] = [{"engine": n, "reason": r} for n, r in self.skipped]
         if self.autotune:

@@ -13,6 +13,7 @@ web tier records a timeout, which a stuck miner cannot report itself.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -59,9 +60,35 @@ class Breakers:
             log.warning("breaker of miner %s %s", miner_id, change)
         return change
 
+    def states(self, miner_ids: list[str]) -> dict[str, str]:
+        """Each miner's breaker as dispatch sees it (``reserve.lua``), in one pipelined
+        read: ``closed``, ``open`` (skipped until its cool-down is over, or while its one
+        trial job runs) or ``half_open`` (the next job it gets is a trial)."""
+        if not miner_ids:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(self._keys.breakers, miner_ids)
+        pipe.time()
+        raw, (seconds, micros) = pipe.execute()
+        now_ms = seconds * 1000 + micros // 1000
+        states = {}
+        for miner_id, value in zip(miner_ids, raw, strict=True):
+            states[miner_id] = _state(value, now_ms)
+        return states
+
     def record_quietly(self, miner_id: str, ok: bool) -> None:
         """``record``, logging instead of raising when Redis does not answer."""
         try:
             self.record(miner_id, ok)
         except redis.RedisError as exc:
             log.warning("could not record an outcome of miner %s: %s", miner_id, exc)
+
+
+def _state(raw: bytes | str | None, now_ms: int) -> str:
+    if raw is None:
+        return "closed"
+    try:
+        until = float(json.loads(raw).get("until") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return "closed"  # as reserve.lua: a state it cannot decode does not stop dispatch
+    return "open" if now_ms < until else "half_open"

@@ -1,9 +1,13 @@
 """Tracing with OpenTelemetry: one trace from the web request, through dispatch, into
 the Celery task on the miner.
 
-Off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: then every process exports its
-spans over OTLP/HTTP, and the trace context travels in the task message's headers
-(W3C ``traceparent``). Off, nothing is set up and every call here returns at once.
+Off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is
+set: then every process exports its spans over OTLP, and the trace context travels in
+the task message's headers (W3C ``traceparent``). Off, nothing is set up and every call
+here returns at once. The standard OpenTelemetry variables choose the rest:
+``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf``,
+the default, or ``grpc``: port 4317), and ``OTEL_TRACES_SAMPLER`` /
+``OTEL_TRACES_SAMPLER_ARG``, which the SDK's ``TracerProvider`` reads itself.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, propagate, trace
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 # Set by setup(); None: tracing is off. (Not taken at import: getting a tracer makes
 # OpenTelemetry read the environment.)
@@ -24,19 +31,53 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-def setup(service: str) -> None:
-    """Export this process's spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
-    global _tracer
-    if _tracer is not None or not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        return
+PROTOCOLS = ("http/protobuf", "grpc")
+
+
+def protocol() -> str:
+    """The OTLP protocol the standard variables ask for (traces' own first)."""
+    chosen = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if chosen not in PROTOCOLS:
+        raise ValueError(f"OTLP protocol {chosen!r} is not supported here: use one of {PROTOCOLS}")
+    return chosen
+
+
+def exporter() -> SpanExporter:
+    """The span exporter for ``protocol()``; each reads its endpoint, headers, timeout
+    and TLS settings from the standard variables. Only the chosen one is imported."""
+    if protocol() == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        chosen: SpanExporter = GrpcExporter()  # typed: mypy may not see grpcio's package
+        return chosen
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def setup(service: str) -> None:
+    """Export this process's spans over OTLP when an OTLP endpoint is set."""
+    global _tracer
+    if _tracer is not None or not (
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        return
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     name = os.environ.get("OTEL_SERVICE_NAME", service)
+    # No sampler given: the provider takes OTEL_TRACES_SAMPLER(_ARG) (parent-based
+    # always-on when unset).
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(exporter()))
     trace.set_tracer_provider(provider)
     _tracer = trace.get_tracer("mia")
 

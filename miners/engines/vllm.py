@@ -330,6 +330,14 @@ class VllmEngine:
                 return
             live[item.request_id] = item
 
+    def cache_stats(self) -> dict[str, float]:
+        """vLLM's own KV-cache use and prefix-cache hit ratio, for the heartbeat's
+        ``engine_stats`` (``web.fleet.gauges``); empty when this vLLM does not say."""
+        try:
+            return cache_figures(self._engine.get_metrics())
+        except Exception:  # noqa: BLE001 - stat logging off, or another vLLM: no figures
+            return {}
+
     def memory_mb(self) -> dict[str, float]:
         used = float(self._settings.kv_cache_bytes) / 2**20
         return {"used_mb": round(used, 1), "total_mb": round(used, 1)}
@@ -337,3 +345,28 @@ class VllmEngine:
     def close(self) -> None:
         self._inbox.put(_DONE)
         self._thread.join(timeout=10)
+
+
+KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newer, older name
+PREFIX_QUERIES = ("vllm:prefix_cache_queries", "vllm:gpu_prefix_cache_queries")
+PREFIX_HITS = ("vllm:prefix_cache_hits", "vllm:gpu_prefix_cache_hits")
+
+
+def cache_figures(metrics: Any) -> dict[str, float]:
+    """``kv_cache_usage`` (0-1) and ``prefix_cache_hit_ratio`` (hits / queries, in
+    tokens, since the engine started) from ``LLMEngine.get_metrics()``'s snapshot of
+    vLLM's Prometheus metrics (objects with ``name`` and ``value``; summed over labels)."""
+    totals: dict[str, float] = {}
+    for metric in metrics:
+        value = getattr(metric, "value", None)
+        if isinstance(value, int | float):
+            totals[metric.name] = totals.get(metric.name, 0.0) + float(value)
+    figures: dict[str, float] = {}
+    usage = next((totals[n] for n in KV_USAGE if n in totals), None)
+    if usage is not None:
+        figures["kv_cache_usage"] = round(usage, 4)
+    queries = next((totals[n] for n in PREFIX_QUERIES if n in totals), None)
+    hits = next((totals[n] for n in PREFIX_HITS if n in totals), None)
+    if queries and hits is not None:
+        figures["prefix_cache_hit_ratio"] = round(hits / queries, 4)
+    return figures

@@ -22,7 +22,7 @@ def healthz() -> ResponseReturnValue:
 @bp.get("/metrics")
 def prometheus() -> ResponseReturnValue:
     svc = services()
-    fleet = FleetCollector(svc.registry)
+    fleet = FleetCollector(svc.registry, svc.breakers)
     return Response(exposition(fleet), mimetype=CONTENT_TYPE_LATEST)
 
 
