@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from miners.engines.echo import EchoEngine
-from miners.engines.vllm import cache_figures
+from miners.engines.vllm_model import cache_figures
 from miners.runtime import MinerRuntime
 from tasks.breaker import Breakers
 from tasks.keys import Keys

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from miners.engines import EngineUnavailable, load_engine
+from miners.engines import EngineUnavailable, load_engine, vllm_model
 from miners.engines import vllm as engine
-from miners.engines.vllm import VllmSettings, engine_args, load, resolve_model
+from miners.engines.vllm_model import VllmSettings, engine_args, load, resolve_model
 from tasks.settings import Settings
 
 HUB_ID = "Qwen/Qwen2.5-7B-Instruct-AWQ"
@@ -59,10 +59,10 @@ def test_offline_a_hub_id_needs_the_local_cache(monkeypatch, tmp_path):
 
 def test_the_offline_setting_turns_hf_hub_offline_on(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored (unset) after the test
-    assert not engine.offline()
+    assert not vllm_model.offline()
     with pytest.raises(EngineUnavailable, match="HF_HUB_OFFLINE is set"):
         load(VllmSettings(model=HUB_ID, offline=True), lambda args: None)
-    assert engine.offline()
+    assert vllm_model.offline()
 
 
 def test_engine_args_carry_every_setting_through(model_dir):
@@ -129,7 +129,7 @@ def test_the_fallback_reports_the_model_that_could_not_load(model_dir, monkeypat
     def broken(args: dict[str, Any]) -> Any:
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(engine, "vllm_loader", lambda: broken)
+    monkeypatch.setattr(vllm_model, "vllm_loader", lambda: broken)
     loaded = load_engine(Settings(engines="vllm,echo", vllm_model=str(model_dir)))
     assert loaded.engine.name == "echo"
     ((name, reason),) = loaded.skipped

@@ -98,7 +98,8 @@ def start_engine(name: str, settings: Settings) -> Engine:
             n_ctx=settings.llama_ctx,
             threads=settings.llama_threads,
         )
-    from miners.engines.vllm import VllmEngine, VllmSettings
+    from miners.engines.vllm import VllmEngine
+    from miners.engines.vllm_model import VllmSettings
 
     return VllmEngine(
         VllmSettings(
