@@ -13,7 +13,8 @@ import threading
 from typing import Any
 
 from miners.engines import Engine, start_engine
-from tasks.catalogue import ModelSpec, load_catalogue
+from miners.hardware import Gpus, host_memory
+from tasks.catalogue import ModelSpec, load_catalogue, room_mb
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,9 +25,12 @@ class DeviceCannotServe(RuntimeError):
 
 
 class DeviceModels:
-    def __init__(self, settings: Settings, miner_id: str, engine: Engine) -> None:
+    def __init__(
+        self, settings: Settings, miner_id: str, engine: Engine, gpus: Gpus | None = None
+    ) -> None:
         self.settings = settings
         self.miner_id = miner_id
+        self.gpus = gpus or Gpus()
         # model id -> the engine serving it
         self._engines: dict[str, Engine] = dict.fromkeys(engine.models, engine)
         spec = load_catalogue(settings.catalogue_file).get(engine.models[0])
@@ -57,21 +61,31 @@ class DeviceModels:
             )
         return found
 
-    def memory(self) -> dict[str, float]:
-        """Used and total device memory: the catalogue's estimates on a pretend device
-        (``MIA_DEVICE_MEMORY_MB``), else what the engines report."""
-        catalogue = load_catalogue(self.settings.catalogue_file)
+    def memory(self, gpus: list[dict[str, Any]] | None = None) -> dict[str, float]:
+        """The device's memory in MB, as the heartbeat carries it: ``total_mb``,
+        ``used_mb``, ``free_mb`` (free now), ``models_mb`` (what the loaded models hold,
+        freed when another group replaces them), ``kv_cache_mb`` when an engine says,
+        ``utilization`` (0-1) on GPUs. From, in order: ``MIA_DEVICE_MEMORY_MB`` (an
+        override: a device of that size holding the catalogue's estimates), the GPUs
+        NVML reports (``gpus``, read now when not given), the host (``miners.hardware``)."""
         reported = [e.memory_mb() for e in self._distinct_engines()]
+        models = sum(r.get("models_mb", 0.0) for r in reported)
+        kv = sum(r.get("kv_cache_mb", 0.0) for r in reported)
         if self.settings.device_memory_mb:
-            used = sum(
+            catalogue = load_catalogue(self.settings.catalogue_file)
+            models = sum(
                 (catalogue.models[m].memory_mb if m in catalogue.models else 0.0)
                 for m in self._engines
             )
-            return {"used_mb": round(used, 1), "total_mb": float(self.settings.device_memory_mb)}
-        return {
-            "used_mb": round(sum(r.get("used_mb", 0.0) for r in reported), 1),
-            "total_mb": round(max((r.get("total_mb", 0.0) for r in reported), default=0.0), 1),
-        }
+            total = float(self.settings.device_memory_mb)
+            figures = {"total_mb": total, "used_mb": models, "free_mb": max(total - models, 0.0)}
+        else:
+            gpus = self.gpus.read() if gpus is None else gpus
+            figures = gpu_memory(gpus, models) if gpus else host_figures(models)
+        figures["models_mb"] = figures.pop("models_mb", models)
+        if kv:
+            figures["kv_cache_mb"] = kv
+        return {k: round(v, 4 if k == "utilization" else 1) for k, v in figures.items()}
 
     def load(self, model_id: str) -> dict[str, Any]:
         """Load ``model_id``'s whole group (replacing another group); a no-op if loaded."""
@@ -83,10 +97,12 @@ class DeviceModels:
             if model_id in self._engines:
                 return self._state("already loaded")
             need = catalogue.group_memory_mb(spec.group)
-            total = self.memory()["total_mb"]
-            if self.settings.device_memory_mb and need > total:
+            memory = self.memory()
+            room = room_mb(memory, replaces_group=spec.group != self.group)
+            if memory["total_mb"] and need > room:
                 raise DeviceCannotServe(
-                    f"group {spec.group} needs {need:g} MB; device {self.miner_id} has {total:g} MB"
+                    f"group {spec.group} needs an estimated {need:.0f} MB; device "
+                    f"{self.miner_id} has {room:.0f} MB free for it"
                 )
             if spec.group != self.group:
                 self._unload_all()
@@ -140,6 +156,32 @@ class DeviceModels:
             "models": self.models,
             "memory": self.memory(),
         }
+
+
+def gpu_memory(gpus: list[dict[str, Any]], models_mb: float) -> dict[str, float]:
+    """The miner's GPUs as one device: memory summed, utilization averaged; what the
+    models hold is what this miner's processes hold on them (NVML), when NVML says."""
+    figures = {
+        name: sum(float(g[name]) for g in gpus) for name in ("total_mb", "used_mb", "free_mb")
+    }
+    held = [float(g["process_mb"]) for g in gpus if "process_mb" in g]
+    figures["models_mb"] = sum(held) if held and sum(held) else models_mb
+    busy = [float(g["utilization"]) for g in gpus if "utilization" in g]
+    if busy:
+        figures["utilization"] = sum(busy) / len(busy)
+    return figures
+
+
+def host_figures(models_mb: float) -> dict[str, float]:
+    """A CPU miner: its resident memory used, the machine's (or container's) available
+    memory free, of its total."""
+    host = host_memory()
+    return {
+        "total_mb": host.total_mb,
+        "used_mb": host.rss_mb,
+        "free_mb": host.available_mb,
+        "models_mb": models_mb,
+    }
 
 
 class EngineStats:

@@ -149,6 +149,7 @@ class MinerRuntime:
         """The body of ``POST /heartbeat``."""
         with self._lock:
             free = max(self.slots - self._running, 0)
+        gpus = self.device.gpus.read()
         body: dict[str, Any] = {
             "miner_id": self.miner_id,
             "status": status or ("available" if free else "busy"),
@@ -156,7 +157,7 @@ class MinerRuntime:
             "free_slots": free,
             "models": self.device.models,
             "engine": self.engine.name if self.device.models else "",
-            "memory": self.device.memory(),
+            "memory": self.device.memory(gpus),
             "group": self.device.group,
             "boot": self.boot,
         }
@@ -166,6 +167,8 @@ class MinerRuntime:
             if callable(cache_stats):
                 stats.update(cache_stats())
         body["engine_stats"] = stats
+        if gpus:
+            body["gpus"] = gpus
         if self.skipped:
             body["engine_fallbacks"] = [{"engine": n, "reason": r} for n, r in self.skipped]
         if self.autotune:

@@ -54,6 +54,18 @@ class Catalogue:
         return reserved is None or self.models.get(reserved, spec).group == spec.group
 
 
+def room_mb(memory: dict[str, float], replaces_group: bool) -> float:
+    """Memory a group could use on a device whose heartbeat says ``memory``: what is
+    free now, plus what its models hold when the new group replaces them. A heartbeat
+    without ``free_mb`` (an older miner) counts total minus used as free."""
+    total = float(memory.get("total_mb", 0.0))
+    used = float(memory.get("used_mb", 0.0))
+    free = float(memory.get("free_mb", total - used))
+    if replaces_group:
+        return free + float(memory.get("models_mb", used if "free_mb" not in memory else 0.0))
+    return free
+
+
 def parse(raw: dict[str, Any]) -> Catalogue:
     models = {}
     for model_id, spec in raw.get("models", {}).items():

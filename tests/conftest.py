@@ -13,6 +13,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -90,17 +91,45 @@ def app(settings: Settings) -> Flask:
     return create_app(settings)
 
 
-@pytest.fixture(scope="session")
-def live_server(app: Flask, settings: Settings) -> Iterator[str]:
-    """The session's app served over real HTTP in a thread (miners heartbeat to it)."""
-    server: BaseWSGIServer = make_server("127.0.0.1", settings.port, app, threaded=True)
+@contextmanager
+def serving(app: Flask, port: int = 0) -> Iterator[str]:
+    """``app`` over real HTTP in a thread, at its base URL, until the block ends."""
+    server: BaseWSGIServer = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield settings.api_url
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def live_server(app: Flask, settings: Settings) -> Iterator[str]:
+    """The session's app served over real HTTP in a thread (miners heartbeat to it)."""
+    with serving(app, settings.port):
+        yield settings.api_url
+
+
+@pytest.fixture
+def catalogue_app(
+    settings: Settings, tmp_path: Path
+) -> Callable[[str], AbstractContextManager[tuple[str, Path]]]:
+    """``with catalogue_app(toml) as (base, file)``: a second web tier on the session's
+    Redis that knows the models of ``toml`` (miners given ``file`` know them too)."""
+
+    @contextmanager
+    def start(toml: str) -> Iterator[tuple[str, Path]]:
+        file = tmp_path / f"catalogue-{uuid.uuid4().hex[:8]}.toml"
+        file.write_text(toml)
+        app = create_app(settings.with_overrides(catalogue_file=str(file)))
+        try:
+            with serving(app) as base:
+                yield base, file
+        finally:
+            app.extensions["mia"].waiter.close()
+
+    return start
 
 
 @pytest.fixture

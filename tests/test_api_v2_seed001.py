@@ -8,18 +8,15 @@ echo models with pretend sizes, so the examples run without GPUs.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
-from scripts.launch import free_port
 from tests.bad_input import assert_nothing_enqueued, named_field
-from tests.conftest import ADMIN, ADMIN_TOKEN
+from tests.conftest import ADMIN, ADMIN_TOKEN, serving
 from web import create_app
 
 CATALOGUE = """
@@ -57,14 +54,10 @@ def base(settings, catalogue) -> Iterator[str]:
     """A web tier with the seed's catalogue, over real HTTP (miners heartbeat to the
     session's one; both read the same Redis)."""
     app = create_app(settings.with_overrides(catalogue_file=str(catalogue)))
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        with serving(app) as url:
+            yield url
     finally:
-        server.shutdown()
-        thread.join(5)
         app.extensions["mia"].waiter.close()
 
 

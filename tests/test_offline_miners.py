@@ -24,9 +24,13 @@ KEYS = Keys("mia")
 # What /metrics/gpus showed for every miner before these fields (its shape is kept).
 FIELDS = {"miner_id", "queue", "status", "slots", "free_slots", "in_flight", "models"}
 FIELDS |= {"engine", "memory", "heartbeat_age_ms", "engine_fallbacks", "group", "engine_stats"}
+FIELDS |= {"gpus"}
 
 
-MINER_STATE = jsonschema_rs.Draft4Validator(spec()["components"]["schemas"]["MinerState"])
+_COMPONENTS = spec()["components"]  # MinerState refers to its siblings (Gpu)
+MINER_STATE = jsonschema_rs.Draft4Validator(
+    {**_COMPONENTS["schemas"]["MinerState"], "components": _COMPONENTS}
+)
 
 
 def listed(client) -> dict[str, dict]:

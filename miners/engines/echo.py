@@ -94,7 +94,7 @@ class EchoEngine:
         return [first, *(" " + w for w in rest)], finish
 
     def memory_mb(self) -> dict[str, float]:
-        return {"used_mb": 0.0, "total_mb": 0.0}
+        return {"models_mb": 0.0}
 
     def close(self) -> None:
         return None

@@ -59,7 +59,6 @@ class LlamaCppEngine:
         contexts = max(contexts, 1)
         per_context = threads or max((os.cpu_count() or 1) // contexts, 1)
         self._size_mb = path.stat().st_size / 2**20
-        self._contexts = contexts
         self._free: queue.Queue[Any] = queue.Queue()
         for _ in range(contexts):
             self._free.put(
@@ -118,8 +117,8 @@ class LlamaCppEngine:
         return LlamaGrammar.from_string(f"root ::= {alternatives}", verbose=False)
 
     def memory_mb(self) -> dict[str, float]:
-        used = round(self._size_mb * self._contexts, 1)
-        return {"used_mb": used, "total_mb": used}
+        """The model file's size: its weights are mapped once and shared by the contexts."""
+        return {"models_mb": round(self._size_mb, 1)}
 
     def close(self) -> None:
         while not self._free.empty():

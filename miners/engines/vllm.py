@@ -34,7 +34,14 @@ from miners.engines.base import (
     Producer,
     Stream,
 )
-from miners.engines.vllm_model import Loader, VllmSettings, cache_figures, load
+from miners.engines.vllm_model import (
+    Loader,
+    VllmSettings,
+    cache_figures,
+    kv_cache_tokens,
+    load,
+    weights_mb,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,7 @@ class VllmEngine:
         self.models: tuple[str, ...] = (settings.served_name,)
         self._settings = settings
         self._engine = load(settings, loader)
+        self._weights_mb = weights_mb(settings.model)
         self._tokenizer = self._engine.get_tokenizer()
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._ids = itertools.count()
@@ -191,16 +199,27 @@ class VllmEngine:
             live[item.request_id] = item
 
     def cache_stats(self) -> dict[str, float]:
-        """vLLM's own KV-cache use and prefix-cache hit ratio, for the heartbeat's
-        ``engine_stats`` (``web.fleet.gauges``); empty when this vLLM does not say."""
+        """vLLM's own KV-cache size (tokens), use and prefix-cache hit ratio, for the
+        heartbeat's ``engine_stats`` (``web.fleet.gauges``); what this vLLM does not
+        say is left out."""
+        figures: dict[str, float] = {}
+        tokens = kv_cache_tokens(self._engine)
+        if tokens:
+            figures["kv_cache_tokens"] = tokens
         try:
-            return cache_figures(self._engine.get_metrics())
+            figures.update(cache_figures(self._engine.get_metrics()))
         except Exception:  # noqa: BLE001 - stat logging off, or another vLLM: no figures
-            return {}
+            pass
+        return figures
 
     def memory_mb(self) -> dict[str, float]:
-        used = float(self._settings.kv_cache_bytes) / 2**20
-        return {"used_mb": round(used, 1), "total_mb": round(used, 1)}
+        """The weights' size and, where it is given in bytes (CPU), the KV cache's: on a
+        GPU what the engine holds is read through NVML (``miners.hardware``)."""
+        kv = round(float(self._settings.kv_cache_bytes) / 2**20, 1)
+        figures = {"models_mb": round(self._weights_mb + kv, 1)}
+        if kv:
+            figures["kv_cache_mb"] = kv
+        return figures
 
     def close(self) -> None:
         self._inbox.put(_DONE)

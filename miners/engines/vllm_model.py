@@ -176,3 +176,25 @@ def cache_figures(metrics: Any) -> dict[str, float]:
     if queries and hits is not None:
         figures["prefix_cache_hit_ratio"] = round(hits / queries, 4)
     return figures
+
+
+WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+
+
+def weights_mb(model: str) -> float:
+    """The size of a model folder's weight files in MB (0 for a hub id: vLLM fetches
+    it into its cache; what it holds on a GPU is read through NVML instead)."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return 0.0
+    size = sum(f.stat().st_size for pattern in WEIGHTS for f in path.glob(pattern))
+    return round(size / 2**20, 1)
+
+
+def kv_cache_tokens(engine: Any) -> float:
+    """How many tokens vLLM's KV cache holds (the figure vLLM logs at start as "KV cache
+    size"): blocks times block size, from the engine's config; 0 when it does not say."""
+    cache = getattr(getattr(engine, "vllm_config", None), "cache_config", None)
+    blocks = getattr(cache, "num_gpu_blocks", None) or 0
+    size = getattr(cache, "block_size", None) or 0
+    return float(blocks * size) if isinstance(blocks, int) and isinstance(size, int) else 0.0

@@ -35,6 +35,7 @@ HEARTBEAT_FIELDS = {
     "engine_stats",
     "boot",
     "autotune",
+    "gpus",
 }
 REASONS = ("plateau", "latency", "top")
 MAX_STEPS = 32
@@ -42,6 +43,40 @@ MAX_DETAIL = 300
 MAX_SLOTS = 4096
 FIELD = "autotune"
 POINT_KEYS = {"concurrency", "tok_s", "latency_p50_ms"}
+MAX_GPUS = 64
+GPU_TEXTS = ("name", "uuid")
+GPU_NUMBERS = ("total_mb", "used_mb", "free_mb", "process_mb", "utilization", "temperature_c")
+
+
+def check_gpus(value: Any) -> list[dict[str, Any]]:
+    """The heartbeat's ``gpus`` (``miners.hardware``): what NVML says of each GPU the
+    miner uses; ValidationError naming the first bad entry."""
+    if not isinstance(value, list) or len(value) > MAX_GPUS:
+        raise ValidationError(f"gpus must be a list of at most {MAX_GPUS} objects", "gpus")
+    gpus = []
+    for i, gpu in enumerate(value):
+        name = f"gpus[{i}]"
+        if not isinstance(gpu, dict):
+            raise ValidationError(f"{name} must be an object", "gpus")
+        unknown = sorted(set(gpu) - {"index", *GPU_TEXTS, *GPU_NUMBERS})
+        if unknown:
+            raise ValidationError(f"{name} has an unknown field {unknown[0][:64]!r}", "gpus")
+        index = gpu.get("index")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1024:
+            raise ValidationError(f"{name}.index must be an integer from 0 to 1023", "gpus")
+        checked: dict[str, Any] = {"index": index}
+        for key in GPU_TEXTS:
+            text = gpu.get(key, "")
+            if not isinstance(text, str) or len(text) > 128:
+                raise ValidationError(f"{name}.{key} must be text of at most 128", "gpus")
+            checked[key] = text
+        for key in GPU_NUMBERS:
+            if key in gpu:
+                checked[key] = _number(gpu[key], key, name)
+        if checked.get("utilization", 0.0) > 1:
+            raise ValidationError(f"{name}.utilization must be from 0 to 1", "gpus")
+        gpus.append(checked)
+    return gpus
 
 
 def check_autotune(value: Any, slots: int) -> dict[str, Any]:
@@ -95,11 +130,12 @@ def _count(value: Any, name: str) -> int:
     return value
 
 
-def _number(value: Any, name: str) -> float:
+def _number(value: Any, name: str, within: str = FIELD) -> float:
+    field = within.partition("[")[0]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(f"{FIELD}.{name} must be a number", FIELD)
+        raise ValidationError(f"{within}.{name} must be a number", field)
     if not 0 <= value < math.inf:  # also refuses NaN
-        raise ValidationError(f"{FIELD}.{name} must be a finite number >= 0", FIELD)
+        raise ValidationError(f"{within}.{name} must be a finite number >= 0", field)
     return float(value)
 
 
@@ -129,6 +165,7 @@ def parse_heartbeat(miner_id: str, body: dict[str, Any]) -> Heartbeat:
     boot = _field(body, "boot", str, default="")[:64]
     stats = _field(body, "engine_stats", dict, default={})
     autotune = check_autotune(body["autotune"], slots) if "autotune" in body else {}
+    gpus = check_gpus(body["gpus"]) if "gpus" in body else []
     return Heartbeat(
         miner_id,
         status,
@@ -143,6 +180,7 @@ def parse_heartbeat(miner_id: str, body: dict[str, Any]) -> Heartbeat:
         {str(k): float(x) for k, x in stats.items()},
         boot,
         autotune,
+        gpus,
     )
 
 

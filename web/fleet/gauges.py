@@ -70,10 +70,20 @@ def _device_gauges(miners: list[MinerState]) -> Iterator[Metric]:
     """Device memory and utilization (the heartbeat's ``memory``) and vLLM's own cache
     figures (its ``engine_stats``); a figure a miner does not send has no sample."""
     used = GaugeMetricFamily(
-        "mia_device_memory_used_bytes", "Device memory the miner's models use", labels=["miner"]
+        "mia_device_memory_used_bytes",
+        "Device memory in use (GPUs: all processes; CPU: the miner's resident memory)",
+        labels=["miner"],
     )
     total = GaugeMetricFamily(
         "mia_device_memory_total_bytes", "Device memory the miner may use", labels=["miner"]
+    )
+    free = GaugeMetricFamily(
+        "mia_device_memory_free_bytes",
+        "Device memory free now (placement's figure)",
+        labels=["miner"],
+    )
+    models = GaugeMetricFamily(
+        "mia_device_memory_models_bytes", "Device memory the miner's models hold", labels=["miner"]
     )
     utilization = GaugeMetricFamily(
         "mia_device_utilization_ratio", "Device busy fraction (0-1)", labels=["miner"]
@@ -90,6 +100,8 @@ def _device_gauges(miners: list[MinerState]) -> Iterator[Metric]:
         for family, source, key, scale in (
             (used, m.memory, "used_mb", MB),
             (total, m.memory, "total_mb", MB),
+            (free, m.memory, "free_mb", MB),
+            (models, m.memory, "models_mb", MB),
             (utilization, m.memory, "utilization", 1),
             (kv, m.engine_stats, "kv_cache_usage", 1),
             (prefix, m.engine_stats, "prefix_cache_hit_ratio", 1),
@@ -97,7 +109,34 @@ def _device_gauges(miners: list[MinerState]) -> Iterator[Metric]:
             value = source.get(key)
             if isinstance(value, int | float):
                 family.add_metric([m.miner_id], float(value) * scale)
-    yield from (used, total, utilization, kv, prefix)
+    yield from (used, total, free, models, utilization, kv, prefix)
+    yield from _gpu_gauges(miners)
+
+
+GPU_GAUGES = (  # (heartbeat figure, metric, help, scale)
+    ("used_mb", "mia_gpu_memory_used_bytes", "GPU memory in use (all processes)", MB),
+    ("total_mb", "mia_gpu_memory_total_bytes", "GPU memory", MB),
+    ("process_mb", "mia_gpu_memory_miner_bytes", "GPU memory the miner's processes hold", MB),
+    ("utilization", "mia_gpu_utilization_ratio", "GPU busy fraction (0-1, NVML)", 1),
+    ("temperature_c", "mia_gpu_temperature_celsius", "GPU temperature (NVML)", 1),
+)
+
+
+def _gpu_gauges(miners: list[MinerState]) -> Iterator[Metric]:
+    """Each GPU of each miner (the heartbeat's ``gpus``), labelled by miner and index;
+    ``mia_gpu_info`` carries the GPU's name and UUID."""
+    labels = ["miner", "gpu"]
+    info = GaugeMetricFamily("mia_gpu_info", "A GPU a miner uses", labels=[*labels, "name", "uuid"])
+    families = {k: GaugeMetricFamily(n, h, labels=labels) for k, n, h, _ in GPU_GAUGES}
+    for m in miners:
+        for gpu in m.gpus:
+            index = str(gpu.get("index", ""))
+            info.add_metric([m.miner_id, index, gpu.get("name", ""), gpu.get("uuid", "")], 1)
+            for key, _, _, scale in GPU_GAUGES:
+                if isinstance(gpu.get(key), int | float):
+                    families[key].add_metric([m.miner_id, index], float(gpu[key]) * scale)
+    yield info
+    yield from families.values()
 
 
 def _breaker_gauges(states: dict[str, str]) -> Iterator[Metric]:

@@ -26,7 +26,7 @@ from typing import Any
 from celery import Celery
 
 from chat_service.prompts import direct_messages
-from tasks.catalogue import Catalogue
+from tasks.catalogue import Catalogue, room_mb
 from tasks.errors import Conflict, LoadFailed, ModelNotLoaded, NoFit, NotFound
 from tasks.jobs import LOAD_MODEL, UNLOAD_MODEL, Job
 from tasks.keys import queue_for
@@ -91,10 +91,10 @@ class ModelManager:
         if not fitting:
             free = {d.miner_id: _room(d, spec.group) for d in allowed}
             raise NoFit(
-                f"model {model_id!r} (group {spec.group}) needs an estimated {need:g} MB; "
+                f"model {model_id!r} (group {spec.group}) needs an estimated {need:.0f} MB; "
                 + (
                     "free memory per device: "
-                    + ", ".join(f"{k} {v:g} MB" for k, v in sorted(free.items()))
+                    + ", ".join(f"{k} {v:.0f} MB" for k, v in sorted(free.items()))
                     if free
                     else "no live device may take it"
                 ),
@@ -231,6 +231,7 @@ def device_state(d: MinerState) -> dict[str, Any]:
         "group": d.group,
         "models": d.models,
         "memory": d.memory,
+        "gpus": d.gpus,
         "slots": d.slots,
         "free_slots": d.free_slots,
         "in_flight": d.in_flight,
@@ -243,8 +244,6 @@ def _load(device: MinerState) -> float:
 
 
 def _room(device: MinerState, group: str) -> float:
-    """Memory the group could use on ``device``: all of it if its group is replaced."""
-    total = float(device.memory.get("total_mb", 0.0))
-    if device.group == group:
-        return total - float(device.memory.get("used_mb", 0.0))
-    return total
+    """Memory the group could use on ``device``: free now, plus what its models hold
+    if its group is replaced (``tasks.catalogue.room_mb``)."""
+    return room_mb(device.memory, replaces_group=device.group != group)

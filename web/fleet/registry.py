@@ -45,6 +45,7 @@ class Heartbeat:
     engine_stats: dict[str, float] = field(default_factory=dict)
     boot: str = ""  # changes when the miner's process restarts
     autotune: dict[str, Any] = field(default_factory=dict)  # web.common.heartbeat
+    gpus: list[dict[str, Any]] = field(default_factory=list)  # miners.hardware, per GPU
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class MinerState:
     engine_stats: dict[str, float]
     autotune: dict[str, Any] = field(default_factory=dict)
     last_heartbeat: float = 0.0  # epoch seconds
+    gpus: list[dict[str, Any]] = field(default_factory=list)  # each GPU as NVML says
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -236,6 +238,7 @@ def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerSta
         engine_stats=hb.get("engine_stats", {}),
         autotune=hb.get("autotune", {}),
         last_heartbeat=hb["seen_at"],
+        gpus=hb.get("gpus", []),
     )
 
 
