@@ -43,14 +43,14 @@ def on_gpu() -> bool:
 def engine_settings(name: str, slots: int) -> Settings:
     """Settings a benchmarked engine runs with, in-process or as a miner."""
     gpu = on_gpu()
-    model = {"vllm_model": os.environ["MIA_VLLM_MODEL"]} if os.environ.get("MIA_VLLM_MODEL") else {}
-    return Settings(
+    chosen = Settings(
         engines=name,
         slots=slots,
         vllm_kv_cache_bytes=0 if gpu else KV_CACHE_BYTES,
         vllm_enforce_eager=0 if gpu else 1,
-        **model,
     )
+    model = os.environ.get("MIA_VLLM_MODEL")
+    return chosen.with_overrides(vllm_model=model) if model else chosen
 
 
 def miner_env(name: str) -> dict[str, str]:
