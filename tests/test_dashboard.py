@@ -79,7 +79,6 @@ def test_the_dashboard_shows_a_miner_come_and_go(api, miner, browser, tmp_path):
 def test_the_dashboard_shows_each_gpu_and_keeps_figures_fresh(api, redis, settings, browser):
     """A GPU miner's heartbeat (as NVML figures make it) shows per GPU; a later
     heartbeat that changes only figures (no state event) still reaches the page."""
-    from selenium.webdriver.common.by import By
 
     registry = Registry(redis, Keys(settings.key_prefix), 30.0, Scripts(redis))
     gpu = {
@@ -113,13 +112,18 @@ def test_the_dashboard_shows_each_gpu_and_keeps_figures_fresh(api, redis, settin
     driver = browser
     driver.get(f"{api.base}/dashboard")
 
-    def gpu_line() -> str:
-        found = driver.find_elements(By.CSS_SELECTOR, 'tr[data-device="h100"] .gpu')
-        return found[0].text if found else ""
+    def gpu_line() -> str:  # read in the page: a re-render cannot make it stale
+        return str(
+            driver.execute_script(
+                "const e = document.querySelector('tr[data-device=\"h100\"] .gpu');"
+                "return e ? e.textContent : '';"
+            )
+        )
 
     shown = wait_for(gpu_line, 15, "the GPU on the page")
     assert shown == "GPU 0 NVIDIA H100 80GB HBM3: 73728 / 81559 MB, 87 %, 64 °C"
-    assert "7831 MB free" in driver.find_element(By.CSS_SELECTOR, 'tr[data-device="h100"]').text
+    row = "return document.querySelector('tr[data-device=\"h100\"]').textContent;"
+    assert "7831 MB free" in driver.execute_script(row)
     beat(temperature_c=71.0, utilization=0.5)
     wait_for(lambda: "50 %, 71 °C" in gpu_line(), 10, "the new figures")
     registry.beat(Heartbeat("h100", "offline", 0, 0, [], ""))
