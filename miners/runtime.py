@@ -1,11 +1,13 @@
 """What a running miner holds: its id, its engine, its slot accounting and its streams.
 
 A job runs as a ``Stream`` on the engine. When the caller asked for a stream, each
-text piece is published on ``<p>:stream:<job>`` as it comes (the web tier relays it
-as Server-Sent Events); the whole result is stored through Celery as always, after
-the last piece. A caller that goes away publishes the job id on ``<p>:abort``; the
-miner's abort listener cancels that stream, the engine stops at its next step, and
-the job ends with ``finish_reason: "abort"`` and its slot free.
+text piece is published as it comes on the waiting web process's own channel, the
+job's ``reply_to`` (the web tier relays it as Server-Sent Events); the whole result is
+stored through Celery as always, after the last piece, and published on that channel
+too, so pieces and result arrive in order and at no other web process. A caller that
+goes away publishes the job id on ``<p>:abort``; the miner's abort listener cancels
+that stream, the engine stops at its next step, and the job ends with
+``finish_reason: "abort"`` and its slot free.
 """
 
 from __future__ import annotations
@@ -212,9 +214,11 @@ class MinerRuntime:
                 self._streams.pop(job.job_id, None)
 
     def _publish(self, job: Job, index: int, piece: str) -> None:
-        message = json.dumps({"index": index, "delta": piece})
+        """One piece, to the waiting web process only (``reply_to``; a job without one,
+        from an older web tier, on its own channel)."""
+        message = json.dumps({"job": job.job_id, "index": index, "delta": piece})
         try:
-            self._redis.publish(self._keys.stream(job.job_id), message)
+            self._redis.publish(job.reply_to or self._keys.stream(job.job_id), message)
         except redis.RedisError as exc:  # the stored result still has the whole text
             log.warning("could not stream a piece of job %s: %s", job.job_id, exc)
 

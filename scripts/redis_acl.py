@@ -85,6 +85,7 @@ def channel_patterns(prefix: str = "mia", db: int = 0) -> list[str]:
     pattern must be allowed as written (Redis compares patterns literally)."""
     keys = Keys(prefix)
     return [
+        f"&{keys.reply('*')}",
         f"&{keys.stream('*')}",
         f"&{keys.aborts}",
         f"&{keys.events}",

@@ -41,6 +41,7 @@ class Job:
     accepted_at: float = field(default_factory=time.time)
     reserved_on: str | None = None
     request_id: str = ""
+    reply_to: str = ""  # the waiting web process's channel (<p>:reply:<replica>); "" none
 
     def to_payload(self) -> dict[str, Any]:
         """The task's argument: plain JSON values, copied one level deep. (This runs
@@ -53,7 +54,8 @@ class Job:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Job:
-        return cls(**payload)
+        """The job of a payload; fields a newer web tier added are ignored."""
+        return cls(**{k: v for k, v in payload.items() if k in PAYLOAD_NAMES})
 
     def preview(self, chars: int = 40) -> str:
         """A short, safe description for logs and task listings."""
@@ -62,6 +64,7 @@ class Job:
 
 
 PAYLOAD_FIELDS = tuple(f.name for f in fields(Job))
+PAYLOAD_NAMES = frozenset(PAYLOAD_FIELDS)
 
 
 def job_result(

@@ -20,7 +20,9 @@
 | ``<p>:attempts:<job>``     | int    | get_work      | how many times the job was leased      |
 | ``<p>:shared:wake``        | list   | dispatch      | tokens that wake long-polling miners   |
 | ``<p>:shared:dead``        | list   | get_work      | messages on shared that are not tasks  |
-| ``<p>:stream:<job>``       | pubsub | miner         | a streamed job's text pieces, in order |
+| ``<p>:reply:<replica>``    | pubsub | miner, web    | one web process's results and streamed |
+|                            |        |               | pieces, in order (its jobs' reply_to)  |
+| ``<p>:stream:<job>``       | pubsub | miner         | a job's pieces when it has no reply_to |
 | ``<p>:abort``              | pubsub | web           | ids of jobs whose caller went away     |
 | ``<p>:abort:<job>``        | string | web           | the same, for a job not started yet    |
 | ``<p>:session:<proj>:<id>``| string | assistant     | a chat session: history, cart (TTL)    |
@@ -134,6 +136,10 @@ class Keys:
 
     def running(self, job_id: str) -> str:
         return f"{self.prefix}:running:{job_id}"
+
+    def reply(self, replica: str) -> str:
+        """The channel one web process (replica) hears its jobs' results and pieces on."""
+        return f"{self.prefix}:reply:{replica}"
 
     def stream(self, job_id: str) -> str:
         return f"{self.prefix}:stream:{job_id}"

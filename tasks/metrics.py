@@ -48,6 +48,12 @@ RECOVERED = Counter(
     "Jobs of dead or restarted miners, by what became of them",
     ["outcome"],
 )
+REPLIES = Counter(
+    "mia_reply_messages_total",
+    "Messages this web process heard on its reply channel: result, piece, or stray "
+    "(for a job it no longer waits for)",
+    ["kind"],
+)
 TOKENS = Counter("mia_tokens_generated_total", "Completion tokens in delivered results")
 
 

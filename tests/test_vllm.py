@@ -55,6 +55,11 @@ def test_vllm_serves_through_the_push_path_deterministically(api, vllm_miner):
     (state,) = live
     assert (state["engine"], state["models"], state["slots"]) == ("vllm", [MODEL], 8)
     assert state["engine_fallbacks"] == []
+    # what the engine holds: the converted weights (about 513 MB) and its 256 MB KV cache,
+    # whose size in tokens vLLM itself reports
+    assert state["memory"]["kv_cache_mb"] == 256.0
+    assert state["memory"]["models_mb"] > 256.0 + 100
+    assert state["engine_stats"]["kv_cache_tokens"] > 0
     first = chat(api, "Name a fruit.")
     assert first.status_code == 200, first.text
     body = first.json()

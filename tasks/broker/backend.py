@@ -59,6 +59,8 @@ class ResultBackend(RedisBackend):
       where Celery reads the current state, then writes: two round trips, and a race
       between two runs of the same job. A miner may send that call in a pipeline
       with its own bookkeeping (``store_along``).
+    - The result is published only to the web process that waits for it (the job's
+      ``reply_to`` channel), not on a channel per key that every process hears.
     """
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
@@ -88,7 +90,8 @@ class ResultBackend(RedisBackend):
                 "value too large for Redis backend", state=state, task_id=task_id
             )
         expires = self.failure_expires if state == states.FAILURE else self.expires
-        keys, args = [self.get_key_for_task(task_id)], [value, int(expires or 0)]
+        keys = [self.get_key_for_task(task_id)]
+        args = [value, int(expires or 0), reply_channel(request)]
         steps = take_along()
         if steps is None:
             self._store_first(keys=keys, args=args)
@@ -102,6 +105,16 @@ class ResultBackend(RedisBackend):
             state,
         )
         return result
+
+
+def reply_channel(request: Any) -> str:
+    """Where the web process waiting for this task hears its result: a generation job's
+    ``reply_to`` (``tasks.jobs.Job``); "" for anything else (a model load is awaited
+    on its key's own channel, ``web.fleet.operations``)."""
+    args = getattr(request, "args", None)
+    if args and isinstance(args[0], dict):
+        return str(args[0].get("reply_to") or "")
+    return ""
 
 
 def backend_url(redis_url: str) -> str:

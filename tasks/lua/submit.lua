@@ -4,7 +4,7 @@
 -- KEYS[4] the job's record
 -- ARGV[1] job id   ARGV[2] miner id   ARGV[3] lease id ('' = whichever lease the miner holds)
 -- ARGV[4] the encoded Celery meta ('' = only say whether the miner holds the lease)
--- ARGV[5] result TTL (s)
+-- ARGV[5] result TTL (s)   ARGV[6] the waiting web process's channel ('' = the result key's)
 --
 -- Returns 'stored', or why not: 'not_holder' (leased to another miner, or re-leased
 -- since), 'duplicate' (a result is already stored: the first one wins), 'not_leased'
@@ -31,5 +31,7 @@ redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if final_result_exists() then return 'duplicate' end
 redis.call('SET', KEYS[3], ARGV[4], 'EX', tonumber(ARGV[5]))
-redis.call('PUBLISH', KEYS[3], ARGV[4])
+local channel = ARGV[6]
+if not channel or channel == '' then channel = KEYS[3] end
+redis.call('PUBLISH', channel, ARGV[4])
 return 'stored'

@@ -9,6 +9,7 @@ import json
 import queue
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -58,7 +59,7 @@ class JobClient:
 
     def run(self, job: Job, timeout_s: float) -> dict[str, Any]:
         """Dispatch ``job`` and wait for its result (JobTimeout after ``timeout_s``)."""
-        self._waiter.expect(job.job_id)
+        job = replace(job, reply_to=self._waiter.expect(job.job_id).channel)
         try:
             dispatched = self._submit(job, timeout_s)
         except Exception:
@@ -86,6 +87,7 @@ class JobClient:
     def start_stream(self, job: Job, timeout_s: float) -> JobStream:
         """Dispatch a streamed job now (errors raise here); iterate the result for events."""
         waiting = self._waiter.expect(job.job_id, stream=True)
+        job = replace(job, reply_to=waiting.channel)
         try:
             dispatched = self._submit(job, timeout_s)
         except Exception:

@@ -49,7 +49,7 @@ def build_core(settings: Settings, client: redis.Redis, main: str) -> Core:
         selector=selector,
         dispatcher=Dispatcher(celery, selector, lambda: models),
         waiter=ResultWaiter(
-            client, ready_timeout_s=settings.redis_timeout_s, stream_prefix=keys.stream("")
+            client, ready_timeout_s=settings.redis_timeout_s, reply_prefix=keys.reply("")
         ),
         registry=Registry(
             client, keys, settings.heartbeat_ttl_s, scripts, settings.offline_window_s

@@ -241,11 +241,14 @@ class LeaseBook:
                 finish_reason=submission.finish_reason,
             )
             meta = celery_meta(job_id, "SUCCESS", result)
-        self._finish(job_id, miner_id, lease_id or "", meta)
+        self._finish(job_id, miner_id, lease_id or "", meta, job.reply_to)
         return result
 
-    def _finish(self, job_id: str, miner_id: str, lease_id: str, meta: str) -> None:
-        """Run submit.lua; raise the error that matches its refusal."""
+    def _finish(
+        self, job_id: str, miner_id: str, lease_id: str, meta: str, reply_to: str = ""
+    ) -> None:
+        """Run submit.lua (the result goes to ``reply_to``'s waiter); raise the error
+        that matches its refusal."""
         outcome = text(
             self._scripts(
                 "submit",
@@ -255,7 +258,7 @@ class LeaseBook:
                     result_key(job_id),
                     self._keys.job(job_id),
                 ],
-                args=[job_id, miner_id, lease_id, meta, self._settings.result_ttl_s],
+                args=[job_id, miner_id, lease_id, meta, self._settings.result_ttl_s, reply_to],
             )
         )
         if outcome in ("stored", "holder"):

@@ -231,7 +231,9 @@ class Reaper:
                     miner_id, job_id, source, f"miner {miner_id} died before it ran it"
                 )
             if job.device:
-                return self._fail(miner_id, job_id, source, f"device {job.device} died")
+                return self._fail(
+                    miner_id, job_id, source, f"device {job.device} died", job.reply_to
+                )
         attempts_key = self._keys.attempts(job_id)
         if running:  # this is one more attempt that died with its miner
             attempts = int(self._redis.get(attempts_key) or 0) + 1
@@ -242,6 +244,7 @@ class Reaper:
                     source,
                     f"its miner died while running it {attempts} times (last: miner "
                     f"{miner_id}); it is not tried again",
+                    job.reply_to if job else "",
                 )
         # A signed job goes to shared for any miner: its model cannot be read here.
         target = None if job is None else self._selector.choose(job, exclude=miner_id)
@@ -262,11 +265,16 @@ class Reaper:
             self._selector.wake_shared(job_id)
         return "moved"
 
-    def _fail(self, miner_id: str, job_id: str, source: tuple[str, ...], why: str) -> str:
-        """End the job with a FAILURE naming it (unless a result came first), then drop it."""
+    def _fail(
+        self, miner_id: str, job_id: str, source: tuple[str, ...], why: str, reply_to: str = ""
+    ) -> str:
+        """End the job with a FAILURE naming it (unless a result came first; to its
+        waiter's channel, ``reply_to``), then drop it."""
         meta = failure_meta(job_id, f"job {job_id} failed: {why}")
         self._scripts(
-            "store_result", keys=[result_key(job_id)], args=[meta, self._settings.result_ttl_s]
+            "store_result",
+            keys=[result_key(job_id)],
+            args=[meta, self._settings.result_ttl_s, reply_to],
         )
         self._relocate(miner_id, job_id, source, "", "")
         return "failed"

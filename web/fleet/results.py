@@ -1,14 +1,20 @@
-"""Results as the web process waits for them: one pub/sub listener per process.
+"""Results as the web process waits for them: one channel and one listener per process.
 
-Miners store results through Celery's Redis result backend (``tasks.broker.backend``),
-which writes the key ``celery-task-meta-<job>`` and publishes the same payload on a
-channel of that name.
+Every web process (replica) has a channel of its own, ``<p>:reply:<replica>``, and
+puts it in each job it waits for (``Job.reply_to``). Miners store results through
+Celery's Redis result backend (``tasks.broker.backend``), which writes the key
+``celery-task-meta-<job>`` and publishes the same payload on that channel only; a
+streamed job's text pieces go there too (``miners.runtime``), so a job's pieces and
+then its result reach the waiting thread in publish order, and no other replica
+hears them: with N replicas each receives its own requests' messages, not N times
+as many. The legacy path (``web.fleet.leases``) and the reaper's failures
+(``web.fleet.recovery``) publish the same way.
+
 Instead of one subscription per request (Celery's default, a round trip each and a
-connection per thread), every web process keeps a single pattern subscription on
-``celery-task-meta-*`` and hands each result to the request thread waiting for it.
-Every process sees every result; a dictionary lookup drops the ones it does not wait for.
-The same subscription carries the text pieces of streamed jobs (``<p>:stream:*``),
-so a job's pieces and then its result reach the waiting thread in publish order.
+connection per thread), the process's single subscription hands each message to the
+request thread waiting for it. After a reconnection the results stored meanwhile are
+read back (``_recheck_pending``); a job that has no waiter here (it gave up) is
+counted as ``stray``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import os
 import queue
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +32,9 @@ import redis
 import redis.client
 from celery import states
 
+from tasks import metrics
 from tasks.errors import JobFailed, ServiceUnavailable
-from tasks.keys import RESULT_KEY_PREFIX, result_key
+from tasks.keys import result_key
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +62,19 @@ class Waiting:
     event: threading.Event = field(default_factory=threading.Event)
     meta: dict[str, Any] | None = None
     pieces: queue.Queue[Any] | None = None
+    channel: str = ""  # where its result and pieces come: the job's ``reply_to``
 
 
 class ResultWaiter:
     """Lets request threads wait for job results without polling Redis."""
 
     def __init__(
-        self, client: redis.Redis, ready_timeout_s: float = 1.0, stream_prefix: str = "mia:stream:"
+        self, client: redis.Redis, ready_timeout_s: float = 1.0, reply_prefix: str = "mia:reply:"
     ) -> None:
         self._redis = client
         self._ready_timeout_s = ready_timeout_s
-        self._stream_prefix = stream_prefix
+        self._reply_prefix = reply_prefix
+        self.channel = ""  # this process's: made when it starts listening
         self._pending: dict[str, Waiting] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -73,9 +83,10 @@ class ResultWaiter:
         self._pid = 0
 
     def expect(self, job_id: str, stream: bool = False) -> Waiting:
-        """Announce interest in ``job_id``; call before the job is published."""
+        """Announce interest in ``job_id``; call before the job is published, with the
+        returned ``channel`` as its ``reply_to``."""
         self._ensure_listening()
-        waiting = Waiting(pieces=queue.Queue() if stream else None)
+        waiting = Waiting(pieces=queue.Queue() if stream else None, channel=self.channel)
         with self._lock:
             self._pending[job_id] = waiting
         return waiting
@@ -110,6 +121,8 @@ class ResultWaiter:
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             with self._lock:
                 if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                    if self._pid != os.getpid():  # a forked child is another replica
+                        self.channel = self._reply_prefix + uuid.uuid4().hex
                     self._pid = os.getpid()
                     self._ready.clear()
                     self._thread = threading.Thread(
@@ -136,37 +149,34 @@ class ResultWaiter:
     def _listen(self) -> None:
         pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
         try:
-            pubsub.psubscribe(RESULT_KEY_PREFIX + "*", self._stream_prefix + "*")
-            subscribed = 0
+            pubsub.subscribe(self.channel)
             for message in pubsub.listen():
-                if message["type"] == "pmessage":
-                    self._deliver(message["channel"], message["data"])
-                elif message["type"] == "psubscribe":
-                    subscribed += 1
-                    if subscribed == 2:
-                        self._recheck_pending()
-                        self._ready.set()
+                if message["type"] == "message":
+                    self._deliver(_decode(message["data"]))
+                elif message["type"] == "subscribe":
+                    self._recheck_pending()
+                    self._ready.set()
                 if self._stop.is_set():
                     return
         finally:
             pubsub.close()
 
-    def _deliver(self, channel: bytes | str, data: bytes | str) -> None:
-        name = channel.decode() if isinstance(channel, bytes) else channel
-        if name.startswith(self._stream_prefix):
-            with self._lock:
-                waiting = self._pending.get(name[len(self._stream_prefix) :])
-            if waiting is not None and waiting.pieces is not None:
-                waiting.pieces.put(_decode(data))
+    def _deliver(self, message: dict[str, Any]) -> None:
+        """A piece (``job``, ``index``, ``delta``) or a stored Celery meta (``task_id``)."""
+        piece = "delta" in message
+        with self._lock:
+            waiting = self._pending.get(str(message.get("job" if piece else "task_id")))
+        if waiting is None:
+            metrics.REPLIES.labels("stray").inc()
             return
-        with self._lock:  # most results are for another process: look before decoding
-            waiting = self._pending.get(name[len(RESULT_KEY_PREFIX) :])
-        if waiting is None or waiting.event.is_set():
+        metrics.REPLIES.labels("piece" if piece else "result").inc()
+        if piece:
+            if waiting.pieces is not None:
+                waiting.pieces.put(message)
             return
-        meta = _decode(data)
-        if meta.get("status") not in states.READY_STATES:  # RETRY: another miner runs it
-            return
-        waiting.meta = meta  # only this thread sets the event: no one raced us to it
+        if waiting.event.is_set() or message.get("status") not in states.READY_STATES:
+            return  # RETRY: another miner runs it
+        waiting.meta = message  # only this thread sets the event: no one raced us to it
         waiting.event.set()
         if waiting.pieces is not None:
             waiting.pieces.put(FINISHED)
@@ -177,9 +187,9 @@ class ResultWaiter:
             ids = list(self._pending)
         if not ids:
             return
-        for job_id, raw in zip(ids, self._redis.mget([result_key(i) for i in ids]), strict=True):
+        for raw in self._redis.mget([result_key(i) for i in ids]):
             if raw is not None:
-                self._deliver((RESULT_KEY_PREFIX + job_id).encode(), raw)
+                self._deliver(_decode(raw))
 
 
 def _decode(raw: bytes | str) -> dict[str, Any]:
