@@ -161,8 +161,10 @@ class Dispatcher:
         return Dispatched(job.job_id, queue, miner_id)
 
     def _publish(self, job: Job, queue: str) -> None:
-        headers: dict[str, str] = {}
-        tracing.inject(headers)  # the trace continues in the task on the miner
+        # the trace continues in the task on the miner; mia_reply: the waiting replica's
+        # channel, for the Lua scripts that read raw messages (``expire.lua``)
+        headers: dict[str, str] = {"mia_reply": job.reply_to} if job.reply_to else {}
+        tracing.inject(headers)
         self._celery.send_task(
             GENERATE,
             args=(job.to_payload(),),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -230,6 +231,9 @@ def test_a_caller_waiting_on_a_job_sees_the_failure(short_client, settings, redi
     caller.start()
     for _ in range(settings.max_attempts):
         assert get_work(client, key, wait=10).status_code == 200
+    last_lease = time.monotonic()
     caller.join(15)
     assert answers[0].status_code == 502
     assert "lease expired" in answers[0].json["error"]
+    # heard on its reply channel as the lease expired, not found after its own timeout
+    assert time.monotonic() - last_lease < settings.request_timeout_s / 2

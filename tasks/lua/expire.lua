@@ -7,7 +7,9 @@
 --
 -- The job goes back to the end of the list it was taken from, so it is the next one
 -- served at its priority. A job leased MIA_MAX_ATTEMPTS times without a result ends
--- with a FAILURE result in Celery's format naming it, instead of circling forever.
+-- with a FAILURE result in Celery's format naming it, instead of circling forever,
+-- published to the web process that waits for it (the message's ``mia_reply`` header)
+-- or, without one, on the result key's channel.
 -- Returns {requeued, failed}.
 local prefix = ARGV[1]
 local requeued, failed = 0, 0
@@ -29,7 +31,10 @@ for _, job_id in ipairs(due) do
         result = {exc_type = 'RuntimeError', exc_module = 'builtins', exc_message = {message}},
       })
       redis.call('SET', result_key, meta, 'EX', tonumber(ARGV[4]))
-      redis.call('PUBLISH', result_key, meta)
+      local ok, message = pcall(cjson.decode, fields[1])
+      local reply = ok and type(message) == 'table' and type(message.headers) == 'table'
+        and message.headers.mia_reply
+      redis.call('PUBLISH', type(reply) == 'string' and reply ~= '' and reply or result_key, meta)
       failed = failed + 1
     else
       local list = tonumber(fields[4]) or 4
