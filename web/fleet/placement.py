@@ -89,7 +89,7 @@ class ModelManager:
         allowed = [d for d in devices if self._catalogue.allows(model_id, d.miner_id)]
         fitting = [d for d in allowed if _room(d, spec.group) >= need]
         if not fitting:
-            free = {d.miner_id: _room(d, spec.group) for d in allowed}
+            free = {d.miner_id: round(_room(d, spec.group), 1) for d in allowed}
             raise NoFit(
                 f"model {model_id!r} (group {spec.group}) needs an estimated {need:.0f} MB; "
                 + (
