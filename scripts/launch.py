@@ -25,6 +25,7 @@ from tasks.settings import PREFIX, Settings
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
+HAPROXY_CONFIG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 # Mingle asks the other workers for their state at start and gossip follows them after:
 # the short-lived miners of a bench or a test need neither (mingle alone waits a second).
 ALONE = ("--without-mingle", "--without-gossip")
@@ -114,6 +115,20 @@ def legacy_argv(miner_id: str, poll_s: float = 2.0, wait_s: float = 0.0) -> list
 def gateway_argv() -> list[str]:
     """The MQTT gateway."""
     return [sys.executable, "-m", "web.mqtt"]
+
+
+def haproxy_argv(haproxy: str = "haproxy", config: Path = HAPROXY_CONFIG) -> list[str]:
+    """HAProxy in the foreground (its log on stdout) with the shipped configuration."""
+    return [haproxy, "-db", "-f", str(config)]
+
+
+def haproxy_env(bind: str, stats_bind: str, replicas: Sequence[str]) -> dict[str, str]:
+    """HAProxy's environment for the shipped configuration: where it listens, where its
+    stats page is, and the web replicas' ``host:port`` (web1, web2, ... in order)."""
+    env = scrubbed_environ()
+    env.update(MIA_LB_BIND=bind, MIA_LB_STATS_BIND=stats_bind)
+    env.update({f"MIA_WEB_{n}": address for n, address in enumerate(replicas, 1)})
+    return env
 
 
 def answers_ok(url: str) -> bool:

@@ -68,6 +68,7 @@ class WebSettings:
     port: int = 5000
     web_workers: int = 2
     web_threads: int = 16
+    trusted_proxies: int = 0
     embedded_redis_port: int = 6399
     registration_token: str = ""
     registration_token_file: str = "var/registration-token"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from tasks import tracing
 from tasks.logs import configure as configure_logging
@@ -26,6 +27,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = body_limit(settings.max_message_chars)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.trusted_proxies > 0:  # behind a load balancer: its address is not the caller's
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     init_app(app, settings)
     register_error_handlers(app)
     register_request_ids(app)
