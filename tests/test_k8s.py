@@ -674,6 +674,8 @@ def start(tmp_path: Path, role: str, me: int, answers: dict[int, str]) -> tuple[
         "MIA_REDIS_SENTINEL_MASTER": "mia",
         "REDIS_NODES": "3",
         "SENTINEL_DIR": str(tmp_path),
+        "REDIS_DIR": str(tmp_path),
+        "REDIS_CONF": str(K8S / "base" / "redis" / "redis.conf"),
     }
     script = K8S / "base" / "redis" / "start.sh"
     out = subprocess.run(
@@ -685,11 +687,13 @@ def start(tmp_path: Path, role: str, me: int, answers: dict[int, str]) -> tuple[
 
 
 def test_a_new_set_starts_with_redis_0_as_master(tmp_path):
+    # on a copy of the ConfigMap's file, where Sentinel's CONFIG REWRITE may write
     assert start(tmp_path, "redis", 0, {})[0] == [
-        "/etc/mia-redis/redis.conf",
+        str(tmp_path / "redis.conf"),
         "--replica-announce-ip",
         f"redis-0.{DOMAIN}",
     ]
+    assert (tmp_path / "redis.conf").read_text() == (K8S / "base/redis/redis.conf").read_text()
     command, _ = start(tmp_path, "redis", 2, {})
     assert command[-3:] == ["--replicaof", f"redis-0.{DOMAIN}", "6379"]
     assert command[1:3] == ["--replica-announce-ip", f"redis-2.{DOMAIN}"]

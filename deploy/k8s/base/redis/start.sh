@@ -7,7 +7,8 @@
 # the new master instead of starting a second one. Everything is addressed by its
 # stable DNS name (redis-N.redis-headless.<namespace>.svc...), never by pod IP, which
 # changes when a pod is rescheduled: hence resolve-hostnames and announce-hostnames.
-# Needs: MIA_REDIS_SENTINEL_MASTER (the ConfigMap's master name), REDIS_NODES.
+# Needs: MIA_REDIS_SENTINEL_MASTER (the ConfigMap's master name), REDIS_NODES. (REDIS_CONF,
+# REDIS_DIR and SENTINEL_DIR move its files elsewhere, for tests/test_k8s.py.)
 set -eu
 
 role=${1:?redis or sentinel}
@@ -27,7 +28,11 @@ done
 echo "start.sh: $role on $me; master: $master"
 
 if [ "$role" = redis ]; then
-    set -- redis-server /etc/mia-redis/redis.conf --replica-announce-ip "$me"
+    # Sentinel saves what it changes in a Redis with CONFIG REWRITE, which the read-only
+    # ConfigMap would refuse: Redis runs on a copy on its data volume, fresh at each start
+    conf=${REDIS_DIR:-/data}/redis.conf
+    cp "${REDIS_CONF:-/etc/mia-redis/redis.conf}" "$conf"
+    set -- redis-server "$conf" --replica-announce-ip "$me"
     if [ "$master" != "$me" ]; then
         set -- "$@" --replicaof "$master" 6379
     fi
