@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import requests
 
@@ -31,6 +32,9 @@ def test_flower_needs_auth_and_shows_workers_and_tasks(api, miner, settings, tmp
 
         wait_for(up, 60, "flower")
         assert flower.poll() is None, log.read_text()
+        # the password is in Flower's environment, not on its command line (ps shows that)
+        cmdline = Path(f"/proc/{flower.pid}/cmdline").read_bytes()
+        assert b"flower" in cmdline and AUTH[1].encode() not in cmdline
         assert requests.get(f"{base}/api/workers", timeout=5).status_code == 401
         assert (
             requests.get(f"{base}/api/workers", auth=("ops", "wrong"), timeout=5).status_code == 401
@@ -61,4 +65,10 @@ def test_flower_needs_auth_and_shows_workers_and_tasks(api, miner, settings, tmp
 
 def test_flower_refuses_to_start_without_credentials():
     proc = spawn([sys.executable, "-m", "scripts.flower"], scrubbed_environ(), cwd=ROOT)
+    assert proc.wait(30) == 2
+
+
+def test_flower_refuses_a_comma_which_would_split_its_list_of_credentials():
+    env = {**scrubbed_environ(), "MIA_FLOWER_USER": "ops", "MIA_FLOWER_PASSWORD": "a,b"}
+    proc = spawn([sys.executable, "-m", "scripts.flower"], env, cwd=ROOT)
     assert proc.wait(30) == 2

@@ -62,6 +62,8 @@ SECRETS = [
     ".env",
     ".env.local",
     "deploy/mosquitto/passwd",
+    "deploy/k8s/base/secrets.env",
+    "deploy/k8s/components/mosquitto/mosquitto-passwd",
     "deploy/tls/server.key",
     "deploy/tls/server.pem",
     "mia.db",
