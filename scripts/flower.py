@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
+from tasks.celery_app import broker_url
 from tasks.settings import Settings
 
 
@@ -25,7 +26,7 @@ def argv(settings: Settings, user: str, password: str, port: int, host: str) -> 
         "-A",
         "miners",
         "--broker",
-        settings.redis_url,
+        broker_url(settings),
         "flower",
         f"--address={host}",
         f"--port={port}",

@@ -27,6 +27,7 @@ from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.utils.functional import retry_over_time
 from kombu.utils.objects import cached_property
+from redis.sentinel import SentinelManagedConnection
 
 import miners.tasks  # noqa: F401 - registers mia.generate, which Celery's Request looks up
 import tasks.broker
@@ -107,12 +108,21 @@ PINS: dict[str, object] = {
     "kombu.transport.redis.Channel.sep": KOMBU_PRIORITY_SEP,
     "kombu.transport.redis.Channel.unacked_key": UNACKED,
     "kombu.transport.redis.Channel.unacked_index_key": UNACKED_INDEX,
+    "kombu.transport.redis.SentinelChannel._get_pool": "(self, asynchronous=False)",
+    "kombu.transport.redis.SentinelChannel.from_transport_options": A(tuple),
+    "kombu.transport.redis.SentinelChannel.connection_class": SentinelManagedConnection,
+    "kombu.transport.redis.SentinelTransport.Channel": kombu_redis.SentinelChannel,
+    "celery.backends.redis.SentinelBackend._get_pool": "(self, **params)",
+    "celery.backends.redis.SentinelBackend._params_from_url": "(self, url, defaults)",
 }
 # Set on instances, so checked on real ones by the behavioural tests below.
 ON_INSTANCES = {
     "kombu.transport.virtual.Message._raw",
     "celery.backends.redis.RedisBackend.expires",
     "celery.backends.redis.RedisBackend.failure_expires",
+    "kombu.transport.redis.Channel._sentinel_manager",
+    "kombu.transport.redis.Channel._async_sentinel_manager",
+    "kombu.connection.Connection.alt",
 }
 # Our overrides, with the stock method each one replaces (same parameters).
 OVERRIDES = [
@@ -121,6 +131,7 @@ OVERRIDES = [
     (transport.QoS.reject, kombu_redis.QoS.reject),
     (transport.Channel._get_pool, kombu_redis.Channel._get_pool),
     (transport.Channel.conn_or_acquire, kombu_redis.Channel.conn_or_acquire),
+    (transport.SentinelChannel._get_pool, kombu_redis.SentinelChannel._get_pool),
     (ResultBackend._store_result, RedisBackend._store_result),
     (ResultBackend.on_task_call, RedisBackend.on_task_call),
 ]

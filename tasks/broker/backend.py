@@ -3,6 +3,7 @@
 A miner stores each result through it (``celery-task-meta-<job>``, published on the
 channel of the same name); ``store_along`` lets the miner send that store in the
 same round trip as its own bookkeeping (``miners.bookkeeping``).
+``SentinelResultBackend`` is the same on a ``sentinel://`` URL.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Any
 import redis
 import redis.client
 from celery import states
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError
 from redis.commands.core import Script
 
 from tasks.lua import source
+from tasks.sentinel import is_sentinel
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,13 @@ class ResultBackend(RedisBackend):
         return result
 
 
+class SentinelResultBackend(ResultBackend, SentinelBackend):
+    """ResultBackend on the master that Redis Sentinels name (Celery's SentinelBackend:
+    ``master_name`` and ``sentinel_kwargs`` in ``result_backend_transport_options``)."""
+
+
 def backend_url(redis_url: str) -> str:
-    """The ``result_backend`` setting that selects ResultBackend on ``redis_url``."""
-    return f"tasks.broker.backend:ResultBackend+{redis_url}"
+    """The ``result_backend`` setting that selects ResultBackend (SentinelResultBackend
+    for a ``sentinel://`` URL, which must be normalized: ``tasks.sentinel``) on ``redis_url``."""
+    backend = "SentinelResultBackend" if is_sentinel(redis_url) else "ResultBackend"
+    return f"tasks.broker.backend:{backend}+{redis_url}"

@@ -26,6 +26,10 @@ wait for a pooled connection instead of failing.
   waits for Redis to come back (up to ``delivery_retry_s``) and then goes on, so the
   job runs. Seen in the Redis-restart fault test (tests/test_faults.py).
 
+- ``SentinelTransport`` is the same for a ``sentinel://`` broker URL: kombu's Sentinel
+  transport with these changes, its pool a blocking one as well
+  (``tasks.sentinel.BlockingSentinelPool``).
+
 Selected with ``broker_transport`` in celeryconfig.
 """
 
@@ -43,8 +47,10 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.functional import retry_over_time
 from kombu.utils.json import dumps
+from redis.sentinel import Sentinel
 
 from tasks.broker.layout import UNACKED, UNACKED_INDEX
+from tasks.sentinel import BlockingSentinelPool, SentinelURL
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +154,47 @@ class Channel(kombu_redis.Channel):
         yield client or self._shared_client
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """Channel, for a ``sentinel://`` URL: its pools follow the master the sentinels name."""
+
+    from_transport_options = (  # type: ignore[assignment]
+        *kombu_redis.SentinelChannel.from_transport_options,
+        "pool_timeout",
+        "delivery_retry_s",
+    )
+
+    def _get_pool(self, asynchronous: bool = False) -> Any:
+        params = self._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+        self.keyprefix_fanout = self.keyprefix_fanout.format(db=params["db"])
+        master = getattr(self, "master_name", None)
+        if not master:
+            raise ValueError("'master_name' transport option must be specified.")
+        address = (params.pop("host", "127.0.0.1"), params.pop("port", 26379))
+        chunks = [u for u in self.connection.client.alt if u.startswith("sentinel://")]
+        hosts = list(SentinelURL.parse(";".join(chunks)).hosts) if chunks else [address]
+        sentinels = Sentinel(  # type: ignore[no-untyped-call]
+            hosts,
+            min_other_sentinels=getattr(self, "min_other_sentinels", 0) or 0,
+            sentinel_kwargs=getattr(self, "sentinel_kwargs", None),
+            **params,
+        )
+        if asynchronous:  # kombu closes these with the channel's pools
+            self._async_sentinel_manager = sentinels
+        else:
+            self._sentinel_manager = sentinels
+        client = sentinels.master_for(  # type: ignore[no-untyped-call]
+            master, connection_pool_class=BlockingSentinelPool, timeout=self.pool_timeout
+        )
+        return client.connection_pool
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
 TRANSPORT = f"{__name__}:Transport"
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
