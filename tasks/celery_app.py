@@ -13,7 +13,8 @@ exposes the same as a Celery config module). Choices that matter for correctness
 - ``result_backend_always_retry``: a miner that finishes a job while Redis is down
   keeps trying to store the result (up to about five minutes) instead of losing it.
 - A ``sentinel://`` URL (``tasks.sentinel``): the broker and the result backend use
-  their Sentinel variants, with ``master_name``.
+  their Sentinel variants, with ``master_name``; each result store waits for a replica
+  (``wait_replicas``, ``tasks.replication``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from celery import Celery
 from tasks.broker.backend import backend_url
 from tasks.broker.transport import SENTINEL_TRANSPORT, TRANSPORT
 from tasks.connections import celery_ssl
+from tasks.replication import wanted_replicas
 from tasks.sentinel import SentinelURL, check, is_sentinel, sentinel_options
 from tasks.settings import Settings
 from tasks.signing import setup_signing, signing_config
@@ -60,7 +62,11 @@ def celery_conf(settings: Settings, stock_transport: bool = False) -> dict[str, 
         "max_connections": 64,  # per process; more threads wait for one (tasks.broker.transport)
         "pool_timeout": max(settings.redis_timeout_s, 5.0),
     }
-    backend_options: dict[str, Any] = {"socket_keepalive": True}
+    backend_options: dict[str, Any] = {
+        "socket_keepalive": True,
+        "wait_replicas": wanted_replicas(settings),
+        "wait_timeout_ms": settings.redis_wait_timeout_ms,
+    }
     conf: dict[str, Any] = {
         "broker_url": broker_url(settings),
         "broker_transport": None if stock_transport else TRANSPORT,

@@ -26,6 +26,8 @@ class ConnectionSettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_s: float = 1.0
     redis_sentinel_master: str = "mymaster"  # the master's name, with a sentinel:// URL
+    redis_wait_replicas: int = -1  # -1: 1 with a sentinel:// URL, else 0 (tasks.replication)
+    redis_wait_timeout_ms: int = 500
     redis_tls_ca_file: str = ""
     redis_tls_cert_file: str = ""
     redis_tls_key_file: str = ""

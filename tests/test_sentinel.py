@@ -7,7 +7,11 @@ one group for this module, stopped at its end whatever happens."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,19 +25,22 @@ from kombu.transport import redis as kombu_redis
 from chat_service.sessions import SessionStore
 from chat_service.tokens import counter
 from scripts.launch import child_env
-from scripts.processes import wait_for
+from scripts.processes import stop, wait_for
 from tasks.broker import transport
 from tasks.broker.backend import SentinelResultBackend
+from tasks.broker.transport import confirming
 from tasks.celery_app import celery_conf, create_celery
 from tasks.connections import redis_client
 from tasks.errors import ConfigError, Conflict
 from tasks.keys import Keys, result_key
 from tasks.lua import Scripts
+from tasks.replication import Replicas, Unconfirmed, wanted_replicas
 from tasks.sentinel import BlockingSentinelPool, SentinelURL
 from tasks.settings import Settings
 from tests import sentinel_group
 from tests.conftest import TOKEN
 from tests.sentinel_group import SentinelGroup
+from web import create_app
 
 URL = "sentinel://:s3cr%40t@h1:26379;sentinel://h2;sentinel://h3:26380/5"
 
@@ -83,11 +90,20 @@ def test_celery_gets_the_sentinel_transport_backend_master_name_and_wait():
     for options in (conf["broker_transport_options"], conf["result_backend_transport_options"]):
         assert options["master_name"] == "prod"
         assert options["sentinel_kwargs"]["socket_timeout"] == settings.redis_timeout_s
+    assert conf["result_backend_transport_options"]["wait_replicas"] == 1
     assert conf["broker_transport_options"]["pool_timeout"] >= 5  # blocking pool kept
 
     plain = celery_conf(Settings(redis_url="redis://127.0.0.1:6379/2"))
     assert plain["broker_transport"] == "tasks.broker.transport:Transport"
     assert "master_name" not in plain["broker_transport_options"]
+    assert plain["result_backend_transport_options"]["wait_replicas"] == 0
+
+
+def test_wait_is_on_by_default_only_for_sentinel_urls():
+    assert wanted_replicas(Settings(redis_url=URL)) == 1
+    assert wanted_replicas(Settings(redis_url="redis://h:6379/0")) == 0
+    assert wanted_replicas(Settings(redis_url="redis://h:6379/0", redis_wait_replicas=2)) == 2
+    assert wanted_replicas(Settings(redis_url=URL, redis_wait_replicas=0)) == 0
 
 
 def test_tls_with_sentinel_is_refused_at_start():
@@ -97,9 +113,11 @@ def test_tls_with_sentinel_is_refused_at_start():
             start(settings)  # type: ignore[operator]
 
 
-def test_children_get_the_master_name():
-    env = child_env(Settings(redis_url=URL, redis_sentinel_master="prod"))
-    assert (env["MIA_REDIS_URL"], env["MIA_REDIS_SENTINEL_MASTER"]) == (URL, "prod")
+def test_children_get_the_master_name_and_the_wait_settings():
+    env = child_env(Settings(redis_url=URL, redis_sentinel_master="prod", redis_wait_timeout_ms=9))
+    assert env["MIA_REDIS_URL"] == URL
+    assert env["MIA_REDIS_SENTINEL_MASTER"] == "prod"
+    assert (env["MIA_REDIS_WAIT_REPLICAS"], env["MIA_REDIS_WAIT_TIMEOUT_MS"]) == ("-1", "9")
 
 
 # -- against a real Sentinel group ------------------------------------------------------
@@ -120,6 +138,7 @@ def settings(group: SentinelGroup, database_url: str) -> Settings:
         redis_url=group.url(db=2),
         redis_sentinel_master=group.name,
         redis_timeout_s=0.5,
+        redis_wait_timeout_ms=200,
         database_url=database_url,
         registration_token=TOKEN,
         request_timeout_s=2,
@@ -178,15 +197,101 @@ def test_a_session_turn_and_its_lock_over_sentinel(settings, master):
 
 
 @pytest.mark.sentinel
-def test_a_result_store_survives_an_empty_script_cache(settings, master):
+def test_a_result_store_waits_for_the_replica_and_survives_an_empty_script_cache(
+    settings, master, replica
+):
     backend = create_celery("t", settings).backend
+    assert backend.replicas.wanted == 1
     backend.store_result("job-1", {"response": "one"}, "SUCCESS")
-    assert json.loads(master.get(result_key("job-1")))["result"] == {"response": "one"}
+    # WAIT answered before store_result returned: the replica holds it already.
+    assert json.loads(replica.get(result_key("job-1")))["result"] == {"response": "one"}
 
     master.script_flush()  # what a promoted replica starts with (Redis 7)
     backend.store_result("job-2", {"response": "two"}, "SUCCESS")
+    assert replica.exists(result_key("job-2"))
     backend.store_result("job-2", {"response": "again"}, "SUCCESS")  # the first stays
     assert json.loads(master.get(result_key("job-2")))["result"] == {"response": "two"}
+
+
+@pytest.mark.sentinel
+def test_a_publish_is_confirmed_by_the_replica_in_its_round_trip(settings, master, replica, group):
+    celery = create_celery("t", settings)
+    replicas = Replicas.from_settings(redis_client(settings), settings)
+    with confirming(replicas) as confirmation:
+        celery.send_task("mia.noop", args=(1,), queue="q", declare=[], retry=False)
+    pending = confirmation.pending
+    assert pending is not None
+    assert (pending.asked, pending.replies[0]) == (1, 1)
+    assert pending.address == ("127.0.0.1", group.master_port)
+    assert replicas.confirmed(pending)
+    assert replica.llen("q") == 1
+
+
+@pytest.fixture
+def stalled(group: SentinelGroup) -> Iterator[None]:
+    """The replica stopped (SIGSTOP): connected, online to its master, confirming nothing."""
+    pid = group.servers[group.replica_port].pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: group.online_replicas(group.master_port) == 1, 20, "the replica")
+
+
+@pytest.mark.sentinel
+def test_a_job_no_replica_confirms_is_refused_with_a_503_naming_it(settings, master, stalled):
+    app = create_app(settings)
+    try:
+        started = time.monotonic()
+        response = app.test_client().post("/chat", json={"message": "hello"})
+        took = time.monotonic() - started
+    finally:
+        app.extensions["mia"].waiter.close()
+        app.extensions["mia"].housekeeper.close()
+    assert response.status_code == 503, response.json
+    body = response.json
+    assert body["code"] == "not_replicated"
+    assert body["job_id"] in body["error"] and "not accepted" in body["error"]
+    assert 0.2 <= took < 2  # MIA_REDIS_WAIT_TIMEOUT_MS, then the answer
+
+
+@pytest.mark.sentinel
+def test_a_result_no_replica_confirms_is_stored_again_until_one_does(
+    settings, master, replica, group
+):
+    backend = create_celery("t", settings).backend
+    pid = group.servers[group.replica_port].pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(Unconfirmed, match="0 of 1 replica"):  # one try: Celery retries
+            backend._store_result("job-3", {"response": "three"}, "SUCCESS")
+        threading.Timer(0.3, os.kill, (pid, signal.SIGCONT)).start()
+        backend.store_result("job-3", {"response": "three"}, "SUCCESS")  # Celery's retries
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert replica.exists(result_key("job-3"))
+
+
+@pytest.mark.sentinel
+def test_a_master_without_a_replica_online_keeps_writes_alone_without_waiting(
+    settings, master, group
+):
+    """After a failover the new master has no replica until the old master comes back:
+    nothing can confirm a write, so none waits (no WAIT timeout on every request)."""
+    replica = group.servers.pop(group.replica_port)
+    stop(replica)
+    try:
+        wait_for(lambda: group.online_replicas(group.master_port) == 0, 10, "no replica")
+        backend = create_celery("t", settings).backend  # asks ROLE at its first store
+        started = time.monotonic()
+        for n in range(20):
+            backend.store_result(f"alone-{n}", {"response": n}, "SUCCESS")
+        assert time.monotonic() - started < 1  # 20 stores, none waited 200 ms
+        assert master.exists(result_key("alone-19"))
+    finally:
+        group.servers[group.replica_port] = group.start_replica()
+    wait_for(lambda: group.online_replicas(group.master_port) == 1, 20, "the replica back")
 
 
 @pytest.mark.sentinel

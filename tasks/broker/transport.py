@@ -26,6 +26,9 @@ wait for a pooled connection instead of failing.
   waits for Redis to come back (up to ``delivery_retry_s``) and then goes on, so the
   job runs. Seen in the Redis-restart fault test (tests/test_faults.py).
 
+- A job is accepted only once a Redis replica has it (``tasks.replication``): the
+  publish a dispatcher wraps in ``confirming`` sends ``WAIT`` after its ``LPUSH``, in the
+  same round trip on the same connection (WAIT covers that connection's writes).
 - ``SentinelTransport`` is the same for a ``sentinel://`` broker URL: kombu's Sentinel
   transport with these changes, its pool a blocking one as well
   (``tasks.sentinel.BlockingSentinelPool``).
@@ -36,9 +39,11 @@ Selected with ``broker_transport`` in celeryconfig.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -50,6 +55,7 @@ from kombu.utils.json import dumps
 from redis.sentinel import Sentinel
 
 from tasks.broker.layout import UNACKED, UNACKED_INDEX
+from tasks.replication import Pending, Replicas
 from tasks.sentinel import BlockingSentinelPool, SentinelURL
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,30 @@ delivery_notes: list[DeliveryNote] = []
 _unacked_keys: tuple[str, str] = (UNACKED_INDEX, UNACKED)
 # Delivery tags whose unacked entry a miner removed already (``acked``).
 _settled: set[str] = set()
+
+
+_confirm = threading.local()
+
+
+@dataclass
+class Confirmation:
+    """The WAIT that followed one publish (``confirming``), answered (None if the
+    publish went without one)."""
+
+    replicas: Replicas
+    pending: Pending | None = None
+
+
+@contextmanager
+def confirming(replicas: Replicas) -> Iterator[Confirmation]:
+    """The message this thread publishes in the block is followed by a WAIT for
+    ``replicas`` in its own round trip; the Confirmation says what it answered."""
+    confirmation = Confirmation(replicas)
+    _confirm.pending = confirmation
+    try:
+        yield confirmation
+    finally:
+        _confirm.pending = None
 
 
 def unacked_keys() -> tuple[str, str]:
@@ -152,6 +182,25 @@ class Channel(kombu_redis.Channel):
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         yield client or self._shared_client
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish; inside ``confirming``, with a WAIT after it."""
+        confirmation: Confirmation | None = getattr(_confirm, "pending", None)
+        batched = kwargs.get("_publish_batch") is not None
+        if confirmation is None or batched or queue in self._expires:
+            super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+            return
+        _confirm.pending = None  # one publish: the job's own
+        priority = self._get_message_priority(message, reverse=False)  # type: ignore[no-untyped-call]
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.lpush(self._q_for_pri(queue, priority), dumps(message))  # type: ignore[no-untyped-call]
+            pending = confirmation.replicas.queue(pipe)
+            replies = pipe.execute(raise_on_error=False)
+        pending.take(replies)
+        if isinstance(replies[0], Exception):
+            raise replies[0]  # the publish itself failed
+        confirmation.pending = pending
 
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):
