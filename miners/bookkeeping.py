@@ -108,9 +108,12 @@ class Bookkeeping:
         settle = self._settle_call(job_id, tag)
         self._scripts.queue(pipe, "settle", *settle)
         self.breakers.record_on(pipe, self.miner_id, ok)
+        wait = store.replicas.queue(pipe)  # WAIT for a replica (tasks.replication)
         replies = pipe.execute(raise_on_error=False)
+        wait.take(replies)
         released = replies.pop(0) if reserved_on else None
         stored, settled, outcome = replies
+        confirm = not isinstance(stored, Exception)  # else ``alone`` waits on its own
         self._local.pending, self._local.booked = None, job_id
         # Redis lost its scripts (a restart): each step again, in the same order.
         if reserved_on and isinstance(released, redis.exceptions.NoScriptError):
@@ -140,6 +143,8 @@ class Bookkeeping:
             self.breakers.noted(self.miner_id, outcome)
         if isinstance(stored, Exception):
             raise stored  # Celery's own handling of a result it could not store
+        if confirm:  # unconfirmed: raises, and Celery stores the result again
+            store.replicas.check(wait, f"the result of job {job_id}")
 
     def _settle_call(self, job_id: str, tag: str | None) -> tuple[list[str], list[Any]]:
         index, unacked = transport.unacked_keys()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
+from tasks.celery_app import broker_url
 from tasks.settings import Settings
 
 
@@ -28,7 +29,7 @@ def argv(settings: Settings, port: int, host: str) -> list[str]:
         "-A",
         "miners",
         "--broker",
-        settings.redis_url,
+        broker_url(settings),
         "flower",
         f"--address={host}",
         f"--port={port}",

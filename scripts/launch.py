@@ -45,12 +45,15 @@ def scrubbed_environ() -> dict[str, str]:
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """A child's environment for ``settings``: where Redis, the database and the web tier
-    are, the registration token and the data directory (the miners' key files); then
-    ``extra`` (``MIA_ENGINE="echo"``, ...)."""
+    """A child's environment for ``settings``: where Redis (its Sentinel master name and
+    replica WAIT too), the database and the web tier are, the registration token and the
+    data directory (the miners' key files); then ``extra`` (``MIA_ENGINE="echo"``, ...)."""
     env = scrubbed_environ()
     env.update(
         MIA_REDIS_URL=settings.redis_url,
+        MIA_REDIS_SENTINEL_MASTER=settings.redis_sentinel_master,
+        MIA_REDIS_WAIT_REPLICAS=str(settings.redis_wait_replicas),
+        MIA_REDIS_WAIT_TIMEOUT_MS=str(settings.redis_wait_timeout_ms),
         MIA_DATABASE_URL=settings.database_url,
         MIA_API_URL=settings.api_url,
         MIA_REGISTRATION_TOKEN=settings.registration_token,

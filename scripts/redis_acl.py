@@ -19,7 +19,9 @@ with a real miner answering through such a user:
   ``<p>:breakers``, ``<p>:failstreak`` and, to retry a job elsewhere, dispatch's own
   ``<p>:miners``, ``<p>:picks``, ``<p>:seq``, ``<p>:idx*``, ``<p>:indexed``,
   ``<p>:job:*`` (read-only: ``<p>:hb:*``,
-  ``<p>:drain:*``); channels ``<p>:stream:*``, ``<p>:abort``, ``<p>:events``.
+  ``<p>:drain:*``); channels ``<p>:stream:*``, ``<p>:abort``, ``<p>:events``;
+- ``WAIT`` and ``ROLE`` (which replicas are online): a result store waits for a replica
+  (``tasks.replication``, with Redis Sentinel).
 
 Nothing else: no heartbeat writes (those go over HTTP with the miner's key), no
 registration cache, no sessions, no other miner's queue to read, no admin commands.
@@ -41,7 +43,8 @@ COMMANDS = (
     "sadd srem smembers sismember scard "
     "zadd zrem zrange zrangebyscore zrevrangebyscore zcard "
     "publish subscribe unsubscribe psubscribe punsubscribe "
-    "eval evalsha script|load script|exists"
+    "eval evalsha script|load script|exists "
+    "wait role"  # a result confirmed by a replica (tasks.replication)
 ).split()
 
 

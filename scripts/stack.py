@@ -41,7 +41,8 @@ from miners.heartbeat import keep_key, key_file, read_key
 from scripts import redis_server
 from scripts.launch import ROOT, answers_ok, gateway_argv, miner_argv, start, start_web
 from scripts.processes import spawn, stop
-from tasks.connections import redis_options
+from tasks.connections import redis_client, redis_options
+from tasks.sentinel import is_sentinel
 from tasks.settings import Settings
 from tasks.tokens import admin_token, registration_token
 
@@ -173,6 +174,10 @@ class Stack:
         print(f"MQTT gateway on {self.settings.mqtt_url}: subscribed ({health})", flush=True)
 
     def _redis(self) -> None:
+        if is_sentinel(self.settings.redis_url):  # the operator's own Sentinel group
+            redis_client(self.settings, socket_connect_timeout=2, socket_timeout=2).ping()
+            print(f"Using the Redis master behind {self.settings.redis_url}", flush=True)
+            return
         if redis_server.answers(self.settings.redis_url, **redis_options(self.settings)):
             print(f"Using Redis at {self.settings.redis_url}", flush=True)
             return

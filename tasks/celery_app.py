@@ -12,6 +12,9 @@ exposes the same as a Celery config module). Choices that matter for correctness
   before ``shared`` instead of rotating between them.
 - ``result_backend_always_retry``: a miner that finishes a job while Redis is down
   keeps trying to store the result (up to about five minutes) instead of losing it.
+- A ``sentinel://`` URL (``tasks.sentinel``): the broker and the result backend use
+  their Sentinel variants, with ``master_name``; each result store waits for a replica
+  (``wait_replicas``, ``tasks.replication``).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from typing import Any
 from celery import Celery
 
 from tasks.broker.backend import backend_url
-from tasks.broker.transport import TRANSPORT
+from tasks.broker.transport import SENTINEL_TRANSPORT, TRANSPORT
 from tasks.connections import celery_ssl
+from tasks.replication import wanted_replicas
+from tasks.sentinel import SentinelURL, check, is_sentinel, sentinel_options
 from tasks.settings import Settings
 from tasks.signing import setup_signing, signing_config
 
@@ -47,6 +52,7 @@ def celery_conf(settings: Settings, stock_transport: bool = False) -> dict[str, 
     ``stock_transport`` keeps kombu's own Redis transport (the benchmark's baseline)
     instead of ``tasks.broker.transport``, which reuses Redis clients.
     """
+    check(settings)
     transport = {
         "visibility_timeout": settings.visibility_timeout_s,
         "queue_order_strategy": "priority",
@@ -56,12 +62,17 @@ def celery_conf(settings: Settings, stock_transport: bool = False) -> dict[str, 
         "max_connections": 64,  # per process; more threads wait for one (tasks.broker.transport)
         "pool_timeout": max(settings.redis_timeout_s, 5.0),
     }
+    backend_options: dict[str, Any] = {
+        "socket_keepalive": True,
+        "wait_replicas": wanted_replicas(settings),
+        "wait_timeout_ms": settings.redis_wait_timeout_ms,
+    }
     conf: dict[str, Any] = {
-        "broker_url": settings.redis_url,
+        "broker_url": broker_url(settings),
         "broker_transport": None if stock_transport else TRANSPORT,
-        "result_backend": backend_url(settings.redis_url),
+        "result_backend": backend_url(broker_url(settings)),
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"socket_keepalive": True},
+        "result_backend_transport_options": backend_options,
         "result_backend_always_retry": True,
         "result_backend_max_retries": 300,
         "result_backend_base_sleep_between_retries_ms": 50,
@@ -87,9 +98,24 @@ def celery_conf(settings: Settings, stock_transport: bool = False) -> dict[str, 
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "enable_utc": True,
     }
+    if is_sentinel(settings.redis_url):
+        sentinel = {
+            "master_name": settings.redis_sentinel_master,
+            "sentinel_kwargs": sentinel_options(settings),
+        }
+        transport.update(sentinel)
+        backend_options.update(sentinel)
+        conf["broker_transport"] = None if stock_transport else SENTINEL_TRANSPORT
     tls = celery_ssl(settings)
     if tls is not None:
         conf["broker_use_ssl"] = tls
         conf["redis_backend_use_ssl"] = tls
     conf.update(signing_config(settings))
     return conf
+
+
+def broker_url(settings: Settings) -> str:
+    """``MIA_REDIS_URL`` as kombu and Celery read it (a Sentinel list normalized)."""
+    if is_sentinel(settings.redis_url):
+        return SentinelURL.parse(settings.redis_url).normalized()
+    return settings.redis_url

@@ -6,6 +6,9 @@ the server's certificate (else the system's), ``MIA_REDIS_TLS_CERT_FILE`` and
 ``MIA_REDIS_TLS_CERT_REQS`` (``required``, ``optional`` or ``none``) how strictly the
 server's certificate is checked. The same options go to redis-py clients
 (``redis_client``) and to Celery's broker and result backend (``celery_ssl``).
+
+A ``sentinel://`` URL names Redis Sentinels instead (``tasks.sentinel``): every client
+made here then talks to the master they name, and follows it through a failover.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from urllib.parse import urlsplit
 import redis
 
 from tasks.errors import ConfigError
+from tasks.sentinel import is_sentinel, sentinel_client
 from tasks.settings import Settings
 
 CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
@@ -66,8 +70,11 @@ POOL_TIMEOUT_S = 5.0
 
 def redis_client(settings: Settings, url: str | None = None, **kwargs: Any) -> redis.Redis:
     """A client for ``url`` (default ``MIA_REDIS_URL``) with the TLS settings applied,
-    on a blocking pool: a burst of threads queues for connections instead of failing."""
+    on a blocking pool: a burst of threads queues for connections instead of failing.
+    For a ``sentinel://`` URL, a client of the master the sentinels name."""
     target = url or settings.redis_url
+    if is_sentinel(target):
+        return sentinel_client(settings, target, MAX_CONNECTIONS, POOL_TIMEOUT_S, **kwargs)
     pool = redis.BlockingConnectionPool.from_url(
         target,
         max_connections=MAX_CONNECTIONS,

@@ -5,7 +5,8 @@ concurrent requests can never both take the last free slot of one miner. A job
 that no live miner can take at once goes to the ``shared`` queue, which every
 miner consumes after its own and legacy polling miners drain over HTTP
 (``web.fleet.leases``); publishing there also drops a token on a wake list, so a
-legacy miner long-polling ``/get_work`` takes the job at once.
+legacy miner long-polling ``/get_work`` takes the job at once. With replicas to wait
+for (``tasks.replication``), a job is accepted once a replica confirmed its publish.
 """
 
 from __future__ import annotations
@@ -21,11 +22,19 @@ import redis.client
 from celery import Celery
 
 from tasks import metrics, tracing
-from tasks.errors import Conflict, ModelNotLoaded, ModelNotServed, ServiceUnavailable
+from tasks.broker.transport import confirming
+from tasks.errors import (
+    Conflict,
+    ModelNotLoaded,
+    ModelNotServed,
+    NotReplicated,
+    ServiceUnavailable,
+)
 from tasks.jobs import GENERATE, Job
 from tasks.keys import MINER_QUEUE_PREFIX, SHARED_QUEUE, Keys, queue_for, text
 from tasks.logs import request_id
 from tasks.lua import Scripts
+from tasks.replication import Pending, Replicas
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +122,16 @@ class Dispatcher:
     """Publishes jobs on the chosen miner's queue, or on ``shared``."""
 
     def __init__(
-        self, celery: Celery, selector: MinerSelector, known_models: Callable[[], set[str]] = set
+        self,
+        celery: Celery,
+        selector: MinerSelector,
+        known_models: Callable[[], set[str]] = set,
+        replicas: Replicas | None = None,
     ) -> None:
         self._celery = celery
         self._selector = selector
         self._known_models = known_models
+        self._replicas = replicas
 
     def submit(self, job: Job, shared_only: bool = False) -> Dispatched:
         """Reserve and publish; raise ServiceUnavailable if the broker does not answer.
@@ -147,6 +161,8 @@ class Dispatcher:
         queue = queue_for(miner_id) if miner_id else SHARED_QUEUE
         try:
             self._publish(reserved, queue)
+        except NotReplicated:
+            raise  # on the master, maybe run by now: its slot is its own
         except Exception as exc:
             if miner_id:
                 self._release_quietly(miner_id)
@@ -161,6 +177,27 @@ class Dispatcher:
         return Dispatched(job.job_id, queue, miner_id)
 
     def _publish(self, job: Job, queue: str) -> None:
+        """Publish; with replicas to wait for, a WAIT follows in the same round trip
+        and NotReplicated says none confirmed the job."""
+        if self._replicas is None or not self._replicas.wanted:
+            self._send(job, queue)
+            return
+        with confirming(self._replicas) as confirmation:
+            self._send(job, queue)
+        if confirmation.pending is not None:  # None: kombu's own transport (a baseline)
+            self._confirmed(job, self._replicas, confirmation.pending)
+
+    def _confirmed(self, job: Job, replicas: Replicas, pending: Pending) -> None:
+        try:
+            if replicas.confirmed(pending):
+                return
+            why = pending.describe(replicas.timeout_ms)
+        except redis.RedisError as exc:  # published, then Redis went away
+            why = f"Redis went away: {exc}"
+        log.warning("job %s not confirmed by a replica (%s)", job.job_id, why)
+        raise NotReplicated(job.job_id, why)
+
+    def _send(self, job: Job, queue: str) -> None:
         # the trace continues in the task on the miner; mia_reply: the waiting replica's
         # channel, for the Lua scripts that read raw messages (``expire.lua``)
         headers: dict[str, str] = {"mia_reply": job.reply_to} if job.reply_to else {}

@@ -117,6 +117,21 @@ class ServiceUnavailable(MiaError):
     code = "unavailable"
 
 
+class NotReplicated(ServiceUnavailable):
+    """A job reached the Redis master but no replica confirmed it in time (a failover
+    may be under way): not accepted. It may still run; ``GET /jobs/<id>`` tells."""
+
+    code = "not_replicated"
+
+    def __init__(self, job_id: str, why: str) -> None:
+        super().__init__(
+            f"job {job_id} not accepted: no Redis replica confirmed it ({why}); "
+            "a failover may lose it, or it may still run: send it again",
+            job_id=job_id,
+            status_url=f"/jobs/{job_id}",
+        )
+
+
 class JobTimeout(MiaError):
     """The caller stopped waiting; the job goes on and can be fetched by id."""
 

@@ -55,6 +55,11 @@ REPLIES = Counter(
     ["kind"],
 )
 TOKENS = Counter("mia_tokens_generated_total", "Completion tokens in delivered results")
+REDIS_WAITS = Counter(
+    "mia_redis_wait_total",
+    "WAITs for a replica after a job's publish or a result's store, by outcome",
+    ["outcome"],  # confirmed, alone (no replica online: nothing to wait for), unconfirmed
+)
 
 
 def observe_result(result: dict[str, object]) -> None:

@@ -21,10 +21,13 @@ PREFIX = "MIA_"
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """Redis, TLS and message signing: every process."""
+    """Redis (or Redis Sentinel), TLS and message signing: every process."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_s: float = 1.0
+    redis_sentinel_master: str = "mymaster"  # the master's name, with a sentinel:// URL
+    redis_wait_replicas: int = -1  # -1: 1 with a sentinel:// URL, else 0 (tasks.replication)
+    redis_wait_timeout_ms: int = 500
     redis_tls_ca_file: str = ""
     redis_tls_cert_file: str = ""
     redis_tls_key_file: str = ""

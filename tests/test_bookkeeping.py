@@ -8,6 +8,7 @@ that; and when no store took the steps, task_postrun (``finished``) does their w
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -23,6 +24,7 @@ from tasks.dispatch import RedisSelector
 from tasks.jobs import GENERATE, Job
 from tasks.keys import Keys, result_key
 from tasks.lua import Scripts
+from tasks.replication import Replicas
 from web.fleet.registry import Heartbeat, Registry
 
 PREFIX = "bk"  # not the live server's keys
@@ -60,7 +62,7 @@ def a_store(redis, keys: Keys, calls: list[str]) -> StoreCall:
         calls.append("alone")
         return int(redis.eval(STORE, 3, *args))
 
-    return StoreCall(queue=queue, alone=alone)
+    return StoreCall(queue=queue, alone=alone, replicas=Replicas(redis, 0, 500))
 
 
 def store_now(state: str, store: StoreCall) -> None:
@@ -153,7 +155,7 @@ def test_redis_losing_its_scripts_changes_nothing(redis, parts):
         pipe.evalsha("0" * 40, 0)
 
     fallback = a_store(redis, keys, calls)
-    store_now("SUCCESS", StoreCall(queue=store_by_hash, alone=fallback.alone))
+    store_now("SUCCESS", replace(fallback, queue=store_by_hash))
     assert calls == ["queued", "alone"]
     assert redis.get(f"{PREFIX}:seen") == b"0"  # still the slot first
     assert not redis.hexists(keys.held("m"), "job-1")
@@ -222,7 +224,10 @@ def test_without_a_stored_result_the_job_stays_recoverable(redis, parts):
     def stores_nothing(pipe: redis_lib.client.Pipeline) -> None:
         pipe.ping()
 
-    store_now("SUCCESS", StoreCall(queue=stores_nothing, alone=lambda: None))
+    store_now(
+        "SUCCESS",
+        StoreCall(queue=stores_nothing, alone=lambda: None, replicas=Replicas(redis, 0, 500)),
+    )
     assert redis.hexists("unacked", "tag-2")  # kombu acknowledges it itself, as usual
     assert "tag-2" not in transport._settled
 

@@ -27,6 +27,7 @@ from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.utils.functional import retry_over_time
 from kombu.utils.objects import cached_property
+from redis.sentinel import SentinelManagedConnection
 
 import miners.tasks  # noqa: F401 - registers mia.generate, which Celery's Request looks up
 import tasks.broker
@@ -50,11 +51,13 @@ from tasks.broker.messages import (
     rewritable,
     task_id,
 )
+from tasks.broker.transport import confirming
 from tasks.celery_app import create_celery
 from tasks.dispatch import MAX_PRIORITY, Dispatcher
 from tasks.jobs import GENERATE, Job
 from tasks.keys import SHARED_QUEUE, result_key, text
 from tasks.lua import source
+from tasks.replication import Replicas
 from tasks.settings import Settings
 from tests.conftest import ROOT
 from tests.requirement_files import pins
@@ -107,12 +110,25 @@ PINS: dict[str, object] = {
     "kombu.transport.redis.Channel.sep": KOMBU_PRIORITY_SEP,
     "kombu.transport.redis.Channel.unacked_key": UNACKED,
     "kombu.transport.redis.Channel.unacked_index_key": UNACKED_INDEX,
+    "kombu.transport.redis.Channel._put": "(self, queue, message, **kwargs)",
+    "kombu.transport.virtual.Channel._get_message_priority": "(self, message, reverse=False)",
+    "kombu.transport.redis.SentinelChannel._get_pool": "(self, asynchronous=False)",
+    "kombu.transport.redis.SentinelChannel.from_transport_options": A(tuple),
+    "kombu.transport.redis.SentinelChannel.connection_class": SentinelManagedConnection,
+    "kombu.transport.redis.SentinelTransport.Channel": kombu_redis.SentinelChannel,
+    "celery.backends.redis.SentinelBackend._get_pool": "(self, **params)",
+    "celery.backends.redis.SentinelBackend._params_from_url": "(self, url, defaults)",
+    "celery.backends.redis.RedisBackend._transport_options": A(cached_property),
 }
 # Set on instances, so checked on real ones by the behavioural tests below.
 ON_INSTANCES = {
     "kombu.transport.virtual.Message._raw",
     "celery.backends.redis.RedisBackend.expires",
     "celery.backends.redis.RedisBackend.failure_expires",
+    "kombu.transport.redis.Channel._expires",
+    "kombu.transport.redis.Channel._sentinel_manager",
+    "kombu.transport.redis.Channel._async_sentinel_manager",
+    "kombu.connection.Connection.alt",
 }
 # Our overrides, with the stock method each one replaces (same parameters).
 OVERRIDES = [
@@ -121,6 +137,8 @@ OVERRIDES = [
     (transport.QoS.reject, kombu_redis.QoS.reject),
     (transport.Channel._get_pool, kombu_redis.Channel._get_pool),
     (transport.Channel.conn_or_acquire, kombu_redis.Channel.conn_or_acquire),
+    (transport.Channel._put, kombu_redis.Channel._put),
+    (transport.SentinelChannel._get_pool, kombu_redis.SentinelChannel._get_pool),
     (ResultBackend._store_result, RedisBackend._store_result),
     (ResultBackend.on_task_call, RedisBackend.on_task_call),
 ]
@@ -322,6 +340,27 @@ def test_our_channel_connects_as_kombus_with_one_client_and_a_waiting_pool(redis
         with channel.conn_or_acquire() as one, channel.conn_or_acquire() as two:
             assert one is two
         assert isinstance(channel.qos, transport.QoS)
+
+
+def test_a_confirmed_publish_lands_where_kombus_own_does(redis_url, redis):
+    """Inside ``confirming`` our ``_put`` writes the message itself (to send WAIT in
+    the same round trip): the same list and bytes as kombu's ``_put``."""
+    client = redis_lib.Redis.from_url(redis_url)
+    replicas = Replicas(client, 1, 100)  # this Redis has no replica: nothing to wait for
+    with Connection(redis_url, transport=transport.Transport) as ours:
+        with confirming(replicas) as confirmation:
+            publish(ours, {"n": 1}, priority=5)
+        assert confirmation.pending is not None
+        assert confirmation.pending.asked == 0  # no WAIT sent, ROLE only
+        assert replicas.confirmed(confirmation.pending)  # alone, and not behind Sentinel
+        publish(ours, {"n": 1}, priority=5)  # kombu's own _put
+    ours_raw, kombus_raw = redis.lrange(list_for(QUEUE, 5), 0, -1)
+    strip = {"delivery_tag": None}
+    mine, theirs = json.loads(ours_raw), json.loads(kombus_raw)
+    mine["properties"].update(strip)
+    theirs["properties"].update(strip)
+    assert mine == theirs, changed("kombu.transport.redis.Channel._put", "it publishes otherwise")
+    client.close()
 
 
 def test_the_lists_we_lease_from_are_the_ones_kombu_consumes(redis_url):

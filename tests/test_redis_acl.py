@@ -148,4 +148,7 @@ def test_the_acl_user_cannot_touch_what_is_not_its_own(acl_redis):
             forbidden()
     assert client.lpush("gpu-other", "a retry") == 2  # a retry elsewhere may push
     assert client.get("mia:hb:other") is None  # read-only
+    # A result's store waits for a replica (tasks.replication): WAIT, and ROLE to count them.
+    assert client.execute_command("ROLE")[0] == b"master"
+    assert client.execute_command("WAIT", 0, 0) == 0
     client.close()

@@ -42,6 +42,24 @@ either, re-check this list against the new code.
 - ``kombu.transport.redis.Transport.Channel``: the class our Channel replaces.
 - ``kombu.utils.functional.retry_over_time``: kombu's back-off, for the delivery's
   wait; called with an errback ``(exc, intervals, retries)``.
+- ``kombu.transport.redis.Channel._put``: overridden: inside ``confirming`` (a job's
+  publish), the same ``LPUSH`` followed by ``WAIT`` in one round trip
+  (``tasks.replication``); kombu's own otherwise, and for a publish batch or a queue
+  with an expiry (``kombu.transport.redis.Channel._expires``).
+- ``kombu.transport.virtual.Channel._get_message_priority``: called for that list's
+  priority step, as kombu's ``_put`` does.
+- ``kombu.transport.redis.SentinelChannel._get_pool``: overridden for a ``sentinel://``
+  URL: a ``tasks.sentinel.BlockingSentinelPool`` from the sentinels in the URL list
+  (``kombu.connection.Connection.alt``), with ``_connparams``' parameters as kombu's.
+- ``kombu.transport.redis.SentinelChannel.from_transport_options``: extended as the
+  Channel's (``master_name``, ``sentinel_kwargs`` and the rest stay kombu's).
+- ``kombu.transport.redis.SentinelChannel.connection_class``: redis-py's
+  ``SentinelManagedConnection``, which follows the master.
+- ``kombu.transport.redis.Channel._sentinel_manager`` and
+  ``kombu.transport.redis.Channel._async_sentinel_manager``: set to the ``Sentinel``
+  objects, which kombu closes with the channel.
+- ``kombu.transport.redis.SentinelTransport.Channel``: the class our SentinelChannel
+  replaces.
 
 ``backend.py``: Celery's Redis result backend, subclassed (``result_backend``).
 
@@ -60,6 +78,12 @@ either, re-check this list against the new code.
   registers the Lua script.
 - ``celery.backends.redis.RedisBackend.expires``: the TTL of a stored result.
 - ``celery.backends.redis.RedisBackend.failure_expires``: the TTL of a failure.
+- ``celery.backends.redis.RedisBackend._transport_options``: where ``wait_replicas``
+  and ``wait_timeout_ms`` are read (``result_backend_transport_options``).
+- ``celery.backends.redis.SentinelBackend._params_from_url`` and
+  ``celery.backends.redis.SentinelBackend._get_pool``: Celery's Sentinel variant,
+  composed with ours (``SentinelResultBackend``); it reads the database and the password
+  from the first URL of the list, which ``tasks.sentinel`` normalizes for it.
 
 ``messages.py``: Celery's formats on Redis, read and written by hand (the legacy
 ``/get_work`` path and the reaper).

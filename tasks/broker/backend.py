@@ -2,7 +2,10 @@
 
 A miner stores each result through it (``celery-task-meta-<job>``, published on the
 channel of the same name); ``store_along`` lets the miner send that store in the
-same round trip as its own bookkeeping (``miners.bookkeeping``).
+same round trip as its own bookkeeping (``miners.bookkeeping``). With replicas to wait
+for (``tasks.replication``), a WAIT follows the store in that round trip, and a store
+no replica confirmed raises ``Unconfirmed``: Celery stores it again.
+``SentinelResultBackend`` is the same on a ``sentinel://`` URL.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from typing import Any
 import redis
 import redis.client
 from celery import states
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError
 from redis.commands.core import Script
 
 from tasks.lua import source
+from tasks.replication import Replicas
+from tasks.sentinel import is_sentinel
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,8 @@ class StoreCall:
     """One result's store, for a caller that sends it with steps of its own."""
 
     queue: Callable[[redis.client.Pipeline], None]  # on a pipeline, by the script's hash
-    alone: Callable[[], Any]  # on its own (this loads the script again if Redis lost it)
+    alone: Callable[[], Any]  # on its own, WAIT included (loads the script again if Redis lost it)
+    replicas: Replicas  # the WAIT to queue after ``queue``'s store, and its check
 
 
 StoreSteps = Callable[[StoreCall, str], None]  # (the store, the result's state)
@@ -71,6 +77,33 @@ class ResultBackend(RedisBackend):
         script: Script = self.client.register_script(source("store_result"))
         return script
 
+    @cached_property
+    def replicas(self) -> Replicas:
+        """The WAIT after each store (``wait_replicas``, ``wait_timeout_ms`` in
+        ``result_backend_transport_options``; none by default)."""
+        options = self._transport_options
+        wanted, timeout_ms = options.get("wait_replicas", 0), options.get("wait_timeout_ms", 500)
+        return Replicas(self.client, int(wanted), int(timeout_ms))
+
+    def _store_confirmed(self, keys: list[str], args: list[Any]) -> None:
+        """The store, and a WAIT for replicas after it in the same round trip."""
+        script = self._store_first
+        if not self.replicas.wanted:
+            script(keys=keys, args=args)
+            return
+        for _ in range(2):  # again once if Redis lost the script (a restart, a failover)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pending = self.replicas.queue(pipe)
+            replies = pipe.execute(raise_on_error=False)
+            pending.take(replies)
+            if not isinstance(replies[0], redis.exceptions.NoScriptError):
+                break
+            self.client.script_load(script.script)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        self.replicas.check(pending, f"the result {keys[0]}")
+
     def _store_result(
         self,
         task_id: str,
@@ -94,13 +127,14 @@ class ResultBackend(RedisBackend):
         args = [value, int(expires or 0), reply_channel(request)]
         steps = take_along()
         if steps is None:
-            self._store_first(keys=keys, args=args)
+            self._store_confirmed(keys, args)
             return result
         script = self._store_first
         steps(
             StoreCall(
                 queue=lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
-                alone=lambda: script(keys=keys, args=args),
+                alone=lambda: self._store_confirmed(keys, args),
+                replicas=self.replicas,
             ),
             state,
         )
@@ -117,6 +151,13 @@ def reply_channel(request: Any) -> str:
     return ""
 
 
+class SentinelResultBackend(ResultBackend, SentinelBackend):
+    """ResultBackend on the master that Redis Sentinels name (Celery's SentinelBackend:
+    ``master_name`` and ``sentinel_kwargs`` in ``result_backend_transport_options``)."""
+
+
 def backend_url(redis_url: str) -> str:
-    """The ``result_backend`` setting that selects ResultBackend on ``redis_url``."""
-    return f"tasks.broker.backend:ResultBackend+{redis_url}"
+    """The ``result_backend`` setting that selects ResultBackend (SentinelResultBackend
+    for a ``sentinel://`` URL, which must be normalized: ``tasks.sentinel``) on ``redis_url``."""
+    backend = "SentinelResultBackend" if is_sentinel(redis_url) else "ResultBackend"
+    return f"tasks.broker.backend:{backend}+{redis_url}"

@@ -26,15 +26,24 @@ wait for a pooled connection instead of failing.
   waits for Redis to come back (up to ``delivery_retry_s``) and then goes on, so the
   job runs. Seen in the Redis-restart fault test (tests/test_faults.py).
 
+- A job is accepted only once a Redis replica has it (``tasks.replication``): the
+  publish a dispatcher wraps in ``confirming`` sends ``WAIT`` after its ``LPUSH``, in the
+  same round trip on the same connection (WAIT covers that connection's writes).
+- ``SentinelTransport`` is the same for a ``sentinel://`` broker URL: kombu's Sentinel
+  transport with these changes, its pool a blocking one as well
+  (``tasks.sentinel.BlockingSentinelPool``).
+
 Selected with ``broker_transport`` in celeryconfig.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -43,8 +52,11 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.functional import retry_over_time
 from kombu.utils.json import dumps
+from redis.sentinel import Sentinel
 
 from tasks.broker.layout import UNACKED, UNACKED_INDEX
+from tasks.replication import Pending, Replicas
+from tasks.sentinel import BlockingSentinelPool, SentinelURL
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +68,30 @@ delivery_notes: list[DeliveryNote] = []
 _unacked_keys: tuple[str, str] = (UNACKED_INDEX, UNACKED)
 # Delivery tags whose unacked entry a miner removed already (``acked``).
 _settled: set[str] = set()
+
+
+_confirm = threading.local()
+
+
+@dataclass
+class Confirmation:
+    """The WAIT that followed one publish (``confirming``), answered (None if the
+    publish went without one)."""
+
+    replicas: Replicas
+    pending: Pending | None = None
+
+
+@contextmanager
+def confirming(replicas: Replicas) -> Iterator[Confirmation]:
+    """The message this thread publishes in the block is followed by a WAIT for
+    ``replicas`` in its own round trip; the Confirmation says what it answered."""
+    confirmation = Confirmation(replicas)
+    _confirm.pending = confirmation
+    try:
+        yield confirmation
+    finally:
+        _confirm.pending = None
 
 
 def unacked_keys() -> tuple[str, str]:
@@ -147,9 +183,67 @@ class Channel(kombu_redis.Channel):
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         yield client or self._shared_client
 
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish; inside ``confirming``, with a WAIT after it."""
+        confirmation: Confirmation | None = getattr(_confirm, "pending", None)
+        batched = kwargs.get("_publish_batch") is not None
+        if confirmation is None or batched or queue in self._expires:
+            super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+            return
+        _confirm.pending = None  # one publish: the job's own
+        priority = self._get_message_priority(message, reverse=False)  # type: ignore[no-untyped-call]
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.lpush(self._q_for_pri(queue, priority), dumps(message))  # type: ignore[no-untyped-call]
+            pending = confirmation.replicas.queue(pipe)
+            replies = pipe.execute(raise_on_error=False)
+        pending.take(replies)
+        if isinstance(replies[0], Exception):
+            raise replies[0]  # the publish itself failed
+        confirmation.pending = pending
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """Channel, for a ``sentinel://`` URL: its pools follow the master the sentinels name."""
+
+    from_transport_options = (  # type: ignore[assignment]
+        *kombu_redis.SentinelChannel.from_transport_options,
+        "pool_timeout",
+        "delivery_retry_s",
+    )
+
+    def _get_pool(self, asynchronous: bool = False) -> Any:
+        params = self._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+        self.keyprefix_fanout = self.keyprefix_fanout.format(db=params["db"])
+        master = getattr(self, "master_name", None)
+        if not master:
+            raise ValueError("'master_name' transport option must be specified.")
+        address = (params.pop("host", "127.0.0.1"), params.pop("port", 26379))
+        chunks = [u for u in self.connection.client.alt if u.startswith("sentinel://")]
+        hosts = list(SentinelURL.parse(";".join(chunks)).hosts) if chunks else [address]
+        sentinels = Sentinel(  # type: ignore[no-untyped-call]
+            hosts,
+            min_other_sentinels=getattr(self, "min_other_sentinels", 0) or 0,
+            sentinel_kwargs=getattr(self, "sentinel_kwargs", None),
+            **params,
+        )
+        if asynchronous:  # kombu closes these with the channel's pools
+            self._async_sentinel_manager = sentinels
+        else:
+            self._sentinel_manager = sentinels
+        client = sentinels.master_for(  # type: ignore[no-untyped-call]
+            master, connection_pool_class=BlockingSentinelPool, timeout=self.pool_timeout
+        )
+        return client.connection_pool
+
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
 TRANSPORT = f"{__name__}:Transport"
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"

@@ -13,6 +13,7 @@ from tasks.celery_app import create_celery
 from tasks.dispatch import Dispatcher, RedisSelector
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tasks.replication import Replicas
 from tasks.settings import Settings
 from web.fleet.recovery import Reaper
 from web.fleet.registry import Registry
@@ -47,7 +48,9 @@ def build_core(settings: Settings, client: redis.Redis, main: str) -> Core:
         celery=celery,
         catalogue=catalogue,
         selector=selector,
-        dispatcher=Dispatcher(celery, selector, lambda: models),
+        dispatcher=Dispatcher(
+            celery, selector, lambda: models, Replicas.from_settings(client, settings)
+        ),
         waiter=ResultWaiter(
             client, ready_timeout_s=settings.redis_timeout_s, reply_prefix=keys.reply("")
         ),
