@@ -7,6 +7,7 @@ requests by outcome, and what a replica WAIT costs /chat/direct."""
 from __future__ import annotations
 
 import hashlib
+import json
 import statistics
 import threading
 import time
@@ -29,6 +30,7 @@ from tasks.replication import Replicas
 from tasks.settings import Settings
 from tests.sentinel_group import SentinelGroup, SentinelStack, version
 from web import create_app
+from web.fleet.results import ResultWaiter
 
 CALLERS = 64
 pytestmark = pytest.mark.sentinel
@@ -303,3 +305,30 @@ def write(client: redis_lib.Redis, replicas: Replicas) -> tuple[bool, int]:
     pending.take(pipe.execute(raise_on_error=False))
     assert pending.address is not None
     return replicas.confirmed(pending), pending.address[1]
+
+
+def test_the_result_listener_follows_a_master_demoted_while_it_stays_up(group):
+    """A manual failover leaves the old master up, its subscribers connected; the web
+    tier's result listener asks the sentinels where the master is and subscribes again
+    there, so a result published on the new master still reaches its caller."""
+    settings = Settings(redis_url=group.url(), redis_sentinel_master=group.name)
+    client = redis_client(settings)
+    waiter = ResultWaiter(client, ready_timeout_s=5)
+    channel = waiter.expect("before").channel
+    redis_lib.Redis(port=next(iter(group.sentinels))).sentinel_failover(group.name)
+    wait_for(lambda: group.master_port_now() == group.replica_port, 30, "the promotion")
+    new_master = redis_lib.Redis(port=group.replica_port)
+    meta = json.dumps({"task_id": "after", "status": "SUCCESS", "result": {"ok": True}})
+
+    def delivered() -> dict[str, Any] | None:
+        waiter.expect("after")
+        new_master.publish(channel, meta)  # until the listener hears it there
+        return waiter.wait("after", 0.5)
+
+    # within a few of the listener's checks (MASTER_CHECK_S), not when the old master
+    # drops its clients on becoming a replica (about 10 s later here)
+    started = time.monotonic()
+    assert wait_for(delivered, 6, "the result on the new master")["result"] == {"ok": True}
+    print(f"\nresult listener back on the new master {time.monotonic() - started:.2f} s after")
+    waiter.close()
+    client.close()
