@@ -35,6 +35,7 @@ from tasks.dispatch import RedisSelector
 from tasks.jobs import Job, job_result
 from tasks.keys import Keys, text
 from tasks.lua import Scripts
+from tasks.sentinel import MASTER_CHECK_S, ensure_on_master
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -239,10 +240,14 @@ class MinerRuntime:
             try:
                 pubsub.subscribe(self._keys.aborts)
                 delay = 0.05
+                checked = time.monotonic()
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message and message["type"] == "message":
                         self.abort(text(message["data"]))
+                    if time.monotonic() - checked >= MASTER_CHECK_S:
+                        checked = time.monotonic()
+                        ensure_on_master(self._redis, pubsub)  # Sentinel: follow the master
             except redis.RedisError as exc:
                 log.warning("abort listener lost Redis (%s); reconnecting", exc)
                 self._stop.wait(delay)

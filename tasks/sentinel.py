@@ -171,3 +171,27 @@ def sentinel_client(
         timeout=pool_timeout_s,
     )
     return client
+
+
+MASTER_CHECK_S = 2.0  # how often a long-lived subscriber asks where the master is
+
+
+def ensure_on_master(client: redis.Redis, pubsub: redis.client.PubSub) -> None:
+    """For a subscriber of ``client``: raise ConnectionError when its connection is no
+    longer on the master the sentinels name. A master demoted while it stays up (a
+    manual failover, a partition) keeps its subscribers connected, but publishers have
+    moved to the new one; the caller subscribes again, which reaches the new master.
+    Nothing to do without Sentinel."""
+    where = getattr(client.connection_pool, "get_master_address", None)
+    connection = pubsub.connection
+    if where is None or connection is None:
+        return
+    master = where()
+    if master is not None and (connection.host, int(connection.port)) != (
+        master[0],
+        int(master[1]),
+    ):
+        raise redis.ConnectionError(
+            f"subscribed on {connection.host}:{connection.port}, which is no longer the "
+            f"master ({master[0]}:{master[1]} is)"
+        )

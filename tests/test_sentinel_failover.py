@@ -27,6 +27,7 @@ from tasks.connections import redis_client
 from tasks.keys import result_key
 from tasks.lua import NAMES, source
 from tasks.replication import Replicas
+from tasks.sentinel import ensure_on_master
 from tasks.settings import Settings
 from tests.sentinel_group import SentinelGroup, SentinelStack, version
 from web import create_app
@@ -332,3 +333,29 @@ def test_the_result_listener_follows_a_master_demoted_while_it_stays_up(group):
     print(f"\nresult listener back on the new master {time.monotonic() - started:.2f} s after")
     waiter.close()
     client.close()
+
+
+def test_a_subscriber_on_a_demoted_master_is_told_to_subscribe_again(group):
+    """What the result listener and a miner's abort listener check every MASTER_CHECK_S."""
+    settings = Settings(redis_url=group.url(), redis_sentinel_master=group.name)
+    client = redis_client(settings)
+    pubsub = client.pubsub()
+    pubsub.subscribe("mia:abort")
+    pubsub.get_message(timeout=1)
+    ensure_on_master(client, pubsub)  # on the master: nothing to do
+    redis_lib.Redis(port=next(iter(group.sentinels))).sentinel_failover(group.name)
+    wait_for(lambda: group.master_port_now() == group.replica_port, 30, "the promotion")
+    with pytest.raises(redis_lib.ConnectionError, match="no longer the master"):
+        ensure_on_master(client, pubsub)
+    pubsub.close()
+    again = client.pubsub()  # a new subscription reaches the new master
+    again.subscribe("mia:abort")
+    again.get_message(timeout=1)
+    ensure_on_master(client, again)
+    assert again.connection is not None and again.connection.port == group.replica_port
+    again.close()
+    client.close()
+    plain = redis_lib.Redis(port=group.replica_port).pubsub()
+    plain.subscribe("x")
+    ensure_on_master(redis_lib.Redis(port=group.replica_port), plain)  # no Sentinel: no-op
+    plain.close()

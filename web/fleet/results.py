@@ -36,6 +36,7 @@ from celery import states
 from tasks import metrics
 from tasks.errors import JobFailed, ServiceUnavailable
 from tasks.keys import result_key
+from tasks.sentinel import MASTER_CHECK_S, ensure_on_master
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ def outcome(meta: dict[str, Any]) -> dict[str, Any]:
         message = " ".join(str(m) for m in message)
     raise JobFailed(f"job failed: {message}", job_id=meta.get("task_id"))
 
-
-MASTER_CHECK_S = 2.0  # how often a Sentinel-managed listener asks where the master is
 
 # Put on a streamed job's queue after its last piece: the result is in ``meta``.
 FINISHED = object()
@@ -165,27 +164,9 @@ class ResultWaiter:
                     self._ready.set()
                 if time.monotonic() - checked >= MASTER_CHECK_S:
                     checked = time.monotonic()
-                    self._check_master(pubsub)
+                    ensure_on_master(self._redis, pubsub)  # Sentinel: follow the master
         finally:
             pubsub.close()
-
-    def _check_master(self, pubsub: redis.client.PubSub) -> None:
-        """With Redis Sentinel: a master demoted while it stays up (a manual failover, a
-        partition) keeps its subscribers, but results go to the new one. Ask the
-        sentinels where the master is; a subscription elsewhere is made again there."""
-        where = getattr(self._redis.connection_pool, "get_master_address", None)
-        connection = pubsub.connection
-        if where is None or connection is None:
-            return
-        master = where()
-        if master is not None and (connection.host, int(connection.port)) != (
-            master[0],
-            int(master[1]),
-        ):
-            raise redis.ConnectionError(
-                f"subscribed on {connection.host}:{connection.port}, which is no longer "
-                f"the master ({master[0]}:{master[1]} is)"
-            )
 
     def _deliver(self, message: dict[str, Any]) -> None:
         """A piece (``job``, ``index``, ``delta``) or a stored Celery meta (``task_id``)."""
