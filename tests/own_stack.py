@@ -14,34 +14,30 @@ from werkzeug.serving import make_server
 from scripts import redis_server
 from scripts.launch import free_port, local_settings, miner_argv
 from scripts.processes import stop, wait_for
+from tasks.settings import Settings
 from tests.conftest import TOKEN, MinerProcess, launch, miner_env
 from web import create_app
 from web.fleet.db import migrate
 
 
-class OwnStack:
-    """A web tier and miners on a Redis server of the test's own (AOF on), which the
-    test may stop and start again."""
+class InProcessStack:
+    """A web tier of the test's own settings in this process, over real HTTP with
+    gunicorn's backlog, and real echo miners; ``close`` stops them all."""
 
-    def __init__(self, tmp_path: Path, request_timeout_s: float = 10) -> None:
-        self.tmp_path = tmp_path
-        self.redis_port = free_port()
-        self.redis = redis_server.start(self.redis_port, tmp_path / "redis")
-        self.settings = local_settings(  # its own database: its miner ids are its own
-            tmp_path,
-            self.redis_port,
-            TOKEN,
-            request_timeout_s=request_timeout_s,
-            redis_timeout_s=0.5,
-        )
-        migrate(self.settings.database_url)
-        self.base = self.settings.api_url
-        self.app = create_app(self.settings)
-        self.server = make_server("127.0.0.1", self.settings.port, self.app, threaded=True)
+    def __init__(self, tmp_path: Path, settings: Settings) -> None:
+        self.tmp_path, self.settings = tmp_path, settings
+        migrate(settings.database_url)
+        self.base = settings.api_url
+        self.app = create_app(settings)
+        self.server = make_server("127.0.0.1", settings.port, self.app, threaded=True)
         self.server.socket.listen(2048)  # gunicorn's backlog, not werkzeug's 128
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.miners: list[MinerProcess] = []
+
+    def beating(self, gpu_id: str) -> bool:
+        """Whether the miner's heartbeat is in Redis (not asked over HTTP: it may be busy)."""
+        return bool(self.app.extensions["mia"].redis.exists(f"mia:hb:{gpu_id}"))
 
     def miner(self, gpu_id: str, slots: int = 2, **env: str) -> MinerProcess:
         return launch(
@@ -50,10 +46,39 @@ class OwnStack:
             miner_argv(gpu_id, alone=True, loglevel="info"),
             miner_env(self.settings, "echo", slots, **env),
             self.tmp_path / f"miner-{gpu_id}.log",
-            lambda: self.client().exists(f"mia:hb:{gpu_id}"),  # not HTTP: it may be busy
+            lambda: self.beating(gpu_id),
             120,
             f"miner {gpu_id} to heartbeat",
         )
+
+    def close(self) -> None:
+        for found in self.miners:
+            stop(found.proc)
+        self.server.shutdown()
+        self.thread.join(5)
+        services = self.app.extensions["mia"]
+        services.housekeeper.close()  # its thread would outlive the test, logging
+        services.waiter.close()
+
+
+class OwnStack(InProcessStack):
+    """A web tier and miners on a Redis server of the test's own (AOF on), which the
+    test may stop and start again."""
+
+    def __init__(self, tmp_path: Path, request_timeout_s: float = 10) -> None:
+        self.redis_port = free_port()
+        self.redis = redis_server.start(self.redis_port, tmp_path / "redis")
+        settings = local_settings(  # its own database: its miner ids are its own
+            tmp_path,
+            self.redis_port,
+            TOKEN,
+            request_timeout_s=request_timeout_s,
+            redis_timeout_s=0.5,
+        )
+        super().__init__(tmp_path, settings)
+
+    def beating(self, gpu_id: str) -> bool:
+        return bool(self.client().exists(f"mia:hb:{gpu_id}"))
 
     def client(self) -> redis_lib.Redis:
         return redis_lib.Redis.from_url(self.settings.redis_url)
@@ -65,13 +90,7 @@ class OwnStack:
         self.redis = redis_server.start(self.redis_port, self.tmp_path / "redis")
 
     def close(self) -> None:
-        for found in self.miners:
-            stop(found.proc)
-        self.server.shutdown()
-        self.thread.join(5)
-        services = self.app.extensions["mia"]
-        services.housekeeper.close()  # its thread would outlive the test, logging
-        services.waiter.close()
+        super().close()
         stop(self.redis)
 
 

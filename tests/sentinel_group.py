@@ -6,20 +6,17 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import redis as redis_lib
-from werkzeug.serving import make_server
 
 from scripts import redis_server
-from scripts.launch import free_port, local_settings, miner_argv
+from scripts.launch import free_port, local_settings
 from scripts.processes import kill, stop, wait_for
-from tests.conftest import TOKEN, MinerProcess, launch, miner_env
-from web import create_app
-from web.fleet.db import migrate
+from tests.conftest import TOKEN
+from tests.own_stack import InProcessStack
 
 MASTER_NAME = "mia-test"
 DOWN_AFTER_MS = 500  # a master silent this long is down to a sentinel
@@ -143,13 +140,13 @@ class SentinelGroup:
             stop(proc)
 
 
-class SentinelStack:
+class SentinelStack(InProcessStack):
     """A web tier (this process, real HTTP) and real echo miners whose MIA_REDIS_URL
     names the group's sentinels; ``close`` stops them all."""
 
     def __init__(self, tmp_path: Path, group: SentinelGroup, **fields: Any) -> None:
-        self.tmp_path, self.group = tmp_path, group
-        self.settings = local_settings(
+        self.group = group
+        settings = local_settings(
             tmp_path,
             0,
             TOKEN,
@@ -158,33 +155,5 @@ class SentinelStack:
             redis_timeout_s=0.5,
             **fields,
         )
-        migrate(self.settings.database_url)
-        self.base = self.settings.api_url
-        self.miners: list[MinerProcess] = []
-        self.app = create_app(self.settings)
+        super().__init__(tmp_path, settings)
         self.redis = self.app.extensions["mia"].redis  # the web tier's own client
-        self.server = make_server("127.0.0.1", self.settings.port, self.app, threaded=True)
-        self.server.socket.listen(2048)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def miner(self, gpu_id: str, slots: int = 2, **env: str) -> MinerProcess:
-        return launch(
-            self.miners,
-            gpu_id,
-            miner_argv(gpu_id, alone=True, loglevel="info"),
-            miner_env(self.settings, "echo", slots, **env),
-            self.tmp_path / f"miner-{gpu_id}.log",
-            lambda: self.redis.exists(f"mia:hb:{gpu_id}"),
-            120,
-            f"miner {gpu_id} to heartbeat",
-        )
-
-    def close(self) -> None:
-        for found in self.miners:
-            stop(found.proc)
-        self.server.shutdown()
-        self.thread.join(5)
-        services = self.app.extensions["mia"]
-        services.housekeeper.close()
-        services.waiter.close()

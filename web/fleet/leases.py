@@ -244,11 +244,8 @@ class LeaseBook:
         self._finish(job_id, miner_id, lease_id or "", meta, job.reply_to)
         return result
 
-    def _finish(
-        self, job_id: str, miner_id: str, lease_id: str, meta: str, reply_to: str = ""
-    ) -> None:
-        """Run submit.lua (the result goes to ``reply_to``'s waiter); raise the error
-        that matches its refusal."""
+    def _finish(self, job_id: str, miner_id: str, lease_id: str, meta: str, to: str = "") -> None:
+        """Run submit.lua (the result to the waiter on channel ``to``); raise on a refusal."""
         outcome = text(
             self._scripts(
                 "submit",
@@ -258,7 +255,7 @@ class LeaseBook:
                     result_key(job_id),
                     self._keys.job(job_id),
                 ],
-                args=[job_id, miner_id, lease_id, meta, self._settings.result_ttl_s, reply_to],
+                args=[job_id, miner_id, lease_id, meta, self._settings.result_ttl_s, to],
             )
         )
         if outcome in ("stored", "holder"):
