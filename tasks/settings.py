@@ -109,6 +109,7 @@ class MqttSettings:
 
     mqtt_url: str = ""  # mqtt://[user:pass@]host[:1883] or mqtts://...[:8883] (TLS)
     mqtt_client_id: str = ""  # the gateway's MQTT client id ("": mia-gateway-<hostname>)
+    mqtt_session_expiry_s: int = 60  # the broker keeps the gateway's session this long after it
     mqtt_in_flight: int = 32  # messages handled at once (beyond: back-pressure)
     mqtt_tls_ca_file: str = ""  # mqtts: CA that signs the broker ("": the system's CAs)
     mqtt_tls_cert_file: str = ""  # mqtts: the gateway's client certificate ("": none)

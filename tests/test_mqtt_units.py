@@ -15,7 +15,7 @@ from tasks.lua import Scripts
 from tasks.settings import Settings
 from tests.mqtt_client import healthz
 from web.mqtt import health
-from web.mqtt.broker import Broker
+from web.mqtt.broker import Broker, session
 from web.mqtt.limits import RateLimit, RateLimited, client_identity
 from web.mqtt.stats import Stats, Window, line, summary
 
@@ -146,10 +146,9 @@ def test_broker_settings_that_cannot_work_are_refused(changes, says):
 # -- who the client is ----------------------------------------------------------------
 
 
-def test_a_client_is_its_client_id_else_its_session_else_anonymous():
+def test_a_client_is_its_client_id_else_its_session():
     assert client_identity({"client_id": "kiosk-3"}, "s1") == "client:kiosk-3"
     assert client_identity({}, "s1") == "session:s1"
-    assert client_identity({}, None) == "anonymous"
     for bad in ("", "a b", "x" * 65, 7, "a/b"):
         with pytest.raises(ValidationError) as err:
             client_identity({"client_id": bad}, "s1")
@@ -199,3 +198,12 @@ def test_no_limit_touches_nothing(redis):
     for _ in range(10):
         limit.take("p", "c")
     assert redis.keys("mia:rate:*") == []
+
+
+def test_the_gateways_session_expires_and_bounds_what_the_broker_sends_at_once():
+    properties = session(60, 32)
+    assert (properties.SessionExpiryInterval, properties.ReceiveMaximum) == (60, 32)
+    assert session(0, 100_000).ReceiveMaximum == 65535  # MQTT v5's largest
+    for bad in (-1, 2**32):
+        with pytest.raises(ConfigError, match="MIA_MQTT_SESSION_EXPIRY_S"):
+            session(bad, 32)

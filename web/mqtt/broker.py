@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from tasks.errors import ConfigError
 from tasks.settings import Settings
 
 PORTS = {"mqtt": 1883, "mqtts": 8883}
+MAX_EXPIRY_S = 2**32 - 1  # MQTT v5's largest Session Expiry Interval ("never")
+MAX_RECEIVE = 65535  # and its largest Receive Maximum
 
 
 @dataclass(frozen=True)
@@ -90,3 +94,15 @@ def no_delay(client: mqtt.Client) -> None:
     sock = client.socket()
     if isinstance(sock, socket.socket):  # an SSLSocket is one too
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def session(expiry_s: int, receive_maximum: int) -> Properties:
+    """The CONNECT properties of the gateway's MQTT v5 session: the broker keeps it (its
+    subscription, the messages for it) ``expiry_s`` after the connection ends, then drops
+    it; and sends at most ``receive_maximum`` messages not yet acknowledged at once."""
+    if not 0 <= expiry_s <= MAX_EXPIRY_S:
+        raise ConfigError(f"MIA_MQTT_SESSION_EXPIRY_S must be between 0 and {MAX_EXPIRY_S}")
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = expiry_s
+    properties.ReceiveMaximum = min(max(receive_maximum, 1), MAX_RECEIVE)
+    return properties

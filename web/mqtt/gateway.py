@@ -8,12 +8,15 @@ on the same topic as ``{"error", "code", "field"?...}``, so a client is never le
 waiting. The turn goes through the same ``chat_service.Assistant``, push path, Redis
 sessions, priorities and metrics as HTTP. docs/mqtt.md is the client's guide.
 
-Nothing received is lost: QoS 1 both ways, a persistent broker session (fixed client id,
-``clean_session=False``) and manual acknowledgement: a message is acknowledged only
+Nothing received is lost: QoS 1 both ways, a persistent MQTT v5 session (fixed client id,
+``clean_start=False``) and manual acknowledgement: a message is acknowledged only
 once its answer is published (the broker's PUBACK), so if the gateway dies first the
 broker delivers it again when the gateway comes back (a reply the broker never took
-leaves its message unacknowledged too). Up to ``MIA_MQTT_IN_FLIGHT``
-messages are worked on at once; beyond that the network loop waits for a free worker,
+leaves its message unacknowledged too). Nothing stale is replayed either: the session
+expires ``MIA_MQTT_SESSION_EXPIRY_S`` after the gateway goes (Session Expiry Interval),
+and with it what was queued for it. Up to ``MIA_MQTT_IN_FLIGHT``
+messages are worked on at once (the broker sends no more unacknowledged ones: Receive
+Maximum); beyond that the network loop waits for a free worker,
 which stops reading from the broker: back-pressure instead of an unbounded queue. A
 message for a session whose turn is in hand waits without a worker (``lanes``). The
 wait for PUBACKs is one thread of its own (the acker), so a worker is free again as soon
@@ -45,7 +48,7 @@ from tasks.lua import Scripts
 from tasks.settings import Settings
 from web.common.parsing import SESSION_ID
 from web.mqtt import health, stats
-from web.mqtt.broker import Broker, no_delay
+from web.mqtt.broker import Broker, no_delay, session
 from web.mqtt.lanes import Lanes
 from web.mqtt.limits import RateLimit, RateLimited
 from web.mqtt.turns import INPUT, OUTPUT, BadInput, Turns, read_payload
@@ -89,10 +92,11 @@ class Gateway:
         self.stats = stats.Stats()
         self.health = health.Health(self.stats)
         client_id = settings.mqtt_client_id or f"mia-gateway-{socket.gethostname()}"
+        self._session = session(settings.mqtt_session_expiry_s, settings.mqtt_in_flight)
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            clean_session=False,
+            protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
         self.broker.configure(self.client)
@@ -115,7 +119,13 @@ class Gateway:
         self._acker.start()
         while not self._stop.is_set():
             try:
-                self.client.connect(self.broker.host, self.broker.port, keepalive=30)
+                self.client.connect(
+                    self.broker.host,
+                    self.broker.port,
+                    keepalive=30,
+                    clean_start=False,  # and on each reconnection: the session is resumed
+                    properties=self._session,
+                )
                 break
             except OSError as exc:  # ssl.SSLError too: a TLS handshake refused
                 log.warning("MQTT broker %s does not answer (%s)", self.broker, exc)
@@ -134,11 +144,13 @@ class Gateway:
     def stop(self) -> None:
         self._stop.set()
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             log.warning("MQTT connect refused by %s: %s", self.broker, reason)
             self.health.connection("refused")
             return
+        resumed = "resumed (what came meanwhile follows)" if flags.session_present else "new"
+        log.info("MQTT session on %s: %s", self.broker, resumed)
         self.health.connection("connected")
         no_delay(client)
         # Every project's topic, and unknown ones too: they get an error reply, not silence.
@@ -209,7 +221,12 @@ class Gateway:
         self, project: str, session_id: Any, request_id: str, error: dict[str, Any], topic: str
     ) -> mqtt.MQTTMessageInfo | None:
         if not (isinstance(session_id, str) and SESSION_ID.fullmatch(session_id)):
-            log.warning("bad message on %s (no session id to answer): %s", topic, error["error"])
+            log.warning(  # no topic the client knows to answer on (web.mqtt.turns)
+                "bad message on %s (no session id to answer, request %s): %s",
+                topic,
+                request_id or "-",
+                error["error"],
+            )
             return None
         body = {**error, "request_id": request_id} if request_id else error
         return self._publish(OUTPUT.format(project=project, session_id=session_id), body)

@@ -2,8 +2,8 @@
 (``tasks/lua/rate_limit.lua``), so every gateway replica shares it.
 
 Who the client is: MQTT 3.1.1 does not tell a subscriber who published a message, so
-the payload says. Its ``client_id`` when it has one, else its ``session_id``; a message
-with neither (a new session each time) shares its project's ``anonymous`` bucket. A
+the payload says. Its ``client_id`` when it has one, else its ``session_id`` (which
+every message over MQTT has: web.mqtt.turns). A
 client that lies about its id escapes the limit: the broker's per-user ACL (docs/mqtt.md)
 is what stops a user from writing where it should not; this limit stops honest clients
 gone wild (a retry loop, a stuck button) from filling the queue.
@@ -32,15 +32,15 @@ class RateLimited(MiaError):
     code = "rate_limited"
 
 
-def client_identity(body: dict[str, Any], session_id: str | None) -> str:
-    """``client:<client_id>``, ``session:<session_id>`` or ``anonymous``; a bad
-    ``client_id`` raises ValidationError naming it."""
+def client_identity(body: dict[str, Any], session_id: str) -> str:
+    """``client:<client_id>``, else ``session:<session_id>``; a bad ``client_id`` raises
+    ValidationError naming it."""
     value = body.get("client_id")
     if value is not None:
         if not isinstance(value, str) or not CLIENT_ID.fullmatch(value):
             raise ValidationError("client_id must be 1-64 of A-Z a-z 0-9 _ . -", "client_id")
         return f"client:{value}"
-    return f"session:{session_id}" if session_id else "anonymous"
+    return f"session:{session_id}"
 
 
 @dataclass(frozen=True)

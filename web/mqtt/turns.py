@@ -1,8 +1,13 @@
 """One message of the MQTT front door: read it, check it, run the turn (streamed or not).
 
-In: ``{"message", "session_id"?, "priority"?, "request_id"?, "stream"?, "client_id"?}``
+In: ``{"message", "session_id", "priority"?, "request_id"?, "stream"?, "client_id"?}``
 on ``{project}/user_input``. Out: the turn on ``{project}/assistant_response/{session_id}``;
 with ``"stream": true`` each piece of the answer first, on ``.../{session_id}/stream``.
+
+``session_id`` is required here (over HTTP a turn without one starts a new session): the
+answer's topic is made from it, and a client cannot subscribe to the topic of an id it
+does not know. A message without one is refused before any job, and since there is no
+topic to tell its client on, the gateway logs it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 from chat_service.assistant import Assistant
 from tasks import logs
-from tasks.errors import Conflict
+from tasks.errors import Conflict, ValidationError
 from web.common.parsing import parse_turn
 from web.mqtt.limits import RateLimit, client_identity
 
@@ -24,6 +29,7 @@ INPUT = "{project}/user_input"
 OUTPUT = "{project}/assistant_response/{session_id}"
 STREAM = OUTPUT + "/stream"
 MAX_PAYLOAD = 64 * 1024
+SESSION_REQUIRED = "session_id is required: the answer goes to {project}/assistant_response/<it>"
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +68,12 @@ class Turns:
         self, project: str, body: dict[str, Any], request_id: str, publish: Publish
     ) -> dict[str, Any]:
         """The turn's answer, ready to publish. Every check comes before the first job:
-        an unknown project (NotFound), a bad field (ValidationError naming it), a client
-        over its rate limit (RateLimited) leave nothing queued."""
+        an unknown project (NotFound), a bad field or no session id (ValidationError
+        naming it), a client over its rate limit (RateLimited) leave nothing queued."""
         self.assistant.project(project)
         message, session_id, priority, stream = parse_turn(body, self.max_chars)
+        if session_id is None:
+            raise ValidationError(SESSION_REQUIRED, "session_id")
         self.limit.take(project, client_identity(body, session_id))
         token = logs.request_id.set(request_id)
         try:
