@@ -42,7 +42,7 @@ format: $(VENV)/.dev
 bench: $(VENV)/.dev  ## the side-by-side latency report (bench/results/)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-flower: $(VENV)/.runtime  ## Flower on the broker, behind MIA_FLOWER_USER/MIA_FLOWER_PASSWORD
+flower: $(VENV)/.runtime  ## Flower on the broker, read-only, behind MIA_FLOWER_USER/MIA_FLOWER_PASSWORD(_FILE)
 	$(BIN)/python -m scripts.flower
 
 install: $(VENV)/.runtime
