@@ -1,14 +1,20 @@
 """An old-style miner that polls over HTTP instead of consuming a Celery queue.
 
     python -m miners.legacy [--miner-id ID] [--poll-s 2] [--wait-s 0] [--slots 1]
+                            [--state-file PATH]
 
 It registers with ``POST /register_miner`` (the cluster's registration token, as
 for push miners), then each of its ``--slots`` threads loops: ``GET /get_work``;
 on 204 sleep ``--poll-s`` (or, with ``--wait-s``, long-poll again at once); on a
 job run it on the same engines as push miners and ``POST /submit_result``. A key
-the web tier no longer knows (401) means registering again. SIGINT/SIGTERM let
-the jobs in hand finish, then exit; a job whose miner dies is re-leased by the web
-tier once its lease expires, so nothing is lost either way.
+the web tier no longer knows (401) means registering again. Its id and key are kept
+in a state file (``miners.legacy_state``), so a restart renews the same id with its
+key, with or without ``--miner-id``, instead of registering a new one.
+
+SIGINT/SIGTERM: it takes no more work. ``POST /unregister_miner`` ends its long-polls
+at once and the web tier leases it nothing new; the jobs in hand are run and submitted,
+then it exits. A job whose miner dies is re-leased by the web tier once its lease
+expires, so nothing is lost either way.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import socket
 import threading
 import time
 from types import FrameType
@@ -26,18 +31,13 @@ import requests
 
 from miners.engines import Engine, GenerationRequest, complete, load_engine
 from miners.engines.lexical import LexicalEngine
+from miners.legacy_identity import Identity, RegistrationFailed, StateBusy, StateFile
 from tasks import logs
 from tasks.settings import Settings
-from tasks.tokens import registration_token
 
 log = logging.getLogger("miners.legacy")
 
-VERSION = "mia-legacy/1"
 RETRY_S = 1.0
-
-
-class RegistrationFailed(RuntimeError):
-    pass
 
 
 class LegacyMiner:
@@ -51,20 +51,19 @@ class LegacyMiner:
         poll_s: float = 2.0,
         wait_s: float = 0.0,
         slots: int = 1,
+        state: StateFile | None = None,
     ) -> None:
         self.settings = settings
+        self.identity = Identity(settings, miner_id, state)
         self.engine = engine
         self.lexical = LexicalEngine(settings.projects_file)
-        self.miner_id = miner_id
         self.poll_s = poll_s
         self.wait_s = wait_s
         self.slots = max(slots, 1)
         self.stopping = threading.Event()
         self.done = 0
         self._api = settings.api_url.rstrip("/")
-        self._key: str | None = None
         self._lock = threading.Lock()
-        self._register_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -86,7 +85,9 @@ class LegacyMiner:
             self.slots,
             self.engine.name,
         )
-        for thread in threads:
+        self.stopping.wait()
+        self.identity.leave()
+        for thread in threads:  # each ends once its job in hand (if any) is submitted
             thread.join()
         log.info("legacy miner %s stopped after %d jobs", self.miner_id, self.done)
 
@@ -94,31 +95,15 @@ class LegacyMiner:
         self.stopping.set()
 
     def register(self, refused_key: str | None = None) -> None:
-        """Register (again). ``refused_key``: only if that is still the key in use, so
-        several slot threads refused at once register once, not in turn."""
-        with self._register_lock:
-            if refused_key is not None and self._key != refused_key:
-                return  # another thread registered already
-            self._register()
+        self.identity.register(refused_key)
 
-    def _register(self) -> None:
-        body = {"version": VERSION, "hostname": socket.gethostname()}
-        if self.miner_id:
-            body["miner_id"] = self.miner_id
-        response = requests.post(
-            f"{self._api}/register_miner",
-            json=body,
-            headers={"Authorization": f"Bearer {registration_token(self.settings)}"},
-            timeout=10,
-        )
-        if response.status_code != 200:
-            raise RegistrationFailed(
-                f"register_miner answered {response.status_code}: {response.text}"
-            )
-        registered = response.json()
-        with self._lock:
-            self.miner_id, self._key = registered["miner_id"], registered["key"]
-        log.info("registered legacy miner %s", self.miner_id)
+    @property
+    def miner_id(self) -> str:
+        return self.identity.miner_id
+
+    @property
+    def _key(self) -> str | None:
+        return self.identity.key
 
     # -- the polling loop ------------------------------------------------------------
 
@@ -219,18 +204,18 @@ class LegacyMiner:
                     self.register(refused_key=key)  # same miner id, new key: the lease stays
                     continue
             except (requests.RequestException, RegistrationFailed) as exc:
-                if time.time() >= deadline or self.stopping.is_set():
+                if time.time() >= deadline:  # stopping or not: the job is in hand
                     log.error("job %s: could not submit its result: %s", job_id, exc)
                     return
                 log.warning("job %s: submit failed (%s); retrying", job_id, exc)
-                self.stopping.wait(RETRY_S)
+                time.sleep(RETRY_S)
                 continue
             if response.status_code == 429 or response.status_code >= 500:
-                if time.time() < deadline and not self.stopping.is_set():
+                if time.time() < deadline:
                     log.warning(
                         "job %s: submit answered %s; retrying", job_id, response.status_code
                     )
-                    self.stopping.wait(RETRY_S)
+                    time.sleep(RETRY_S)
                     continue
             if response.ok:
                 with self._lock:
@@ -250,15 +235,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-s", type=float, default=settings.legacy_poll_s)
     parser.add_argument("--wait-s", type=float, default=settings.legacy_wait_s, help="long-poll")
     parser.add_argument("--slots", type=int, default=settings.slots)
+    parser.add_argument("--state-file", default=settings.legacy_state_file, help="its id, key")
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
     logs.configure(getattr(logging, args.loglevel.upper(), logging.INFO), settings.log_format)
+    try:
+        state = StateFile.claim(
+            settings.with_overrides(legacy_state_file=args.state_file), args.miner_id
+        )
+    except StateBusy as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+    miner_id = args.miner_id or state.read()[0]  # without --miner-id: the one it had
+    engine = load_engine(settings).engine
     miner = LegacyMiner(
-        settings, load_engine(settings).engine, args.miner_id, args.poll_s, args.wait_s, args.slots
+        settings, engine, miner_id, args.poll_s, args.wait_s, args.slots, state=state
     )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: finishing the jobs in hand", signum)
+        log.info("signal %d: taking no more work, finishing the jobs in hand", signum)
         miner.stop()
 
     signal.signal(signal.SIGINT, on_signal)

@@ -110,8 +110,9 @@ def miner_argv(
 
 def legacy_argv(miner_id: str, poll_s: float = 2.0, wait_s: float = 0.0) -> list[str]:
     """A legacy miner (``python -m miners.legacy``) polling every ``poll_s``, or
-    long-polling for ``wait_s``."""
-    argv = [sys.executable, "-m", "miners.legacy", "--miner-id", miner_id]
+    long-polling for ``wait_s``; without ``miner_id``, the id it kept (or a new one)."""
+    argv = [sys.executable, "-m", "miners.legacy"]
+    argv += ["--miner-id", miner_id] if miner_id else []
     return argv + ["--poll-s", str(poll_s), "--wait-s", str(wait_s)]
 
 

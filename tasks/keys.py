@@ -20,6 +20,10 @@
 | ``<p>:attempts:<job>``     | int    | get_work      | how many times the job was leased      |
 | ``<p>:shared:wake``        | list   | dispatch      | tokens that wake long-polling miners   |
 | ``<p>:shared:dead``        | list   | get_work      | messages on shared that are not tasks  |
+| ``<p>:polled``             | zset   | get_work      | legacy miners by last poll (epoch s),  |
+|                            |        |               | trimmed after ``MIA_OFFLINE_WINDOW_S`` |
+| ``<p>:leaving:<miner>``    | string | unregister    | a legacy miner stopping: no new lease  |
+| ``<p>:wake:<miner>``       | list   | unregister    | tokens that end its long-polls at once |
 | ``<p>:reply:<replica>``    | pubsub | miner, web    | one web process's results and streamed |
 |                            |        |               | pieces, in order (its jobs' reply_to)  |
 | ``<p>:stream:<job>``       | pubsub | miner         | a job's pieces when it has no reply_to |
@@ -108,6 +112,7 @@ class Keys:
         self.failstreak = f"{prefix}:failstreak"
         self.last_seen = f"{prefix}:lastseen"
         self.ignored = f"{prefix}:ignored"
+        self.polled = f"{prefix}:polled"
 
     def heartbeat(self, miner_id: str) -> str:
         return f"{self.prefix}:hb:{miner_id}"
@@ -165,6 +170,14 @@ class Keys:
 
     def drain(self, miner_id: str) -> str:
         return f"{self.prefix}:drain:{miner_id}"
+
+    def leaving(self, miner_id: str) -> str:
+        """A legacy miner that said it is stopping (``web.fleet.pollers``)."""
+        return f"{self.prefix}:leaving:{miner_id}"
+
+    def wake(self, miner_id: str) -> str:
+        """Tokens that end one legacy miner's long-polls (``web.fleet.leases``)."""
+        return f"{self.prefix}:wake:{miner_id}"
 
     def stats_lock(self, name: str) -> str:
         return f"{self.prefix}:statslock:{name}"

@@ -132,6 +132,7 @@ class MinerSettings:
     slots: int = 1
     device_memory_mb: float = 0.0
     legacy_wait_s: float = 0.0
+    legacy_state_file: str = ""  # a legacy miner's id and key ("": in MIA_DATA_DIR)
     autotune: int = 0
     autotune_max_slots: int = 16
     autotune_min_gain: float = 0.15

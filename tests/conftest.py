@@ -235,7 +235,8 @@ def miner(
 def legacy_miner(
     live_server: str, redis: redis_lib.Redis, settings: Settings, tmp_path: Path
 ) -> Iterator[Callable[..., MinerProcess]]:
-    """Start a real ``python -m miners.legacy``: ``legacy_miner("old-1", poll_s=0.1)``."""
+    """Start a real ``python -m miners.legacy``: ``legacy_miner("old-1", poll_s=0.1)``
+    (``""``: no ``--miner-id``, so the id it kept, or a new one)."""
     started: list[MinerProcess] = []
 
     def start(
@@ -245,7 +246,7 @@ def legacy_miner(
         wait_s: float = 0.0,
         **env: str,
     ) -> MinerProcess:
-        log = tmp_path / f"legacy-{miner_id}.log"
+        log = tmp_path / f"legacy-{miner_id or 'auto'}-{len(started)}.log"
         return launch(
             started,
             miner_id,

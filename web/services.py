@@ -31,6 +31,7 @@ from web.fleet.leases import LeaseBook
 from web.fleet.once import Once
 from web.fleet.operations import Operations
 from web.fleet.placement import ModelManager
+from web.fleet.pollers import Pollers
 from web.fleet.recovery import Reaper
 from web.fleet.registry import Registry
 from web.fleet.results import ResultWaiter
@@ -49,6 +50,7 @@ class Services:
     jobs: JobClient
     waiter: ResultWaiter
     leases: LeaseBook
+    pollers: Pollers  # legacy miners: last polls, stops
     housekeeper: Housekeeper
     assistant: Assistant
     models: ModelManager
@@ -109,6 +111,7 @@ def build_services(settings: Settings) -> Services:
         jobs=jobs,
         waiter=waiter,
         leases=leases,
+        pollers=Pollers(client, keys, settings),
         housekeeper=Housekeeper(
             (leases.sweep, registry.reap, reaper, stats.housekeeping), leases.sweep_period_s()
         ),

@@ -17,8 +17,10 @@ one is gone for the other. Results are stored in Celery's format under Celery's
 key, so callers waiting through ``ResultWaiter`` see no difference.
 
 Long-polling (``wait``) blocks on a wake list that the dispatcher pushes a token to
-whenever it publishes on ``shared``; a poller also looks at the queue at least once
-a second, so a job that arrived without a token (put back by kombu) is not missed.
+whenever it publishes on ``shared``, and on the miner's own, which ends it when the
+miner says it is stopping (``web.fleet.pollers``: no new lease then); a poller also
+looks at the queue at least once a second, so a job that arrived without a token (put
+back by kombu) is not missed.
 Expired leases are swept by each web process's housekeeping thread
 (``web.fleet.housekeeping``); sweeping is atomic, so any number of web processes may do
 it at once.
@@ -141,16 +143,21 @@ class LeaseBook:
                 return self._take_waiting(miner_id, wait_s)
             finally:
                 self._long_polls.release()
-        return self._take_now(miner_id)
+        return None if self._stopping(miner_id) else self._take_now(miner_id)
 
     def _take_waiting(self, miner_id: str, wait_s: float) -> Lease | None:
         deadline = time.monotonic() + wait_s
-        while True:
+        wake = [self._keys.shared_wake, self._keys.wake(miner_id)]
+        while not self._stopping(miner_id):
             lease = self._take_now(miner_id)
             remaining = deadline - time.monotonic()
             if lease is not None or remaining < MIN_BLOCK_S:
                 return lease
-            self._redis.brpop([self._keys.shared_wake], timeout=min(WAKE_CHECK_S, remaining))
+            self._redis.brpop(wake, timeout=min(WAKE_CHECK_S, remaining))
+        return None
+
+    def _stopping(self, miner_id: str) -> bool:
+        return bool(self._redis.exists(self._keys.leaving(miner_id)))
 
     def _take_now(self, miner_id: str) -> Lease | None:
         while True:

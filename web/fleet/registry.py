@@ -68,7 +68,8 @@ REFUSALS = {"!revoked": "miner {} is revoked", "!wrong": "wrong key for miner {}
 @dataclass(frozen=True)
 class MinerState:
     """A live miner as dispatch sees it (``GET /metrics/gpus``), or a recently dead one
-    (``offline``: what it held is not known any more, so slots and models are empty)."""
+    (``offline``: what it held is not known any more, so slots and models are empty),
+    or a legacy polling miner (``kind`` legacy: ``web.fleet.pollers``)."""
 
     miner_id: str
     queue: str
@@ -86,9 +87,14 @@ class MinerState:
     autotune: dict[str, Any] = field(default_factory=dict)
     last_heartbeat: float = 0.0  # epoch seconds
     gpus: list[dict[str, Any]] = field(default_factory=list)  # each GPU as NVML says
+    kind: str = "push"  # or "legacy" (web.fleet.pollers), which has no heartbeat
+    last_poll: float | None = None  # a legacy miner's last /get_work (epoch seconds)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        if self.last_poll is None:  # a push miner's: it does not poll
+            del found["last_poll"]
+        return found
 
 
 class Registry:

@@ -1,4 +1,5 @@
-"""The legacy polling protocol: ``/register_miner``, ``/get_work``, ``/submit_result``.
+"""The legacy polling protocol: ``/register_miner``, ``/get_work``, ``/submit_result``,
+and ``/unregister_miner`` (a miner stopping: no new lease, its long-polls end).
 
 Old miners poll instead of consuming a Celery queue. They take jobs off the same
 ``shared`` queue push miners fall back to and hand results into the same Celery
@@ -59,6 +60,7 @@ def register_miner() -> ResponseReturnValue:
     hostname = v.identifier(body, "hostname", 255) or None
     key = register_and_audit(miner_id, "legacy", version, hostname).key
     note_ignored(ignored, miner_id)
+    svc.pollers.polled(miner_id, registered=True)
     settings = svc.settings
     return jsonify(
         miner_id=miner_id,
@@ -88,6 +90,7 @@ def get_work() -> ResponseReturnValue:
     miner_id = _legacy_miner()
     _check_claim(miner_id, query_miner_id())
     wait = _wait_param(svc.settings.max_wait_s)
+    svc.pollers.polled(miner_id)
     lease = svc.leases.take(miner_id, wait)
     if lease is None:
         return Response(status=204)
@@ -105,6 +108,15 @@ def _wait_param(max_wait_s: float) -> float:
     if not 0 <= wait <= max_wait_s:  # also refuses nan
         raise ValidationError(f"wait must be between 0 and {max_wait_s:g} seconds", "wait")
     return wait
+
+
+@bp.post("/unregister_miner")
+def unregister_miner() -> ResponseReturnValue:
+    """The miner is stopping: it gets no new lease (its long-polls answer 204 at once)
+    until it registers again, and is listed ``offline``; what it holds it may still submit."""
+    miner_id = _legacy_miner()
+    services().pollers.leave(miner_id)
+    return jsonify(ok=True, miner_id=miner_id, status="offline")
 
 
 @bp.post("/submit_result")

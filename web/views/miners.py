@@ -64,5 +64,7 @@ def heartbeat() -> ResponseReturnValue:
 @bp.get("/metrics/gpus")
 def gpus() -> ResponseReturnValue:
     """Live miners and, for ``MIA_OFFLINE_WINDOW_S`` after their last heartbeat, dead
-    ones as ``offline``, by id."""
-    return jsonify(miners=[m.to_dict() for m in services().registry.listing()])
+    ones as ``offline``; legacy miners by their last poll (``kind`` legacy); by id."""
+    svc = services()
+    miners = sorted(svc.registry.listing() + svc.pollers.listing(), key=lambda m: m.miner_id)
+    return jsonify(miners=[m.to_dict() for m in miners])
