@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 STALE = 1000
-EXPIRY_S = 3  # long enough to queue STALE messages while the session is still there
+EXPIRY_S = 5  # long enough to queue STALE messages while the session is still there
 # Mosquitto keeps 1000 messages per session by default (deploy/mosquitto keeps 10000);
 # $SYS tells how many it stores, once a second.
 CONF = PLAIN + "max_queued_messages 10000\nsys_interval 1\n"
@@ -35,10 +35,11 @@ def test_a_gateway_back_after_its_session_expired_answers_a_fresh_message_at_onc
         "MIA_MQTT_CLIENT_ID": f"mia-gateway-test-{uuid.uuid4().hex[:8]}",
         "MIA_MQTT_SESSION_EXPIRY_S": str(EXPIRY_S),
     }
-    stop(processes.gateway(settings, url, projects, **env).proc)  # its session stays
+    first = processes.gateway(settings, url, projects, **env)
     store = Session(url, ["$SYS/broker/store/messages/count"])
     client = Session(url, [f"{project}/assistant_response/+"])
     try:
+        stop(first.proc)  # its session stays for EXPIRY_S, collecting what comes
         for i in range(STALE):
             body = {"session_id": f"stale-{i}", "message": f"stale {i}"}
             last = client.client.publish(f"{project}/user_input", json.dumps(body), qos=1)
