@@ -5,8 +5,9 @@
 Subscribes to ``+/user_input`` (every project; an unknown one gets an error) and answers on
 ``{project}/assistant_response/{session_id}`` (``turns``: payloads, streaming). Errors go
 on the same topic as ``{"error", "code", "field"?...}``, so a client is never left
-waiting. The turn goes through the same ``chat_service.Assistant``, push path, Redis
-sessions, priorities and metrics as HTTP. docs/mqtt.md is the client's guide.
+waiting; a message with no session id has no topic its client knows, and is logged.
+The turn goes through the same ``chat_service.Assistant``, push path, Redis sessions,
+priorities and metrics as HTTP. docs/mqtt.md is the client's guide.
 
 Nothing received is lost: QoS 1 both ways, a persistent MQTT v5 session (fixed client id,
 ``clean_start=False``) and manual acknowledgement: a message is acknowledged only
