@@ -31,6 +31,7 @@ import redis
 import requests
 from prometheus_client import Counter
 
+from tasks import metrics
 from tasks.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ ALERTS_KEPT = 100
 ALERT_WINDOW_S = 600.0  # /api/v2/stats (and the dashboard) show alerts this recent
 
 ALERTS = Counter("mia_alerts_total", "Anomaly alerts raised", ["kind"])
+ALERT_KINDS = ("miner_latency", "miner_errors", "fleet_queue_wait")
+metrics.declare(ALERTS, ALERT_KINDS)
 
 
 @dataclass(frozen=True)
