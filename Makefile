@@ -39,7 +39,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(VENV)/.dev  ## the side-by-side latency report (bench/results/)
+bench: $(VENV)/.dev  ## the side-by-side latency report (bench/results/); BENCH_ARGS=--quick: a short check
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 flower: $(VENV)/.runtime  ## Flower on the broker, read-only, behind MIA_FLOWER_USER/MIA_FLOWER_PASSWORD(_FILE)

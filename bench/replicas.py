@@ -119,7 +119,7 @@ def run(counts: list[int], seconds: float) -> dict[str, Any]:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-replicas-{os.getpid()}"
     with ExitStack() as stack:
         redis_port = free_port()
-        stack.callback(stop, redis_server.start(redis_port, work / "redis"))
+        stack.callback(stop, redis_server.start(redis_port, work / "redis", work / "redis.log"))
         settings = local_settings(work, redis_port, TOKEN)
         first = settings.with_overrides(web_workers=1)
         stack.callback(stop, start_web(first, environment(first), work / "web-miners.log"))

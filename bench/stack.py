@@ -38,7 +38,7 @@ def web_tier(stack: ExitStack, work: Path, database_url: str = "") -> tuple[Sett
     """A redis-server and the web tier on free ports (the database: SQLite in ``work``
     unless given), stopped with ``stack``; the settings and the web tier's pid."""
     redis_port = free_port()
-    stack.callback(stop, redis_server.start(redis_port, work / "redis"))
+    stack.callback(stop, redis_server.start(redis_port, work / "redis", work / "redis.log"))
     settings = local_settings(work, redis_port, TOKEN)
     if database_url:
         settings = settings.with_overrides(database_url=database_url)

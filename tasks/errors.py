@@ -80,6 +80,21 @@ class ModelNotServed(MiaError):
         )
 
 
+class ModelNotFound(MiaError):
+    """``ModelNotServed`` as OpenAI's API says it (``/v1``): 404 ``model_not_found``."""
+
+    status = 404
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model `{model}` does not exist: no live miner serves it and the catalogue "
+            "does not know it (GET /v1/models lists the served ones)",
+            field="model",
+            model=model,
+        )
+
+
 class ModelNotLoaded(MiaError):
     """A catalogue model that no live device has loaded (POST /api/v2/models/load)."""
 

@@ -34,6 +34,8 @@
 | ``<p>:turn:<proj>:<id>``   | string | web           | a session's turn lock (redis-py Lock)  |
 | ``<p>:events``             | pubsub | heartbeat     | device state changes (WebSocket feed)  |
 | ``<p>:loading:<model>``    | hash   | web           | op id -> device of loads in flight     |
+| ``<p>:op:<op>``            | string | web           | an operation sent: action, model,      |
+|                            |        |               | device (TTL ``MIA_RESULT_TTL_S``)      |
 | ``<p>:obs``                | list   | web           | recent results: time, miner, latency   |
 | ``<p>:baselines``          | hash   | web           | latency baselines (EWMA, deviation)    |
 | ``<p>:alerts``             | list   | web           | recent anomaly alerts                  |
@@ -163,6 +165,10 @@ class Keys:
 
     def held(self, miner_id: str) -> str:
         return f"{self.prefix}:held:{miner_id}"
+
+    def operation(self, op_id: str) -> str:
+        """An operation sent (load, unload): its action, model and device."""
+        return f"{self.prefix}:op:{op_id}"
 
     def loading(self, model_id: str) -> str:
         """Loads of ``model_id`` in flight: op id -> device (``web.fleet.operations``)."""

@@ -1,6 +1,10 @@
 """Prometheus counters and histograms (prometheus-client), observed where things
-happen: dispatch, results, leases, breakers. The fleet's gauges, read from Redis at
-scrape time, and the ``/metrics`` body are ``web.fleet.gauges``.
+happen: dispatch, results, leases, breakers, HTTP requests. The fleet's gauges, read
+from Redis at scrape time, and the ``/metrics`` body are ``web.fleet.gauges``.
+
+Every labelled counter starts with a sample at 0 for each of its documented label
+values (``LABEL_VALUES``), so a rate or an alert on it works before its first event
+(docs/operations.md lists them; a test checks that list against a fresh process).
 """
 
 from __future__ import annotations
@@ -60,6 +64,31 @@ REDIS_WAITS = Counter(
     "WAITs for a replica after a job's publish or a result's store, by outcome",
     ["outcome"],  # confirmed, alone (no replica online: nothing to wait for), unconfirmed
 )
+
+HTTP_REQUESTS = Counter(
+    "mia_http_requests_total",
+    "HTTP requests answered, by route (its rule), method and status class (2xx, 4xx, ...)",
+    ["route", "method", "status"],
+)
+HTTP_STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")  # each route's, at 0 from start-up
+
+LABEL_VALUES: dict[Counter, tuple[str, ...]] = {
+    JOBS: ("done", "failed", "timeout", "requeued"),
+    BREAKER_CHANGES: ("opened", "closed"),
+    RECOVERED: ("moved", "parked", "finished", "gone", "failed"),
+    REPLIES: ("result", "piece", "stray"),
+    REDIS_WAITS: ("confirmed", "alone", "unconfirmed", "not_master"),
+}
+
+
+def declare(counter: Counter, values: tuple[str, ...]) -> None:
+    """A sample at 0 for each of ``values`` (the counter's one label), from now on."""
+    for value in values:
+        counter.labels(value)
+
+
+for _counter, _values in LABEL_VALUES.items():
+    declare(_counter, _values)
 
 
 def observe_result(result: dict[str, object]) -> None:

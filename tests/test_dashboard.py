@@ -1,56 +1,17 @@
-"""The dashboard in a real headless Chromium: loads clean, shows a miner, then its death.
-
-Needs Debian's chromium and chromium-driver (.ci/run installs them); skipped
-locally, with this reason, where they are missing, but never in CI.
-"""
+"""The dashboard in a real headless Chromium (``tests/browser.py``): loads clean, shows a
+miner, then its death."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from scripts.processes import kill, wait_for
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tests.browser import needs_chromium
 from web.fleet.registry import Heartbeat, Registry
 
-CHROMIUM = shutil.which("chromium")
-DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER) and not os.environ.get("CI"),  # in CI: fail, never skip
-    reason="no chromium/chromedriver: apt-get install chromium chromium-driver (.ci/run does)",
-)
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1200,800",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+pytestmark = needs_chromium
 
 
 def test_the_dashboard_shows_a_miner_come_and_go(api, miner, browser, tmp_path):

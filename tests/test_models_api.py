@@ -119,6 +119,19 @@ def test_unload_takes_the_model_off_the_device(api, devices):
     wait_for(lambda: "echo" not in state(api)["a"]["models"], 10, "a's heartbeat")
 
 
+def test_an_operation_is_known_by_its_id_and_an_unknown_id_is_404(api, devices):
+    unknown = api.get(f"{api.base}/api/v2/operations/{'0' * 32}")
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["code"] == "not_found" and unknown.json()["op_id"] == "0" * 32
+    body = {"model_id": "echo", "device_id": "a"}
+    op = api.post(f"{api.base}/api/v2/models/unload", json=body, headers=ADMIN).json()
+    found = api.get(f"{api.base}{op['status_url']}").json()
+    assert (found["action"], found["model_id"], found["device_id"]) == ("unload", "echo", "a")
+    assert finished(api, op)["status"] == "done"
+    loaded = finished(api, load(api, "echo-large", wait=False).json())
+    assert (loaded["action"], loaded["status"], loaded["device_id"]) == ("load", "done", "b")
+
+
 def test_the_websocket_sends_state_then_updates(api, devices):
     ws = Client.connect(api.base.replace("http://", "ws://") + "/api/v2/ws")
     try:

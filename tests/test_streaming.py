@@ -174,9 +174,11 @@ def test_openai_client_gets_clear_errors(oai, miner):
             tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
         )
     assert refused.value.body["param"] == "tools"
-    with pytest.raises(openai.UnprocessableEntityError) as unserved:
+    with pytest.raises(openai.NotFoundError) as unknown:  # as OpenAI and vLLM answer
         oai.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
-    assert unserved.value.body["code"] == "model_not_served"
+    assert (unknown.value.body["code"], unknown.value.body["param"]) == ("model_not_found", "model")
+    assert unknown.value.body["type"] == "invalid_request_error"
+    assert "gpt-9" in unknown.value.body["message"]
     with pytest.raises(openai.BadRequestError) as bad:
         oai.chat.completions.create(model="echo", messages=[{"role": "robot", "content": "hi"}])
     assert bad.value.body["param"] == "messages[0]"

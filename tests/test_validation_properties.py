@@ -149,11 +149,11 @@ COMPLETION_FIELDS = ["model", "messages", "max_tokens", "temperature", "stop", "
 @THROUGH_THE_APP
 @given(field=st.sampled_from(COMPLETION_FIELDS), value=ANY_JSON)
 def test_any_value_of_a_field_is_refused_or_reaches_dispatch(client, redis, field, value):
-    """No miner serves model ``m``: a body that passes validation ends in 422 before
-    anything is published; every other body is a 400."""
+    """No miner serves model ``m``: a body that passes validation ends in 404
+    (``model_not_found``) before anything is published; every other body is a 400."""
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], field: value}
     response = client.post("/v1/chat/completions", json=body)
-    assert response.status_code in (400, 422), response.data
+    assert response.status_code in (400, 404), response.data
     assert response.json["error"]["param"]
     assert_nothing_enqueued(redis)
 

@@ -13,7 +13,7 @@ from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
 from web.fleet.registry import Heartbeat, Registry
-from web.fleet.watchdog import CHECK_S, Watchdog
+from web.fleet.watchdog import ALERT_WINDOW_S, CHECK_S, Watchdog
 
 KEYS = Keys("mia")
 
@@ -105,3 +105,17 @@ def test_stats_over_http(api, miner):
         api.post(f"{api.base}/chat/direct", json={"message": f"s{i}"})
     found = api.get(f"{api.base}/api/v2/stats").json()
     assert found["requests"] == 3 and found["miners"]["0"]["requests"] == 3
+
+
+def test_alerts_are_shown_with_their_time_for_the_window_only(redis):
+    stats = Watchdog(redis, KEYS)
+    t = 3_000_000.0
+    for age, message in ((ALERT_WINDOW_S + 1, "old"), (ALERT_WINDOW_S - 1, "recent")):
+        redis.lpush(
+            KEYS.alerts, json.dumps({"kind": "miner_errors", "message": message, "t": t - age})
+        )
+    found = stats.summary(t)
+    assert [a["message"] for a in found["alerts"]] == ["recent"]
+    assert found["alerts"][0]["t"] == t - ALERT_WINDOW_S + 1
+    assert found["alert_window_s"] == ALERT_WINDOW_S
+    assert stats.alerts(t + 2) == []  # it ages out

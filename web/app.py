@@ -11,6 +11,7 @@ from tasks import tracing
 from tasks.logs import configure as configure_logging
 from tasks.settings import Settings
 from web.common.errors import register_error_handlers
+from web.common.request_counts import register_request_counts
 from web.common.request_ids import register_request_ids
 from web.common.validation import body_limit
 from web.services import init_app
@@ -35,5 +36,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     api_v2.sock.init_app(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    register_request_counts(app)
     logging.getLogger(__name__).info("web tier ready (redis %s)", settings.redis_url)
     return app

@@ -74,7 +74,8 @@ def build_services(settings: Settings) -> Services:
     keys, scripts, celery, waiter = core.keys, core.scripts, core.celery, core.waiter
     registry, catalogue, dispatcher = core.registry, core.catalogue, core.dispatcher
     sessions = make_sessions(make_engine(settings.database_url))
-    models = ModelManager(registry, catalogue, celery, Operations(client, keys, registry, waiter))
+    operations = Operations(client, keys, registry, waiter, settings.result_ttl_s)
+    models = ModelManager(registry, catalogue, celery, operations)
     leases = LeaseBook(client, scripts, keys, settings)
     audit = AuditLog(sessions)
     autoload = audited_autoload(models, audit) if settings.autoload else None

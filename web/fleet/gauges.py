@@ -155,12 +155,23 @@ def _breaker_gauges(states: dict[str, str]) -> Iterator[Metric]:
     yield from (is_open, state)
 
 
+class Both(Collector):
+    """The metrics of several collectors as one, for one exposition."""
+
+    def __init__(self, *sources: Collector) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        for source in self._sources:
+            yield from source.collect()
+
+
 def exposition(fleet: Collector) -> bytes:
-    """The ``/metrics`` body: this process's (or all gunicorn workers') metrics + the fleet."""
-    fleet_only = CollectorRegistry()
-    fleet_only.register(fleet)
+    """The ``/metrics`` body, in Prometheus' text format (``CONTENT_TYPE_LATEST``): this
+    process's (or all gunicorn workers') counters and histograms, then the fleet's gauges,
+    written in one pass."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         workers = CollectorRegistry()
         MultiProcessCollector(workers)  # type: ignore[no-untyped-call]
-        return generate_latest(workers) + generate_latest(fleet_only)
-    return generate_latest(REGISTRY) + generate_latest(fleet_only)
+        return generate_latest(Both(workers, fleet))
+    return generate_latest(Both(REGISTRY, fleet))

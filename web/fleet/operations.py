@@ -3,7 +3,9 @@
 A load (``POST /api/v2/models/load``, ``MIA_AUTOLOAD``) is a Celery task on the device's
 own queue: its task id is the operation id, its stored result the outcome
 (``celery-task-meta-<op>``, which Celery's Redis backend also publishes on a channel of
-that name). While it runs, ``<p>:loading:<model>`` maps its op id to its device, so that
+that name). Every operation sent, load or unload, leaves ``<p>:op:<op>`` (its model and
+device) for as long as its result is kept, so an id never issued is 404, not pending
+forever. While a load runs, ``<p>:loading:<model>`` maps its op id to its device, so that
 a request for the model finds the load in flight and waits for it instead of answering
 503. The miner heartbeats as soon as the model is loaded, and that heartbeat announces
 the device's new models on the events channel (``beat.lua``).
@@ -16,13 +18,14 @@ passes. The subscription comes before the first read, so no change falls between
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from tasks.errors import LoadFailed, LoadTimeout
+from tasks.errors import LoadFailed, LoadTimeout, NotFound
 from tasks.keys import Keys, result_key, text
 from web.fleet.registry import MinerState, Registry
 from web.fleet.results import ResultWaiter, outcome
@@ -48,12 +51,18 @@ class Operation:
 
 class Operations:
     def __init__(
-        self, client: redis.Redis, keys: Keys, registry: Registry, waiter: ResultWaiter
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        registry: Registry,
+        waiter: ResultWaiter,
+        kept_s: int = 86400,
     ) -> None:
         self._redis = client
         self._keys = keys
         self._registry = registry
         self._waiter = waiter
+        self._kept_s = kept_s  # MIA_RESULT_TTL_S: an operation is known as long as its result
 
     def status(self, op_id: str) -> dict[str, Any]:
         """``pending``, ``done`` (with the miner's result) or ``failed`` (with its error)."""
@@ -65,17 +74,35 @@ class Operations:
         except Exception as exc:  # noqa: BLE001 - the miner's failure, reported
             return {"op_id": op_id, "status": "failed", "error": str(exc)}
 
-    def record(self, op: Operation) -> None:
-        """Note a load before its command is sent (``forget`` it if the send fails)."""
-        key = self._keys.loading(op.model_id)
+    def describe(self, op_id: str) -> dict[str, Any]:
+        """``GET /api/v2/operations/<op_id>``: ``status`` with the operation's action, model
+        and device; NotFound for an id never issued (or older than its result)."""
+        raw = self._redis.get(self._keys.operation(op_id))
+        if raw is None:
+            raise NotFound(f"no operation {op_id!r}", op_id=op_id)
+        return {**self.status(op_id), **json.loads(raw)}
+
+    def record(self, op: Operation, action: str) -> None:
+        """Note an operation before its command is sent (``forget`` it if the send
+        fails); a load is also noted as in flight for its model."""
+        what = {"action": action, "model_id": op.model_id, "device_id": op.device_id}
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(key, op.op_id, op.device_id)
-        pipe.expire(key, LOADING_TTL_S)
+        pipe.set(self._keys.operation(op.op_id), json.dumps(what), ex=self._kept_s)
+        if action == "load":
+            key = self._keys.loading(op.model_id)
+            pipe.hset(key, op.op_id, op.device_id)
+            pipe.expire(key, LOADING_TTL_S)
         pipe.execute()
 
     def forget(self, ops: list[Operation]) -> None:
+        """Loads no longer in flight (settled, or never sent)."""
         for op in ops:
             self._redis.hdel(self._keys.loading(op.model_id), op.op_id)
+
+    def unsent(self, op: Operation) -> None:
+        """An operation whose command could not be sent: it never existed."""
+        self.forget([op])
+        self._redis.delete(self._keys.operation(op.op_id))
 
     def pending(self, model_id: str, device_id: str | None = None) -> list[Operation]:
         """Loads of ``model_id`` still running (on ``device_id`` if given); the records of

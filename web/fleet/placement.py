@@ -145,8 +145,8 @@ class ModelManager:
 
     def _command(self, task: str, model_id: str, device_id: str) -> Operation:
         op = Operation(uuid.uuid4().hex, model_id, device_id)
-        if task == LOAD_MODEL:
-            self._ops.record(op)  # before it is sent: a request for the model waits for it
+        # before it is sent: a request for the model waits for a load
+        self._ops.record(op, "load" if task == LOAD_MODEL else "unload")
         try:
             self._celery.send_task(
                 task,
@@ -158,7 +158,7 @@ class ModelManager:
                 declare=[],
             )
         except Exception:
-            self._ops.forget([op])
+            self._ops.unsent(op)
             raise
         return op
 
@@ -181,7 +181,7 @@ class ModelManager:
         self.load(model_id, wait_s=timeout_s)
 
     def operation(self, op_id: str) -> dict[str, Any]:
-        return self._ops.status(op_id)
+        return self._ops.describe(op_id)
 
 
 @dataclass(frozen=True)

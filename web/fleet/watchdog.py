@@ -11,7 +11,8 @@ baseline (an exponentially weighted mean and deviation of its latency, kept in
 Redis) and with the fleet, and the fleet's queue wait with its baseline. A miner
 whose latency leaves its baseline (mean + 3 deviations and twice the mean) or runs
 at three times the fleet median, or that fails most of its jobs, raises an alert:
-logged, counted (``mia_alerts_total``), kept for ``/api/v2/stats``, posted to
+logged, counted (``mia_alerts_total``), shown by ``/api/v2/stats`` for
+``ALERT_WINDOW_S`` (each with its time ``t``), posted to
 ``MIA_ALERT_WEBHOOK`` when set, and with ``MIA_AUTO_DRAIN=1`` the miner is drained
 (dispatch skips it for ``DRAIN_S``).
 """
@@ -30,6 +31,7 @@ import redis
 import requests
 from prometheus_client import Counter
 
+from tasks import metrics
 from tasks.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,11 @@ MIN_SAMPLES = 5
 ALPHA = 0.3
 DRAIN_S = 300
 ALERTS_KEPT = 100
+ALERT_WINDOW_S = 600.0  # /api/v2/stats (and the dashboard) show alerts this recent
 
 ALERTS = Counter("mia_alerts_total", "Anomaly alerts raised", ["kind"])
+ALERT_KINDS = ("miner_latency", "miner_errors", "fleet_queue_wait")
+metrics.declare(ALERTS, ALERT_KINDS)
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,8 @@ class Watchdog:
             "p95_ms": round(p95(latencies), 3),
             "queue_p95_ms": round(p95([o.queue_ms for o in seen]), 3),
             "miners": per_miner,
-            "alerts": self.alerts(),
+            "alerts": self.alerts(now),
+            "alert_window_s": ALERT_WINDOW_S,
         }
 
     # -- anomalies -------------------------------------------------------------------
@@ -263,8 +269,11 @@ class Watchdog:
         except requests.RequestException as exc:
             log.warning("alert webhook %s failed: %s", self._webhook, exc)
 
-    def alerts(self) -> list[dict[str, Any]]:
-        return [json.loads(a) for a in self._redis.lrange(self._keys.alerts, 0, 19)]
+    def alerts(self, now: float | None = None) -> list[dict[str, Any]]:
+        """The newest alerts, at most 20, raised in the last ``ALERT_WINDOW_S``."""
+        since = (now or time.time()) - ALERT_WINDOW_S
+        newest = [json.loads(a) for a in self._redis.lrange(self._keys.alerts, 0, 19)]
+        return [a for a in newest if float(a.get("t", 0)) >= since]
 
     # -- housekeeping (one replica per interval) --------------------------------------
 

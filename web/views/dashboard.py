@@ -1,9 +1,10 @@
 """``GET /dashboard``: the fleet at a glance, live over the /api/v2 WebSocket.
 
 One self-contained page (no CDN: it works on a closed network): devices with status,
-models, slots, memory bars and heartbeat age, updated by ``state_update`` messages;
-queue depths, a latency chart of the last minutes and recent alerts from
-``/api/v2/stats`` every two seconds.
+models, slots, memory bars and heartbeat age, updated by ``state_update`` messages and
+refreshed from ``/api/v2/system/state`` every two seconds (ages tick in the page, on its
+own clock); queue depths, a latency chart with labelled axes, and the recent alerts with
+their time from ``/api/v2/stats`` every two seconds.
 """
 
 from __future__ import annotations

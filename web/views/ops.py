@@ -23,7 +23,8 @@ def healthz() -> ResponseReturnValue:
 def prometheus() -> ResponseReturnValue:
     svc = services()
     fleet = FleetCollector(svc.registry, svc.breakers)
-    return Response(exposition(fleet), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Flask would add a second "; charset=utf-8"
+    return Response(exposition(fleet), content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/readyz")

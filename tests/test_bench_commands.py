@@ -1,0 +1,60 @@
+"""Every ``make`` command the README and docs/ show is one make accepts as written
+(``make bench --quick`` is not: make refuses options it does not know; the form is
+``make bench BENCH_ARGS=--quick``), and the bench's report holds only its own lines:
+the processes of its stack write to their log files, not to its output."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from bench.stack import start_stack
+from scripts.launch import ROOT, scrubbed_environ
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SPAN = re.compile(r"`([^`\n]+)`|^((?:[A-Z_]+=\S+ +)*make\b.*)$", re.M)
+COMMAND = re.compile(r"^((?:[A-Z_]+=\S+ +)*)make((?: +[^ #]+)*)")
+
+
+def shown_commands() -> set[str]:
+    """The make command lines of the pages: code spans and code-block lines that are one
+    (a log line such as ``make run: ...`` is not)."""
+    found = set()
+    for page in PAGES:
+        for span, line in SPAN.findall(page.read_text()):
+            command = COMMAND.match((span or line).strip())
+            if command and not (command.group(2).split() or [""])[0].endswith(":"):
+                found.add(command.group(0).strip())
+    return found
+
+
+def test_the_pages_show_make_commands():
+    commands = shown_commands()
+    assert {"make run", "make test", "make bench", "make bench BENCH_ARGS=--quick"} <= commands
+
+
+@pytest.mark.parametrize("command", sorted(shown_commands()))
+def test_make_accepts_each_command_the_pages_show(command: str):
+    words = shlex.split(command.replace("…", "x"))
+    env = scrubbed_environ()
+    while "=" in words[0]:  # VAR=value make ...: the environment
+        name, value = words.pop(0).split("=", 1)
+        env[name] = value
+    assert words[0] == "make"
+    done = subprocess.run(
+        ["make", "-n", *words[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr  # -n: the recipes are printed, not run
+
+
+def test_the_bench_stack_writes_nothing_on_the_bench_s_output(capfd, tmp_path: Path):
+    with ExitStack() as stack:
+        start_stack(stack, tmp_path)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    assert "Ready to accept connections" in (tmp_path / "redis.log").read_text()
