@@ -11,6 +11,11 @@ Starts its own redis-server, web tier (gunicorn, as ``make run``), one echo mine
   (b) stock Celery apply_async -> task start, (c) this project's dispatch, job
   accepted -> miner task start, (d) POST /chat/direct round trip; then (h) the
   restaurant assistant's two-stage overhead and (i, j) a turn over MQTT and HTTP;
+- against the stock stack (``bench.versus``: a Flask view on gunicorn that waits on a
+  no-op Celery task's ``.get()``, up beside the product): (k, l) the round trip of
+  each, interleaved, a new connection each, and both at 64 clients with the CPU each
+  process spent per request; then each per-request hook of the web tier on and off
+  (``bench.hooks``);
 - with the push miner stopped, the pickup latency (job accepted -> leased) of a real
   legacy miner (``python -m miners.legacy``): (e) polling ``/get_work`` every 2 s,
   (f) long-polling, and (g) the round trip of an empty poll;
@@ -42,7 +47,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from bench import assistant, autotune, measure, report, scale, sections, throughput
+from bench import assistant, autotune, document, measure, report, scale, sections, versus
 from bench import mqtt as bench_mqtt
 from bench.clients import Clients, connect, legacy_key
 from bench.report import Row
@@ -186,6 +191,11 @@ def run(samples: int, poll_samples: int, quick: bool = False) -> dict[str, Any]:
             warm_up(bench, out["warmup"])
         with timed("latency rows"):
             rows = core_rows(bench, samples)
+        with timed("stock stack"):
+            out["stock_stack"], stock_rows = versus.run(settings, work, quick)
+        rows.update({row.key: row for row in stock_rows})
+        with timed("hooks"):
+            out["hooks"] = sections.hooks_section(settings, work, quick)
         figures = assistant_rows(bench, samples, rows)
         polled, figures["conversation_polling_ms"] = legacy_rows(
             bench, push_miner, (samples, poll_samples), quick
@@ -195,54 +205,6 @@ def run(samples: int, poll_samples: int, quick: bool = False) -> dict[str, Any]:
             out["engines"] = sections.engine_rows(settings, work, quick)
     out["rows"], out["assistant"] = rows, figures
     return out
-
-
-def targets(
-    summary: dict[str, float],
-    tp: dict[str, Any],
-    scaled: dict[str, Any] | None,
-    engine_summary: list[dict[str, Any]],
-    figures: dict[str, Any],
-) -> dict[str, Any]:
-    """Each target the issue sets, met or not."""
-    scale_checks = (
-        {
-            "scale_dispatch_p50_le_1.2x_same_heartbeat_load": scaled["dispatch_ratio"] <= 1.2,
-            "scale_dispatch_p50_le_1.2x_vs_no_heartbeats": scaled["dispatch_ratio_to_idle"] <= 1.2,
-        }
-        if scaled
-        else {}
-    )
-    return {
-        **report.targets(summary),
-        "chat_req_per_s_ge_500_at_64_clients": tp["req_per_s"] >= 500 and tp["errors"] == 0,
-        **scale_checks,
-        **report.engine_targets(engine_summary),
-        **report.assistant_targets(figures),
-    }
-
-
-def document(meta: dict[str, Any], rows: dict[str, Row], samples: int) -> str:
-    """The report in markdown, from ``meta`` (what results.json holds) and the rows."""
-    scaled, checks = meta["scale"], meta["targets"]
-    return "\n\n".join(
-        [
-            "# MIA push-path benchmark",
-            report.preamble(meta, samples),
-            "## Latency, side by side (one run, rounds interleaved)",
-            report.table(list(rows.values()), rows["redis_floor"], rows["celery"]),
-            "## Throughput: POST /chat/direct, 64 clients (echo)",
-            throughput.markdown(meta["throughput"], meta["serving"]),
-            scale.markdown(scaled) if scaled else "## Scale\n\nFull run only (`make bench`).",
-            autotune.markdown(meta["autotune"]),
-            "## Engines (one miner, 8 slots, through the push path)",
-            report.engine_table(meta["engines"]),
-            "## Restaurant assistant",
-            report.assistant_section(meta["assistant"]),
-            "## Targets",
-            "\n".join(f"- {k}: {v}" for k, v in checks.items()),
-        ]
-    )
 
 
 def measure_all(args: argparse.Namespace, samples: int) -> tuple[dict[str, Any], dict[str, Row]]:
@@ -258,11 +220,7 @@ def measure_all(args: argparse.Namespace, samples: int) -> tuple[dict[str, Any],
         scaled = None if args.quick else scale.run(quick=False)
     with timed("autotune"):
         tuned = autotune.run(quick=args.quick)
-    summary = report.summary(rows)
-    engine_summary = [row.summary() for row in found["engines"]]
-    tp = found["throughput"]
-    checks = targets(summary, tp, scaled, engine_summary, figures)
-    meta = {
+    meta: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": before,
         "load_avg_after": report.machine()["load_avg"],
@@ -270,15 +228,17 @@ def measure_all(args: argparse.Namespace, samples: int) -> tuple[dict[str, Any],
         "seconds": round(time.time() - started),
         "section_s": SECTION_S,
         "warmup_samples_per_row": found["warmup"],
-        "summary": summary,
-        "throughput": tp,
+        "summary": report.summary(rows),
+        "throughput": found["throughput"],
         "serving": found["serving"],
+        "stock_stack": found["stock_stack"],
+        "hooks": found["hooks"],
         "scale": scaled,
         "autotune": tuned,
-        "engines": engine_summary,
+        "engines": [row.summary() for row in found["engines"]],
         "assistant": figures,
-        "targets": checks,
     }
+    meta["targets"] = document.targets(meta)
     return meta, rows
 
 
@@ -289,11 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     samples = args.samples or (600 if args.quick else 3000)
     meta, rows = measure_all(args, samples)
-    markdown = document(meta, rows, samples)
+    markdown = document.document(meta, rows, samples)
     report.write(RESULTS, rows, markdown, meta)
     print(markdown)
     print(f"\nwritten to {RESULTS}/ (report.md, results.json, latency.png)")
     headline = {**meta["summary"], "req_per_s": meta["throughput"]["req_per_s"]}
+    headline["vs_stock_stack"] = meta["stock_stack"]["ratios"]
     print(json.dumps({**headline, "engines": meta["engines"]}))
     return 0
 

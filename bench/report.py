@@ -75,8 +75,9 @@ def preamble(meta: dict[str, Any], samples: int) -> str:
             f"after {meta['warmup_samples_per_row']} warm-up requests per row that are not "
             "counted (connections, pools, Lua scripts and imports warm, as in a running "
             "service).",
-            "- Rows (e) to (j) take fewer samples (their n is in the table): (e) waits out "
-            "up to one 2 s polling cycle per sample, so its p99 is its slowest sample.",
+            "- Rows (e) to (l) take fewer samples (their n is in the table): (e) waits out "
+            "up to one 2 s polling cycle per sample, so its p99 is its slowest sample; "
+            "(k) and (l) open a new connection per request (the others keep theirs).",
             "- Nothing a real request would not have is cached: every sample is a new job "
             "(new id, dispatched, run by a miner, its result stored and delivered); clients "
             "keep their HTTP connection alive, as real ones do.",

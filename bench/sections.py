@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import assistant, engines, measure, throughput
+from bench import assistant, engines, hooks, measure, throughput
 from bench import mqtt as bench_mqtt
 from bench.report import Row
 from bench.stack import environment, live_miners
@@ -121,3 +121,13 @@ def throughput_section(
         main = throughput.load(settings.port, throughput.CLIENTS, seconds, warmup_s)
         stacks = [] if quick else throughput.serving(settings, work, 5.0, 1.0)
     return main, stacks
+
+
+def hooks_section(settings: Settings, work: Path, quick: bool) -> dict[str, Any]:
+    """Each per-request hook on and off (``bench.hooks``), and the lines the bench's web
+    tier logs per ``/chat/direct``."""
+    found = hooks.run(5000 if quick else 20000)
+    send = partial(measure.chat_round_trip, "127.0.0.1", settings.port)
+    lines = hooks.lines_per_request(work / "web.log", 100 if quick else 500, send)
+    found["web_log_lines_per_request"] = lines
+    return found

@@ -32,8 +32,11 @@ from scripts.processes import spawn, stop, wait_for
 from tasks.settings import Settings
 
 CLIENTS = 64
-# Which process is which, by a piece of its command line.
+# Which process is which, by a piece of its command line (the first match wins: the
+# stock stack of ``bench.versus`` before the product's own).
 ROLES = (
+    ("bench.naive:create_app", "stock web"),
+    ("bench.naive worker", "stock worker"),
     ("gunicorn", "web"),
     ("granian", "web"),
     ("miners worker", "miner"),
@@ -51,6 +54,11 @@ STACKS = (
 )
 
 
+def role_of(cmdline: str) -> str | None:
+    """Which part of the bench a process with this command line is, if any."""
+    return next((role for key, role in ROLES if key in cmdline), None)
+
+
 def cpu_by_role() -> dict[str, float]:
     """CPU seconds used so far by this bench's processes, by role."""
     roles: dict[str, float] = {}
@@ -60,7 +68,7 @@ def cpu_by_role() -> dict[str, float]:
             times = proc.cpu_times()
         except psutil.Error:
             continue
-        role = next((r for key, r in ROLES if key in cmd), None)
+        role = role_of(cmd)
         if role is not None:
             roles[role] = roles.get(role, 0.0) + times.user + times.system
     return roles

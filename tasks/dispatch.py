@@ -22,6 +22,7 @@ import redis.client
 from celery import Celery
 
 from tasks import metrics, tracing
+from tasks.broker.publish import Publisher
 from tasks.broker.transport import confirming
 from tasks.errors import (
     Conflict,
@@ -30,7 +31,7 @@ from tasks.errors import (
     NotReplicated,
     ServiceUnavailable,
 )
-from tasks.jobs import GENERATE, Job
+from tasks.jobs import Job
 from tasks.keys import MINER_QUEUE_PREFIX, SHARED_QUEUE, Keys, queue_for, text
 from tasks.logs import request_id
 from tasks.lua import Scripts
@@ -128,7 +129,7 @@ class Dispatcher:
         known_models: Callable[[], set[str]] = set,
         replicas: Replicas | None = None,
     ) -> None:
-        self._celery = celery
+        self._publisher = Publisher(celery)
         self._selector = selector
         self._known_models = known_models
         self._replicas = replicas
@@ -202,21 +203,7 @@ class Dispatcher:
         # channel, for the Lua scripts that read raw messages (``expire.lua``)
         headers: dict[str, str] = {"mia_reply": job.reply_to} if job.reply_to else {}
         tracing.inject(headers)
-        self._celery.send_task(
-            GENERATE,
-            args=(job.to_payload(),),
-            queue=queue,
-            task_id=job.job_id,
-            priority=MAX_PRIORITY - job.priority,
-            retry=False,
-            declare=[],  # published on the default exchange: no bindings needed
-            headers=headers or None,
-            kwargsrepr="{}",
-            argsrepr=(
-                f"(job={job.job_id}, model={job.model or '*'}, project={job.project or '-'}, "
-                f"{job.preview()!r})"
-            ),
-        )
+        self._publisher.send(job, queue, MAX_PRIORITY - job.priority, headers)
 
     def _release_quietly(self, miner_id: str) -> None:
         try:

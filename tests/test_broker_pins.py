@@ -119,6 +119,10 @@ PINS: dict[str, object] = {
     "celery.backends.redis.SentinelBackend._get_pool": "(self, **params)",
     "celery.backends.redis.SentinelBackend._params_from_url": "(self, url, defaults)",
     "celery.backends.redis.RedisBackend._transport_options": A(cached_property),
+    "celery.app.base.Celery.thread_oid": A(property),
+    "celery.utils.nodenames.anon_nodename": (
+        "(hostname: 'str | None' = None, prefix: 'str' = 'gen') -> 'str'"
+    ),
 }
 # Set on instances, so checked on real ones by the behavioural tests below.
 ON_INSTANCES = {

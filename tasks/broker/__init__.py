@@ -85,8 +85,19 @@ either, re-check this list against the new code.
   composed with ours (``SentinelResultBackend``); it reads the database and the password
   from the first URL of the list, which ``tasks.sentinel`` normalizes for it.
 
+``publish.py``: dispatch's publish, Celery's task message built by hand
+(``messages.task_message``) and handed to the broker channel.
+
+- ``kombu.transport.redis.Channel._put``: called with that message and the queue, as
+  kombu's ``basic_publish`` calls it for the default exchange (our override above).
+- ``celery.app.base.Celery.thread_oid``: the ``reply_to`` property ``send_task`` writes.
+- ``celery.utils.nodenames.anon_nodename``: the ``origin`` header ``send_task`` writes.
+- Celery's ``send_task`` message with this service's configuration (``task_serializer``
+  ``json``, ``task_protocol`` 2, no compression or routes): the headers and properties
+  ``messages.task_message`` writes, compared with ``send_task``'s own in the pins.
+
 ``messages.py``: Celery's formats on Redis, read and written by hand (the legacy
-``/get_work`` path and the reaper).
+``/get_work`` path, the reaper and dispatch).
 
 - Celery's task message, protocol 2, as kombu's Redis transport stores it: a JSON
   envelope with ``headers`` (``task``, ``id``, ``redelivered``), ``body`` holding

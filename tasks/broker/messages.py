@@ -1,7 +1,8 @@
 """Celery's formats on Redis, for the parts of this service that speak them directly.
 
 The legacy path takes task messages off kombu's lists itself and stores results in
-the result backend itself, so it reads and writes exactly what Celery would.
+the result backend itself, and dispatch builds its task messages itself
+(``tasks.broker.publish``), so each reads and writes exactly what Celery would.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from kombu.utils.json import dumps
+
 from tasks.jobs import GENERATE, Job
+
+# What Celery's ``send_task`` puts in a message's body after the args and kwargs.
+EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 class BadMessage(ValueError):
@@ -37,6 +43,63 @@ def decode_message(raw: bytes | str) -> Job:
         raise
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise BadMessage(f"unreadable task message: {exc!r}") from exc
+
+
+def argsrepr(job: Job) -> str:
+    """How a job's task shows in Celery's listings and logs (never the whole prompt)."""
+    return (
+        f"(job={job.job_id}, model={job.model or '*'}, project={job.project or '-'}, "
+        f"{job.preview()!r})"
+    )
+
+
+def task_message(
+    job: Job, queue: str, priority: int, headers: dict[str, str], origin: str, reply_to: str
+) -> dict[str, Any]:
+    """``mia.generate`` for ``job`` as Celery's ``send_task`` hands it to kombu's Redis
+    channel (protocol 2, JSON, base64 body; kombu adds nothing but the list it goes
+    on): the same headers and properties, in the same order. ``origin`` and
+    ``reply_to``: the app's node name and thread oid, as Celery fills them."""
+    body = dumps([[job.to_payload()], {}, EMBED]).encode()  # type: ignore[no-untyped-call]
+    shown = argsrepr(job)
+    return {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py",
+            "task": GENERATE,
+            "id": job.job_id,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": job.job_id,
+            "parent_id": None,
+            "argsrepr": shown,
+            "kwargsrepr": "{}",
+            "origin": origin,
+            "ignore_result": None,
+            "replaced_task_nesting": 0,
+            "stamped_headers": None,
+            "stamps": {},
+            **headers,
+        },
+        "properties": {
+            "correlation_id": job.job_id,
+            "reply_to": reply_to,
+            "kwargsrepr": "{}",
+            "argsrepr": shown,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": priority,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
 
 
 def rewritable(raw: bytes | str) -> bool:

@@ -1,0 +1,107 @@
+"""The bench's pieces for issue 25: the stock stack it compares with (``bench.naive``,
+started by ``bench.versus`` as real gunicorn and Celery processes), the CPU roles that
+keep its processes apart from the product's, its report and targets, and the
+per-request hooks measured on and off (``bench.hooks``, real subprocesses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis as redis_lib
+
+from bench import hooks, throughput, versus
+
+
+def test_the_stock_stack_answers_chat_direct_through_a_real_celery_worker(
+    redis: redis_lib.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    with versus.naive_stack(redis_url, tmp_path) as port:
+        found = versus.interleaved({"a": port, "b": port}, 3)
+    assert [len(v) for v in found.values()] == [3, 3]
+    assert all(ms > 0 for ms in found["a"] + found["b"])
+    # The worker ran them: solo pool, acks_late (the message left kombu's unacked hash).
+    assert "solo" in (tmp_path / "naive-worker.log").read_text()
+    assert redis.hlen("unacked") == 0
+
+
+def test_the_cpu_roles_keep_the_stock_stack_apart_from_the_product() -> None:
+    assert throughput.role_of("gunicorn --bind x bench.naive:create_app()") == "stock web"
+    assert throughput.role_of("celery -A bench.naive worker -P solo -Q naive") == "stock worker"
+    assert throughput.role_of("gunicorn --bind x web:create_app()") == "web"
+    assert throughput.role_of("python -m celery -A miners worker -Q gpu-0") == "miner"
+    assert throughput.role_of("redis-server 127.0.0.1:1") == "redis"
+
+
+def figures(product_p50: float, stock_rps: float) -> dict[str, Any]:
+    def side(rps: float, cpu: dict[str, float]) -> dict[str, Any]:
+        runs = [{"req_per_s": rps, "errors": 0, "p50_ms": 100.0, "p99_ms": 200.0, "cpu": cpu}]
+        return versus.mean_of(runs)
+
+    measured = {"load generator": 0.2, "web": 1.7, "miner": 1.4, "redis": 0.3}
+    measured |= {"stock web": 2.0, "stock worker": 1.0}
+    latency = {"product": [product_p50] * 3, "stock": [5.0] * 3}
+    tp = {
+        "product": side(800.0, versus.side_cpu("product", {"cpu_ms_per_request": measured})),
+        "stock": side(stock_rps, versus.side_cpu("stock", {"cpu_ms_per_request": measured})),
+    }
+    lat = {s: versus.stats(latency[s]) for s in versus.SIDES}
+    return {
+        "samples": 3,
+        "warmup": 1,
+        "latency": lat,
+        "throughput": tp,
+        "ratios": {
+            "p50": lat["product"]["p50_ms"] / lat["stock"]["p50_ms"],
+            "p99": lat["product"]["p99_ms"] / lat["stock"]["p99_ms"],
+            "req_per_s": tp["product"]["req_per_s"] / tp["stock"]["req_per_s"],
+        },
+    }
+
+
+def test_each_side_counts_only_its_own_processes_cpu() -> None:
+    found = figures(2.0, 400.0)
+    product = found["throughput"]["product"]["cpu_ms_per_request"]
+    stock = found["throughput"]["stock"]["cpu_ms_per_request"]
+    assert product == {
+        "web": 1.7,
+        "miner / worker": 1.4,
+        "redis": 0.3,
+        "load generator": 0.2,
+        "all": 3.6,
+    }
+    assert stock["web"] == 2.0 and stock["miner / worker"] == 1.0
+    assert stock["all"] == 3.5
+    text = versus.markdown(found)
+    assert "| stock stack | 400.0 |" in text and "**2.0x**" in text
+
+
+def test_the_targets_against_the_stock_stack() -> None:
+    met = versus.targets(figures(2.0, 400.0))  # 0.4x the latency, 2x the requests/s
+    assert met["chat_p50_le_0.6x_stock"] and met["chat_req_per_s_ge_1.5x_stock"]
+    missed = versus.targets(figures(5.0, 700.0))
+    assert not missed["chat_p50_le_0.6x_stock"] and not missed["chat_p99_le_0.6x_stock"]
+    assert not missed["chat_req_per_s_ge_1.5x_stock"]
+
+
+def test_every_hook_is_measured_on_and_tracing_really_exports(tmp_path: Path) -> None:
+    found = hooks.run(iterations=1000)
+    for key, _label in hooks.HOOKS:
+        assert found[key]["median_us"] > 0 and found[key]["cpu_us"] > 0, key
+    assert found["otlp_exports"] > 0  # tracing on sent its spans somewhere
+    assert found["flask"]["on_us"] > 0 and found["flask_tracing"]["on_us"] > 0
+    checks = hooks.targets(found)
+    assert set(checks) == {f"hook_{key}_le_0.1ms" for key, _ in hooks.HOOKS}
+    found["web_log_lines_per_request"] = 0.0
+    assert "request id" in hooks.markdown(found, chat_p50_ms=4.0)
+
+
+def test_lines_per_request_counts_what_the_log_grew_by(tmp_path: Path) -> None:
+    log = tmp_path / "web.log"
+    log.write_text("started\n")
+
+    def send(n: int) -> None:
+        with log.open("a") as f:
+            f.write("line\n" * (n // 2))
+
+    assert hooks.lines_per_request(log, 10, send) == 0.5
