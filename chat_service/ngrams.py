@@ -18,7 +18,7 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ class LinearModel:
         self,
         labels: Sequence[str],
         bias: Sequence[float],
-        weights: dict[str, Sequence[float]],
+        weights: Mapping[str, Sequence[float]],
         featurizer: Featurizer,
     ) -> None:
         self.labels = tuple(labels)
@@ -98,7 +98,10 @@ class LinearModel:
 
     def scores(self, text: str, extra: Iterable[str] = ()) -> dict[str, float]:
         """Every label's score for `text` (higher is likelier)."""
-        features = self.featurizer.features(text, extra)
+        return self.score_features(self.featurizer.features(text, extra))
+
+    def score_features(self, features: set[str]) -> dict[str, float]:
+        """Every label's score for a message with these features."""
         rows = [w for f in features if (w := self.weights.get(f))]
         scale = 1 / math.sqrt(len(features)) if features else 0.0
         sums = [sum(column) for column in zip(*rows, strict=True)] if rows else []
@@ -108,5 +111,9 @@ class LinearModel:
 
     def predict(self, text: str, extra: Iterable[str] = ()) -> str:
         """The best-scoring label of `text`."""
-        scores = self.scores(text, extra)
+        return self.predict_features(self.featurizer.features(text, extra))
+
+    def predict_features(self, features: set[str]) -> str:
+        """The best-scoring label of a message with these features."""
+        scores = self.score_features(features)
         return max(self.labels, key=scores.__getitem__)

@@ -8,11 +8,13 @@ A corpus file is lines of four kinds::
     @menu ingredients                          (label `menu`, section `ingredients`)
     what's in the {dish}?                      (a message; {slot} makes it a template)
 
-A template gives `VARIANTS` messages with slot values drawn at random; a plain line
+A corpus may be split over files (``en.txt``, ``en_natural.txt``). A template gives
+`VARIANTS` messages with slot values drawn at random; a plain line
 gives itself. A share of the messages also comes back with a typo (`TYPO_SHARE`). A
 message belongs to its group (the line it came from: a phrasing, its variants and their
 typos), and whole groups are held out (`split` "test"), so no test message is a training
-one with other slot values or a slip of the keyboard.
+one with other slot values or a slip of the keyboard. Messages of the evaluation set
+(``chat_service.evaluation``) are left out, so that it stays a fair test.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from chat_service.classifier import LABELS
+from chat_service.classifier import INTENT_FEATURIZER, LABELS
+from chat_service.evaluation import load_eval
 from chat_service.language import LANGUAGES
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "chat_service" / "data" / "intents"
@@ -35,6 +38,7 @@ TYPO_SHARE = 0.3
 TEST_SHARE = 5  # one group in five is held out (by a hash of its name)
 SLOT = re.compile(r"\{(\w+)\}")
 KEYBOARD = "qwertyuiop asdfghjkl zxcvbnm"
+normalise = INTENT_FEATURIZER.normalise
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,17 @@ def load_corpus(directory: Path = DATA_DIR, seed: int = SEED) -> list[Example]:
     rng = random.Random(seed)
     examples: list[Example] = []
     for lang in LANGUAGES:
-        parsed = parse_file((directory / f"{lang}.txt").read_text(encoding="utf-8"), lang)
-        examples += expand(parsed, rng)
+        for path in sorted(directory.glob(f"{lang}*.txt")):
+            examples += expand(parse_file(path.read_text(encoding="utf-8"), lang, path.stem), rng)
     examples += [replace(e, text=typo(e.text, rng)) for e in examples if rng.random() < TYPO_SHARE]
     held_out = test_groups(e.group for e in examples)
+    evaluation = {normalise(row.text) for row in load_eval()}
     unique = {(e.text.casefold(), e.label): e for e in examples}  # first wins on duplicates
-    return [replace(e, split="test" if e.group in held_out else "train") for e in unique.values()]
+    return [
+        replace(e, split="test" if e.group in held_out else "train")
+        for e in unique.values()
+        if normalise(e.text) not in evaluation
+    ]
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,7 @@ class Parsed:
     lang: str
 
 
-def parse_file(text: str, lang: str) -> Parsed:
+def parse_file(text: str, lang: str, name: str = "") -> Parsed:
     """A corpus file's slots and rows; an unknown label raises ValueError."""
     slots: dict[str, list[str]] = {}
     rows: list[tuple[str, str, str]] = []
@@ -81,8 +90,8 @@ def parse_file(text: str, lang: str) -> Parsed:
         if not line or line.startswith("#"):
             continue
         if line.startswith("$"):
-            name, _, values = line[1:].partition("=")
-            slots[name.strip()] = [v.strip() for v in values.split("|") if v.strip()]
+            slot, _, values = line[1:].partition("=")
+            slots[slot.strip()] = [v.strip() for v in values.split("|") if v.strip()]
         elif line.startswith("@"):
             label, _, section = line[1:].strip().partition(" ")
             if label not in LABELS or not section.strip():
@@ -91,7 +100,7 @@ def parse_file(text: str, lang: str) -> Parsed:
         elif not label:
             raise ValueError(f"{lang} line {number}: a message before any @label header")
         else:
-            rows.append((label, f"{section}/{number}", line))
+            rows.append((label, f"{section}/{name or lang}:{number}", line))
     return Parsed(slots, rows, lang)
 
 
