@@ -21,9 +21,9 @@ from sqlalchemy import create_engine
 
 from bench.measure import post_json
 from bench.report import percentile
-from chat_service.classifier import LexicalClassifier
 from chat_service.context import build_context, full_menu_prompt
 from chat_service.evaluation import evaluate, load_eval
+from chat_service.intents import classifier_for
 from chat_service.planner import plan
 from chat_service.projects import load_projects
 from chat_service.sessions import Session
@@ -43,9 +43,7 @@ CONVERSATION = (
 
 
 def classifier_quality() -> dict[str, Any]:
-    project = load_projects()["restaurant"]
-    restaurant = project.restaurant
-    classifier = LexicalClassifier([i.name for i in restaurant.items] + restaurant.categories)
+    classifier = classifier_for("restaurant")
     out: dict[str, Any] = {}
     for split in ("dev", "holdout"):
         rows = load_eval(split=split)

@@ -1,9 +1,9 @@
-"""Stage 1 on a miner: the lexical classifier, built once per project.
+"""Stage 1 on a miner: the intent classifier, built once per project.
 
 The assistant's classification is a job like any other: it goes through the push
-path to a miner, which answers it here (``classifier = "lexical"``, the default:
-well under a millisecond, good on the shipped evaluation set) or with its engine
-constrained to the label set (``classifier = "llm"``, for real GPUs).
+path to a miner, which answers it here (``classifier = "lexical"``, the default: the
+character n-gram model of ``chat_service.classifier``, tens of microseconds a message,
+no engine) or with its engine constrained to the label set (``classifier = "llm"``).
 """
 
 from __future__ import annotations
@@ -12,19 +12,23 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from chat_service.classifier import LABELS, LexicalClassifier
+from chat_service.classifier import LABELS, NgramClassifier
 from chat_service.projects import load_projects
 
 
 @lru_cache(maxsize=64)
-def classifier_for(project: str, projects_file: str = "") -> LexicalClassifier:
+def classifier_for(project: str, projects_file: str = "") -> NgramClassifier:
     """The project's classifier, knowing its menu's dish and category names."""
+    return NgramClassifier(menu_terms(project, projects_file))
+
+
+def menu_terms(project: str, projects_file: str = "") -> list[str]:
+    """The dish and category names of an assistant project's menu ([] for others)."""
     projects = load_projects(Path(projects_file) if projects_file else None)
     found = projects.get(project)
     if found is None or found.kind != "assistant":
-        return LexicalClassifier()
-    restaurant = found.restaurant
-    return LexicalClassifier([i.name for i in restaurant.items] + restaurant.categories)
+        return []
+    return [i.name for i in found.restaurant.items] + found.restaurant.categories
 
 
 def classify(

@@ -1,15 +1,19 @@
-"""The lexical intent classifier against the bundled evaluation set and a few clear cases."""
+"""The intent classifier (the shipped n-gram model) against the bundled evaluation set,
+clear cases in five languages, odd input and its speed."""
 
 from __future__ import annotations
 
 import json
+import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from chat_service.classifier import LABELS, LexicalClassifier
+from chat_service.classifier import LABELS, NgramClassifier
 from chat_service.evaluation import DEFAULT_EVAL_PATH, SPLITS, evaluate, load_eval
 
 DATA = DEFAULT_EVAL_PATH.parent.parent
@@ -21,8 +25,8 @@ def menu_terms(restaurant: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def classifier() -> LexicalClassifier:
-    return LexicalClassifier(menu_terms("restaurant"))
+def classifier() -> NgramClassifier:
+    return NgramClassifier(menu_terms("restaurant"))
 
 
 def test_the_seven_labels_in_order():
@@ -56,16 +60,16 @@ def test_the_eval_set_is_big_balanced_and_holds_out_a_third_or_so():
     assert holdout + len(load_eval(split="dev")) == len(rows)
 
 
-def test_holdout_accuracy_meets_the_target(classifier: LexicalClassifier):
+def test_holdout_accuracy_meets_the_target(classifier: NgramClassifier):
     result = evaluate(classifier, load_eval(split="holdout"))
-    assert result.accuracy >= 0.90, result.confusion
+    assert result.accuracy >= 0.93, result.confusion
 
 
-def test_dev_accuracy_meets_the_target(classifier: LexicalClassifier):
-    assert evaluate(classifier, load_eval(split="dev")).accuracy >= 0.90
+def test_dev_accuracy_meets_the_target(classifier: NgramClassifier):
+    assert evaluate(classifier, load_eval(split="dev")).accuracy >= 0.95
 
 
-def test_the_confusion_matrix_accounts_for_every_row(classifier: LexicalClassifier):
+def test_the_confusion_matrix_accounts_for_every_row(classifier: NgramClassifier):
     rows = load_eval()
     result = evaluate(classifier, rows)
     assert sum(sum(row.values()) for row in result.confusion.values()) == len(rows)
@@ -98,43 +102,56 @@ def test_the_confusion_matrix_accounts_for_every_row(classifier: LexicalClassifi
         ("what's the weather tomorrow", "other"),
         ("what is 12 times 7", "other"),
         ("xkcd qwerty", "other"),
+        # the kinds of message the lexical classifier missed (issue 26)
+        ("¿Qué lleva la pizza de la casa?", "menu"),
+        ("Welche Biere habt ihr vom Fass?", "menu"),
+        ("qu'est-ce qu'il y a dans le plat maison ?", "menu"),
+        ("make that 3 margheritas instead of 2", "order"),
+        ("swap the coke for a beer", "order"),
+        ("togli la birra dal mio ordine", "order"),
+        ("siamo in 4 domani alle 20", "reservation"),
+        ("nous serons six samedi vers 20h", "reservation"),
+        ("how do I get to you from the main station?", "hours_location"),
+        ("from what time do you serve breakfast?", "hours_location"),
+        ("does the pesto have pine nuts?", "allergy_dietary"),
+        ("I'm diabetic, what can I eat?", "allergy_dietary"),
     ],
 )
-def test_clear_cases(classifier: LexicalClassifier, text: str, label: str):
+def test_clear_cases(classifier: NgramClassifier, text: str, label: str):
     assert classifier.classify(text) == label
 
 
-def test_classification_is_deterministic(classifier: LexicalClassifier):
+def test_classification_is_deterministic(classifier: NgramClassifier):
     texts = [row.text for row in load_eval()]
     first = [classifier.classify(text) for text in texts]
-    again = LexicalClassifier(menu_terms("restaurant"))
+    again = NgramClassifier(menu_terms("restaurant"))
     assert first == [classifier.classify(text) for text in texts]
     assert first == [again.classify(text) for text in texts]
 
 
-def test_menu_terms_make_dish_names_count():
-    bare, trattoria = LexicalClassifier(), LexicalClassifier(menu_terms("restaurant"))
-    assert trattoria.classify("two margheritas please") == "order"
-    assert trattoria.classify("is the tiramisu good?") == "menu"
-    assert bare.classify("is the tiramisu good?") == "other"
+def test_mixed_intents_go_where_a_host_would_take_them(classifier: NgramClassifier):
+    assert classifier.classify("two margheritas please") == "order"
+    assert classifier.classify("is the tiramisu good?") == "menu"
+    assert classifier.classify("vegan pizza?") == "allergy_dietary"
+    assert classifier.classify("hi, can I book a table for two tonight?") == "reservation"
 
 
 def test_a_second_restaurants_menu_works_the_same_way():
-    sushi = LexicalClassifier(menu_terms("sushi_bar"))
+    sushi = NgramClassifier(menu_terms("sushi_bar"))
     assert sushi.classify("3 california rolls") == "order"
     assert sushi.classify("is the dragon roll nice?") == "menu"
     assert sushi.classify("is the miso soup vegan?") == "allergy_dietary"
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t", "?!...", "🍕🍕🍕", "pizza " * 20_000])
-def test_odd_messages_still_get_a_label(classifier: LexicalClassifier, text: str):
+def test_odd_messages_still_get_a_label(classifier: NgramClassifier, text: str):
     assert classifier.classify(text) in LABELS
     assert set(classifier.scores(text)) == set(LABELS)
 
 
-def test_nothing_recognisable_is_other(classifier: LexicalClassifier):
+def test_nothing_recognisable_is_other(classifier: NgramClassifier):
     assert classifier.classify("") == "other"
-    assert all(score == 0 for score in classifier.scores("   ").values())
+    assert classifier.classify("   ") == "other"
 
 
 def test_load_eval_rejects_an_unknown_label(tmp_path: Path):
@@ -146,9 +163,22 @@ def test_load_eval_rejects_an_unknown_label(tmp_path: Path):
         load_eval(split="test")
 
 
-def test_a_message_takes_well_under_a_millisecond(classifier: LexicalClassifier):
+def test_a_message_takes_well_under_a_millisecond(classifier: NgramClassifier):
     texts = [row.text for row in load_eval()]
-    start = time.perf_counter()
+    times = []
     for text in texts:
+        start = time.perf_counter()
         classifier.classify(text)
-    assert (time.perf_counter() - start) / len(texts) < 0.001
+        times.append(time.perf_counter() - start)
+    assert statistics.median(times) < 0.0005
+    assert sum(times) / len(times) < 0.001
+
+
+def test_the_web_tier_can_import_it_without_numpy_or_sklearn():
+    code = (
+        "import sys, chat_service.classifier as c, chat_service.language as l;"
+        "c.NgramClassifier().classify('hi'); l.language_of('ciao');"
+        "print(sorted(m for m in ('numpy', 'scipy', 'sklearn') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
