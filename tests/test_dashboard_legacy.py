@@ -6,14 +6,14 @@ from __future__ import annotations
 import requests
 
 from scripts.processes import wait_for
+from tests.browser import needs_chromium
 from tests.conftest import TOKEN
 from tests.legacy_client import bearer
-from tests.test_dashboard import browser, pytestmark  # noqa: F401 - the fixture, the skip
 
-__all__ = ["browser", "pytestmark"]
+pytestmark = needs_chromium
 
 
-def test_the_dashboard_lists_legacy_miners_and_their_stop(api, browser):  # noqa: F811
+def test_the_dashboard_lists_legacy_miners_and_their_stop(api, browser):
     from selenium.webdriver.common.by import By
 
     base = api.base
