@@ -10,7 +10,12 @@ fleet) the two agree, and UUIDs are exact everywhere.
 
 The CPU through psutil: the process's resident memory (with its children's) and the
 machine's available memory, bounded by the container's cgroup (v2) limit when there
-is one, since a pod's limit, not the node's memory, is what it may use.
+is one, since a pod's limit, not the node's memory, is what it may use. Within the
+limit, what is in use is the cgroup's working set, as the kubelet counts it:
+``memory.current`` less the page cache the kernel may drop (``inactive_file`` in
+``memory.stat``). ``memory.current`` alone counts every file the container read, the
+model's weights included, and reaches the limit on a busy container: the miner would
+say 0 MB free with most of it reclaimable.
 
 NVML is started once; without the library (no NVIDIA driver) or with no GPU the miner
 is a CPU miner, said once in the log. A figure the GPU does not report (utilization
@@ -53,8 +58,9 @@ def host_memory(cgroup_root: Path = CGROUP_ROOT) -> HostMemory:
         _cgroup_figure(cgroup_root, "memory.current"),
     )
     if limit is not None and limit < total:
+        working_set = max((current or 0.0) - _inactive_file(cgroup_root), 0.0)
         total = limit
-        available = min(available, max(limit - (current or 0.0), 0.0))
+        available = min(available, max(limit - working_set, 0.0))
     return HostMemory(_mb(own_rss()), _mb(available), _mb(total))
 
 
@@ -81,6 +87,19 @@ def _cgroup_figure(root: Path, name: str) -> float | None:
     except OSError:
         return None
     return float(raw) if raw.isdigit() else None  # "max": no limit
+
+
+def _inactive_file(root: Path) -> float:
+    """The cgroup's page cache that the kernel may reclaim (bytes; 0 when unknown)."""
+    try:
+        lines = (root / "memory.stat").read_text().splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        name, _, value = line.partition(" ")
+        if name == "inactive_file" and value.strip().isdigit():
+            return float(value)
+    return 0.0
 
 
 def _mb(n: float) -> float:

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.dispatch import UNSERVED, RedisSelector
+from tasks.dispatch import DRAINED, UNSERVED, RedisSelector
 from tasks.errors import JobFailed
 from tasks.jobs import Job
 from tasks.keys import SHARED_QUEUE, queue_for
@@ -44,9 +44,10 @@ def plan_retry(
             job_id=job.job_id,
         ) from error
     target = selector.choose(job, exclude=miner_id)
-    if target == UNSERVED:
+    if target in (UNSERVED, DRAINED):
+        which = "undrained live miner" if target == DRAINED else "other live miner"
         raise JobFailed(
-            f"job {job.job_id} failed on miner {miner_id} and no other live miner "
+            f"job {job.job_id} failed on miner {miner_id} and no {which} "
             f"serves model {job.model!r}: {error}",
             job_id=job.job_id,
         ) from error

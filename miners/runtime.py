@@ -7,7 +7,9 @@ stored through Celery as always, after the last piece, and published on that cha
 too, so pieces and result arrive in order and at no other web process. A caller that
 goes away publishes the job id on ``<p>:abort``; the miner's abort listener cancels
 that stream, the engine stops at its next step, and the job ends with
-``finish_reason: "abort"`` and its slot free.
+``finish_reason: "abort"`` and its slot free. The same listener hears drains and
+undrains of this miner on ``<p>:drains`` (and looks at its drain key when it
+subscribes and every ``MASTER_CHECK_S``, for a drain's TTL): ``miners.intake``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from miners.bookkeeping import Bookkeeping
 from miners.devices import DeviceModels, EngineStats
 from miners.engines import Engine, GenerationRequest, Loaded, Stream
 from miners.engines.lexical import LexicalEngine
+from miners.intake import Intake
 from miners.retry import RetryPlan, plan_retry
 from tasks.breaker import Breakers
 from tasks.connections import redis_client
@@ -54,6 +57,8 @@ class MinerRuntime:
         self.lexical = LexicalEngine(settings.projects_file)
         self._stats = EngineStats()
         self.on_change: Callable[[], None] = lambda: None
+        self.intake = Intake(miner_id)
+        self.intake.on_change = lambda: self.on_change()
         self.slots = max(settings.slots, 1)
         self.autotune: dict[str, Any] = {}  # what miners.autotune measured and chose
         self._running = 0
@@ -74,7 +79,8 @@ class MinerRuntime:
             settings, miner_id, self.boot, client, self._keys, scripts, self._slots, self.breakers
         )
         self._stop = threading.Event()
-        self._aborts = threading.Thread(target=self._listen_for_aborts, daemon=True)
+        self._check_drain()  # before the worker chooses its queues
+        self._aborts = threading.Thread(target=self._listen, daemon=True)
         self._aborts.start()
 
     def run(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -155,7 +161,8 @@ class MinerRuntime:
         gpus = self.device.gpus.read()
         body: dict[str, Any] = {
             "miner_id": self.miner_id,
-            "status": status or ("available" if free else "busy"),
+            "status": status
+            or ("draining" if self.intake.draining else "available" if free else "busy"),
             "slots": self.slots,
             "free_slots": free,
             "models": self.device.models,
@@ -190,12 +197,16 @@ class MinerRuntime:
 
     def load(self, model_id: str) -> dict[str, Any]:
         """Load ``model_id``'s whole group, then heartbeat at once (``mia.load_model``)."""
-        state = self.device.load(model_id)
-        self.on_change()
-        return state
+        try:
+            return self.device.load(model_id)
+        finally:  # a load that failed midway may have left no model
+            self.intake.has_model(bool(self.device.models))
+            self.on_change()
 
     def unload(self, model_id: str) -> dict[str, Any]:
+        """Unload ``model_id``; with no model left the miner leaves ``shared`` too."""
         state = self.device.unload(model_id)
+        self.intake.has_model(bool(self.device.models))
         self.on_change()
         return state
 
@@ -233,27 +244,44 @@ class MinerRuntime:
         log.info("job %s aborted by its caller", job_id)
         return True
 
-    def _listen_for_aborts(self) -> None:
+    def _check_drain(self) -> None:
+        """Whether this miner is drained, as its drain key says (kept as it was if
+        Redis does not answer: the next check tells)."""
+        try:
+            self.intake.drained(bool(self._redis.exists(self._keys.drain(self.miner_id))))
+        except redis.RedisError as exc:
+            log.warning("could not read whether miner %s is drained: %s", self.miner_id, exc)
+
+    def _listen(self) -> None:
+        """Aborts and drains, from one subscription."""
         delay = 0.05
         while not self._stop.is_set():
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
-                pubsub.subscribe(self._keys.aborts)
+                pubsub.subscribe(self._keys.aborts, self._keys.drains)
+                self._check_drain()  # a drain announced while not subscribed
                 delay = 0.05
                 checked = time.monotonic()
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message and message["type"] == "message":
-                        self.abort(text(message["data"]))
+                        self._heard(text(message["channel"]), text(message["data"]))
                     if time.monotonic() - checked >= MASTER_CHECK_S:
                         checked = time.monotonic()
                         ensure_on_master(self._redis, pubsub)  # Sentinel: follow the master
+                        self._check_drain()  # a drain's TTL ran out
             except redis.RedisError as exc:
                 log.warning("abort listener lost Redis (%s); reconnecting", exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 1.0)
             finally:
                 pubsub.close()
+
+    def _heard(self, channel: str, data: str) -> None:
+        if channel == self._keys.aborts:
+            self.abort(data)
+        elif data == self.miner_id:  # a drain or undrain of this miner
+            self._check_drain()
 
     # -- bookkeeping -----------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 ``celery -A miners worker -Q gpu-<id> -n gpu-<id>@%h`` is all an operator types.
 When the worker is set up it finds its miner id (``MIA_MINER_ID``, else the
-``gpu-<id>`` queue it was given), adds the ``shared`` queue after its own and
-loads its engine; once it consumes, it registers and starts heartbeating; when it
-shuts down it says so at once, so dispatch stops before the TTL would notice.
+``gpu-<id>`` queue it was given), loads its engine and adds the ``shared`` queue after
+its own (unless it is drained: ``miners.intake`` adds and cancels ``shared`` from then
+on); once it consumes, it registers and starts heartbeating; when it shuts down it
+says so at once, so dispatch stops before the TTL would notice.
 
 With ``MIA_AUTOTUNE=1`` the engine is loaded earlier, at ``worker_init``: the slot
 count ``miners.autotune`` chooses there becomes the worker's concurrency before
@@ -99,9 +100,10 @@ def _setup_miner(sender: str, instance: Any, **_: Any) -> None:
     tracing.setup("mia-miner")
     queues = list(app.amqp.queues.consume_from or app.amqp.queues)
     miner_id = miner_id_for(app.settings, queues, sender)
-    app.amqp.queues.select_add(SHARED_QUEUE)
     loaded = app.tuned[0] if app.tuned else load_engine(app.settings)
     app.runtime = MinerRuntime(app.settings, miner_id, loaded)
+    if app.runtime.intake.wants_shared():
+        app.amqp.queues.select_add(SHARED_QUEUE)
     transport.delivery_notes[:] = [app.runtime.books.note_held]
     log.info("miner %s ready with engine %s", miner_id, app.runtime.engine.name)
     if app.tune_note:
@@ -127,6 +129,9 @@ def _start_heartbeats(sender: Any, **_: Any) -> None:
         on_revoked=_shut_down,
     )
     runtime.on_change = app.heartbeats.beat_now
+    runtime.intake.started(
+        sender, SHARED_QUEUE in (app.amqp.queues.consume_from or app.amqp.queues)
+    )
     app.heartbeats.start()
 
 

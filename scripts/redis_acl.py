@@ -19,7 +19,8 @@ with a real miner answering through such a user:
   ``<p>:breakers``, ``<p>:failstreak`` and, to retry a job elsewhere, dispatch's own
   ``<p>:miners``, ``<p>:picks``, ``<p>:seq``, ``<p>:idx*``, ``<p>:indexed``,
   ``<p>:job:*`` (read-only: ``<p>:hb:*``,
-  ``<p>:drain:*``); channels ``<p>:stream:*``, ``<p>:abort``, ``<p>:events``;
+  ``<p>:drain:*``); channels ``<p>:stream:*``, ``<p>:abort``, ``<p>:events``,
+  ``<p>:drains``;
 - ``WAIT`` and ``ROLE`` (which replicas are online): a result store waits for a replica
   (``tasks.replication``, with Redis Sentinel).
 
@@ -92,6 +93,7 @@ def channel_patterns(prefix: str = "mia", db: int = 0) -> list[str]:
         f"&{keys.stream('*')}",
         f"&{keys.aborts}",
         f"&{keys.events}",
+        f"&{keys.drains}",
         "&celery-task-meta-*",
         f"&/{db}.celery.pidbox",
         f"&/{db}.celeryev/*",

@@ -26,6 +26,7 @@ from tasks.broker.publish import Publisher
 from tasks.broker.transport import confirming
 from tasks.errors import (
     Conflict,
+    Drained,
     ModelNotLoaded,
     ModelNotServed,
     NotReplicated,
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 MAX_PRIORITY = 9
 WAKE_TOKENS_KEPT = 1000
 UNSERVED = "!unserved"  # reserve.lua's answer when no live miner serves the model
+DRAINED = "!drained"  # ... when every live miner serving it (or the target) is drained
+REFUSED = (UNSERVED, DRAINED)  # answers that reserve nothing: the job is not queued
 
 
 class MinerSelector(Protocol):
@@ -69,7 +72,8 @@ class RedisSelector:
 
     def choose(self, job: Job, shared_only: bool = False, exclude: str = "") -> str | None:
         """Reserve a slot on the best miner (never ``exclude``), or record that the job
-        goes to ``shared``; ``UNSERVED`` when no live miner serves its model."""
+        goes to ``shared``; ``UNSERVED`` when no live miner serves its model, ``DRAINED``
+        when every one that does (or the job's target device) is drained."""
         record = json.dumps({"accepted_at": job.accepted_at, "model": job.model})
         picked = self._scripts(
             "reserve",
@@ -119,6 +123,17 @@ class Dispatched:
     miner_id: str | None
 
 
+def _drained(job: Job) -> Conflict | Drained:
+    if job.device:
+        return Conflict(
+            f"device {job.device} is drained (POST /api/v2/miners/{job.device}/undrain)",
+            device_id=job.device,
+            model=job.model,
+            reason="drained",
+        )
+    return Drained(job.model)
+
+
 class Dispatcher:
     """Publishes jobs on the chosen miner's queue, or on ``shared``."""
 
@@ -148,6 +163,8 @@ class Dispatcher:
             miner_id = self._selector.choose(job, shared_only)
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"Redis does not answer: {exc}") from exc
+        if miner_id == DRAINED:
+            raise _drained(job)
         if miner_id == UNSERVED:
             if job.device:
                 raise Conflict(

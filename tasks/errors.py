@@ -132,6 +132,21 @@ class ServiceUnavailable(MiaError):
     code = "unavailable"
 
 
+class Drained(ServiceUnavailable):
+    """Every live device that holds the model is drained: refused, not queued where a
+    device without the model could take it."""
+
+    code = "drained"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"every live device that has model {model!r} is drained "
+            "(POST /api/v2/miners/<id>/undrain lets one take work again)",
+            field="model",
+            model=model,
+        )
+
+
 class NotReplicated(ServiceUnavailable):
     """A job reached the Redis master but no replica confirmed it in time (a failover
     may be under way): not accepted. It may still run; ``GET /jobs/<id>`` tells."""

@@ -39,7 +39,8 @@
 | ``<p>:obs``                | list   | web           | recent results: time, miner, latency   |
 | ``<p>:baselines``          | hash   | web           | latency baselines (EWMA, deviation)    |
 | ``<p>:alerts``             | list   | web           | recent anomaly alerts                  |
-| ``<p>:drain:<miner>``      | string | web, admin    | dispatch skips this miner (TTL or none)|
+| ``<p>:drain:<miner>``      | string | web, admin    | the miner is drained (TTL or none)     |
+| ``<p>:drains``             | pubsub | web, admin    | ids of miners drained or undrained now |
 | ``<p>:known``              | set    | heartbeat     | every miner seen and not yet cleaned up |
 | ``<p>:rebooted``           | set    | heartbeat     | miners that came back as a new process |
 | ``<p>:held:<miner>``       | hash   | miner         | job -> kombu delivery tag and boot id  |
@@ -115,6 +116,7 @@ class Keys:
         self.last_seen = f"{prefix}:lastseen"
         self.ignored = f"{prefix}:ignored"
         self.polled = f"{prefix}:polled"
+        self.drains = f"{prefix}:drains"
 
     def heartbeat(self, miner_id: str) -> str:
         return f"{self.prefix}:hb:{miner_id}"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
 
-from tasks.dispatch import UNSERVED, RedisSelector
+from tasks.dispatch import DRAINED, UNSERVED, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
@@ -30,8 +31,8 @@ def beat(registry, miner_id, slots=1, models=("echo",), status="available"):
     registry.beat(Heartbeat(miner_id, status, slots, slots, list(models), "echo"))
 
 
-def job(model=""):
-    return Job(messages=[{"role": "user", "content": "hi"}], model=model)
+def job(model="", device=""):
+    return Job(messages=[{"role": "user", "content": "hi"}], model=model, device=device)
 
 
 def test_no_live_miner_means_shared(selector):
@@ -99,6 +100,45 @@ def test_model_routing_and_status(registry, selector):
     # one), not on shared where a miner without the model could take it
     assert selector.choose(job("echo")) == "echo"
     assert selector.choose(job()) is None  # no model named: shared
+
+
+def test_a_miner_without_a_model_takes_no_job(registry, selector, redis):
+    beat(registry, "empty", slots=4, models=())
+    assert selector.choose(job()) is None  # to shared: it waits for a miner with a model
+    beat(registry, "full", slots=1)
+    assert selector.choose(job()) == "full"
+    assert selector.choose(job()) is None  # "full" is full; "empty" still takes nothing
+    assert [m.decode() for m in redis.zrange(KEYS.index, 0, -1)] == ["full", "empty"]
+    beat(registry, "empty", slots=4, models=("echo",))  # a model loaded again
+    assert selector.choose(job()) == "empty"
+
+
+def test_drained_miners_take_no_new_job(registry, selector, redis):
+    beat(registry, "a", models=("echo",))
+    beat(registry, "b", models=("echo",), status="draining")  # as its heartbeat says
+    registry.drain("a", "maintenance")
+    assert selector.choose(job("echo")) == DRAINED  # refused, not left on shared
+    assert selector.choose(job("echo", device="a")) == DRAINED
+    assert selector.choose(job("echo", device="b")) == DRAINED
+    assert selector.choose(job()) is None  # any model: waits on shared
+    assert redis.get(KEYS.inflight("a")) is None  # nothing reserved
+    assert registry.undrain("a") and not registry.undrain("a")
+    assert selector.choose(job("echo")) == "a"
+
+
+def test_a_drain_is_announced_to_its_miner(registry, redis):
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(KEYS.drains)
+    registry.drain("a", "test", ttl_s=5)
+    assert 4000 < redis.pttl(KEYS.drain("a")) <= 5000
+    registry.undrain("a")
+    heard, deadline = [], time.monotonic() + 5
+    while len(heard) < 2 and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1)  # None: the subscription's confirmation
+        if message:
+            heard.append(message["data"])
+    assert heard == [b"a", b"a"]  # drained, then undrained: it reads which from the key
+    pubsub.close()
 
 
 def test_expired_heartbeat_is_dropped_from_the_index(registry, selector, redis):

@@ -11,7 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
-from tasks.dispatch import UNSERVED, RedisSelector
+from tasks.dispatch import DRAINED, UNSERVED, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
@@ -196,15 +196,22 @@ class OldRule:
         def serves(hb: dict) -> bool:
             return not model or model in hb["models"]
 
-        if model and not any(serves(hb) for hb in self.miners.values()):
+        def drained(miner_id: str) -> bool:
+            return self.miners[miner_id]["status"] == "draining" or miner_id in self.drained
+
+        serving = [m for m, hb in self.miners.items() if serves(hb)]
+        if model and not serving:
             return {UNSERVED}
         if shared_only:
             return {None}
+        if model and all(drained(m) for m in serving):
+            return {DRAINED}
         candidates = {
             miner_id: self.used[miner_id] / hb["slots"]
             for miner_id, hb in self.miners.items()
-            if hb["status"] != "draining"
+            if not drained(miner_id)
             and hb["slots"] > 0
+            and hb["models"]  # a miner without a model takes no job
             and serves(hb)
             and miner_id != exclude
             and miner_id not in self.drained
@@ -286,7 +293,7 @@ def test_the_index_chooses_as_reading_every_miner_did(redis):
             expected = self.old.answers(model, exclude, shared_only)
             picked = self.selector.choose(job(model), shared_only=shared_only, exclude=exclude)
             assert picked in expected
-            if picked and picked != UNSERVED:
+            if picked and picked not in (UNSERVED, DRAINED):
                 self.old.reserved(picked)
 
     run_state_machine_as_test(

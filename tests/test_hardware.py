@@ -80,6 +80,20 @@ def test_the_host_figures_are_psutil_s_and_a_container_s_limit_bounds_them(tmp_p
     assert host_memory(tmp_path).total_mb == host.total_mb
 
 
+def test_a_container_s_reclaimable_page_cache_counts_as_free(tmp_path: Path):
+    """A container at its limit with files read (the model's weights among them): what
+    is free is the limit less the working set, as the kubelet counts it, not 0."""
+    (tmp_path / "memory.max").write_text(f"{2**30}\n")
+    (tmp_path / "memory.current").write_text(f"{2**30}\n")
+    (tmp_path / "memory.stat").write_text(
+        f"anon {300 * 2**20}\nfile {700 * 2**20}\nactive_file {100 * 2**20}\n"
+        f"inactive_file {600 * 2**20}\n"
+    )
+    limited = host_memory(tmp_path)
+    assert limited.total_mb == 1024.0
+    assert limited.available_mb == min(600.0, round(psutil.virtual_memory().available / 2**20, 1))
+
+
 def test_a_gpu_miner_s_memory_is_its_gpus_and_what_it_holds_on_them(nvml, settings):
     device = DeviceModels(settings, "g", EchoEngine(), gpus=Gpus(visible=None))
     memory = device.memory()

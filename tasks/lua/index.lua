@@ -9,8 +9,9 @@
 -- first member is the least loaded and, among equally loaded ones, the one picked
 -- longest ago: what reserve.lua used to find by reading every miner. The bucket is
 -- floor(in-flight / slots * 4096) (exact order for any two loads of up to 64 slots),
--- capped at 8191; a draining miner or one without slots scores 16383, behind all
--- others, and stays a member only so that dispatch knows its model is served.
+-- capped at 8191; a draining miner, one without slots or one without a model scores
+-- 16383, behind all others, and stays a member only so that dispatch knows its model
+-- is served (or, in <p>:idx, that it is alive).
 -- 16383 * 2^39 + (2^39 - 1) = 2^53 - 1: every score is an exact integer in a double.
 -- The sequence wraps after 2^39 dispatches (17 years at 1,000 a second).
 local IDX_PICK = 549755813888
@@ -66,7 +67,7 @@ end
 local function idx_update(prefix, id, hb)
   local slots = math.max(math.floor(tonumber(hb.slots) or 0), 0)
   local models = type(hb.models) == 'table' and hb.models or {}
-  local eligible = hb.status ~= 'draining' and slots > 0
+  local eligible = hb.status ~= 'draining' and slots > 0 and #models > 0
   local record = idx_record(slots, eligible, models)
   local indexed = prefix .. ':indexed'
   if redis.call('HGET', indexed, id) == record then return end

@@ -2,6 +2,7 @@
 --
 -- KEYS[1..4] the shared queue's kombu lists, highest priority first
 -- KEYS[5]    zset of leased job ids by deadline   KEYS[6] dead-letter list
+-- KEYS[7]    the miner's drain key (a drained miner is leased nothing)
 -- ARGV[1] key prefix   ARGV[2] miner id   ARGV[3] lease id   ARGV[4] now
 -- ARGV[5] deadline     ARGV[6] TTL of the lease and attempt records (s)
 --
@@ -9,7 +10,9 @@
 -- somewhere: queued, leased, or (once submitted) done. The lease keeps the raw kombu
 -- message and which list it came from, so an expired lease can put it back as it
 -- was. Returns {job id, raw message, attempt}, false when the queue is empty, or
--- {'', raw, 0} for a message that is not a Celery task (moved to the dead letters).
+-- {'', raw, 0} for a message that is not a Celery task (moved to the dead letters),
+-- '!drained' when the miner is drained (nothing is taken).
+if KEYS[7] and redis.call('EXISTS', KEYS[7]) == 1 then return '!drained' end
 local raw, list
 for i = 1, 4 do
   raw = redis.call('RPOP', KEYS[i])

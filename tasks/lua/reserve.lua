@@ -11,15 +11,17 @@
 --         its slots are full); '' = any
 -- ARGV[9] a miner id not to choose (a retry after that miner failed); '' = none
 --
--- Among live miners (heartbeat key present) that serve the model, are not draining
--- (by their own heartbeat, or by the anomaly detector's <p>:drain:<miner> key)
--- and have a free slot, take the least loaded (in-flight / slots); on a tie, the one
--- picked longest ago, so sequential requests rotate over idle miners. Returns the miner
--- id, or false when the job must go to the shared queue (either way the job record says
--- where), or '!unserved' when a model was asked for that no live miner serves
--- (nothing is written then: the caller refuses the job). A job for a named model
--- never waits on shared, where any miner (or a legacy one) might take it: when every
--- miner serving it is full, it queues on the least loaded one's own queue.
+-- Among live miners (heartbeat key present) that serve the model (for a job of any
+-- model: that hold one at all), are not drained (by their own heartbeat, or by the
+-- <p>:drain:<miner> key an operator or the anomaly detector sets) and have a free
+-- slot, take the least loaded (in-flight / slots); on a tie, the one picked longest
+-- ago, so sequential requests rotate over idle miners. Returns the miner id, or false
+-- when the job must go to the shared queue (either way the job record says where),
+-- '!unserved' when a model was asked for that no live miner serves, or '!drained' when
+-- every live miner serving it (or the target device) is drained (nothing is written
+-- for either: the caller refuses the job). A job for a named model never waits on
+-- shared, where any miner (or a legacy one) might take it: when every miner serving it
+-- is full, it queues on the least loaded one's own queue.
 -- A miner whose breaker is open is skipped until its cool-down ends; then it gets one
 -- trial job at a time (half-open) until that job's outcome closes or reopens it.
 --
@@ -94,14 +96,20 @@ local function live(id)
   return nil
 end
 
+local function drained(id, hb)
+  return hb.status == 'draining' or redis.call('EXISTS', prefix .. ':drain:' .. id) == 1
+end
+
+-- A miner without a model takes no job: it would fail any it was given.
 local function may_take(id, hb)
-  return hb.status ~= 'draining' and (tonumber(hb.slots) or 0) > 0 and id ~= exclude
-    and breaker(id) ~= 'open' and redis.call('EXISTS', prefix .. ':drain:' .. id) == 0
+  return (tonumber(hb.slots) or 0) > 0 and type(hb.models) == 'table' and #hb.models > 0
+    and id ~= exclude and breaker(id) ~= 'open' and not drained(id, hb)
 end
 
 local best, best_load, best_pick, best_used
 local over, over_load, over_used  -- least loaded serving miner, even when full
 local served = false
+local open_served = false  -- a miner serving the model that is not drained
 
 -- One page of the index from rank `start`: how many members it had and how many of
 -- them left the index. Within the page the loads are compared exactly (a score is
@@ -120,7 +128,11 @@ local function read_page(index, start)
       left = left + 1
     else
       served = true
-      if not shared_only and may_take(id, hb) then
+      local takes = not shared_only and may_take(id, hb)
+      if takes or not (open_served or shared_only or drained(id, hb)) then
+        open_served = true
+      end
+      if takes then
         local slots, used = tonumber(hb.slots), math.max(inflight(id), 0)
         local load, pick = used / slots, tonumber(page[i + 1]) % IDX_PICK
         if over == nil or load < over_load then
@@ -140,6 +152,7 @@ if target ~= '' then
   local raw = redis.call('GET', prefix .. ':hb:' .. target)
   local hb = raw and cjson.decode(raw)
   if hb and hb.status ~= 'offline' and serves(hb) then
+    if drained(target, hb) then return '!drained' end
     served, best, best_used = true, target, inflight(target)
   end
 elseif model == '' and (shared_only or shared_waiting()) then
@@ -155,6 +168,9 @@ else
 end
 
 if (model ~= '' or target ~= '') and not served then return '!unserved' end
+if model ~= '' and target == '' and not shared_only and not open_served then
+  return '!drained'
+end
 if best == nil and model ~= '' and over ~= nil then
   best, best_used = over, over_used
 end

@@ -20,7 +20,9 @@ Long-polling (``wait``) blocks on a wake list that the dispatcher pushes a token
 whenever it publishes on ``shared``, and on the miner's own, which ends it when the
 miner says it is stopping (``web.fleet.pollers``: no new lease then); a poller also
 looks at the queue at least once a second, so a job that arrived without a token (put
-back by kombu) is not missed.
+back by kombu) is not missed. A drained miner is leased nothing (204; a long-poll
+waits on its own wake list only, taking no token meant for another poller) and still
+hands in what it holds.
 Expired leases are swept by each web process's housekeeping thread
 (``web.fleet.housekeeping``); sweeping is atomic, so any number of web processes may do
 it at once.
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 WAKE_CHECK_S = 1.0
 # Redis reads a BRPOP timeout under 1 ms as 0, which blocks forever.
 MIN_BLOCK_S = 0.01
+DRAINED = "!drained"  # lease.lua's answer for a drained miner
 SWEEP_BATCH = 500
 REFUSALS = {
     "not_holder": "job {job} is leased to another miner or was re-leased since: "
@@ -143,7 +146,10 @@ class LeaseBook:
                 return self._take_waiting(miner_id, wait_s)
             finally:
                 self._long_polls.release()
-        return None if self._stopping(miner_id) else self._take_now(miner_id)
+        if self._stopping(miner_id):
+            return None
+        lease = self._take_now(miner_id)
+        return lease if isinstance(lease, Lease) else None
 
     def _take_waiting(self, miner_id: str, wait_s: float) -> Lease | None:
         deadline = time.monotonic() + wait_s
@@ -151,22 +157,26 @@ class LeaseBook:
         while not self._stopping(miner_id):
             lease = self._take_now(miner_id)
             remaining = deadline - time.monotonic()
-            if lease is not None or remaining < MIN_BLOCK_S:
-                return lease
-            self._redis.brpop(wake, timeout=min(WAKE_CHECK_S, remaining))
+            if isinstance(lease, Lease) or remaining < MIN_BLOCK_S:
+                return lease if isinstance(lease, Lease) else None
+            # a drained miner waits on its own list only: shared's tokens are for takers
+            keys = wake[1:] if lease == DRAINED else wake
+            self._redis.brpop(keys, timeout=min(WAKE_CHECK_S, remaining))
         return None
 
     def _stopping(self, miner_id: str) -> bool:
         return bool(self._redis.exists(self._keys.leaving(miner_id)))
 
-    def _take_now(self, miner_id: str) -> Lease | None:
+    def _take_now(self, miner_id: str) -> Lease | str | None:
+        """A lease, None when ``shared`` is empty, ``DRAINED`` for a drained miner."""
+        drain_key = self._keys.drain(miner_id)
         while True:
             now = time.time()
             lease_id = secrets.token_hex(8)
             deadline = now + self._settings.lease_s
             taken = self._scripts(
                 "lease",
-                keys=[*self._lists, self._keys.leases, self._keys.dead_letters],
+                keys=[*self._lists, self._keys.leases, self._keys.dead_letters, drain_key],
                 args=[
                     self._keys.prefix,
                     miner_id,
@@ -178,6 +188,8 @@ class LeaseBook:
             )
             if not taken:
                 return None
+            if isinstance(taken, bytes | str):
+                return DRAINED
             job_id, raw, attempt = text(taken[0]), taken[1], int(taken[2])
             if not job_id:
                 log.error(

@@ -9,10 +9,11 @@ which announces the change on the events channel (``beat.lua``). A load waits fo
 model to be live unless told not to, and a request for a model whose load is in flight
 waits for it: ``web.fleet.operations``.
 
-Placement without a ``device_id``: a device that already has the model, else, among
-devices the catalogue allows (pins, reservations) with room for the group, the one
-whose group need not be replaced (empty devices first), then the least loaded, then
-the most free memory.
+Placement without a ``device_id``: among devices that are not drained, one that already
+has the model, else, among those the catalogue allows (pins, reservations) with room
+for the group, the one whose group need not be replaced (empty devices first), then the
+least loaded, then the most free memory. A named device may be drained: an operator
+may change its models while it takes no work.
 """
 
 from __future__ import annotations
@@ -71,9 +72,10 @@ class ModelManager:
         if spec is None:
             raise NotFound(f"model {model_id!r} is not in the catalogue", model_id=model_id)
         need = self._catalogue.group_memory_mb(spec.group)
-        devices = [d for d in self._registry.live() if d.status != "draining"]
+        live = self._registry.live()
+        devices = [d for d in live if d.status != "draining"]
         if device_id is not None:
-            devices = [d for d in devices if d.miner_id == device_id]
+            devices = [d for d in live if d.miner_id == device_id]
             if not devices:
                 raise NotFound(f"no live device {device_id!r}", device_id=device_id)
             if not self._catalogue.allows(model_id, device_id):

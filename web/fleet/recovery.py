@@ -52,7 +52,7 @@ from tasks.broker.messages import (
     rewritable,
     task_id,
 )
-from tasks.dispatch import UNSERVED, RedisSelector
+from tasks.dispatch import REFUSED, RedisSelector
 from tasks.keys import SHARED_QUEUE, Keys, queue_for, result_key, text
 from tasks.lua import Scripts
 from tasks.settings import Settings
@@ -248,8 +248,8 @@ class Reaper:
                 )
         # A signed job goes to shared for any miner: its model cannot be read here.
         target = None if job is None else self._selector.choose(job, exclude=miner_id)
-        if target == UNSERVED:
-            return "parked"  # no live miner has its model: wait for one
+        if target in REFUSED:
+            return "parked"  # no live (undrained) miner has its model: wait for one
         queue = queue_for(target) if target else SHARED_QUEUE
         message = redeliver(raw, queue, target)
         if not self._relocate(miner_id, job_id, source, list_for(queue, priority(raw)), message):

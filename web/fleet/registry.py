@@ -184,13 +184,21 @@ class Registry:
         pipe.execute()
 
     def drain(self, miner_id: str, reason: str, ttl_s: float | None = None) -> None:
-        """Dispatch skips this miner (``reserve.lua`` honours the key) until undrained."""
+        """No new work for this miner until undrained: dispatch skips it (``reserve.lua``
+        honours the key), a legacy miner's ``/get_work`` leases it nothing, and a push
+        miner, told on ``<p>:drains``, stops taking ``shared`` (``miners.intake``)."""
         ttl_ms = int(ttl_s * 1000) if ttl_s else None
-        self._redis.set(self._keys.drain(miner_id), reason, px=ttl_ms)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._keys.drain(miner_id), reason, px=ttl_ms)
+        pipe.publish(self._keys.drains, miner_id)
+        pipe.execute()
 
     def undrain(self, miner_id: str) -> bool:
-        """Dispatch may choose this miner again; False if it was not drained."""
-        return bool(self._redis.delete(self._keys.drain(miner_id)))
+        """The miner takes work again; False if it was not drained."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._keys.drain(miner_id))
+        pipe.publish(self._keys.drains, miner_id)
+        return bool(pipe.execute()[0])
 
     def live(self) -> list[MinerState]:
         """Every miner whose heartbeat has not expired, sorted by id."""

@@ -258,6 +258,7 @@ class Watchdog:
         pipe.ltrim(self._keys.alerts, 0, ALERTS_KEPT - 1)
         if self._auto_drain and alert.miner:
             pipe.set(self._keys.drain(alert.miner), alert.kind, ex=DRAIN_S)
+            pipe.publish(self._keys.drains, alert.miner)  # the miner stops taking shared
         pipe.execute()
         if self._webhook:
             threading.Thread(target=self._post, args=(alert,), daemon=True).start()
