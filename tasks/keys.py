@@ -23,6 +23,9 @@
 | ``<p>:reply:<replica>``    | pubsub | miner, web    | one web process's results and streamed |
 |                            |        |               | pieces, in order (its jobs' reply_to)  |
 | ``<p>:stream:<job>``       | pubsub | miner         | a job's pieces when it has no reply_to |
+| ``<p>:partial:<job>``      | hash   | miner         | its answer so far: owner (the attempt  |
+|                            |        |               | writing it), text, pieces (TTL; gone   |
+|                            |        |               | with the result: ``miners.resume``)    |
 | ``<p>:abort``              | pubsub | web           | ids of jobs whose caller went away     |
 | ``<p>:abort:<job>``        | string | web           | the same, for a job not started yet    |
 | ``<p>:session:<proj>:<id>``| string | assistant     | a chat session: history, cart (TTL)    |
@@ -143,6 +146,10 @@ class Keys:
 
     def stream(self, job_id: str) -> str:
         return f"{self.prefix}:stream:{job_id}"
+
+    def partial(self, job_id: str) -> str:
+        """A job's answer so far, for the attempt that resumes it (``miners.resume``)."""
+        return f"{self.prefix}:partial:{job_id}"
 
     def abort(self, job_id: str) -> str:
         return f"{self.prefix}:abort:{job_id}"

@@ -137,6 +137,7 @@ class MinerSettings:
     autotune_max_latency_ms: float = 0.0
     autotune_tokens: int = 32
     autotune_rounds: int = 2
+    checkpoint_s: float = 1.0  # an unstreamed answer so far is saved this often (miners.resume)
 
 
 @dataclass(frozen=True)
