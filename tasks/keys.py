@@ -13,6 +13,8 @@
 | ``<p>:indexed``            | hash   | heartbeat     | miner -> slots, eligible, models index |
 | ``<p>:minerkey:<miner>``   | string | register      | cached key SHA-256 (``!revoked``)      |
 | ``<p>:job:<job>``          | string | reserve       | where a job went, when (TTL)           |
+| ``<p>:aff:<affinity>``     | string | reserve       | the miner a session (or a long system  |
+|                            |        |               | prompt) ran on last (TTL: a session's) |
 | ``<p>:running:<job>``      | string | miner         | a push miner started the job (TTL)     |
 | ``<p>:keyowner:<sha256>``  | string | register      | cached miner of a key (``!``: nobody)  |
 | ``<p>:lease:<job>``        | hash   | get_work      | legacy lease: miner, id, deadline, msg |
@@ -127,6 +129,10 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
+
+    def affinity(self, name: str) -> str:
+        """The miner a session or a long system prompt ran on last (``reserve.lua``)."""
+        return f"{self.prefix}:aff:{name}"
 
     def key_owner(self, key_hash: str) -> str:
         return f"{self.prefix}:keyowner:{key_hash}"

@@ -60,6 +60,8 @@ class JobSettings:
     catalogue_file: str = ""
     projects_file: str = ""
     model: str = ""
+    affinity: int = 1  # a session's turns go to the miner that ran it last (tasks.dispatch)
+    affinity_prompt_chars: int = 1000  # system prompts this long share a miner too (0: no)
 
 
 @dataclass(frozen=True)
