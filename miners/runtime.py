@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -61,6 +62,9 @@ class MinerRuntime:
         self._running = 0
         self._lock = threading.Lock()
         self._streams: dict[str, Stream] = {}
+        # aborts of jobs with no stream here: one may be ours, between its claim (which
+        # read the abort key) and its stream's registration
+        self._unmatched: deque[str] = deque(maxlen=256)
         client = redis_client(
             settings,
             socket_connect_timeout=settings.redis_timeout_s,
@@ -223,6 +227,7 @@ class MinerRuntime:
     def _streaming(self, job: Job, stream: Stream, aborted: bool) -> Iterator[None]:
         with self._lock:
             self._streams[job.job_id] = stream
+            aborted = aborted or job.job_id in self._unmatched
         # Only streams are aborted; one whose caller left before we listened is cancelled now.
         if job.stream and aborted:
             stream.cancel()
@@ -237,6 +242,8 @@ class MinerRuntime:
         """Cancel ``job_id`` if it runs here; True if it did."""
         with self._lock:
             stream = self._streams.get(job_id)
+            if stream is None:
+                self._unmatched.append(job_id)
         if stream is None:
             return False
         stream.cancel()

@@ -188,6 +188,20 @@ def test_a_miner_whose_job_was_taken_over_stops_and_stores_nothing(redis, settin
     assert take_along() is None  # no result store was set up
 
 
+def test_an_abort_heard_between_the_claim_and_the_stream_still_cancels_it(redis, settings):
+    """The claim read no abort key; the caller's abort came before the stream was
+    registered (the listener found nothing to cancel): the stream is cancelled anyway."""
+    runtime = MinerRuntime(settings, "rs", EchoEngine(delay_ms=60000))
+    job = Job(said(WORDS), stream=True, reply_to="mia:reply:u")
+    try:
+        assert not runtime.abort(job.job_id)
+        result = runtime.run(job.to_payload())
+    finally:
+        take_along()
+        runtime.close()
+    assert result["finish_reason"] == "abort" and result["response"] == ""
+
+
 # -- each front door, a miner killed in the middle of an answer -------------------------
 
 
