@@ -110,6 +110,8 @@ def core_rows(bench: Bench, samples: int) -> dict[str, Row]:
         "redis_floor": Row("redis_floor", "(a) Redis LPUSH->BRPOP floor", []),
         "celery": Row("celery", "(b) stock Celery publish->task start", []),
         "push": Row("push", "(c) MIA dispatch accepted->miner start", []),
+        "push_session": Row("push_session", "(c) the same, a session's turns (affinity)", []),
+        "push_prompt": Row("push_prompt", "(c) the same, a shared long system prompt", []),
         "chat": Row("chat", "(d) POST /chat/direct round trip (echo)", []),
     }
     n = samples // ROUNDS
@@ -119,6 +121,10 @@ def core_rows(bench: Bench, samples: int) -> dict[str, Row]:
         )
         rows["celery"].samples.extend(measure.stock_celery(bench.stock, bench.redis, n))
         rows["push"].samples.extend(measure.push_dispatch(bench.clients.jobs, n))
+        for kind in ("session", "prompt"):
+            rows[f"push_{kind}"].samples.extend(
+                measure.push_dispatch(bench.clients.jobs, n, affinity=kind)
+            )
         rows["chat"].samples.extend(measure.chat_round_trip("127.0.0.1", bench.port, n))
     return rows
 

@@ -57,11 +57,20 @@ def stock_celery(celery: Celery, client: redis.Redis, samples: int) -> list[floa
     return out
 
 
-def push_dispatch(jobs: JobClient, samples: int) -> list[float]:
-    """This project's dispatch: job accepted -> miner task body start (``queue_ms``)."""
+# A system prompt long enough to be a dispatch affinity (MIA_AFFINITY_PROMPT_CHARS)
+LONG_SYSTEM = "You answer questions about the bench's restaurant, briefly. " * 20
+
+
+def push_dispatch(jobs: JobClient, samples: int, affinity: str = "") -> list[float]:
+    """This project's dispatch: job accepted -> miner task body start (``queue_ms``).
+    ``affinity``: "session", each job a turn of one session; "prompt", each with the
+    same long system prompt (dispatch then prefers the miner that ran them last)."""
     out = []
+    head = [{"role": "system", "content": LONG_SYSTEM}] if affinity == "prompt" else []
+    session = "bench-session" if affinity == "session" else ""
     for i in range(samples):
-        job = Job(messages=[{"role": "user", "content": f"bench {i}"}], max_tokens=8)
+        messages = [*head, {"role": "user", "content": f"bench {i}"}]
+        job = Job(messages=messages, max_tokens=8, affinity=session)
         result = jobs.run(job, timeout_s=10)
         out.append(float(result["timings"]["queue_ms"]))
     return out

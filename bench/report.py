@@ -103,7 +103,8 @@ def table(rows: list[Row], floor: Row, celery: Row) -> str:
 def summary(rows: dict[str, Row]) -> dict[str, float]:
     """The one-line JSON the issue asks for, plus the checked targets."""
     out = {"redis_floor_p50_ms": round(rows["redis_floor"].p50, 3)}
-    for key in ("celery", "push", "chat", "polling", "longpoll", "empty_poll"):
+    kinds = ("celery", "push", "push_session", "push_prompt", "chat", "polling", "longpoll")
+    for key in (*kinds, "empty_poll"):
         out[f"{key}_p50_ms"] = round(rows[key].p50, 3)
         out[f"{key}_p99_ms"] = round(rows[key].p99, 3)
     return out
@@ -118,6 +119,8 @@ def targets(s: dict[str, float]) -> dict[str, Any]:
         "polling_over_push_p50": round(s["polling_p50_ms"] / s["push_p50_ms"], 1),
         "push_500x_faster_than_polling": s["polling_p50_ms"] >= 500 * s["push_p50_ms"],
         "longpoll_over_push_p50": round(s["longpoll_p50_ms"] / s["push_p50_ms"], 2),
+        "affinity_dispatch_p50_le_1.1x": max(s["push_session_p50_ms"], s["push_prompt_p50_ms"])
+        <= 1.1 * s["push_p50_ms"],
     }
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from chat_service.classifier import LABELS
 from chat_service.context import build_context, summary
-from chat_service.conversation import Conversations, chat_reply, project_turn
+from chat_service.conversation import Conversations, chat_reply, project_turn, session_affinity
 from chat_service.planner import CLASS_TOOLS, plan
 from chat_service.projects import Project
 from chat_service.prompts import answer_messages
@@ -197,6 +197,7 @@ class Assistant:
             priority=project.priority if priority is None else priority,
             stream=stream,
             project=project.key,
+            affinity=session_affinity(key, session.session_id),
         )
         return Turn(
             project,

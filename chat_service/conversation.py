@@ -89,7 +89,7 @@ class Conversations:
             return self._jobs.run(self._job(turn, []), self._timeout_s)
         with self._sessions.locked(turn.namespace, turn.session_id, self._timeout_s) as lock:
             session = self._sessions.load(turn.namespace, turn.session_id)
-            result = self._jobs.run(self._job(turn, session.messages()), self._timeout_s)
+            result = self._jobs.run(self._job(turn, session.messages(), session), self._timeout_s)
             lock.keep()
             self._sessions.remember(session, turn.message, result["response"], turn.history_tokens)
         return {**result, "session_id": session.session_id}
@@ -106,7 +106,8 @@ class Conversations:
         )
         try:
             session = self._sessions.load(turn.namespace, turn.session_id)
-            events = self._jobs.start_stream(self._job(turn, session.messages()), self._timeout_s)
+            job = self._job(turn, session.messages(), session)
+            events = self._jobs.start_stream(job, self._timeout_s)
         except BaseException:
             held.close()
             raise
@@ -133,8 +134,17 @@ class Conversations:
                     data = {**data, "session_id": session.session_id}
                 yield kind, data
 
-    def _job(self, turn: ChatTurn, history: list[dict[str, str]]) -> Job:
-        return replace(turn.job, messages=messages_for(turn, history))
+    def _job(
+        self, turn: ChatTurn, history: list[dict[str, str]], session: Session | None = None
+    ) -> Job:
+        """The turn's job; a session's goes where its last turn ran (dispatch's affinity)."""
+        affinity = session_affinity(turn.namespace, session.session_id) if session else ""
+        return replace(turn.job, messages=messages_for(turn, history), affinity=affinity)
+
+
+def session_affinity(namespace: str, session_id: str) -> str:
+    """The dispatch affinity of a session's turns (``tasks.dispatch.Affinity``)."""
+    return f"{namespace}:{session_id}"
 
 
 def chat_reply(result: dict[str, Any], started: float) -> dict[str, Any]:

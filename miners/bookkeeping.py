@@ -12,8 +12,9 @@ for the reaper: ``web.fleet.recovery``) and one outcome for the miner's circuit 
   ``tasks.broker.backend.store_along``); once the result is in, the held note and kombu's
   ``unacked`` entry gone (``settle.lua``: the acknowledgement ``acks_late`` makes
   after the result, so kombu's own ack then skips Redis: ``tasks.broker.transport``); the
-  outcome recorded. One round trip instead of four. Redis runs one connection's
-  commands in the order sent, so the slot is free before the result is published (a
+  outcome recorded; the job's answer so far, if it kept one, dropped (``miners.resume``).
+  One round trip instead of four. Redis runs one connection's commands in the order
+  sent, so the slot is free before the result is published (a
   caller holding its answer never finds the slot still taken), and the job stays
   recoverable until its result is in (a crash in between leaves work the reaper
   finds; the first result stored stays).
@@ -91,14 +92,15 @@ class Bookkeeping:
         except redis.RedisError as exc:
             log.warning("could not release slot on %s: %s", miner_id, exc)
 
-    def release_with_result(self, job_id: str, reserved_on: str | None) -> None:
-        """The job succeeded: its bookkeeping (and its slot, if dispatch reserved one)
-        goes in its result's round trip."""
-        self._local.pending = (job_id, reserved_on)
+    def release_with_result(self, job_id: str, reserved_on: str | None, partial: str = "") -> None:
+        """The job succeeded: its bookkeeping (and its slot, if dispatch reserved one,
+        and its answer so far, ``partial``: ``miners.resume``) goes in its result's
+        round trip."""
+        self._local.pending = (job_id, reserved_on, partial)
         store_along(self._store)
 
     def _store(self, store: StoreCall, state: str) -> None:
-        job_id, reserved_on = self._local.pending
+        job_id, reserved_on, partial = self._local.pending
         ok = state == states.SUCCESS
         tag = self._tags.pop(job_id, None)
         pipe = self._redis.pipeline(transaction=False)
@@ -108,9 +110,13 @@ class Bookkeeping:
         settle = self._settle_call(job_id, tag)
         self._scripts.queue(pipe, "settle", *settle)
         self.breakers.record_on(pipe, self.miner_id, ok)
+        if partial:  # once the result is in: no attempt resumes the job any more
+            pipe.delete(partial)
         wait = store.replicas.queue(pipe)  # WAIT for a replica (tasks.replication)
         replies = pipe.execute(raise_on_error=False)
         wait.take(replies)
+        if partial:
+            replies.pop()
         released = replies.pop(0) if reserved_on else None
         stored, settled, outcome = replies
         confirm = not isinstance(stored, Exception)  # else ``alone`` waits on its own

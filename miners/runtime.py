@@ -2,7 +2,9 @@
 
 A job runs as a ``Stream`` on the engine. When the caller asked for a stream, each
 text piece is published as it comes on the waiting web process's own channel, the
-job's ``reply_to`` (the web tier relays it as Server-Sent Events); the whole result is
+job's ``reply_to`` (the web tier relays it as Server-Sent Events), in the step that adds
+it to the job's answer so far, from which another miner continues if this one dies
+(``miners.resume``; an unstreamed answer is saved now and then); the whole result is
 stored through Celery as always, after the last piece, and published on that channel
 too, so pieces and result arrive in order and at no other web process. A caller that
 goes away publishes the job id on ``<p>:abort``; the miner's abort listener cancels
@@ -14,12 +16,12 @@ subscribes and every ``MASTER_CHECK_S``, for a drain's TTL): ``miners.intake``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +33,7 @@ from miners.devices import DeviceModels, EngineStats
 from miners.engines import Engine, GenerationRequest, Loaded, Stream
 from miners.engines.lexical import LexicalEngine
 from miners.intake import Intake
+from miners.resume import Progress
 from miners.retry import RetryPlan, plan_retry
 from tasks.breaker import Breakers
 from tasks.connections import redis_client
@@ -64,6 +67,9 @@ class MinerRuntime:
         self._running = 0
         self._lock = threading.Lock()
         self._streams: dict[str, Stream] = {}
+        # aborts of jobs with no stream here: one may be ours, between its claim (which
+        # read the abort key) and its stream's registration
+        self._unmatched: deque[str] = deque(maxlen=256)
         client = redis_client(
             settings,
             socket_connect_timeout=settings.redis_timeout_s,
@@ -72,6 +78,7 @@ class MinerRuntime:
         self._redis = client
         self._keys = Keys(settings.key_prefix)
         scripts = Scripts(client)
+        self._scripts = scripts
         self._slots = RedisSelector(client, scripts, self._keys, settings.result_ttl_s)
         self.breakers = Breakers(client, scripts, self._keys, settings)
         self.boot = uuid.uuid4().hex  # tells the reaper this process from an earlier one
@@ -83,27 +90,39 @@ class MinerRuntime:
         self._aborts = threading.Thread(target=self._listen, daemon=True)
         self._aborts.start()
 
-    def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Run one job; the slot it reserved (a job off ``shared`` has none) is given
-        back whatever happens: with the result's store when it succeeds, along with the
-        rest of the job's bookkeeping (``miners.bookkeeping``), at once if not."""
+    def run(self, payload: dict[str, Any], rerun: bool = False) -> dict[str, Any]:
+        """Run one job (``rerun``: an earlier attempt may have begun its answer, which
+        this one continues: ``miners.resume``); the slot it reserved (a job off
+        ``shared`` has none) is given back whatever happens: with the result's store when
+        it succeeds, along with the rest of the job's bookkeeping
+        (``miners.bookkeeping``), at once if not."""
         job = Job.from_payload(payload)
+        progress = Progress(
+            self._redis,
+            self._scripts,
+            self._keys,
+            job,
+            self.settings.checkpoint_s,
+            self.settings.result_ttl_s,
+        )
         try:
-            answer = self._answer(job)
+            answer = self._answer(job, progress, rerun)
         except BaseException:
             if job.reserved_on:
                 self.books.release(job.reserved_on)
             raise
-        self.books.release_with_result(job.job_id, job.reserved_on)
+        partial = progress.key if progress.written else ""
+        self.books.release_with_result(job.job_id, job.reserved_on, partial)
         return answer
 
-    def _answer(self, job: Job) -> dict[str, Any]:
+    def _answer(self, job: Job, progress: Progress, rerun: bool) -> dict[str, Any]:
         started = time.time()
         if self.settings.fault_file and os.path.exists(self.settings.fault_file):
             raise RuntimeError(f"fault injected: {self.settings.fault_file} exists")
         engine = self.device.engine_for(job.model)
         if job.classifier == "lexical":
             return self._classify(job, started)
+        start = progress.begin(rerun)
         request = GenerationRequest(
             job.messages,
             job.max_tokens,
@@ -112,30 +131,33 @@ class MinerRuntime:
             top_p=job.top_p,
             stop=tuple(job.stop),
             choices=tuple(job.choices),
+            prefix=start.text,
         )
-        with self._busy(), self._streaming(job, engine.stream(request)) as stream:
+        stream = engine.stream(request)
+        with self._busy(), self._streaming(job, stream, start.aborted):
             first_piece_at = 0.0
-            for index, piece in enumerate(stream):
+            for piece in stream:
                 if not first_piece_at:
                     first_piece_at = time.time()
-                if job.stream:
-                    self._publish(job, index, piece)
+                progress.add(piece)  # streamed: published to the caller too
             result = stream.result
             assert result is not None
         self._stats.record(started, first_piece_at, time.time(), result.completion_tokens)
+        resumed = {"resumed": {"chars": len(start.text)}} if start.text else {}
         return job_result(
             job,
             self.miner_id,
-            result.text,
+            start.text + result.text,  # the whole answer, resumed or not
             started,
             time.time(),
             model=job.model or self.device.models[0],
             engine=engine.name,
             usage={
                 "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
+                "completion_tokens": start.pieces + result.completion_tokens,
             },
             finish_reason=result.finish_reason,
+            **resumed,
         )
 
     def _classify(self, job: Job, started: float) -> dict[str, Any]:
@@ -213,31 +235,26 @@ class MinerRuntime:
     # -- streams and aborts ----------------------------------------------------------
 
     @contextmanager
-    def _streaming(self, job: Job, stream: Stream) -> Iterator[Stream]:
+    def _streaming(self, job: Job, stream: Stream, aborted: bool) -> Iterator[None]:
         with self._lock:
             self._streams[job.job_id] = stream
+            aborted = aborted or job.job_id in self._unmatched
         # Only streams are aborted; one whose caller left before we listened is cancelled now.
-        if job.stream and self._aborted(job):
+        if job.stream and aborted:
             stream.cancel()
         try:
-            yield stream
+            yield
         finally:
+            stream.close()  # left early (an error, or superseded): the engine lets go
             with self._lock:
                 self._streams.pop(job.job_id, None)
-
-    def _publish(self, job: Job, index: int, piece: str) -> None:
-        """One piece, to the waiting web process only (``reply_to``; a job without one,
-        from an older web tier, on its own channel)."""
-        message = json.dumps({"job": job.job_id, "index": index, "delta": piece})
-        try:
-            self._redis.publish(job.reply_to or self._keys.stream(job.job_id), message)
-        except redis.RedisError as exc:  # the stored result still has the whole text
-            log.warning("could not stream a piece of job %s: %s", job.job_id, exc)
 
     def abort(self, job_id: str) -> bool:
         """Cancel ``job_id`` if it runs here; True if it did."""
         with self._lock:
             stream = self._streams.get(job_id)
+            if stream is None:
+                self._unmatched.append(job_id)
         if stream is None:
             return False
         stream.cancel()
@@ -288,12 +305,6 @@ class MinerRuntime:
     def retry_elsewhere(self, payload: dict[str, Any], attempt: int, error: Exception) -> RetryPlan:
         """Where a job that failed here goes next (``miners.retry``)."""
         return plan_retry(self.settings, self._slots, self.miner_id, payload, attempt, error)
-
-    def _aborted(self, job: Job) -> bool:
-        try:
-            return bool(self._redis.exists(self._keys.abort(job.job_id)))
-        except redis.RedisError:
-            return False
 
     @contextmanager
     def _busy(self) -> Iterator[None]:

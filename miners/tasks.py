@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task, shared_task
+from celery.exceptions import Ignore
 
+from miners.resume import Superseded
 from tasks.jobs import GENERATE, LOAD_MODEL, UNLOAD_MODEL
 
 
@@ -14,10 +16,16 @@ from tasks.jobs import GENERATE, LOAD_MODEL, UNLOAD_MODEL
 @shared_task(name=GENERATE, bind=True, resultrepr_maxsize=48)
 def generate(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     """Run the job; if it fails, retry it on another miner after a jittered backoff
-    (Celery's retry, same job id) until MIA_MAX_ATTEMPTS, then fail naming it."""
+    (Celery's retry, same job id) until MIA_MAX_ATTEMPTS, then fail naming it. A re-run
+    (a retry, or a message redelivered after its miner died) continues the answer an
+    earlier attempt began; one that a newer attempt took over ends storing nothing."""
     runtime = _runtime(self)
+    delivery = self.request.delivery_info or {}
+    rerun = bool(self.request.retries or delivery.get("redelivered"))
     try:
-        result: dict[str, Any] = runtime.run(payload)
+        result: dict[str, Any] = runtime.run(payload, rerun)
+    except Superseded as exc:
+        raise Ignore() from exc  # acknowledged: the attempt that took over answers
     except Exception as exc:
         plan = runtime.retry_elsewhere(payload, self.request.retries + 1, exc)
         raise self.retry(

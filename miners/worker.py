@@ -165,7 +165,7 @@ def _drop_request_id(
     tracing.end(getattr(task.request, "mia_trace", None))
     runtime = getattr(task.app, "runtime", None)
     if task.name == GENERATE and runtime is not None:
-        runtime.books.finished(task_id, ok=state == "SUCCESS")
+        runtime.books.finished(task_id, ok=state in ("SUCCESS", "IGNORED"))  # IGNORED: superseded
 
 
 @signals.worker_shutting_down.connect

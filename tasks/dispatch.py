@@ -7,10 +7,16 @@ miner consumes after its own and legacy polling miners drain over HTTP
 (``web.fleet.leases``); publishing there also drops a token on a wake list, so a
 legacy miner long-polling ``/get_work`` takes the job at once. With replicas to wait
 for (``tasks.replication``), a job is accepted once a replica confirmed its publish.
+
+Affinity: a session's turn goes to the miner that ran the session's last turn when that
+miner has a free slot (its prefix cache holds the conversation so far), else to the
+least loaded as any job; so do requests that share a long system prompt. The same Lua
+call reads and updates where the session ran (``Affinity``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -58,32 +64,66 @@ class MinerSelector(Protocol):
     def wake_shared(self, job_id: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class Affinity:
+    """Which jobs would rather run where a related one ran last, and for how long."""
+
+    ttl_s: int  # how long the miner of a session (or a prompt) is remembered
+    prompt_chars: int = 1000  # a system prompt at least this long shares a miner (0: never)
+
+    def of(self, job: Job) -> str:
+        """The job's affinity: its session, else its long system prompt; '' none."""
+        if job.affinity:
+            return f"s:{job.affinity}"
+        head = job.messages[0] if job.messages else None
+        if not (self.prompt_chars and head and head.get("role") == "system"):
+            return ""
+        prompt = head.get("content", "")
+        if len(prompt) < self.prompt_chars:
+            return ""
+        return f"p:{job.model}:{hashlib.blake2b(prompt.encode(), digest_size=12).hexdigest()}"
+
+
 class RedisSelector:
     """The least-loaded live miner that serves the model, reserved atomically in Redis.
 
     The choice reads the dispatch index (``lua/index.lua``) a few miners at a time, so
-    it costs the same with 2 or 2,000 live miners."""
+    it costs the same with 2 or 2,000 live miners. With ``affinity``, a job related to
+    an earlier one goes where that one ran when it has a free slot."""
 
-    def __init__(self, client: redis.Redis, scripts: Scripts, keys: Keys, job_ttl_s: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        scripts: Scripts,
+        keys: Keys,
+        job_ttl_s: int,
+        affinity: Affinity | None = None,
+    ) -> None:
         self._redis = client
         self._scripts = scripts
         self._keys = keys
         self._job_ttl_s = job_ttl_s
+        self._affinity = affinity
 
     def choose(self, job: Job, shared_only: bool = False, exclude: str = "") -> str | None:
         """Reserve a slot on the best miner (never ``exclude``), or record that the job
         goes to ``shared``; ``UNSERVED`` when no live miner serves its model, ``DRAINED``
         when every one that does (or the job's target device) is drained."""
         record = json.dumps({"accepted_at": job.accepted_at, "model": job.model})
+        keys = [
+            self._keys.miners,
+            self._keys.picks,
+            self._keys.seq,
+            self._keys.job(job.job_id),
+            self._keys.breakers,
+        ]
+        affinity = self._affinity
+        named = "" if affinity is None or shared_only or job.device else affinity.of(job)
+        if named:
+            keys.append(self._keys.affinity(named))
         picked = self._scripts(
             "reserve",
-            keys=[
-                self._keys.miners,
-                self._keys.picks,
-                self._keys.seq,
-                self._keys.job(job.job_id),
-                self._keys.breakers,
-            ],
+            keys=keys,
             args=[
                 self._keys.prefix,
                 job.model,
@@ -94,6 +134,7 @@ class RedisSelector:
                 "1" if shared_only else "0",
                 job.device,
                 exclude,
+                affinity.ttl_s if affinity else 0,
             ],
         )
         return text(picked) if picked else None

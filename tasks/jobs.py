@@ -42,6 +42,7 @@ class Job:
     reserved_on: str | None = None
     request_id: str = ""
     reply_to: str = ""  # the waiting web process's channel (<p>:reply:<replica>); "" none
+    affinity: str = ""  # a session: its turns go where it ran last (tasks.dispatch); "" none
 
     def to_payload(self) -> dict[str, Any]:
         """The task's argument: plain JSON values, copied one level deep. (This runs

@@ -13,6 +13,8 @@
 | ``<p>:indexed``            | hash   | heartbeat     | miner -> slots, eligible, models index |
 | ``<p>:minerkey:<miner>``   | string | register      | cached key SHA-256 (``!revoked``)      |
 | ``<p>:job:<job>``          | string | reserve       | where a job went, when (TTL)           |
+| ``<p>:aff:<affinity>``     | string | reserve       | the miner a session (or a long system  |
+|                            |        |               | prompt) ran on last (TTL: a session's) |
 | ``<p>:running:<job>``      | string | miner         | a push miner started the job (TTL)     |
 | ``<p>:keyowner:<sha256>``  | string | register      | cached miner of a key (``!``: nobody)  |
 | ``<p>:lease:<job>``        | hash   | get_work      | legacy lease: miner, id, deadline, msg |
@@ -27,6 +29,9 @@
 | ``<p>:reply:<replica>``    | pubsub | miner, web    | one web process's results and streamed |
 |                            |        |               | pieces, in order (its jobs' reply_to)  |
 | ``<p>:stream:<job>``       | pubsub | miner         | a job's pieces when it has no reply_to |
+| ``<p>:partial:<job>``      | hash   | miner         | its answer so far: owner (the attempt  |
+|                            |        |               | writing it), text, pieces (TTL; gone   |
+|                            |        |               | with the result: ``miners.resume``)    |
 | ``<p>:abort``              | pubsub | web           | ids of jobs whose caller went away     |
 | ``<p>:abort:<job>``        | string | web           | the same, for a job not started yet    |
 | ``<p>:session:<proj>:<id>``| string | assistant     | a chat session: history, cart (TTL)    |
@@ -134,6 +139,10 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
+    def affinity(self, name: str) -> str:
+        """The miner a session or a long system prompt ran on last (``reserve.lua``)."""
+        return f"{self.prefix}:aff:{name}"
+
     def key_owner(self, key_hash: str) -> str:
         return f"{self.prefix}:keyowner:{key_hash}"
 
@@ -152,6 +161,10 @@ class Keys:
 
     def stream(self, job_id: str) -> str:
         return f"{self.prefix}:stream:{job_id}"
+
+    def partial(self, job_id: str) -> str:
+        """A job's answer so far, for the attempt that resumes it (``miners.resume``)."""
+        return f"{self.prefix}:partial:{job_id}"
 
     def abort(self, job_id: str) -> str:
         return f"{self.prefix}:abort:{job_id}"

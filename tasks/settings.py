@@ -60,6 +60,8 @@ class JobSettings:
     catalogue_file: str = ""
     projects_file: str = ""
     model: str = ""
+    affinity: int = 1  # a session's turns go to the miner that ran it last (tasks.dispatch)
+    affinity_prompt_chars: int = 1000  # system prompts this long share a miner too (0: no)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class MinerSettings:
     autotune_max_latency_ms: float = 0.0
     autotune_tokens: int = 32
     autotune_rounds: int = 2
+    checkpoint_s: float = 1.0  # an unstreamed answer so far is saved this often (miners.resume)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from miners.engines.llamacpp import bundled_model_path
+from tasks.jobs import Job
 from tests.conftest import ADMIN
 
 pytestmark = pytest.mark.llamacpp
@@ -92,3 +93,27 @@ def test_a_llamacpp_miner_is_placed_by_its_real_memory(catalogue_app, miner):
         assert free == pytest.approx(psutil.virtual_memory().available / 2**20, rel=0.2)
         assert "needs an estimated 100000000 MB" in refusal["error"]
         assert f"0 {free:.0f} MB" in refusal["error"]
+
+
+def streamed(app, job: Job) -> tuple[list[str], dict]:
+    """The pieces of a streamed job run through the app's job client, and its result."""
+    events = [e for e in app.extensions["mia"].jobs.start_stream(job, 120) if e[0] != "keepalive"]
+    return [data["delta"] for kind, data in events if kind == "piece"], events[-1][1]
+
+
+def test_a_resumed_answer_continues_the_partial_text_as_one_attempt_would(app, api, miner, redis):
+    """The record an attempt that died after 8 pieces leaves (``miners.resume``): the
+    next attempt hands the model the answer so far and it continues; greedy decoding
+    gives the very answer one attempt gives, and the caller gets all of it once."""
+    miner("0", engine="llamacpp", slots=1)
+    messages = [{"role": "user", "content": "Describe the sea in two sentences."}]
+    pieces, whole = streamed(app, Job(messages, max_tokens=40, stream=True))
+    assert len(pieces) > 10
+    sent = "".join(pieces[:8])
+    job = Job(messages, max_tokens=40, stream=True)
+    redis.hset(f"mia:partial:{job.job_id}", mapping={"owner": "dead", "text": sent, "pieces": 8})
+    again, result = streamed(app, job)
+    assert again[0] == sent  # what this caller had not seen, from the record
+    assert "".join(again) == result["response"] == whole["response"]
+    assert result["resumed"] == {"chars": len(sent)}
+    assert result["usage"]["completion_tokens"] == whole["usage"]["completion_tokens"]

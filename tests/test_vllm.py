@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from scripts.processes import wait_for
+from tasks.jobs import Job
 from tasks.keys import Keys
 from tests.test_streaming import events
 
@@ -124,3 +125,26 @@ def test_an_aborted_vllm_stream_frees_its_slot(api, vllm_miner, redis, settings)
     assert result["usage"]["completion_tokens"] < 1500
     assert int(redis.get(Keys(settings.key_prefix).inflight("v")) or 0) == 0
     assert json.dumps(result)  # a whole, storable result
+
+
+def test_a_resumed_vllm_answer_continues_the_partial_text(app, api, vllm_miner, redis):
+    """The record an attempt that died after 6 pieces leaves (``miners.resume``): vLLM
+    is handed the answer so far as the start of the assistant's turn and continues it;
+    greedy decoding gives the answer one attempt gives, and the caller gets all of it."""
+    jobs = app.extensions["mia"].jobs
+    messages = [{"role": "user", "content": "Describe the sea in two sentences."}]
+
+    def streamed(job: Job) -> tuple[list[str], dict]:
+        got = [e for e in jobs.start_stream(job, 120) if e[0] != "keepalive"]
+        return [d["delta"] for kind, d in got if kind == "piece"], got[-1][1]
+
+    pieces, whole = streamed(Job(messages, max_tokens=32, stream=True))
+    assert len(pieces) > 8
+    sent = "".join(pieces[:6])
+    job = Job(messages, max_tokens=32, stream=True)
+    redis.hset(f"mia:partial:{job.job_id}", mapping={"owner": "dead", "text": sent, "pieces": 6})
+    again, result = streamed(job)
+    assert "".join(again) == result["response"]
+    assert result["response"].startswith(sent) and len(result["response"]) > len(sent)
+    assert result["resumed"] == {"chars": len(sent)}
+    assert result["response"] == whole["response"]  # greedy: as one attempt

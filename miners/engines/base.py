@@ -20,7 +20,10 @@ class GenerationRequest:
     """One chat generation: OpenAI-style messages plus sampling settings.
 
     ``choices`` constrains the answer to exactly one of those labels (structured
-    output); engines that cannot honour it raise EngineUnavailable.
+    output); engines that cannot honour it raise EngineUnavailable. ``prefix`` is the
+    beginning of the assistant's answer, already sent to the caller by an earlier
+    attempt (``miners.resume``): the engine continues it, and its stream and result
+    hold only what follows.
     """
 
     messages: list[dict[str, str]]
@@ -30,6 +33,7 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
+    prefix: str = ""
 
 
 @dataclass(frozen=True)

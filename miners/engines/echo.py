@@ -8,8 +8,11 @@ set) makes the delay a shared device's time: at most that many jobs compute at
 once and the rest take turns (``lanes``), so tokens/s stops rising past it as on a
 real device. ``MIA_ECHO_LOAD_MS`` stands in for load time: starting the engine (at
 boot, or a model loaded through ``/api/v2``) takes that long. With ``choices`` it
-answers the first label found in the message (else the first label). For fault tests,
-a message containing ``MIA_ECHO_FAIL_ON`` (when set) makes it raise: a poison job.
+answers the first label found in the message (else the first label). Given the
+beginning of its answer (``prefix``: an attempt resumed on another miner) it skips the
+words already sent and goes on at the same pace, so a resumed answer is exactly the
+one a single attempt gives. For fault tests, a message containing ``MIA_ECHO_FAIL_ON``
+(when set) makes it raise: a poison job.
 """
 
 from __future__ import annotations
@@ -51,11 +54,12 @@ class EchoEngine:
             raise RuntimeError(f"echo engine told to fail on {self._fail_on!r}")
         prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
         pieces, finish = self._pieces(request, prompt)
+        each_s = self._delay_s / len(pieces)  # the whole answer's pace, resumed or not
         sent: list[str] = []
         wake = threading.Event()
         stream.on_cancel(wake.set)
-        for piece in pieces:
-            if self._delay_s and not self._compute(stream, wake, self._delay_s / len(pieces)):
+        for piece in following(pieces, len(request.prefix)):
+            if self._delay_s and not self._compute(stream, wake, each_s):
                 break
             if stream.cancelled.is_set():
                 break
@@ -98,3 +102,15 @@ class EchoEngine:
 
     def close(self) -> None:
         return None
+
+
+def following(pieces: list[str], chars: int) -> list[str]:
+    """The pieces after the first ``chars`` characters (a piece cut there keeps its tail)."""
+    out: list[str] = []
+    for piece in pieces:
+        if chars >= len(piece):
+            chars -= len(piece)
+            continue
+        out.append(piece[chars:])
+        chars = 0
+    return out

@@ -5,7 +5,9 @@ A llama.cpp context is not thread-safe, so the engine keeps one context per slot
 and lends them out; requests beyond that wait for a free context. Each context runs
 ``MIA_LLAMA_THREADS`` threads, or (0, the default) its part of the machine's cores,
 shared with the other llama.cpp miners on it (``miners.cores``) and followed as they
-come and go: a context lent out runs the current share.
+come and go: a context lent out runs the current share. A resumed answer (``prefix``)
+is a plain completion of the chat template's prompt followed by the answer so far,
+which the model continues.
 """
 
 from __future__ import annotations
@@ -140,20 +142,11 @@ class LlamaCppEngine:
         pieces: list[str] = []
         finish = "stop"
         with self._context() as llm:
-            chunks = llm.create_chat_completion(
-                messages=request.messages,
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                seed=request.seed,  # None: the context's own running generator
-                stop=list(request.stop) or None,
-                grammar=self._grammar(request.choices),
-                stream=True,
-            )
+            chunks = self._chunks(llm, request)
             try:
                 for chunk in chunks:
                     choice = chunk["choices"][0]
-                    piece = choice["delta"].get("content") or ""
+                    piece = choice.get("text") or choice.get("delta", {}).get("content") or ""
                     if piece:
                         pieces.append(piece)
                         yield piece
@@ -167,8 +160,35 @@ class LlamaCppEngine:
             prompt_tokens = max(llm.n_tokens - max(len(pieces) - 1, 0), 0)
         return GenerationResult("".join(pieces), prompt_tokens, len(pieces), finish)
 
+    def _chunks(self, llm: Any, request: GenerationRequest) -> Any:
+        """The model's streamed chunks: a chat completion, or (resumed) a completion of
+        the templated prompt plus the answer so far."""
+        sampling = {
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "seed": request.seed,  # None: the context's own running generator
+            "grammar": self._grammar(request.choices, request.prefix),
+            "stream": True,
+        }
+        if not request.prefix:
+            return llm.create_chat_completion(
+                messages=request.messages, stop=list(request.stop) or None, **sampling
+            )
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        eos, bos = (llm._model.token_get_text(t) for t in (llm.token_eos(), llm.token_bos()))
+        template: Any = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"], eos, bos)
+        formatted = template(messages=request.messages)
+        tokens = llm.tokenize((formatted.prompt + request.prefix).encode(), False, True)
+        sent = len(llm.tokenize(request.prefix.encode(), False, False))  # of max_tokens
+        sampling["max_tokens"] = max(request.max_tokens - sent, 1)
+        return llm.create_completion(tokens, stop=[eos, *request.stop], **sampling)
+
     @staticmethod
-    def _grammar(choices: tuple[str, ...]) -> Any:
+    def _grammar(choices: tuple[str, ...], prefix: str = "") -> Any:
+        # resumed: what remains of the labels that begin with what was sent
+        choices = tuple(c[len(prefix) :] for c in choices if c.startswith(prefix) and c != prefix)
         if not choices:
             return None
         from llama_cpp.llama_grammar import LlamaGrammar

@@ -5,7 +5,8 @@ step. To get that from a Celery miner whose N worker threads each run one job,
 one engine thread owns the ``LLMEngine``: job threads hand it requests through a
 queue and read their tokens from a queue of their own, and the engine thread
 loops ``add_request`` / ``step()`` over everything in flight. Cancelling a stream
-aborts its request inside vLLM at the next step.
+aborts its request inside vLLM at the next step. A resumed answer (``prefix``)
+continues the chat template's prompt followed by the answer so far.
 
 Prefix caching is on by default: every restaurant request starts with the same
 menu prompt, whose KV blocks are then computed once. On CPU-only machines the
@@ -81,15 +82,15 @@ class VllmEngine:
         return Stream(lambda stream: self._produce(request, stream))
 
     def _produce(self, request: GenerationRequest, stream: Stream) -> Producer:
+        prompt = self._tokenizer.apply_chat_template(
+            request.messages, add_generation_prompt=True, tokenize=False
+        )
+        # resumed: the answer so far opens the assistant's turn, and counts in max_tokens
+        sent = len(self._tokenizer.encode(request.prefix, add_special_tokens=False))
         job = _Request(
             f"mia-{next(self._ids)}",
-            self._tokenizer.encode(
-                self._tokenizer.apply_chat_template(
-                    request.messages, add_generation_prompt=True, tokenize=False
-                ),
-                add_special_tokens=False,
-            ),
-            self._params(request),
+            self._tokenizer.encode(prompt + request.prefix, add_special_tokens=False),
+            self._params(request, max(request.max_tokens - sent, 1)),
         )
         stream.on_cancel(lambda: job.out.put(_ABORT))
         self._inbox.put(job)
@@ -125,15 +126,18 @@ class VllmEngine:
             "".join(pieces), len(job.prompt_token_ids), completion_tokens, finish
         )
 
-    def _params(self, request: GenerationRequest) -> Any:
+    def _params(self, request: GenerationRequest, max_tokens: int) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
-        structured = (
-            StructuredOutputsParams(choice=list(request.choices)) if request.choices else None
-        )
+        # resumed: what remains of the labels that begin with what was sent
+        prefix = request.prefix
+        choices = [
+            c[len(prefix) :] for c in request.choices if c.startswith(prefix) and c != prefix
+        ]
+        structured = StructuredOutputsParams(choice=choices) if choices else None
         return SamplingParams(
-            max_tokens=request.max_tokens,
+            max_tokens=max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
             seed=request.seed,

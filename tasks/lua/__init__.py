@@ -26,6 +26,8 @@ NAMES = (
     "recover",
     "settle",
     "rate_limit",
+    "claim",
+    "append",
 )
 
 

@@ -10,6 +10,8 @@
 -- ARGV[8] a miner id: only that miner may take the job (on its own queue even when
 --         its slots are full); '' = any
 -- ARGV[9] a miner id not to choose (a retry after that miner failed); '' = none
+-- KEYS[6] (optional) the job's affinity: the miner its session (or its long system
+--         prompt) ran on last     ARGV[10] how long that is remembered, in seconds
 --
 -- Among live miners (heartbeat key present) that serve the model (for a job of any
 -- model: that hold one at all), are not drained (by their own heartbeat, or by the
@@ -24,6 +26,10 @@
 -- is full, it queues on the least loaded one's own queue.
 -- A miner whose breaker is open is skipped until its cool-down ends; then it gets one
 -- trial job at a time (half-open) until that job's outcome closes or reopens it.
+--
+-- Affinity: a job with KEYS[6] goes to the miner named there when that miner may take
+-- it and has a free slot (its prefix cache holds the session's conversation so far);
+-- otherwise it is chosen as any job. Either way KEYS[6] then names where it went.
 --
 -- First come, first served: while jobs for any model wait on the shared queue (every
 -- miner was full when they came), a new job for any model queues behind them there
@@ -107,6 +113,7 @@ local function may_take(id, hb)
 end
 
 local best, best_load, best_pick, best_used
+local affine = KEYS[6]
 local over, over_load, over_used  -- least loaded serving miner, even when full
 local served = false
 local open_served = false  -- a miner serving the model that is not drained
@@ -148,6 +155,19 @@ local function read_page(index, start)
   return #page / 2, left
 end
 
+-- The miner the job's session ran on last, if it may take the job and has a free slot.
+local function affine_choice()
+  local last = redis.call('GET', affine)
+  if not last or last == exclude then return end
+  local hb = live(last)
+  if hb and hb.status ~= 'offline' and serves(hb) and may_take(last, hb) then
+    local used = math.max(inflight(last), 0)
+    if used < (tonumber(hb.slots) or 0) then
+      served, best, best_used = true, last, used
+    end
+  end
+end
+
 if target ~= '' then
   local raw = redis.call('GET', prefix .. ':hb:' .. target)
   local hb = raw and cjson.decode(raw)
@@ -158,9 +178,10 @@ if target ~= '' then
 elseif model == '' and (shared_only or shared_waiting()) then
   -- to the shared queue, behind the jobs already waiting there
 else
+  if affine then affine_choice() end
   local index = model == '' and prefix .. ':idx' or prefix .. ':idx:' .. model
   local start = 0
-  while true do
+  while best == nil do
     local read, left = read_page(index, start)
     if read == 0 or over ~= nil or (shared_only and served) then break end
     start = start + read - left
@@ -194,6 +215,7 @@ if best then
   idx_rescore(prefix, best, used, seq)
   record.miner_id = best
   record.queue = ARGV[6] .. best
+  if affine then redis.call('SET', affine, best, 'EX', tonumber(ARGV[10])) end
 else
   record.queue = ARGV[5]
 end

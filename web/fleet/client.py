@@ -20,6 +20,7 @@ from tasks.dispatch import Dispatched, Dispatcher
 from tasks.errors import JobFailed, JobTimeout, ModelNotLoaded, NotFound, ServiceUnavailable
 from tasks.jobs import Job
 from tasks.keys import Keys, result_key, text
+from web.fleet.pieces import Relay
 from web.fleet.results import FINISHED, ResultWaiter, Waiting, outcome
 from web.fleet.watchdog import Watchdog
 
@@ -94,6 +95,15 @@ class JobClient:
             self._waiter.forget(job.job_id)
             raise
         return JobStream(self, job, dispatched, waiting, timeout_s)
+
+    def recorded(self, job_id: str) -> str:
+        """A streamed job's answer so far as its miners recorded it (``miners.resume``),
+        to fill a gap in what a caller was sent; "" if there is none."""
+        try:
+            found = self._redis.hget(self._keys.partial(job_id), "text")
+        except redis.RedisError:
+            return ""
+        return "" if found is None else text(found)
 
     def abort(self, job_id: str) -> None:
         """Tell whichever miner runs (or will run) ``job_id`` that its caller is gone."""
@@ -186,6 +196,8 @@ def timeout(job: Job, dispatched: Dispatched, timeout_s: float) -> JobTimeout:
 class JobStream:
     """The events of one streamed job: ``("piece", {...})`` in order, then ``("done", result)``.
 
+    The pieces hold each character of the answer once, in order, and add up to the
+    result's text, also when the job resumed on another miner (``web.fleet.pieces``).
     ``("keepalive", {})`` comes when nothing happened for a while. A failed job raises
     JobFailed; one silent for ``timeout_s`` raises JobTimeout. Leaving before the end
     (the caller went away, or that timeout) aborts the job on its miner.
@@ -204,6 +216,7 @@ class JobStream:
         self._client = client
         self._waiting = waiting
         self._timeout_s = timeout_s
+        self._relay = Relay(job.job_id, client.recorded)
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
         pieces = self._waiting.pieces
@@ -224,10 +237,15 @@ class JobStream:
                 if item is FINISHED:
                     finished = True
                     assert self._waiting.meta is not None
-                    yield "done", self._client.finish(self.job, self._waiting.meta)
+                    result = self._client.finish(self.job, self._waiting.meta)
+                    tail = self._relay.tail(str(result.get("response", "")))
+                    if tail is not None:  # its last pieces were lost on the way
+                        yield "piece", tail
+                    yield "done", result
                     return
                 deadline = time.monotonic() + self._timeout_s  # an idle limit, not a total
-                yield "piece", item
+                for piece in self._relay.take(item):
+                    yield "piece", piece
         finally:
             self._client.forget(self.job.job_id)
             if not finished:

@@ -10,7 +10,7 @@ from celery import Celery
 
 from tasks.catalogue import Catalogue, load_catalogue
 from tasks.celery_app import create_celery
-from tasks.dispatch import Dispatcher, RedisSelector
+from tasks.dispatch import Affinity, Dispatcher, RedisSelector
 from tasks.keys import Keys
 from tasks.lua import Scripts
 from tasks.replication import Replicas
@@ -37,7 +37,10 @@ class Core:
 def build_core(settings: Settings, client: redis.Redis, main: str) -> Core:
     """The core objects on ``client``; ``main`` names the Celery app (web, bench)."""
     keys, scripts = Keys(settings.key_prefix), Scripts(client)
-    selector = RedisSelector(client, scripts, keys, settings.result_ttl_s)
+    affinity = Affinity(settings.session_ttl_s, settings.affinity_prompt_chars)
+    selector = RedisSelector(
+        client, scripts, keys, settings.result_ttl_s, affinity if settings.affinity else None
+    )
     catalogue = load_catalogue(settings.catalogue_file)
     celery = create_celery(main, settings)
     models = set(catalogue.models)

@@ -1,0 +1,284 @@
+"""A job resumed on another miner continues its answer (miners.resume, web.fleet.pieces).
+
+The parts on their own (the echo engine's continuation, the caller's relay, the answer
+so far in real Redis, a miner runtime resuming and being superseded), then each front
+door with a real miner SIGKILLed in the middle of an answer: the OpenAI stream, a plain
+call, the MQTT stream. (100 streams at once: ``tests/test_stream_failover.py``.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+
+import openai
+import pytest
+import requests
+
+from miners.engines import GenerationRequest, complete
+from miners.engines.echo import EchoEngine
+from miners.resume import Progress, Start, Superseded
+from miners.runtime import MinerRuntime
+from scripts.processes import kill, wait_for
+from tasks.broker.backend import take_along
+from tasks.jobs import Job
+from tasks.keys import Keys
+from tasks.lua import Scripts
+from tests.conftest import MinerProcess
+from tests.mqtt_client import MOSQUITTO, PLAIN, Session
+from web.fleet.pieces import Relay
+
+WORDS = " ".join(f"w{i}" for i in range(40))
+ANSWER = f"echo: {WORDS}"
+SLOW = {"MIA_ECHO_DELAY_MS": "4000"}  # 100 ms a piece
+
+
+def said(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+# -- the parts ---------------------------------------------------------------------------
+
+
+def test_the_echo_engine_continues_any_prefix_of_its_answer_exactly():
+    engine = EchoEngine()
+    request = GenerationRequest(said("one two three"))
+    whole = complete(engine, request).text
+    for cut in range(len(whole) + 1):  # whole pieces, and pieces cut in two
+        stream = engine.stream(GenerationRequest(said("one two three"), prefix=whole[:cut]))
+        assert whole[:cut] + "".join(stream) == whole
+        assert stream.result is not None and stream.result.text == whole[cut:]
+
+
+def piece(offset: int, delta: str) -> dict:
+    return {"job": "j", "index": 99, "offset": offset, "delta": delta}
+
+
+def test_the_relay_sends_each_character_once_fills_gaps_and_the_tail():
+    record = "echo: one two three four"
+    relay = Relay("j", lambda job_id: record)
+    sent = relay.take(piece(0, "echo:")) + relay.take(piece(5, " one"))
+    sent += relay.take(piece(5, " one"))  # a repeat: dropped
+    sent += relay.take(piece(13, " three"))  # " two" was missed: read from the record
+    sent += relay.take(piece(9, " two three"))  # overlapping: only what is new (nothing)
+    tail = relay.tail(record)
+    assert tail is not None
+    sent.append(tail)
+    assert "".join(p["delta"] for p in sent) == record
+    assert [p["index"] for p in sent] == list(range(len(sent)))
+    assert [p["delta"] for p in sent] == ["echo:", " one", " two", " three", " four"]
+    assert relay.tail(record) is None
+    old = Relay("k", lambda job_id: "")
+    assert old.take({"job": "k", "index": 0, "delta": "hi"})[0]["delta"] == "hi"  # no offset
+
+
+def heard(pubsub, count: int) -> list[dict]:
+    """The next ``count`` messages on ``pubsub``, and no more."""
+    got: list[dict] = []
+
+    def more() -> bool:
+        message = pubsub.get_message(timeout=0.1)
+        if message:
+            got.append(json.loads(message["data"]))
+        return len(got) >= count
+
+    wait_for(more, 5, f"{count} messages")
+    assert pubsub.get_message(timeout=0.2) is None
+    return got
+
+
+@pytest.fixture
+def keys(settings) -> Keys:
+    return Keys(settings.key_prefix)
+
+
+def progress(redis, keys, job: Job, checkpoint_s: float = 0.0) -> Progress:
+    return Progress(redis, Scripts(redis), keys, job, checkpoint_s, 60)
+
+
+def test_a_streamed_piece_is_recorded_and_published_in_one_step_and_fenced(redis, keys):
+    job = Job(said("a b c"), stream=True, reply_to="mia:reply:t")
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("mia:reply:t")
+    first = progress(redis, keys, job)
+    assert first.begin(rerun=False) == Start()  # claimed: nothing so far
+    first.add("echo:")
+    first.add(" a")
+    second = progress(redis, keys, job)  # the same job again: the first is thought dead
+    assert second.begin(rerun=True) == Start("echo: a", 2, False)
+    with pytest.raises(Superseded):
+        first.add(" b")  # still running: refused, and nothing published
+    second.add(" b")
+    got = heard(pubsub, 3)
+    assert [(m["offset"], m["delta"], m["index"]) for m in got] == [
+        (0, "echo:", 0),
+        (5, " a", 1),
+        (7, " b", 2),
+    ]
+    assert redis.hget(keys.partial(job.job_id), "text") == b"echo: a b"
+    pubsub.close()
+
+
+def test_an_unstreamed_answer_is_saved_at_checkpoints_and_taken_over(redis, keys):
+    job = Job(said("a b"))
+    partial = keys.partial(job.job_id)
+    redis.hset(partial, mapping={"owner": "dead", "text": "left over", "pieces": 1})
+    quiet = progress(redis, keys, job, checkpoint_s=3600)
+    assert quiet.begin(rerun=False) == Start()  # a first attempt: no round trip
+    quiet.add("echo:")
+    assert redis.hget(partial, "text") == b"left over"  # no checkpoint due yet
+    eager = progress(redis, keys, job)  # did not claim: its first save starts it again
+    eager.begin(rerun=False)
+    eager.add("echo:")
+    eager.add(" a")
+    assert redis.hmget(partial, "text", "pieces") == [b"echo: a", b"2"]
+    resumed = progress(redis, keys, job)
+    assert resumed.begin(rerun=True).text == "echo: a"
+
+
+def test_a_miner_resumes_a_rerun_from_the_answer_so_far(redis, settings, keys):
+    runtime = MinerRuntime(settings, "rs", EchoEngine())
+    job = Job(said("one two three four"), stream=True, reply_to="mia:reply:r")
+    redis.hset(
+        keys.partial(job.job_id), mapping={"owner": "dead", "text": "echo: one", "pieces": 2}
+    )
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("mia:reply:r")
+    try:
+        result = runtime.run(job.to_payload(), rerun=True)
+    finally:
+        take_along()  # the result's store (Celery's) is not part of this test
+        runtime.close()
+    assert result["response"] == "echo: one two three four"
+    assert result["resumed"] == {"chars": len("echo: one")}
+    assert result["usage"]["completion_tokens"] == 5
+    got = heard(pubsub, 3)
+    assert [(m["index"], m["offset"], m["delta"]) for m in got] == [
+        (2, 9, " two"),
+        (3, 13, " three"),
+        (4, 19, " four"),
+    ]
+    pubsub.close()
+
+
+def test_a_miner_whose_job_was_taken_over_stops_and_stores_nothing(redis, settings, keys):
+    runtime = MinerRuntime(settings, "rs", EchoEngine(delay_ms=4000))
+    job = Job(said(WORDS), stream=True, reply_to="mia:reply:s")
+    partial = keys.partial(job.job_id)
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(runtime.run(job.to_payload()))
+        except Superseded as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        wait_for(lambda: len(redis.hget(partial, "text") or b"") > 10, 10, "pieces")
+        Scripts(redis)("claim", keys=[partial, keys.abort(job.job_id)], args=["newer", 60])
+        thread.join(10)
+    finally:
+        runtime.close()
+    assert isinstance(outcome[0], Superseded)
+    assert redis.hget(partial, "owner") == b"newer"
+    assert take_along() is None  # no result store was set up
+
+
+def test_an_abort_heard_between_the_claim_and_the_stream_still_cancels_it(redis, settings):
+    """The claim read no abort key; the caller's abort came before the stream was
+    registered (the listener found nothing to cancel): the stream is cancelled anyway."""
+    runtime = MinerRuntime(settings, "rs", EchoEngine(delay_ms=60000))
+    job = Job(said(WORDS), stream=True, reply_to="mia:reply:u")
+    try:
+        assert not runtime.abort(job.job_id)
+        result = runtime.run(job.to_payload())
+    finally:
+        take_along()
+        runtime.close()
+    assert result["finish_reason"] == "abort" and result["response"] == ""
+
+
+# -- each front door, a miner killed in the middle of an answer -------------------------
+
+
+def kill_the_miner_running_it(redis, started: dict[str, MinerProcess], chars: int) -> str:
+    """SIGKILL the miner whose job has recorded ``chars`` characters; returns its id."""
+
+    def under_way() -> str:
+        for key in redis.scan_iter("mia:partial:*"):
+            if len(redis.hget(key, "text") or b"") >= chars:
+                return key.decode().rsplit(":", 1)[1]
+        return ""
+
+    job_id = wait_for(under_way, 30, "an answer under way")
+    miner_id = redis.get(f"mia:running:{job_id}").decode()
+    kill(started[miner_id].proc)
+    return miner_id
+
+
+def two_slow_miners(miner, **env: str) -> dict[str, MinerProcess]:
+    return {m: miner(m, **SLOW, **env) for m in ("ra", "rb")}
+
+
+def test_an_openai_stream_goes_on_from_the_next_word_when_its_miner_dies(api, miner, redis):
+    started = two_slow_miners(miner)
+    client = openai.OpenAI(base_url=f"{api.base}/v1", api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(
+        model="echo", messages=said(WORDS), max_tokens=100, stream=True
+    )
+    chunks, dead = [], ""
+    for chunk in stream:
+        chunks.append(chunk)
+        if len(chunks) == 10:
+            dead = kill_the_miner_running_it(redis, started, 1)
+    text = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(text) == ANSWER
+    assert [t for t in text if t] == ["echo:", *(f" {w}" for w in WORDS.split())]  # none twice
+    assert chunks[-1].mia["miner_id"] != dead  # type: ignore[attr-defined]
+    assert not list(redis.scan_iter("mia:partial:*"))  # gone with the result
+
+
+def test_a_plain_call_resumes_from_its_last_checkpoint_when_its_miner_dies(api, miner, redis):
+    started = two_slow_miners(miner, MIA_CHECKPOINT_S="0.2")
+    answers: list[requests.Response] = []
+    body = {"message": WORDS, "max_tokens": 100}
+    caller = threading.Thread(
+        target=lambda: answers.append(api.post(f"{api.base}/chat/direct", json=body, timeout=60))
+    )
+    caller.start()
+    dead = kill_the_miner_running_it(redis, started, 20)
+    caller.join(60)
+    assert answers[0].status_code == 200, answers[0].text
+    result = answers[0].json()
+    assert result["response"] == ANSWER and result["miner_id"] != dead
+    assert result["resumed"]["chars"] >= 20
+    assert result["usage"]["completion_tokens"] == len(ANSWER.split())
+
+
+@pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="no mosquitto")
+def test_an_mqtt_stream_goes_on_from_the_next_word_when_its_miner_dies(
+    miner, settings, processes, project, tmp_path, redis
+):
+    started = two_slow_miners(miner)
+    url, _ = processes.mosquitto(PLAIN)
+    processes.gateway(settings, url, str(tmp_path / "projects.toml"))
+    client = Session(url, [f"{project}/assistant_response/#"])
+    try:
+        sid = uuid.uuid4().hex[:12]
+        client.send(project, {"session_id": sid, "message": WORDS, "stream": True})
+        dead = kill_the_miner_running_it(redis, started, 30)
+        got = []
+        while not got or got[-1][0] != f"{project}/assistant_response/{sid}":
+            got += client.take(1)
+    finally:
+        client.close()
+    *pieces, (_, final) = got
+    deltas = [p["delta"] for _, p in pieces]
+    assert "".join(deltas) == final["response"] == ANSWER
+    assert len(deltas) == len(set(deltas)) == len(ANSWER.split())  # none twice
+    assert [p["index"] for _, p in pieces] == list(range(len(pieces)))
+    assert dead in started
