@@ -163,7 +163,7 @@ local function affine_choice()
   if hb and hb.status ~= 'offline' and serves(hb) and may_take(last, hb) then
     local used = math.max(inflight(last), 0)
     if used < (tonumber(hb.slots) or 0) then
-      served, best, best_used = true, last, used
+      served, open_served, best, best_used = true, true, last, used
     end
   end
 end
