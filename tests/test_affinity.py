@@ -99,3 +99,11 @@ def test_a_conversation_over_http_stays_on_one_miner(api, miner):
         for i in range(4)
     }
     assert plain == {"x", "y"}
+
+
+def test_a_sessions_turns_for_a_named_model_stay_on_its_miner(registry, selector):
+    beat(registry, "a")
+    beat(registry, "b")
+    first = selector.choose(turn("s3", model="echo"))
+    assert first in {"a", "b"}
+    assert selector.choose(turn("s3", model="echo")) == first  # not '!drained'
