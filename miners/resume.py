@@ -60,15 +60,8 @@ class Progress:
     """One attempt's answer as it grows, written where the next attempt finds it."""
 
     def __init__(
-        self,
-        client: redis.Redis,
-        scripts: Scripts,
-        keys: Keys,
-        job: Job,
-        checkpoint_s: float,
-        ttl_s: int,
+        self, scripts: Scripts, keys: Keys, job: Job, checkpoint_s: float, ttl_s: int
     ) -> None:
-        self._redis = client
         self._scripts = scripts
         self._job = job
         self.key = keys.partial(job.job_id)
@@ -100,7 +93,7 @@ class Progress:
         self.claimed = self.written = True
         self.start = Start(text(found), int(pieces), bool(aborted))
         if self.start.text:
-            log.info("job %s resumes after %d characters", self._job.job_id, len(found))
+            log.info("job %s resumes after %d characters", self._job.job_id, len(self.start.text))
         return self.start
 
     @property

@@ -98,7 +98,6 @@ class MinerRuntime:
         (``miners.bookkeeping``), at once if not."""
         job = Job.from_payload(payload)
         progress = Progress(
-            self._redis,
             self._scripts,
             self._keys,
             job,

@@ -161,7 +161,12 @@ def metric(name: str, value: float) -> SimpleNamespace:
                 metric("vllm:num_requests_running", 2),
                 SimpleNamespace(name="vllm:request_success", values=[1, 2]),  # a vector
             ],
-            {"kv_cache_usage": 0.125, "prefix_cache_hit_ratio": 0.25},
+            {
+                "kv_cache_usage": 0.125,
+                "prefix_cache_hit_ratio": 0.25,
+                "prefix_cache_queries": 400.0,
+                "prefix_cache_hits": 100.0,
+            },
         ),
         (  # the older names
             [metric("vllm:gpu_cache_usage_perc", 0.5), metric("vllm:gpu_prefix_cache_hits", 0)],

@@ -95,7 +95,7 @@ def keys(settings) -> Keys:
 
 
 def progress(redis, keys, job: Job, checkpoint_s: float = 0.0) -> Progress:
-    return Progress(redis, Scripts(redis), keys, job, checkpoint_s, 60)
+    return Progress(Scripts(redis), keys, job, checkpoint_s, 60)
 
 
 def test_a_streamed_piece_is_recorded_and_published_in_one_step_and_fenced(redis, keys):

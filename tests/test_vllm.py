@@ -129,8 +129,10 @@ def test_an_aborted_vllm_stream_frees_its_slot(api, vllm_miner, redis, settings)
 
 def test_a_resumed_vllm_answer_continues_the_partial_text(app, api, vllm_miner, redis):
     """The record an attempt that died after 6 pieces leaves (``miners.resume``): vLLM
-    is handed the answer so far as the start of the assistant's turn and continues it;
-    greedy decoding gives the answer one attempt gives, and the caller gets all of it."""
+    is handed the answer so far as the start of the assistant's turn and continues it,
+    and the caller gets all of it once. (Not always into the very answer one attempt
+    gives, as llama.cpp does: on the CPU, prefilling the partial answer's tokens gives
+    logits a hair off those decoding them gave, enough to tip a close greedy choice.)"""
     jobs = app.extensions["mia"].jobs
     messages = [{"role": "user", "content": "Describe the sea in two sentences."}]
 
@@ -147,4 +149,4 @@ def test_a_resumed_vllm_answer_continues_the_partial_text(app, api, vllm_miner, 
     assert "".join(again) == result["response"]
     assert result["response"].startswith(sent) and len(result["response"]) > len(sent)
     assert result["resumed"] == {"chars": len(sent)}
-    assert result["response"] == whole["response"]  # greedy: as one attempt
+    assert whole["response"].startswith(sent)

@@ -160,8 +160,10 @@ PREFIX_HITS = ("vllm:prefix_cache_hits", "vllm:gpu_prefix_cache_hits")
 
 def cache_figures(metrics: Any) -> dict[str, float]:
     """``kv_cache_usage`` (0-1) and ``prefix_cache_hit_ratio`` (hits / queries, in
-    tokens, since the engine started) from ``LLMEngine.get_metrics()``'s snapshot of
-    vLLM's Prometheus metrics (objects with ``name`` and ``value``; summed over labels)."""
+    tokens, since the engine started), with the two counters themselves
+    (``prefix_cache_queries``, ``prefix_cache_hits``: the ratio over any period is their
+    growth's), from ``LLMEngine.get_metrics()``'s snapshot of vLLM's Prometheus metrics
+    (objects with ``name`` and ``value``; summed over labels)."""
     totals: dict[str, float] = {}
     for metric in metrics:
         value = getattr(metric, "value", None)
@@ -175,6 +177,7 @@ def cache_figures(metrics: Any) -> dict[str, float]:
     hits = next((totals[n] for n in PREFIX_HITS if n in totals), None)
     if queries and hits is not None:
         figures["prefix_cache_hit_ratio"] = round(hits / queries, 4)
+        figures["prefix_cache_queries"], figures["prefix_cache_hits"] = queries, hits
     return figures
 
 
