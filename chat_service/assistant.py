@@ -9,13 +9,12 @@ One turn, both stages through the push path (plain Python; ``web.views.assistant
 2. **plan and act**: the tool calls the class needs, read from the message
    (``planner``), run against the menu and the database (``tools``): the data
    decides;
-3. **answer**: a job whose prompt holds the project's system prompt, only the
-   context the class needs (relevant menu sections, the order tools, the restaurant
-   facts, nothing for small talk), the session's trimmed history and the message:
-   the model phrases. Tool calls the model writes (``CALL ...``) are validated and
-   run too, limited to the class's tools.
+3. **answer**: the facts are composed from the tool results in the guest's language
+   (``compose``); a job asks the model for what the project lets it write around them
+   (``answers``), and what it wrote is checked (``guard``) before the guest sees it
+   or the history keeps it. The data decides and states; the model phrases.
 
-The session (history, cart) lives in Redis, so any web replica serves any turn.
+The session (history, cart, language) lives in Redis, so any web replica serves any turn.
 """
 
 from __future__ import annotations
@@ -27,21 +26,22 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from chat_service import answers
+from chat_service.answers import Answer, Draft
 from chat_service.classifier import LABELS
-from chat_service.context import build_context, summary
+from chat_service.context import build_context
 from chat_service.conversation import Conversations, chat_reply, project_turn, session_affinity
 from chat_service.planner import CLASS_TOOLS, plan
 from chat_service.projects import Project
-from chat_service.prompts import answer_messages
 from chat_service.runner import JobRunner
 from chat_service.sessions import Session, SessionStore
 from chat_service.store import Store
-from chat_service.tools import Action, Toolbox, parse_calls
+from chat_service.tools import Action, Toolbox, ToolCall, parse_calls
 from tasks.errors import NotFound
 from tasks.jobs import Job
 
 CLASSIFY_TOKENS = 8
-MODEL_TOOLS = {"menu_search", "order_show", "reservation_check"}
+MODEL_TOOLS = {"menu_search", "order_show", "reservation_check"}  # look-ups, in model mode
 MAX_MODEL_CALLS = 3
 
 
@@ -54,7 +54,9 @@ class Turn:
     message: str
     label: str
     actions: list[Action]
-    job: Job
+    draft: Draft
+    job: Job | None  # None: nothing for the model to write (the composed answer is all)
+    now: datetime
     started: float
     classify_ms: float
     classify_inference_ms: float
@@ -131,9 +133,10 @@ class Assistant:
             turn = self._prepare(key, message, session_id, priority)
             lock.keep()  # stage 1 is done: the answer has the lock's whole life
             answer_started = time.perf_counter()
-            result = self._jobs.run(turn.job, self._timeout_s)
+            result = self._jobs.run(turn.job, self._timeout_s) if turn.job else None
             lock.keep()
-            return self._finish(turn, result, answer_started)
+            answer = self._answer(turn, result)
+            return self._finish(turn, answer, result, answer_started)
 
     def chat_stream(
         self, key: str, message: str, session_id: str | None = None, priority: int | None = None
@@ -147,14 +150,22 @@ class Assistant:
         with self._sessions.locked(key, session_id, self._timeout_s) as lock:
             turn = self._prepare(key, message, session_id, priority, stream=True)
             answer_started = time.perf_counter()
-            stream = self._jobs.start_stream(turn.job, self._timeout_s)
+            stream = self._jobs.start_stream(turn.job, self._timeout_s) if turn.job else ()
             yield "classified", {"session_id": turn.session.session_id, "class": turn.label}
-            for kind, data in stream:
+            sent = answers.pieces(turn.draft.lead)  # the facts go out at once
+            for index, piece in enumerate(sent):
+                yield "piece", {"delta": piece, "index": index}
+            result = None
+            for kind, data in stream:  # the model's pieces wait: they are checked first
                 lock.keep()
                 if kind == "done":
-                    yield "done", self._finish(turn, data, answer_started)
-                else:
+                    result = data
+                elif kind == "keepalive":
                     yield kind, data
+            answer = self._answer(turn, result)
+            for index, piece in enumerate(answers.pieces(answer.tail), len(sent)):
+                yield "piece", {"delta": piece, "index": index}
+            yield "done", self._finish(turn, answer, result, answer_started)
 
     def _chat_stream(
         self, project: Project, message: str, session_id: str | None, priority: int | None
@@ -186,59 +197,89 @@ class Assistant:
         session = self._sessions.load(key, session_id)
         label, classify_inference_ms = self._classify(project, message, priority)
         classify_ms = (time.perf_counter() - started) * 1000
-        toolbox = Toolbox(project, self._store, session, self._clock())
+        now = self._clock()
+        toolbox = Toolbox(project, self._store, session, now)
         actions = [toolbox.run(call) for call in plan(label, message, project, session)]
         if actions:  # their effects (cart, placed order) outlive a failed answer
             self._sessions.save(session, project.max_history_tokens)
-        context = build_context(label, message, project, session, actions)
-        job = Job(
-            messages=answer_messages(project.system(), context, session.messages(), message),
-            model=project.model,
-            priority=project.priority if priority is None else priority,
-            stream=stream,
-            project=project.key,
-            affinity=session_affinity(key, session.session_id),
-        )
+        draft = answers.draft(project, label, message, session, actions, now)
+        job = None
+        if draft.asks_model:
+            context = build_context(label, message, project, session, actions)
+            prompt = answers.messages(draft, project.system(), context, session.messages(), message)
+            job = Job(
+                messages=prompt,
+                model=project.model,
+                max_tokens=answers.PHRASE_TOKENS if draft.mode == "composed" else self._max_tokens,
+                choices=list(draft.closings),
+                priority=project.priority if priority is None else priority,
+                stream=stream,
+                project=project.key,
+                affinity=session_affinity(key, session.session_id),
+            )
         return Turn(
             project,
             session,
             message,
             label,
             actions,
+            draft,
             job,
+            now,
             started,
             classify_ms,
             classify_inference_ms,
         )
 
-    def _finish(self, turn: Turn, result: dict[str, Any], answer_started: float) -> dict[str, Any]:
-        answer_ms = (time.perf_counter() - answer_started) * 1000
-        calls, text = parse_calls(result["response"])
-        # The model may only look things up: what changes state (orders, bookings) comes
-        # from the planner, so a model parroting its prompt or a guest's injected line
-        # cannot place an order or book a table.
+    def _answer(self, turn: Turn, result: dict[str, Any] | None) -> Answer:
+        """What the guest gets: the composed facts and what of the model's text stands."""
+        text = str(result["response"]) if result else ""
+        finish = str(result.get("finish_reason") or "stop") if result else "stop"
+        if turn.draft.mode == "model":
+            calls, text = parse_calls(text)
+            if self._model_calls(turn, calls):  # new facts: the model's text lacks them
+                turn.draft = answers.draft(
+                    turn.project, turn.label, turn.message, turn.session, turn.actions, turn.now
+                )
+                text = ""
+        return answers.settle(turn.draft, text, finish)
+
+    def _model_calls(self, turn: Turn, calls: list[ToolCall | Action]) -> bool:
+        """Run the look-ups the model asked for; whether any ran. What changes state
+        (orders, bookings) comes from the planner alone, so a model parroting its prompt
+        or a guest's injected line cannot place an order or book a table."""
         allowed = set(CLASS_TOOLS[turn.label]) & MODEL_TOOLS
-        toolbox = Toolbox(turn.project, self._store, turn.session, self._clock())
+        toolbox = Toolbox(turn.project, self._store, turn.session, turn.now)
         seen = {(a.tool, json.dumps(a.args, sort_keys=True)) for a in turn.actions}
+        ran = False
         for call in calls[:MAX_MODEL_CALLS]:
             tool = getattr(call, "tool", "")
             key = (tool, json.dumps(getattr(call, "args", {}), sort_keys=True))
             if tool in allowed and key not in seen:
                 seen.add(key)
                 turn.actions.append(toolbox.run(call))
-        response = text or summary(turn.actions)
+                ran = True
+        return ran
+
+    def _finish(
+        self, turn: Turn, answer: Answer, result: dict[str, Any] | None, answer_started: float
+    ) -> dict[str, Any]:
+        answer_ms = (time.perf_counter() - answer_started) * 1000
         session = turn.session
-        self._sessions.remember(session, turn.message, response, turn.project.max_history_tokens)
+        self._sessions.remember(session, turn.message, answer.text, turn.project.max_history_tokens)
+        inference_ms = float(result["timings"]["inference_ms"]) if result else 0.0
         return {
             "session_id": session.session_id,
             "class": turn.label,
-            "response": response,
+            "response": answer.text,
             "actions": [a.to_dict() for a in turn.actions],
+            "language": turn.draft.words.lang,
+            "grounding": answer.grounding,
             "timings": {
                 "classify_ms": round(turn.classify_ms, 3),
                 "answer_ms": round(answer_ms, 3),
                 "total_ms": round((time.perf_counter() - turn.started) * 1000, 3),
                 "classify_inference_ms": turn.classify_inference_ms,
-                "answer_inference_ms": float(result["timings"]["inference_ms"]),
+                "answer_inference_ms": inference_ms,
             },
         }

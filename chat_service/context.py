@@ -80,13 +80,6 @@ def _results(actions: list[Action]) -> str:
     return f"Done for this message (tell the guest):\n{done}"
 
 
-def summary(actions: list[Action]) -> str:
-    """A plain answer from the actions, for when the model's answer was only tool calls."""
-    if not actions:
-        return "How can I help you?"
-    return "; ".join(f"{a.tool}: {'done' if a.ok else 'not possible: ' + a.error}" for a in actions)
-
-
 def full_menu_prompt(project: Project) -> list[dict[str, str]]:
     """What the old assistant sent with every message: the whole menu and every tool."""
     restaurant = project.restaurant

@@ -11,8 +11,11 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from chat_service.words import ALLERGEN_WORDS, CATEGORY_WORDS, DIET_WORDS, NUMBER_WORDS
 
 ALLERGENS = (
     "gluten",
@@ -28,61 +31,14 @@ ALLERGENS = (
     "mustard",
 )
 DIETS = ("vegan", "vegetarian", "gluten_free", "dairy_free", "spicy")
+# Parts of dish names that say what a dish is, not which: "gluten-free" names no dish.
+NOT_NAMES = frozenset(DIET_WORDS) | {"gluten", "vegan", "vegetarian"}
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-# Words in a message that mean a diet or an allergen (a few languages, common typos).
-DIET_WORDS = {
-    "vegan": "vegan",
-    "vegano": "vegan",
-    "vegana": "vegan",
-    "vegetarian": "vegetarian",
-    "vegetariano": "vegetarian",
-    "vegetarisch": "vegetarian",
-    "veggie": "vegetarian",
-    "gluten free": "gluten_free",
-    "gluten-free": "gluten_free",
-    "glutenfree": "gluten_free",
-    "senza glutine": "gluten_free",
-    "sin gluten": "gluten_free",
-    "celiac": "gluten_free",
-    "coeliac": "gluten_free",
-    "dairy free": "dairy_free",
-    "dairy-free": "dairy_free",
-    "lactose": "dairy_free",
-    "spicy": "spicy",
-    "hot": "spicy",
-}
-ALLERGEN_WORDS = {
-    "gluten": "gluten",
-    "wheat": "gluten",
-    "dairy": "dairy",
-    "milk": "dairy",
-    "lactose": "dairy",
-    "cheese": "dairy",
-    "egg": "egg",
-    "eggs": "egg",
-    "nut": "nuts",
-    "nuts": "nuts",
-    "walnut": "nuts",
-    "almond": "nuts",
-    "hazelnut": "nuts",
-    "peanut": "peanuts",
-    "peanuts": "peanuts",
-    "soy": "soy",
-    "soya": "soy",
-    "fish": "fish",
-    "shellfish": "shellfish",
-    "shrimp": "shellfish",
-    "prawn": "shellfish",
-    "prawns": "shellfish",
-    "sesame": "sesame",
-    "celery": "celery",
-    "mustard": "mustard",
-}
 
 
 def normalise(text: str) -> str:
     """Lower case, no accents, single spaces: what matching compares."""
+    text = text.replace("œ", "oe").replace("Œ", "Oe").replace("ß", "ss")
     plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9€.,:\- ]+", " ", plain.lower())).strip()
 
@@ -200,13 +156,22 @@ class Restaurant:
         """
         text = f" {normalise(message)} "
         found: list[tuple[Item, int]] = []
+        for pattern, item in self._patterns:
+            match = pattern.search(text)
+            if match is None or any(i.id == item.id for i, _ in found):
+                continue
+            found.append((item, quantity(text[: match.start()].split()[-2:])))
+        return found
+
+    @cached_property
+    def _patterns(self) -> list[tuple[re.Pattern[str], Item]]:
+        """Each alias as a pattern: its stem and at most a plural's letters ("limonata"
+        does not name "limone"); built once per menu."""
+        patterns = []
         for alias, item in self._aliases():
             stem = alias[:-1] if len(alias) > 4 else alias
-            at = text.find(f" {stem}")
-            if at < 0 or any(i.id == item.id for i, _ in found):
-                continue
-            found.append((item, quantity(text[:at].split()[-2:])))
-        return found
+            patterns.append((re.compile(rf" {re.escape(stem)}[a-z]{{0,2}}(?![a-z])"), item))
+        return patterns
 
     def _aliases(self) -> list[tuple[str, Item]]:
         """(name or distinctive part of it, item), longest first; shared parts dropped."""
@@ -218,6 +183,8 @@ class Restaurant:
             if len(words) >= 2:
                 aliases.update(a for a in (" ".join(words[1:]),) if len(a) >= 6)
                 aliases.update(w for w in (words[0], words[-1]) if len(w) >= 6)
+            aliases -= {a for a in aliases if a in NOT_NAMES or _names_a_section(a)}
+            aliases.add(" ".join(words))  # the full name always names the dish
             for alias in aliases:
                 owners.setdefault(alias, set()).add(item.id)
                 pairs.append((alias, item))
@@ -232,34 +199,17 @@ class Restaurant:
         return max((t.seats for t in self.tables), default=0)
 
 
-NUMBER_WORDS = {
-    "a": 1,
-    "an": 1,
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-    "due": 2,
-    "dos": 2,
-    "zwei": 2,
-    "deux": 2,
-    "tre": 3,
-    "tres": 3,
-    "drei": 3,
-    "trois": 3,
-}
+def _names_a_section(alias: str) -> bool:
+    """Whether a part of a dish's name is a menu section's word ("antipasto", "insalata")."""
+    return any(alias.startswith(stem) for spec in CATEGORY_WORDS.values() for stem in spec.split())
 
 
 def quantity(words: list[str]) -> int:
     """The quantity in the words just before an item's name (1 if none)."""
     for word in reversed(words):
-        word = word.strip(".,x")
+        word = word.strip(".,")
+        if word[:-1].isdigit() and word.endswith("x"):  # "2x"
+            word = word[:-1]
         if word.isdigit() and 0 < int(word) <= 50:
             return int(word)
         if word in NUMBER_WORDS:
@@ -267,11 +217,16 @@ def quantity(words: list[str]) -> int:
     return 1
 
 
+def _words(message: str) -> str:
+    """The message's words between single spaces, punctuation gone ("nuts," is "nuts")."""
+    return " " + re.sub(r"[.,:;!?()]+", " ", normalise(message)).replace("  ", " ") + " "
+
+
 def diets_in(message: str) -> list[str]:
-    text = f" {normalise(message)} "
+    text = _words(message)
     return sorted({d for w, d in DIET_WORDS.items() if f" {w} " in text or f" {w}s " in text})
 
 
 def allergens_in(message: str) -> list[str]:
-    text = f" {normalise(message)} "
+    text = _words(message)
     return sorted({a for w, a in ALLERGEN_WORDS.items() if f" {w} " in text})

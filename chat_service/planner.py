@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-from chat_service.menu import WEEKDAYS, allergens_in, diets_in, normalise
+from chat_service import words
+from chat_service.menu import Restaurant, allergens_in, diets_in, normalise
 from chat_service.projects import Project
 from chat_service.sessions import Session
 from chat_service.tools import ToolCall
@@ -26,23 +27,19 @@ CLASS_TOOLS: dict[str, tuple[str, ...]] = {
     "other": (),
 }
 
-REMOVE = re.compile(r"\b(remove|delete|cancel|take off|no more|without the|drop)\b")
-PLACE = re.compile(
-    r"\b(place|confirm|checkout|check out|send it|go ahead|that'?s all|that is all|"
-    r"thats all|finali[sz]e|submit)\b"
-)
-SHOW = re.compile(r"\b(my order|my cart|the order so far|total|what did i order|in my basket)\b")
-BOOK = re.compile(r"\b(book|reserve|reservation|table for|prenot|reserv|buch)")
-PARTY = re.compile(
-    r"\b(?:for|party of|table for|per|para|fur)\s+(\d{1,2}|one|two|three|four|five|six|seven|"
-    r"eight|nine|ten)\b|\b(\d{1,2})\s*(?:people|persons|persone|personas|personen|guests|pax|of us)"
-)
+REMOVE = re.compile(words.REMOVE)
+PLACE = re.compile(words.PLACE)
+SHOW = re.compile(words.SHOW)
+BOOK = re.compile(words.BOOK)
+PARTY = re.compile(words.PARTY)
 CLOCK = re.compile(r"\b(\d{1,2})(?::|\.|h)(\d{2})\b")
-HOUR = re.compile(r"\b(\d{1,2})\s*(am|pm|h|uhr)\b")
-AT_HOUR = re.compile(r"\b(?:at|um|alle|a las)\s+(\d{1,2})\b")
-WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
-WORDS |= {"nine": 9, "ten": 10}
-MAX_PRICE = re.compile(r"\b(?:under|below|less than|cheaper than|max|up to)\s*(\d{1,3})")
+HOUR = re.compile(words.HOUR)
+AT_HOUR = re.compile(words.AT_HOUR)
+MAX_PRICE = re.compile(words.MAX_PRICE)
+WITH = re.compile(words.WITH)
+AVOID = re.compile(words.AVOID)
+CATEGORY_WORDS = {c: tuple(spec.split()) for c, spec in words.CATEGORY_WORDS.items()}
+MAX_PARTY_WORD = 20
 
 
 def plan(label: str, message: str, project: Project, session: Session) -> list[ToolCall]:
@@ -73,18 +70,25 @@ def _search(message: str, text: str, project: Project) -> ToolCall:
     price = MAX_PRICE.search(text)
     if price:
         args["max_price"] = float(price.group(1))
-    for category in project.restaurant.categories:
-        if category.rstrip("s") in text:
-            args["category"] = category
-            break
+    category = category_in(text, project.restaurant)
+    if category:
+        args["category"] = category
     return ToolCall("menu_search", args)
 
 
 def label_words_exclude(text: str) -> bool:
     """Whether allergens named in the message are to be avoided (almost always)."""
-    return not re.search(r"\b(with|contains? lots of|extra)\b", text) or bool(
-        re.search(r"\b(allerg|intoleran|without|free|no |avoid|cannot|can't|cant)", text)
-    )
+    return not WITH.search(text) or bool(AVOID.search(text))
+
+
+def category_in(text: str, restaurant: Restaurant) -> str | None:
+    """The menu section a message names, in any of the five languages."""
+    tokens = text.split()
+    for category in restaurant.categories:
+        stems = CATEGORY_WORDS.get(category, (category.rstrip("s"),))
+        if any(token.startswith(stem) for stem in stems for token in tokens):
+            return category
+    return None
 
 
 def _order(message: str, text: str, project: Project, session: Session) -> list[ToolCall]:
@@ -101,31 +105,48 @@ def _order(message: str, text: str, project: Project, session: Session) -> list[
 
 
 def _reservation(text: str) -> list[ToolCall]:
-    party = _party(text)
-    at = _time(text)
+    party = party_in(text)
+    at = time_in(text)
     if party is None or at is None:
         return []
     args: dict[str, object] = {"time": at, "party": party}
-    day = next((d for d in ("today", "tomorrow", *WEEKDAYS) if d in text), None)
+    day = day_in(text)
     if day:
         args["day"] = day
     return [ToolCall("reservation_book" if BOOK.search(text) else "reservation_check", args)]
 
 
-def _party(text: str) -> int | None:
-    match = PARTY.search(text)
-    if not match:
-        return None
-    raw = match.group(1) or match.group(2)
-    return WORDS.get(raw) or int(raw)
+def missing_for_booking(message: str) -> tuple[bool, bool]:
+    """(party missing, time missing) in a reservation message."""
+    text = normalise(message)
+    return party_in(text) is None, time_in(text) is None
 
 
-def _time(text: str) -> str | None:
-    """19:00, 19.30, 7pm, 19h, at 7 (evening): the first of these forms found."""
+def party_in(text: str) -> int | None:
+    """How many guests: "for 4", "per quattro", "6 personas" (the first that reads)."""
+    for match in PARTY.finditer(text):
+        raw = match.group(1) or match.group(2)
+        size = int(raw) if raw.isdigit() else words.NUMBER_WORDS.get(raw)
+        if size and 0 < size <= MAX_PARTY_WORD and raw not in ("a", "an"):
+            return size
+    return None
+
+
+def day_in(text: str) -> str | None:
+    """today, tomorrow or a weekday, named in any of the five languages."""
+    padded = f" {text} "
+    for word, day in words.RELATIVE_DAYS.items():
+        if f" {word} " in padded and not (word == "morgen" and " guten morgen " in padded):
+            return day
+    return next((words.WEEKDAY_WORDS[t] for t in text.split() if t in words.WEEKDAY_WORDS), None)
+
+
+def time_in(text: str) -> str | None:
+    """19:00, 19.30, 7pm, 19h, 20 Uhr, alle 8 (evening): the first of these forms found."""
     if match := CLOCK.search(text):
         hour, minute = int(match.group(1)), int(match.group(2))
     elif match := HOUR.search(text):
-        hour, minute = int(match.group(1)), 0
+        hour, minute = int(match.group(1) or match.group(3)), 0
         if match.group(2) == "pm" and hour < 12:
             hour += 12
     elif match := AT_HOUR.search(text):

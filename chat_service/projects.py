@@ -34,9 +34,10 @@ TOOLS = (
     "reservation_book",
 )
 CLASSIFIERS = ("lexical", "llm")
+ANSWERS = ("composed", "model")
 COMMON = {"kind", "name", "system_prompt", "priority", "max_history_tokens", "model"}
 ALLOWED = {
-    "assistant": COMMON | {"menu", "tools", "classifier"},
+    "assistant": COMMON | {"menu", "tools", "classifier", "answers"},
     "chat": COMMON | {"temperature", "max_tokens"},
 }
 
@@ -56,6 +57,7 @@ class Project:
     priority: int = 0
     max_history_tokens: int = 512
     classifier: str = "lexical"  # assistant only
+    answers: str = "composed"  # assistant only: who states the facts (chat_service.answers)
     model: str = ""
     temperature: float = 0.0  # chat only: the assistant's answers are greedy
     max_tokens: int = 0  # chat only; 0 = MIA_MAX_TOKENS
@@ -117,6 +119,8 @@ def _assistant(key: str, raw: dict[str, Any], base: Path) -> dict[str, Any]:
         raise ProjectConfigError(f"project {key}: unknown tools {unknown}")
     if raw.get("classifier", "lexical") not in CLASSIFIERS:
         raise ProjectConfigError(f"project {key}: classifier must be one of {CLASSIFIERS}")
+    if raw.get("answers", "composed") not in ANSWERS:
+        raise ProjectConfigError(f"project {key}: answers must be one of {ANSWERS}")
     if "menu" not in raw:
         raise ProjectConfigError(f"project {key}: an assistant project needs a menu file")
     menu = (base / raw["menu"]).resolve()
@@ -126,4 +130,5 @@ def _assistant(key: str, raw: dict[str, Any], base: Path) -> dict[str, Any]:
         "menu_file": menu,
         "tools": tuple(raw.get("tools", ())),
         "classifier": str(raw.get("classifier", "lexical")),
+        "answers": str(raw.get("answers", "composed")),
     }

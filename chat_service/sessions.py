@@ -47,6 +47,7 @@ class Session:
     session_id: str
     history: list[Turn] = field(default_factory=list)
     cart: dict[str, int] = field(default_factory=dict)
+    language: str = ""  # the language the guest writes in, once known
     new: bool = False
 
     def messages(self) -> list[dict[str, str]]:
@@ -65,6 +66,7 @@ class Session:
             session_id=body["session_id"],
             history=[Turn(**t) for t in body.get("history", [])],
             cart={k: int(v) for k, v in body.get("cart", {}).items()},
+            language=str(body.get("language", "")),
         )
 
 

@@ -79,7 +79,13 @@ class ReservationCell(Base):
 
 
 class BookingError(ValueError):
-    """The booking cannot be made (closed, too large a party, no table free)."""
+    """The booking cannot be made (closed, too large a party, no table free); ``code``
+    says which (``too_large``, ``closed_day``, ``not_open``, ``closing``, ``full``)."""
+
+    def __init__(self, message: str, code: str = "full") -> None:
+        super().__init__(message)
+        self.code = code
+        self.details: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class Availability:
     party_size: int
     free_tables: list[str]
     reason: str = ""
+    code: str = ""  # why not (BookingError's codes); "" when available
 
     @property
     def available(self) -> bool:
@@ -169,9 +176,9 @@ class Store:
     ) -> Availability:
         """Which tables could seat ``party_size`` from ``starts_at`` for one slot."""
         ends_at = starts_at + timedelta(minutes=restaurant.slot_minutes)
-        reason = self._refusal(restaurant, starts_at, ends_at, party_size)
+        code, reason = self._refusal(restaurant, starts_at, ends_at, party_size)
         if reason:
-            return Availability(starts_at, party_size, [], reason)
+            return Availability(starts_at, party_size, [], reason, code)
         cells = list(_cells(starts_at, ends_at))
         with self._sessions() as db:
             taken = set(
@@ -185,7 +192,9 @@ class Store:
             (t for t in restaurant.tables if t.seats >= party_size), key=lambda t: (t.seats, t.id)
         )
         free = [t.id for t in fitting if t.id not in taken]
-        return Availability(starts_at, party_size, free, "" if free else "no table is free then")
+        if not free:
+            return Availability(starts_at, party_size, [], "no table is free then", "full")
+        return Availability(starts_at, party_size, free)
 
     def book(
         self,
@@ -199,7 +208,7 @@ class Store:
         """Book the smallest free table that fits; BookingError when none can be had."""
         availability = self.check(project, restaurant, starts_at, party_size)
         if not availability.available:
-            raise BookingError(availability.reason)
+            raise BookingError(availability.reason, availability.code)
         ends_at = starts_at + timedelta(minutes=restaurant.slot_minutes)
         for table_id in availability.free_tables:
             try:
@@ -233,7 +242,7 @@ class Store:
                 "party_size": party_size,
                 "starts_at": starts_at.isoformat(timespec="minutes"),
             }
-        raise BookingError("no table is free then")
+        raise BookingError("no table is free then", "full")
 
     def reservations(self, project: str) -> list[dict[str, Any]]:
         with self._sessions() as db:
@@ -252,17 +261,21 @@ class Store:
     @staticmethod
     def _refusal(
         restaurant: Restaurant, starts_at: datetime, ends_at: datetime, party_size: int
-    ) -> str:
+    ) -> tuple[str, str]:
+        """(code, reason) of a refusal; ("", "") when the booking fits the rules."""
         if party_size < 1:
-            return "a party needs at least one guest"
+            return "invalid", "a party needs at least one guest"
         if party_size > restaurant.largest_table():
-            return f"our largest table seats {restaurant.largest_table()}"
-        for opens, closes in opening_ranges(restaurant, starts_at):
+            return "too_large", f"our largest table seats {restaurant.largest_table()}"
+        ranges = opening_ranges(restaurant, starts_at)
+        for opens, closes in ranges:
             if opens <= starts_at.time() < closes:
                 if ends_at.date() == starts_at.date() and ends_at.time() <= closes:
-                    return ""
-                return f"we close at {closes:%H:%M}: a booking lasts {restaurant.slot_minutes} min"
-        return f"we are not open at {starts_at:%A %H:%M}"
+                    return "", ""
+                minutes = restaurant.slot_minutes
+                return "closing", f"we close at {closes:%H:%M}: a booking lasts {minutes} min"
+        code = "not_open" if ranges else "closed_day"
+        return code, f"we are not open at {starts_at:%A %H:%M}"
 
 
 def _cells(starts_at: datetime, ends_at: datetime) -> list[datetime]:

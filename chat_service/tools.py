@@ -31,7 +31,12 @@ MAX_DAYS_AHEAD = 90
 
 
 class ToolError(ValueError):
-    pass
+    """A call that cannot be run; ``code`` and ``details`` let an answer say why."""
+
+    def __init__(self, message: str, code: str = "invalid", **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,13 @@ class Action:
     ok: bool
     result: Any = None
     error: str = ""
+    code: str = ""  # why it failed, for the answer: "unknown_item", "closed_day", ...
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         body = {"tool": self.tool, "args": self.args, "ok": self.ok}
-        return {**body, "result": self.result} if self.ok else {**body, "error": self.error}
+        failed = {"error": self.error, "code": self.code or "invalid"}
+        return {**body, "result": self.result} if self.ok else {**body, **failed}
 
 
 def parse_calls(text: str) -> tuple[list[ToolCall | Action], str]:
@@ -210,8 +218,10 @@ class Toolbox:
         try:
             args = validate(call, self.project.tools)
             result = getattr(self, f"_{call.tool}")(**args)
-        except (ToolError, BookingError, ValueError, ArithmeticError) as exc:
-            return Action(call.tool, call.args, False, error=str(exc))
+        except (ToolError, BookingError) as exc:
+            return Action(call.tool, call.args, False, None, str(exc), exc.code, exc.details)
+        except (ValueError, ArithmeticError) as exc:
+            return Action(call.tool, call.args, False, error=str(exc), code="invalid")
         return Action(call.tool, args, True, result)
 
     def _item(self, name: str) -> Item:
@@ -223,7 +233,7 @@ class Toolbox:
         for item in restaurant.items:
             if normalise(item.name) == wanted or normalise(item.name).startswith(wanted):
                 return item
-        raise ToolError(f"there is no {name!r} on the menu")
+        raise ToolError(f"there is no {name!r} on the menu", "unknown_item", item=name)
 
     def _menu_search(self, **filters: Any) -> dict[str, Any]:
         items = self.project.restaurant.search(**filters)
@@ -239,7 +249,7 @@ class Toolbox:
         found = self._item(item)
         cart = self.session.cart
         if found.id not in cart:
-            raise ToolError(f"{found.name} is not in the order")
+            raise ToolError(f"{found.name} is not in the order", "not_in_order", item=found.name)
         left = 0 if quantity is None else cart[found.id] - quantity
         if left > 0:
             cart[found.id] = left
@@ -261,19 +271,20 @@ class Toolbox:
 
     def _order_place(self) -> dict[str, Any]:
         if not self.session.cart:
-            raise ToolError("the order is empty")
+            raise ToolError("the order is empty", "empty_order")
+        lines = self._order_show()["items"]
         placed = self.store.place_order(
             self.project.key, self.session.session_id, self.project.restaurant, self.session.cart
         )
         self.session.cart = {}
-        return placed
+        return {**placed, "items": lines}
 
     def _when(self, at: str, day: str | None) -> datetime:
         when = resolve_when(self.project, at, day, self.now)
         if when <= self.now:
-            raise ToolError(f"{when:%A %d %B %H:%M} has passed")
+            raise ToolError(f"{when:%A %d %B %H:%M} has passed", "past", when=when)
         if when > self.now + timedelta(days=MAX_DAYS_AHEAD):
-            raise ToolError(f"we take bookings up to {MAX_DAYS_AHEAD} days ahead")
+            raise ToolError(f"we book up to {MAX_DAYS_AHEAD} days ahead", "too_far", when=when)
         return when
 
     def _reservation_check(self, time: str, party: int, day: str | None = None) -> dict[str, Any]:
@@ -284,6 +295,7 @@ class Toolbox:
             "party": party,
             "available": found.available,
             "reason": found.reason,
+            "code": found.code,
         }
 
     def _reservation_book(

@@ -1,7 +1,8 @@
 """The restaurant assistant: a whole conversation through real workers, tools, sessions.
 
 Real web tier, real Redis, real Celery miners (echo engine: the data decides what
-happens, so the checks look at actions and the database, never at wording).
+happens, so the checks look at actions, the database and the facts the answers state;
+the wording around them is tests/test_grounded.py's).
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def test_a_whole_conversation_through_real_workers(api, miner, app):
     hours = say(api, "What are your opening hours?", sid)
     assert hours["class"] == "hours_location"
     assert hours["actions"] == []
-    assert hours["response"] == "echo: What are your opening hours?"
+    facts = "Trattoria Mia, Via Roma 12, 10115 Berlin, Germany. Phone: +49 30 1234 5678."
+    assert hours["response"].startswith(facts)
+    assert "Monday closed; Tuesday 12:00-22:00;" in hours["response"]
 
 
 def test_the_assistant_streams_its_answer(api, miner):
@@ -79,8 +82,13 @@ def test_the_assistant_streams_its_answer(api, miner):
     got = list(events(response))
     assert got[0][0] == "classified" and got[0][1]["class"] == "menu"
     assert got[-1][0] == "done"
-    pieces = "".join(d["delta"] for k, d in got if k == "piece")
-    assert pieces == got[-1][1]["response"] == "echo: what desserts do you have"
+    pieces = [d for k, d in got if k == "piece"]
+    assert [p["index"] for p in pieces] == list(range(len(pieces)))
+    said = "".join(p["delta"] for p in pieces)
+    assert said == got[-1][1]["response"]
+    # the composed facts first, then the sentence the model chose (echo: the first)
+    assert said.startswith("Here is what we have (Desserts): Tiramisu (7.50 EUR), Panna Cotta")
+    assert said.endswith("Affogato (5.50 EUR). Would you like to order one of them?")
 
 
 def test_classify_alone_and_errors(api, miner):

@@ -123,14 +123,14 @@ def test_messages_in_flight_survive_a_gateway_kill(miner, gateway, client, proje
     paho, answers = client
     sessions = [f"k{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
     for sid in sessions:
-        send(paho, project, {"session_id": sid, "message": f"survive {sid}"})
+        send(paho, project, {"session_id": sid, "message": f"hello {sid}"})
     wait_for(lambda: redis.keys("mia:running:*"), 15, "the gateway to have work in flight")
     kill(first.proc)  # kill -9: nothing acknowledged, nothing answered
     gateway(MIA_REQUEST_TIMEOUT_S="5")  # same client id: the broker delivers them again
     found = answers_for(answers, len(sessions), timeout=60)
     assert {t.rsplit("/", 1)[1] for t in found} == set(sessions)
     for topic, (body,) in found.items():
-        assert body.get("response") == f"echo: survive {topic.rsplit('/', 1)[1]}", body
+        assert body.get("response") == f"echo: hello {topic.rsplit('/', 1)[1]}", body
 
 
 def test_bad_input_gets_an_error_reply_or_a_log_line_and_never_a_crash(
@@ -146,9 +146,9 @@ def test_bad_input_gets_an_error_reply_or_a_log_line_and_never_a_crash(
     _, missing = answers.get(timeout=30)
     assert "message is required" in missing["error"]
     send(paho, f"nowhere{uuid.uuid4().hex[:6]}", {"session_id": sid, "message": "hi"})
-    send(paho, project, {"session_id": sid, "message": "still there?"})
+    send(paho, project, {"session_id": sid, "message": "hello, still there?"})
     _, alive = answers.get(timeout=30)
-    assert alive["response"] == "echo: still there?"
+    assert alive["response"] == "echo: hello, still there?"
     assert found.proc.poll() is None
     log = found.output()
     assert "payload is not JSON" in log and "payload over" in log
@@ -190,8 +190,8 @@ def test_the_gateway_reconnects_and_resubscribes_when_the_broker_restarts(
     session = Session(url, [f"{project}/assistant_response/+"])
     try:
         sid = uuid.uuid4().hex[:12]
-        session.send(project, {"session_id": sid, "message": "back again"})
+        session.send(project, {"session_id": sid, "message": "hello again"})
         ((_, body),) = session.take(1)
-        assert body["response"] == "echo: back again"
+        assert body["response"] == "echo: hello again"
     finally:
         session.close()

@@ -38,7 +38,7 @@ def test_a_streamed_turn_sends_its_pieces_then_the_whole_answer(
     plain = Session(url, [f"{project}/assistant_response/+"])  # a client that ignores streams
     try:
         sid = uuid.uuid4().hex[:12]
-        message = "the quick brown fox jumps"
+        message = "hello, the quick brown fox jumps"  # small talk: the model's reply stands
         body = {"session_id": sid, "message": message, "stream": True, "request_id": "r-9"}
         client.send(project, body)
         got = []
@@ -91,13 +91,14 @@ def test_over_its_rate_limit_a_client_gets_an_error_naming_it_and_nothing_is_que
         "requests": 0,
     }
     sid = uuid.uuid4().hex[:12]
-    client.send(project, {"session_id": sid, "message": "one"})
+    client.send(project, {"session_id": sid, "message": "hi one"})
     ((_, first),) = client.take(1)
-    assert first["response"] == "echo: one"
+    assert first["response"] == "echo: hi one"
     jobs_per_turn = len(redis.keys("mia:job:*"))
     assert jobs_per_turn >= 1
     for word in ("two", "three", "four"):
-        client.send(project, {"session_id": sid, "message": word, "request_id": f"r-{word}"})
+        body = {"session_id": sid, "message": f"hi {word}", "request_id": f"r-{word}"}
+        client.send(project, body)
     replies = [body for _, body in client.take(3)]
     served = [r for r in replies if "response" in r]
     limited = [r for r in replies if r.get("code") == "rate_limited"]
@@ -109,9 +110,9 @@ def test_over_its_rate_limit_a_client_gets_an_error_naming_it_and_nothing_is_que
     # nothing queued for the limited ones: only the two served turns made jobs
     assert len(redis.keys("mia:job:*")) == 2 * jobs_per_turn
     # a client_id is a bucket of its own, whatever the session
-    client.send(project, {"session_id": sid, "message": "five", "client_id": "kiosk-1"})
+    client.send(project, {"session_id": sid, "message": "hi five", "client_id": "kiosk-1"})
     ((_, fifth),) = client.take(1)
-    assert fifth["response"] == "echo: five"
+    assert fifth["response"] == "echo: hi five"
     client.send(project, {"session_id": sid, "message": "six", "client_id": "not ok"})
     ((_, bad),) = client.take(1)
     assert (bad["code"], bad["field"]) == ("invalid_request", "client_id")

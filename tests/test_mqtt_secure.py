@@ -86,7 +86,7 @@ def test_tls_with_a_ca_of_the_tests_own(miner, settings, processes, tmp_path):
     tls = Tls(ca.cert, client_pair.cert, client_pair.key)
     client = Session(url, [f"{project}/assistant_response/+"], tls)
     try:
-        assert turn(client, project, "over tls")["response"] == "echo: over tls"
+        assert turn(client, project, "hello over tls")["response"] == "echo: hello over tls"
     finally:
         client.close()
 
@@ -107,7 +107,7 @@ def test_a_user_and_password_wrong_refused_right_served(miner, settings, process
     processes.gateway(settings, with_user(url, "gw", secret), projects)  # 200: subscribed
     client = Session(with_user(url, "client", "c-secret"), [f"{project}/assistant_response/+"])
     try:
-        assert turn(client, project, "logged in")["response"] == "echo: logged in"
+        assert turn(client, project, "hello, logged in")["response"] == "echo: hello, logged in"
     finally:
         client.close()
 
@@ -173,7 +173,7 @@ def test_the_compose_acl_keeps_each_project_to_its_own_topics(miner, settings, p
                 break
         assert str(rc) == "Not authorized"
         # sushi_bar's next answer is the first thing it gets: nothing spoofed came before
-        assert turn(sushi, "sushi_bar", "still mine?")["response"] == "echo: still mine?"
+        assert turn(sushi, "sushi_bar", "hi, still mine?")["response"] == "echo: hi, still mine?"
         # its own input is open to it: the gateway answers
         assert str(restaurant.send("restaurant", {"message": "hi", "session_id": "own"})) == (
             "Success"
