@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chat_service.language import language_of
+from chat_service.language import language_of, written_in
 from chat_service.menu import WEEKDAYS, Restaurant, normalise
 from chat_service.phrases import phrases
 
@@ -206,9 +206,9 @@ def check(
         found.append("a refusal beside a success")
     if want.outcome == "refused" and any(f" {b} " in tokens for b in BOOKINGS):
         found.append("a success beside a refusal")
-    told = language_of(_strip_proper(rest, restaurant))
-    if told != lang:
-        found.append(f"in {told}, not {lang}")
+    told = _strip_proper(rest, restaurant)
+    if not written_in(told, lang):
+        found.append(f"in {language_of(told)}, not {lang}")
     return verdict
 
 

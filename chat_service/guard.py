@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from chat_service.language import language_of
+from chat_service.language import written_in
 from chat_service.menu import DIETS, Restaurant, normalise
 from chat_service.phrases import every_language
 from chat_service.words import CATEGORY_WORDS, DIET_WORDS
@@ -124,7 +124,7 @@ def problems(text: str, check: Check, whole: bool = False) -> list[str]:
         found.append("an affirmation beside a refusal")
     if any(claim in plain and claim not in allowed for claim in CLAIMS):
         found.append("a claim about itself or the house")
-    if _language(text, check.restaurant) != check.lang:
+    if not written_in(_without_names(text, check.restaurant), check.lang):
         found.append(f"not in {check.lang}")
     if whole:
         decimal = _decimal(plain)
@@ -188,13 +188,13 @@ def _repeats(plain: str, earlier: tuple[str, ...]) -> bool:
     return False
 
 
-def _language(text: str, restaurant: Restaurant) -> str:
-    """The language of ``text`` once dish names and numbers are taken out (Italian dish
-    names say nothing about the guest's language)."""
+def _without_names(text: str, restaurant: Restaurant) -> str:
+    """``text`` without dish names and numbers (Italian dish names say nothing about the
+    guest's language)."""
     stripped = text
     for item in restaurant.items:
         stripped = stripped.replace(item.name, " ")
-    return language_of(NUMBER.sub(" ", stripped))
+    return NUMBER.sub(" ", stripped)
 
 
 def _decimal(text: str) -> str:

@@ -41,3 +41,14 @@ def language_of(text: str) -> str:
     probs = probabilities(text)
     best = max(probs, key=probs.__getitem__)
     return best if probs[best] >= MIN_CONFIDENCE else DEFAULT
+
+
+TELLING_WORDS = 3  # fewer words than this say too little about a language to judge it
+
+
+def written_in(text: str, lang: str) -> bool:
+    """Whether ``text`` reads as ``lang``; a text of fewer than ``TELLING_WORDS`` words
+    ("costs EUR.", once dish names and figures are taken out) passes, since no model can
+    tell its language."""
+    words = [w for w in text.split() if any(c.isalpha() for c in w)]
+    return len(words) < TELLING_WORDS or language_of(text) == lang
