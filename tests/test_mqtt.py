@@ -107,12 +107,16 @@ def test_a_hundred_sessions_in_parallel_each_get_their_own_answer(miner, gateway
     paho, answers = client
     sessions = [f"s{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(100)]
     for i, sid in enumerate(sessions):
-        send(paho, project, {"session_id": sid, "message": f"hello number {i}"})
+        send(
+            paho,
+            project,
+            {"session_id": sid, "message": f"hello there, how are you today number {i}"},
+        )
     found = answers_for(answers, 100, timeout=60)
     assert len(found) == 100
     for i, sid in enumerate(sessions):
         (body,) = found[f"{project}/assistant_response/{sid}"]
-        assert body["response"] == f"echo: hello number {i}"
+        assert body["response"] == f"echo: hello there, how are you today number {i}"
 
 
 def test_messages_in_flight_survive_a_gateway_kill(miner, gateway, client, project, redis):
@@ -123,14 +127,17 @@ def test_messages_in_flight_survive_a_gateway_kill(miner, gateway, client, proje
     paho, answers = client
     sessions = [f"k{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
     for sid in sessions:
-        send(paho, project, {"session_id": sid, "message": f"hello {sid}"})
+        send(paho, project, {"session_id": sid, "message": f"hello there, how are you today {sid}"})
     wait_for(lambda: redis.keys("mia:running:*"), 15, "the gateway to have work in flight")
     kill(first.proc)  # kill -9: nothing acknowledged, nothing answered
     gateway(MIA_REQUEST_TIMEOUT_S="5")  # same client id: the broker delivers them again
     found = answers_for(answers, len(sessions), timeout=60)
     assert {t.rsplit("/", 1)[1] for t in found} == set(sessions)
     for topic, (body,) in found.items():
-        assert body.get("response") == f"echo: hello {topic.rsplit('/', 1)[1]}", body
+        assert (
+            body.get("response")
+            == f"echo: hello there, how are you today {topic.rsplit('/', 1)[1]}"
+        ), body
 
 
 def test_bad_input_gets_an_error_reply_or_a_log_line_and_never_a_crash(
@@ -146,9 +153,13 @@ def test_bad_input_gets_an_error_reply_or_a_log_line_and_never_a_crash(
     _, missing = answers.get(timeout=30)
     assert "message is required" in missing["error"]
     send(paho, f"nowhere{uuid.uuid4().hex[:6]}", {"session_id": sid, "message": "hi"})
-    send(paho, project, {"session_id": sid, "message": "hello, still there?"})
+    send(
+        paho,
+        project,
+        {"session_id": sid, "message": "hello there, how are you today, still there?"},
+    )
     _, alive = answers.get(timeout=30)
-    assert alive["response"] == "echo: hello, still there?"
+    assert alive["response"] == "echo: hello there, how are you today, still there?"
     assert found.proc.poll() is None
     log = found.output()
     assert "payload is not JSON" in log and "payload over" in log
@@ -190,8 +201,10 @@ def test_the_gateway_reconnects_and_resubscribes_when_the_broker_restarts(
     session = Session(url, [f"{project}/assistant_response/+"])
     try:
         sid = uuid.uuid4().hex[:12]
-        session.send(project, {"session_id": sid, "message": "hello again"})
+        session.send(
+            project, {"session_id": sid, "message": "hello there, how are you today, again"}
+        )
         ((_, body),) = session.take(1)
-        assert body["response"] == "echo: hello again"
+        assert body["response"] == "echo: hello there, how are you today, again"
     finally:
         session.close()
