@@ -27,7 +27,7 @@ from typing import Any
 
 from chat_service.compose import Composed, compose
 from chat_service.guard import Check, first_sentences, problems, whole_sentences
-from chat_service.language import language_of
+from chat_service.language import language_of, sure_language
 from chat_service.menu import Restaurant, normalise
 from chat_service.phrases import LANGUAGES, Phrases, phrases
 from chat_service.projects import Project
@@ -38,6 +38,7 @@ from chat_service.tools import Action
 PHRASE_TOKENS = 48  # a closing sentence, or a small-talk reply
 FACTS_IN_PROMPT = 120  # characters of the facts the model sees when it chooses a closing
 CHAT_HISTORY = 2  # messages of history a small-talk reply sees (the last exchange)
+SHORT_SURE = 0.75  # a one-word first message picks a language only this surely
 MIN_WORDS_TO_SWITCH = 2  # a shorter message keeps the session's language ("ok", "2 x")
 
 
@@ -95,8 +96,10 @@ def guest_language(message: str, session: Session, restaurant: Restaurant) -> st
     for item in restaurant.items:
         stripped = stripped.replace(item.name, " ")
     words = [w for w in normalise(stripped).split() if w.isalpha()]
-    if session.language in LANGUAGES and len(words) < MIN_WORDS_TO_SWITCH:
-        return session.language
+    if len(words) < MIN_WORDS_TO_SWITCH:  # "ok", "2 x", "hi": the session's, or a sure one
+        if session.language in LANGUAGES:
+            return session.language
+        return sure_language(stripped, SHORT_SURE) or "en"
     found = language_of(stripped)
     return found if found in LANGUAGES else "en"
 

@@ -44,11 +44,22 @@ def language_of(text: str) -> str:
 
 
 TELLING_WORDS = 3  # fewer words than this say too little about a language to judge it
+SURE = 0.8  # a text is "in another language" only when the model is this sure of it
+
+
+def sure_language(text: str, floor: float = SURE) -> str | None:
+    """The text's language when the model gives it at least ``floor``, else None (a word
+    or two: "hi" reads as Italian at 0.67)."""
+    if not any(c.isalpha() for c in text):
+        return None
+    probs = probabilities(text)
+    best = max(probs, key=probs.__getitem__)
+    return best if probs[best] >= floor else None
 
 
 def written_in(text: str, lang: str) -> bool:
-    """Whether ``text`` reads as ``lang``; a text of fewer than ``TELLING_WORDS`` words
-    ("costs EUR.", once dish names and figures are taken out) passes, since no model can
-    tell its language."""
+    """Whether ``text`` may be taken as ``lang``: unless the model is sure it is another
+    language. A text of fewer than ``TELLING_WORDS`` words ("costs EUR.", once dish
+    names and figures are taken out) always passes."""
     words = [w for w in text.split() if any(c.isalpha() for c in w)]
-    return len(words) < TELLING_WORDS or language_of(text) == lang
+    return len(words) < TELLING_WORDS or sure_language(text) in (None, lang)
