@@ -15,7 +15,7 @@ with a real miner answering through such a user:
   ``_kombu.binding*``; Celery's remote control and events (``*.celery.pidbox*``,
   ``celeryev.*`` and their channels);
 - results ``celery-task-meta-*`` (key and channel);
-- ``<p>:inflight:*``, ``<p>:held:<id>``, ``<p>:running:*``, ``<p>:abort:*``,
+- ``<p>:inflight:*``, ``<p>:held:<id>``, ``<p>:running:*``, ``<p>:abort:*``, ``<p>:partial:*``,
   ``<p>:breakers``, ``<p>:failstreak`` and, to retry a job elsewhere, dispatch's own
   ``<p>:miners``, ``<p>:picks``, ``<p>:seq``, ``<p>:idx*``, ``<p>:indexed``,
   ``<p>:job:*`` (read-only: ``<p>:hb:*``,
@@ -69,6 +69,7 @@ def key_patterns(miner_id: str, prefix: str = "mia") -> list[str]:
         f"~{keys.held(miner_id)}",
         f"~{keys.running('*')}",
         f"~{keys.abort('*')}",
+        f"~{keys.partial('*')}",  # a job's answer so far (miners.resume)
         f"~{keys.breakers}",
         f"~{keys.failstreak}",
         f"~{keys.events}",  # a channel, but the breaker's script names it among its keys
