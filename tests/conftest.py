@@ -41,7 +41,7 @@ POSTGRES = os.environ.get(
 TOKEN = "test-registration-token"
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-pytest_plugins = ["tests.browser"]  # the ``browser`` fixture (headless Chromium)
+pytest_plugins = ["tests.browser", "tests.celery_fixtures"]  # browser, celery_app
 
 
 @pytest.fixture(scope="session")

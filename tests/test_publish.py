@@ -5,9 +5,7 @@ one Celery's ``send_task`` writes, and only where that holds is it built by hand
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
 import redis as redis_lib
 from celery import Celery
 
@@ -15,30 +13,9 @@ from tasks.broker.layout import list_for
 from tasks.broker.messages import argsrepr
 from tasks.broker.publish import Publisher, builds_celerys_message
 from tasks.celery_app import create_celery
-from tasks.jobs import GENERATE, Job
+from tasks.jobs import GENERATE
 from tasks.settings import Settings
-
-
-@pytest.fixture
-def celery_app(settings: Settings, redis: redis_lib.Redis) -> Iterator[Celery]:
-    """The service's Celery app (our transport) on the flushed test Redis."""
-    app = create_celery("publish", settings)
-    try:
-        yield app
-    finally:
-        app.close()
-
-
-def a_job() -> Job:
-    return Job(
-        messages=[{"role": "user", "content": "héllo \u2603"}],
-        model="m",
-        stop=["\n"],
-        seed=7,
-        priority=3,
-        request_id="rid-publish",
-        reply_to="mia:reply:publish",
-    )
+from tests.celery_fixtures import a_job
 
 
 def test_our_publish_writes_the_message_celerys_send_task_writes(
@@ -47,7 +24,7 @@ def test_our_publish_writes_the_message_celerys_send_task_writes(
     """Dispatch builds its message itself (``tasks.broker.publish``): field for field
     and in the same order, what Celery's ``send_task`` publishes for the same job, on
     the same priority step's list (its queue and delivery tag aside)."""
-    job = a_job()
+    job = a_job(request_id="rid-publish", reply_to="mia:reply:publish")
     headers = {"mia_reply": job.reply_to, "traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
     Publisher(celery_app).send(job, "gpu-ours", 6, headers)
     celery_app.send_task(

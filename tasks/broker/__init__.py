@@ -5,9 +5,10 @@ per channel, wait for a pooled connection, note a delivery in kombu's own MULTI,
 store a result with a miner's bookkeeping, read and rewrite task messages by hand,
 lease from and recover to kombu's lists), the code that depends on how the pinned
 Celery and kombu (``requirements.txt``) work inside lives here. Below is each private
-API, attribute or format it depends on, and why. ``tests/test_broker_pins.py``
-checks every one against the installed versions and fails naming it; after upgrading
-either, re-check this list against the new code.
+API, attribute or format it depends on, and why. ``tests/test_broker_pins.py``,
+``test_kombu_transport.py`` and ``test_celery_formats.py`` check every one against the
+installed versions and fail naming it; after upgrading either, re-check this list
+against the new code.
 
 ``transport.py``: kombu's Redis transport, subclassed (``broker_transport``).
 

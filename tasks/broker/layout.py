@@ -4,7 +4,7 @@ r"""kombu's Redis layout, for the parts of the service that read or write it dir
 kombu's Redis transport keeps one list per priority step of a queue: ``<queue>``,
 ``<queue>\x06\x163``, ``<queue>\x06\x166``, ``<queue>\x06\x169``; a delivered message
 that is not yet acknowledged sits in the ``unacked`` hash under its delivery tag,
-scored by time in ``unacked_index``. ``tests/test_broker_pins.py`` checks these
+scored by time in ``unacked_index``. ``tests/test_kombu_transport.py`` checks these
 against the installed kombu.
 """
 

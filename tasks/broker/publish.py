@@ -6,7 +6,7 @@ producer from the pool, the router, Celery's and kombu's option handling; measur
 257 against 106 µs per publish with this module, docs/performance.md): the largest
 cost of the web tier's own on ``/chat/direct``. Here the message is built by
 ``tasks.broker.messages.task_message`` (the same headers and properties as Celery
-5.7's, which ``tests/test_broker_pins.py`` compares with ``send_task``'s) and handed to
+5.7's, which ``tests/test_publish.py`` compares with ``send_task``'s) and handed to
 the broker channel's ``_put``, as kombu would: the priority step's list, and the
 ``WAIT`` for a replica inside ``tasks.broker.transport.confirming``.
 
