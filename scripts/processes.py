@@ -15,7 +15,9 @@ PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM if its parent dies, even by kill -9."""
+    """Linux: the child gets SIGTERM if its parent dies, even by kill -9. The "parent"
+    is the thread that started it: start a long-lived child from a thread that outlives
+    it (the main thread), not from a short-lived helper thread."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:

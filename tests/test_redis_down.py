@@ -84,50 +84,38 @@ def test_a_message_taken_off_its_queue_as_redis_goes_away_is_kept(own_redis):
     """kombu takes a message off its list, then notes it in ``unacked`` in a second
     round trip. Redis gone in between: the delivery waits for Redis to come back and
     the message ends in ``unacked`` (where a late ack or the reaper finds it)."""
-    refused = threading.Event()  # a note of the delivery failed: Redis is away
-    restarted: list[BaseException | None] = []
-
-    def restart() -> None:
-        try:
-            if refused.wait(30):
-                own_redis.up()
-            restarted.append(None)
-        except BaseException as exc:  # surfaced by the test, not lost in the thread
-            restarted.append(exc)
-
-    restarter = threading.Thread(target=restart)
+    refused = threading.Event()  # a note of the delivery failed: Redis was away
     options = {"delivery_retry_s": 60}  # a failure fails well inside pytest's timeout
-    try:
-        with Connection(
-            own_redis.url, transport=transport.Transport, transport_options=options
-        ) as conn:
-            channel = conn.default_channel
-            channel.queue_declare("q")
-            channel.basic_publish(channel.prepare_message("hi", headers={"id": "j"}), "", "q")
-            take, note = channel._get, channel.qos._note_delivery
+    with Connection(
+        own_redis.url, transport=transport.Transport, transport_options=options
+    ) as conn:
+        channel = conn.default_channel
+        channel.queue_declare("q")
+        channel.basic_publish(channel.prepare_message("hi", headers={"id": "j"}), "", "q")
+        take, note = channel._get, channel.qos._note_delivery
 
-            def taken_then_redis_goes(queue: str) -> object:
-                message = take(queue)
-                own_redis.down()
-                restarter.start()
-                return message
+        def taken_then_redis_goes(queue: str) -> object:
+            message = take(queue)
+            own_redis.down()
+            return message
 
-            def noted(*args: object) -> None:
-                try:
-                    note(*args)
-                except redis_lib.ConnectionError:
+        def noted(*args: object) -> None:
+            try:
+                note(*args)
+            except redis_lib.ConnectionError:
+                if not refused.is_set():
                     refused.set()
-                    raise
+                    # Back while the delivery retries. Started on this thread: a child
+                    # started from a thread gets SIGTERM when that thread ends
+                    # (PR_SET_PDEATHSIG, scripts.processes).
+                    own_redis.up()
+                raise
 
-            channel._get = taken_then_redis_goes
-            channel.qos._note_delivery = noted
-            message = channel.basic_get("q", no_ack=False)
-            assert refused.is_set()  # it did wait for Redis
-            client = redis_lib.Redis.from_url(own_redis.url)
-            assert client.llen("q") == 0  # off its list before Redis went away
-            assert client.hexists("unacked", message.delivery_tag)
-            client.close()
-    finally:
-        if restarter.is_alive():
-            restarter.join(30)
-    assert restarted == [None]
+        channel._get = taken_then_redis_goes
+        channel.qos._note_delivery = noted
+        message = channel.basic_get("q", no_ack=False)
+        assert refused.is_set()  # it did wait for Redis
+        client = redis_lib.Redis.from_url(own_redis.url)
+        assert client.llen("q") == 0  # off its list before Redis went away
+        assert client.hexists("unacked", message.delivery_tag)
+        client.close()

@@ -183,6 +183,14 @@ class Channel(kombu_redis.Channel):
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         yield client or self._shared_client
 
+    def close(self) -> None:
+        """kombu's close; then the shared client's connections, which kombu's restore of
+        unacked messages (after it disconnected its pools) opened again."""
+        super().close()  # type: ignore[no-untyped-call]
+        shared = self.__dict__.pop("_shared_client", None)
+        if shared is not None:
+            shared.connection_pool.disconnect()
+
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         """kombu's publish; inside ``confirming``, with a WAIT after it."""
         confirmation: Confirmation | None = getattr(_confirm, "pending", None)
