@@ -60,7 +60,7 @@ def test_n_choices_stream_side_by_side(api, miner):
 
 
 def test_a_caller_that_leaves_aborts_every_choice(api, miner, redis):
-    miner("0", slots=2, MIA_ECHO_DELAY_MS="200")
+    miner("0", slots=2, MIA_ECHO_DELAY_MS="10000")  # an answer that outlasts its caller
     words = " ".join(["word"] * 40)
     body = {"model": "echo", "messages": [{"role": "user", "content": words}], "n": 2}
     response = api.post(
@@ -76,7 +76,7 @@ def test_a_caller_that_leaves_aborts_every_choice(api, miner, redis):
         found = [api.get(f"{api.base}/jobs/{j}", timeout=5).json() for j in job_ids]
         return [f["result"]["finish_reason"] for f in found if f["status"] == "done"]
 
-    assert wait_for(lambda: len(reasons()) == 2 and reasons(), 15, "both to end") == [
+    assert wait_for(lambda: len(reasons()) == 2 and reasons(), 20, "both to end") == [
         "abort",
         "abort",
     ]
