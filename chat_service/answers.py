@@ -35,7 +35,7 @@ from chat_service.prompts import answer_messages
 from chat_service.sessions import Session
 from chat_service.tools import Action
 
-PHRASE_TOKENS = 48  # a closing sentence, or a small-talk reply
+PHRASE_TOKENS = 48  # a small-talk reply; a closing gets at least as many (token_limit)
 FACTS_IN_PROMPT = 120  # characters of the facts the model sees when it chooses a closing
 CHAT_HISTORY = 2  # messages of history a small-talk reply sees (the last exchange)
 SHORT_SURE = 0.75  # a one-word first message picks a language only this surely
@@ -150,6 +150,18 @@ def settle(draft: Draft, text: str, finish: str) -> Answer:
         return Answer(f"{composed.text} {chosen}", f" {chosen}", {"model": "kept"})
     dropped = {"model": "dropped", "problems": ["not one of the choices"]}
     return Answer(composed.text, "", dropped)
+
+
+def token_limit(draft: Draft, model_tokens: int) -> int:
+    """The model job's token limit: ``model_tokens`` for a whole answer (``model``
+    mode), else ``PHRASE_TOKENS``, raised to the longest closing's bytes and one for
+    the end of the sequence. A token holds at least a byte, so however a constrained
+    engine splits a choice (its tokenizer's way or not), it is never cut off inside it;
+    an engine that honours the choices stops at the choice's end, so the limit costs
+    nothing."""
+    if draft.mode == "model":
+        return model_tokens
+    return max([PHRASE_TOKENS, *(len(c.encode()) + 1 for c in draft.closings)])
 
 
 def _grounding(found: list[str]) -> dict[str, Any]:

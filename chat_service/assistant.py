@@ -210,7 +210,7 @@ class Assistant:
             job = Job(
                 messages=prompt,
                 model=project.model,
-                max_tokens=answers.PHRASE_TOKENS if draft.mode == "composed" else self._max_tokens,
+                max_tokens=answers.token_limit(draft, self._max_tokens),
                 choices=list(draft.closings),
                 priority=project.priority if priority is None else priority,
                 stream=stream,

@@ -60,7 +60,10 @@ class NgramClassifier:
         return INTENT_FEATURIZER.features(text, extra)
 
     def classify(self, text: str) -> str:
-        """The most likely label of `text`."""
+        """The most likely label of `text`; `other` when it has no letter or digit (the
+        model's intercepts alone would pick whichever label is commonest)."""
+        if not any(ch.isalnum() for ch in text):
+            return "other"
         return self.model.predict_features(self.features(text))
 
     def scores(self, text: str) -> dict[str, float]:

@@ -160,11 +160,8 @@ def _order(actions: list[Action], restaurant: Restaurant, words: Phrases) -> Com
             cart = action.result
     if cart is not None:
         total = words.money(cart["total"], cart["currency"])
-        parts.append(
-            words("cart", lines=_lines(cart, words), total=total)
-            if cart["items"]
-            else words("empty")
-        )
+        listed = words("cart", lines=_lines(cart, words), total=total)
+        parts.append(listed if cart["items"] else words("empty"))
         required += [total, *_names(cart)] if cart["items"] else []
     if not parts:
         parts.append(words("order_ask"))
@@ -182,10 +179,8 @@ def _names(result: dict[str, Any]) -> list[str]:
 
 
 def _order_refusal(action: Action, words: Phrases) -> str:
-    if action.code == "unknown_item":
-        return words("unknown_item", item=action.details.get("item", action.args.get("item")))
-    if action.code == "not_in_order":
-        return words("not_in_order", item=action.details.get("item", action.args.get("item")))
+    if action.code in ("unknown_item", "not_in_order"):
+        return words(action.code, item=action.details.get("item", action.args.get("item")))
     if action.code == "empty_order":
         return words("nothing_to_place")
     return words("failed", error=action.error)
@@ -216,10 +211,9 @@ def _reservation(
     if action.ok and action.result["available"]:
         return Composed(words("available", party=party, when=said), (f"{when:%H:%M}",), "ok")
     code = action.code if not action.ok else action.result.get("code", "full")
-    reason = _reason(code, action, restaurant, when, words)
+    reason, because = _reason(code, action, restaurant, when, words)
     key = "refused" if action.tool == "reservation_book" else "unavailable"
-    seats = [str(restaurant.largest_table())] if code == "too_large" else []
-    stated = (f"{when:%H:%M}", words.weekday(when.weekday()), *seats)
+    stated = (f"{when:%H:%M}", words.weekday(when.weekday()), *because)
     return Composed(words(key, party=party, when=said, reason=reason), stated, "refused", "refused")
 
 
@@ -244,22 +238,24 @@ def _when(when: datetime, words: Phrases) -> str:
 
 def _reason(
     code: str, action: Action, restaurant: Restaurant, when: datetime, words: Phrases
-) -> str:
-    weekday = words.weekday(when.weekday())
+) -> tuple[str, tuple[str, ...]]:
+    """The refusal's reason, and what an answer must say to state it: the number or time
+    it names, or the word it turns on ("closed", "taken": ``reasons`` in the phrases)."""
+    if code in ("closed_day", "full", "past"):
+        return words(code, weekday=words.weekday(when.weekday())), (words.raw["reasons"][code],)
     if code == "too_large":
-        return words("too_large", seats=restaurant.largest_table())
-    if code == "closed_day":
-        return words("closed_day", weekday=weekday)
+        seats = restaurant.largest_table()
+        return words("too_large", seats=seats), (str(seats),)
     if code == "not_open":
-        return words("not_open", weekday=weekday, hours=restaurant.hours[WEEKDAYS[when.weekday()]])
+        hours = restaurant.hours[WEEKDAYS[when.weekday()]]
+        times = tuple(f"{t:%H:%M}" for span in opening_ranges(restaurant, when) for t in span)
+        return words("not_open", weekday=words.weekday(when.weekday()), hours=hours), times
     if code == "closing":
-        closes = max(c for _, c in opening_ranges(restaurant, when))
-        return words("closing", close=f"{closes:%H:%M}", minutes=restaurant.slot_minutes)
-    if code in ("full", "past"):
-        return words(code)
+        closes = f"{max(c for _, c in opening_ranges(restaurant, when)):%H:%M}"
+        return words("closing", close=closes, minutes=restaurant.slot_minutes), (closes,)
     if code == "too_far":
-        return words("too_far", days=MAX_DAYS_AHEAD)
-    return action.error or words("full")
+        return words("too_far", days=MAX_DAYS_AHEAD), (str(MAX_DAYS_AHEAD),)
+    return action.error or words("full"), ()
 
 
 # -- hours, address, small talk ----------------------------------------------------

@@ -159,6 +159,8 @@ def _booking(
         if spec["reason"] == "too_large":
             want.required.append(str(restaurant.largest_table()))
             want.numbers.add(str(restaurant.largest_table()))
+        else:  # the word the reason turns on ("closed")
+            want.required.append(words.raw["reasons"]["closed_day"])
         return
     want.outcome = "ok"
     want.required.append(spec["time"])
