@@ -3,10 +3,11 @@
 
     python -m bench.hook_calls --mode default|multiprocess|tracing [--iterations N]
 
-A hook is called in batches of ``BATCH``; its cost is the median over batches of a
-batch's time over its size (wall clock, this thread), and beside it the process's CPU
-(every thread: a span exporter's work too) over all its calls. Then a cross-check in
-a real Flask request: Flask's test client on one small view with the request-id hook
+A hook is called in batches of ``BATCH`` (tracing on: ``TRACING_BATCH``); its cost is
+the median over batches of a batch's time over its size (wall clock, this thread),
+beside it the median of this thread's CPU the same way, and the process's CPU (every
+thread: a span exporter's work too) over all its calls. Then a cross-check in a real
+Flask request: Flask's test client on one small view with the request-id hook
 registered and without, in alternating batches, the medians' difference. Prints one
 JSON line.
 """
@@ -25,7 +26,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-BATCH = 500  # calls per timed batch (a tracing batch: 1,000 spans, under the SDK's queue)
+BATCH = 500  # calls per timed batch
+# A tracing batch's spans stay under the BatchSpanProcessor's export threshold (512 spans,
+# OTEL_BSP_MAX_EXPORT_BATCH_SIZE), so that its exporter thread, which holds the GIL while
+# it encodes, runs in the flush after the batch (in the CPU figure) and not inside the
+# timed batch, where a batch of 1,000 spans let it run in some batches and not in others.
+TRACING_BATCH = 200
 HEADERS = {"Content-Type": "application/json", "Content-Length": "34", "Host": "127.0.0.1"}
 RESULT: dict[str, object] = {
     "response": "Hello",
@@ -37,21 +43,31 @@ RESULT: dict[str, object] = {
 
 
 def timed(
-    call: Callable[[], object], iterations: int, after_batch: Callable[[], object]
+    call: Callable[[], object],
+    iterations: int,
+    after_batch: Callable[[], object],
+    batch: int = BATCH,
 ) -> dict[str, float]:
-    """``call``'s median µs per call over batches, and the process's CPU µs per call
-    (``after_batch`` included: a flush of what the batch queued)."""
+    """``call``'s median µs per call over batches (wall clock, and this thread's CPU),
+    and the process's CPU µs per call (``after_batch`` included: a flush of what the
+    batch queued)."""
     call()  # anything lazy happens here, not counted
-    per_call, cpu = [], time.process_time()
-    for _ in range(max(iterations // BATCH, 1)):
-        started = time.perf_counter()
-        for _ in range(BATCH):
+    after_batch()
+    per_call, thread, cpu = [], [], time.process_time()
+    for _ in range(max(iterations // batch, 1)):
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        for _ in range(batch):
             call()
-        per_call.append((time.perf_counter() - started) / BATCH * 1e6)
+        per_call.append((time.perf_counter() - started) / batch * 1e6)
+        thread.append((time.thread_time() - started_cpu) / batch * 1e6)
         after_batch()
-    calls = max(iterations // BATCH, 1) * BATCH
+    calls = max(iterations // batch, 1) * batch
     cpu_us = (time.process_time() - cpu) / calls * 1e6
-    return {"median_us": round(statistics.median(per_call), 2), "cpu_us": round(cpu_us, 2)}
+    return {
+        "median_us": round(statistics.median(per_call), 2),
+        "thread_cpu_us": round(statistics.median(thread), 2),
+        "cpu_us": round(cpu_us, 2),
+    }
 
 
 def prometheus_call() -> Callable[[], object]:
@@ -120,7 +136,7 @@ def tracing_call() -> Callable[[], object]:
     def call() -> None:
         started = None
         if tracing.enabled():
-            carrier = {k.lower(): v for k, v in HEADERS.items()}
+            carrier = {field: HEADERS.get(field) for field in tracing.FIELDS}
             started = tracing.start("POST /chat/direct", carrier, request_id="r1")
         with tracing.span("mia.dispatch", job_id="j1", model=""):
             tracing.inject({})
@@ -129,9 +145,11 @@ def tracing_call() -> Callable[[], object]:
     return call
 
 
-def flask_on_off(iterations: int) -> dict[str, float]:
+def flask_on_off(iterations: int, after_pair: Callable[[], object]) -> dict[str, float]:
     """Median µs per test-client request on one small view, with the request-id hook
-    registered and without (alternating batches), and the difference."""
+    registered and without (alternating batches), and the difference, in wall clock and
+    in this thread's CPU; ``after_pair`` runs, untimed, after each pair of batches (a
+    flush of the spans they queued)."""
     from flask import Flask, jsonify
 
     from web.common.request_ids import register_request_ids
@@ -143,16 +161,25 @@ def flask_on_off(iterations: int) -> dict[str, float]:
         if name == "on":
             register_request_ids(app)
         clients[name] = app.test_client()
-    per_request: dict[str, list[float]] = {"off": [], "on": []}
+    wall: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
     batch = BATCH // 5
     for _ in range(max(iterations // batch // 4, 5)):
         for name, client in clients.items():
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.thread_time()
             for _ in range(batch):
                 client.post("/chat/direct", data="{}", content_type="application/json")
-            per_request[name].append((time.perf_counter() - started) / batch * 1e6)
-    off, on = (statistics.median(per_request[k]) for k in ("off", "on"))
-    return {"off_us": round(off, 1), "on_us": round(on, 1), "cost_us": round(on - off, 1)}
+            wall[name].append((time.perf_counter() - started) / batch * 1e6)
+            cpu[name].append((time.thread_time() - started_cpu) / batch * 1e6)
+        after_pair()
+    off, on = (statistics.median(wall[k]) for k in ("off", "on"))
+    cpu_off, cpu_on = (statistics.median(cpu[k]) for k in ("off", "on"))
+    return {
+        "off_us": round(off, 1),
+        "on_us": round(on, 1),
+        "cost_us": round(on - off, 1),
+        "cost_thread_cpu_us": round(cpu_on - cpu_off, 1),
+    }
 
 
 def measure(mode: str, iterations: int, work: Path) -> dict[str, Any]:
@@ -168,8 +195,8 @@ def measure(mode: str, iterations: int, work: Path) -> dict[str, Any]:
 
         tracing.setup("mia-web")
         flush = getattr(trace.get_tracer_provider(), "force_flush", lambda: None)
-        out["tracing_on"] = timed(tracing_call(), iterations, flush)
-        out["flask_tracing"] = flask_on_off(iterations)
+        out["tracing_on"] = timed(tracing_call(), iterations, flush, TRACING_BATCH)
+        out["flask_tracing"] = flask_on_off(iterations, flush)
         tracing.shutdown()
         return out
     out["prometheus"] = timed(prometheus_call(), iterations, lambda: None)
@@ -179,7 +206,7 @@ def measure(mode: str, iterations: int, work: Path) -> dict[str, Any]:
         out["request_id"] = timed(call, iterations, lambda: None)
     out["log_line"] = timed(log_call(work / "hooks.log"), iterations, lambda: None)
     out["tracing_off"] = timed(tracing_call(), iterations, lambda: None)
-    out["flask"] = flask_on_off(iterations)
+    out["flask"] = flask_on_off(iterations, lambda: None)
     return out
 
 

@@ -7,11 +7,8 @@ it to the job's answer so far, from which another miner continues if this one di
 (``miners.resume``; an unstreamed answer is saved now and then); the whole result is
 stored through Celery as always, after the last piece, and published on that channel
 too, so pieces and result arrive in order and at no other web process. A caller that
-goes away publishes the job id on ``<p>:abort``; the miner's abort listener cancels
-that stream, the engine stops at its next step, and the job ends with
-``finish_reason: "abort"`` and its slot free. The same listener hears drains and
-undrains of this miner on ``<p>:drains`` (and looks at its drain key when it
-subscribes and every ``MASTER_CHECK_S``, for a drain's TTL): ``miners.intake``.
+goes away has its stream cancelled, and the job ends with ``finish_reason: "abort"``
+and its slot free; that, and drains of this miner, are heard by ``miners.listener``.
 """
 
 from __future__ import annotations
@@ -21,27 +18,24 @@ import os
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import redis
-
 from miners.bookkeeping import Bookkeeping
 from miners.devices import DeviceModels, EngineStats
-from miners.engines import Engine, GenerationRequest, Loaded, Stream
+from miners.engines import Engine, GenerationRequest, Loaded
 from miners.engines.lexical import LexicalEngine
 from miners.intake import Intake
+from miners.listener import Listener, Streams
 from miners.resume import Progress
 from miners.retry import RetryPlan, plan_retry
 from tasks.breaker import Breakers
 from tasks.connections import redis_client
 from tasks.dispatch import RedisSelector
 from tasks.jobs import Job, job_result
-from tasks.keys import Keys, text
+from tasks.keys import Keys
 from tasks.lua import Scripts
-from tasks.sentinel import MASTER_CHECK_S, ensure_on_master
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,16 +60,12 @@ class MinerRuntime:
         self.autotune: dict[str, Any] = {}  # what miners.autotune measured and chose
         self._running = 0
         self._lock = threading.Lock()
-        self._streams: dict[str, Stream] = {}
-        # aborts of jobs with no stream here: one may be ours, between its claim (which
-        # read the abort key) and its stream's registration
-        self._unmatched: deque[str] = deque(maxlen=256)
+        self.streams = Streams()
         client = redis_client(
             settings,
             socket_connect_timeout=settings.redis_timeout_s,
             socket_timeout=max(settings.redis_timeout_s, 5.0),
         )
-        self._redis = client
         self._keys = Keys(settings.key_prefix)
         scripts = Scripts(client)
         self._scripts = scripts
@@ -85,10 +75,8 @@ class MinerRuntime:
         self.books = Bookkeeping(
             settings, miner_id, self.boot, client, self._keys, scripts, self._slots, self.breakers
         )
-        self._stop = threading.Event()
-        self._check_drain()  # before the worker chooses its queues
-        self._aborts = threading.Thread(target=self._listen, daemon=True)
-        self._aborts.start()
+        self.listener = Listener(client, self._keys, miner_id, self.intake, self.streams)
+        self.listener.start()  # reads the drain key before the worker chooses its queues
 
     def run(self, payload: dict[str, Any], rerun: bool = False) -> dict[str, Any]:
         """Run one job (``rerun``: an earlier attempt may have begun its answer, which
@@ -133,7 +121,7 @@ class MinerRuntime:
             prefix=start.text,
         )
         stream = engine.stream(request)
-        with self._busy(), self._streaming(job, stream, start.aborted):
+        with self._busy(), self.streams.streaming(job, stream, start.aborted):
             first_piece_at = 0.0
             for piece in stream:
                 if not first_piece_at:
@@ -207,7 +195,7 @@ class MinerRuntime:
         return body
 
     def close(self) -> None:
-        self._stop.set()
+        self.listener.close()
 
     # -- models on this device -------------------------------------------------------
 
@@ -231,73 +219,9 @@ class MinerRuntime:
         self.on_change()
         return state
 
-    # -- streams and aborts ----------------------------------------------------------
-
-    @contextmanager
-    def _streaming(self, job: Job, stream: Stream, aborted: bool) -> Iterator[None]:
-        with self._lock:
-            self._streams[job.job_id] = stream
-            aborted = aborted or job.job_id in self._unmatched
-        # Only streams are aborted; one whose caller left before we listened is cancelled now.
-        if job.stream and aborted:
-            stream.cancel()
-        try:
-            yield
-        finally:
-            stream.close()  # left early (an error, or superseded): the engine lets go
-            with self._lock:
-                self._streams.pop(job.job_id, None)
-
     def abort(self, job_id: str) -> bool:
-        """Cancel ``job_id`` if it runs here; True if it did."""
-        with self._lock:
-            stream = self._streams.get(job_id)
-            if stream is None:
-                self._unmatched.append(job_id)
-        if stream is None:
-            return False
-        stream.cancel()
-        log.info("job %s aborted by its caller", job_id)
-        return True
-
-    def _check_drain(self) -> None:
-        """Whether this miner is drained, as its drain key says (kept as it was if
-        Redis does not answer: the next check tells)."""
-        try:
-            self.intake.drained(bool(self._redis.exists(self._keys.drain(self.miner_id))))
-        except redis.RedisError as exc:
-            log.warning("could not read whether miner %s is drained: %s", self.miner_id, exc)
-
-    def _listen(self) -> None:
-        """Aborts and drains, from one subscription."""
-        delay = 0.05
-        while not self._stop.is_set():
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-            try:
-                pubsub.subscribe(self._keys.aborts, self._keys.drains)
-                self._check_drain()  # a drain announced while not subscribed
-                delay = 0.05
-                checked = time.monotonic()
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message and message["type"] == "message":
-                        self._heard(text(message["channel"]), text(message["data"]))
-                    if time.monotonic() - checked >= MASTER_CHECK_S:
-                        checked = time.monotonic()
-                        ensure_on_master(self._redis, pubsub)  # Sentinel: follow the master
-                        self._check_drain()  # a drain's TTL ran out
-            except redis.RedisError as exc:
-                log.warning("abort listener lost Redis (%s); reconnecting", exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 1.0)
-            finally:
-                pubsub.close()
-
-    def _heard(self, channel: str, data: str) -> None:
-        if channel == self._keys.aborts:
-            self.abort(data)
-        elif data == self.miner_id:  # a drain or undrain of this miner
-            self._check_drain()
+        """Cancel ``job_id`` if it runs here; True if it did (``miners.listener``)."""
+        return self.streams.abort(job_id)
 
     # -- bookkeeping -----------------------------------------------------------------
 

@@ -5,9 +5,9 @@
 prints ``ACL SETUSER miner-7 ...`` (one line, ``redis-cli`` quoting). The miner then
 connects with ``MIA_REDIS_URL=redis://miner-7:<password>@host:6379/0``.
 
-What a miner touches, found in ``miners/runtime.py``, ``tasks/broker/transport.py`` (kombu's
-Redis transport) and ``tasks/broker/backend.py``, and checked by ``tests/test_redis_acl.py``
-with a real miner answering through such a user:
+What a miner touches, found in ``miners/runtime.py``, ``miners/listener.py``,
+``tasks/broker/transport.py`` (kombu's Redis transport) and ``tasks/broker/backend.py``, and
+checked by ``tests/test_redis_acl.py`` with a real miner answering through such a user:
 
 - its own queue ``gpu-<id>`` (one list per priority step) and ``shared``, read and
   written; other miners' queues write-only (a failed job is retried on another miner);

@@ -3,8 +3,10 @@ the Celery task on the miner.
 
 Off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is
 set: then every process exports its spans over OTLP, and the trace context travels in
-the task message's headers (W3C ``traceparent``). Off, nothing is set up and every call
-here returns at once. The standard OpenTelemetry variables choose the rest:
+the task message's headers (W3C ``traceparent`` and ``tracestate``, the only fields the
+miner reads: the W3C propagator is called directly, not the global composite one, which
+would read and write baggage for no one on every request). Off, nothing is set up and
+every call here returns at once. The standard OpenTelemetry variables choose the rest:
 ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf``,
 the default, or ``grpc``: port 4317), and ``OTEL_TRACES_SAMPLER`` /
 ``OTEL_TRACES_SAMPLER_ARG``, which the SDK's ``TracerProvider`` reads itself.
@@ -13,11 +15,12 @@ the default, or ``grpc``: port 4317), and ``OTEL_TRACES_SAMPLER`` /
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import context, trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 # Set by setup(); None: tracing is off. (Not taken at import: getting a tracer makes
 # OpenTelemetry read the environment.)
 _tracer: trace.Tracer | None = None
+_W3C = TraceContextTextMapPropagator()
+FIELDS = ("traceparent", "tracestate")  # what a carrier needs: what inject() writes
 
 
 def enabled() -> bool:
@@ -92,18 +97,20 @@ def shutdown() -> None:
 def inject(headers: MutableMapping[str, Any]) -> None:
     """Put the current trace context into a message's headers."""
     if _tracer is not None:
-        propagate.inject(headers)
+        _W3C.inject(headers)
 
 
-@contextmanager
-def span(name: str, carrier: Mapping[str, Any] | None = None, **attributes: Any) -> Iterator[None]:
-    """A span around the block, a child of ``carrier``'s context when given."""
+def span(
+    name: str, carrier: Mapping[str, Any] | None = None, **attributes: Any
+) -> AbstractContextManager[object]:
+    """A span around the block, a child of ``carrier``'s context when given; an
+    exception leaving the block is recorded on it (``use_span``'s own handling)."""
     if _tracer is None:
-        yield
-        return
-    parent = propagate.extract(carrier) if carrier is not None else None
-    with _tracer.start_as_current_span(name, context=parent, attributes=attributes):
-        yield
+        return nullcontext()
+    parent = _W3C.extract(carrier) if carrier is not None else None
+    # use_span alone, not start_as_current_span: one generator around the block, not two
+    current = _tracer.start_span(name, parent, attributes=attributes)
+    return trace.use_span(current, end_on_exit=True)
 
 
 Started = tuple[trace.Span, object]
@@ -113,8 +120,8 @@ def start(name: str, carrier: Mapping[str, Any] | None = None, **attributes: Any
     """Start a span and make it current until ``end(token)`` (for begin/end hooks)."""
     if _tracer is None:
         return None
-    parent = propagate.extract(carrier) if carrier is not None else None
-    current = _tracer.start_span(name, context=parent, attributes=attributes)
+    parent = _W3C.extract(carrier) if carrier is not None else None
+    current = _tracer.start_span(name, parent, attributes=attributes)
     return current, context.attach(trace.set_span_in_context(current))
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import redis as redis_lib
 import requests
@@ -22,7 +24,8 @@ from web.fleet.db import migrate
 
 class InProcessStack:
     """A web tier of the test's own settings in this process, over real HTTP with
-    gunicorn's backlog, and real echo miners; ``close`` stops them all."""
+    gunicorn's backlog, and real echo miners; ``close`` (or leaving a ``with`` block)
+    stops them all."""
 
     def __init__(self, tmp_path: Path, settings: Settings) -> None:
         self.tmp_path, self.settings = tmp_path, settings
@@ -51,7 +54,16 @@ class InProcessStack:
             f"miner {gpu_id} to heartbeat",
         )
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
     def close(self) -> None:
+        """The miners (a killed one too) and the web tier."""
         for found in self.miners:
             stop(found.proc)
         self.server.shutdown()
@@ -90,6 +102,7 @@ class OwnStack(InProcessStack):
         self.redis = redis_server.start(self.redis_port, self.tmp_path / "redis")
 
     def close(self) -> None:
+        """The miners, the web tier and its Redis."""
         super().close()
         stop(self.redis)
 

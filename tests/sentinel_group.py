@@ -1,5 +1,6 @@
 """A Redis Sentinel group of a test's own: a master, a replica and three sentinels on
-free loopback ports, quick to fail over, every process stopped by ``close``."""
+free loopback ports, quick to fail over, every process stopped by ``close`` (or leaving
+a ``with`` block)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import redis as redis_lib
 
@@ -134,6 +136,14 @@ class SentinelGroup:
             interval=0.01,
         )
         return time.monotonic()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     def close(self) -> None:
         for proc in [*self.sentinels.values(), *self.servers.values()]:

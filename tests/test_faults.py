@@ -127,21 +127,15 @@ def test_a_poison_job_ends_in_an_error_naming_it_and_the_fleet_lives(api, miner,
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[OwnStack]:
-    stack = OwnStack(tmp_path)
-    try:
+    with OwnStack(tmp_path) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 @pytest.fixture
 def patient_stack(tmp_path: Path) -> Iterator[OwnStack]:
     """An own stack whose callers wait up to a minute (a backlog to work through)."""
-    stack = OwnStack(tmp_path, request_timeout_s=60)
-    try:
+    with OwnStack(tmp_path, request_timeout_s=60) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def test_redis_stopped_and_restarted_under_load_loses_no_accepted_job(own_stack):

@@ -1,5 +1,7 @@
-"""Redis Sentinel: the URL form, clients that follow the master, WAIT for a replica, and
-(tests/test_sentinel_failover.py) a master killed under load.
+"""Redis Sentinel against a real group: clients that follow the master, sessions and
+locks, WAIT for a replica confirmed and refused, and our kombu channel. The URL form and
+the settings it brings: tests/test_sentinel_config.py; a master killed under load:
+tests/test_sentinel_failover.py.
 
 The processes (a master, a replica, three sentinels) come from tests/sentinel_group.py,
 one group for this module, stopped at its end whatever happens."""
@@ -18,23 +20,20 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
-from celery.backends.redis import SentinelBackend
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
 from chat_service.sessions import SessionStore
 from chat_service.tokens import counter
-from scripts.launch import child_env
 from scripts.processes import stop, wait_for
 from tasks.broker import transport
-from tasks.broker.backend import SentinelResultBackend
 from tasks.broker.transport import confirming
-from tasks.celery_app import celery_conf, create_celery
+from tasks.celery_app import create_celery
 from tasks.connections import redis_client
-from tasks.errors import ConfigError, Conflict
+from tasks.errors import Conflict
 from tasks.keys import Keys, result_key
 from tasks.lua import Scripts
-from tasks.replication import Replicas, Unconfirmed, wanted_replicas
+from tasks.replication import Replicas, Unconfirmed
 from tasks.sentinel import BlockingSentinelPool, SentinelURL
 from tasks.settings import Settings
 from tests import sentinel_group
@@ -42,94 +41,13 @@ from tests.conftest import TOKEN
 from tests.sentinel_group import SentinelGroup
 from web import create_app
 
-URL = "sentinel://:s3cr%40t@h1:26379;sentinel://h2;sentinel://h3:26380/5"
-
-
-def test_the_url_form_reads_every_sentinel_and_is_normalized_for_kombu_and_celery():
-    parsed = SentinelURL.parse(URL)
-    assert parsed.hosts == (("h1", 26379), ("h2", 26379), ("h3", 26380))
-    assert (parsed.db, parsed.username, parsed.password) == (5, None, "s3cr@t")
-    normalized = parsed.normalized()
-    assert normalized == (
-        "sentinel://:s3cr%40t@h1:26379/5;sentinel://:s3cr%40t@h2:26379/5;"
-        "sentinel://:s3cr%40t@h3:26380/5"
-    )
-    # kombu and Celery read the database and the password from the first URL only.
-    assert Connection(URL).virtual_host == "/"  # as written: database 0, not 5
-    connection = Connection(normalized)
-    assert (connection.virtual_host, connection.password) == ("5", "s3cr@t")
-    backend = create_celery("t", Settings(redis_url=URL)).backend
-    assert isinstance(backend, SentinelResultBackend) and isinstance(backend, SentinelBackend)
-    assert (backend.connparams["db"], backend.connparams["password"]) == (5, "s3cr@t")
-    assert [(h["host"], h["port"]) for h in backend.connparams["hosts"]] == list(parsed.hosts)
-
-
-@pytest.mark.parametrize(
-    "url, why",
-    [
-        ("sentinel://h1/1;sentinel://h2/2", "disagree on the db"),
-        ("sentinel://:a@h1;sentinel://:b@h2", "disagree on the credentials"),
-        ("sentinel://h1/zero", "must be a number"),
-        ("sentinel://h1;redis://h2", "is not sentinel://"),
-        ("sentinel://;", "is not sentinel://"),
-    ],
-)
-def test_a_sentinel_url_that_cannot_be_read_is_refused_naming_the_setting(url, why):
-    with pytest.raises(ConfigError, match="MIA_REDIS_URL") as raised:
-        SentinelURL.parse(url)
-    assert why in str(raised.value)
-
-
-def test_celery_gets_the_sentinel_transport_backend_master_name_and_wait():
-    settings = Settings(redis_url=URL, redis_sentinel_master="prod")
-    conf = celery_conf(settings)
-    normalized = SentinelURL.parse(URL).normalized()
-    assert conf["broker_url"] == normalized
-    assert conf["broker_transport"] == "tasks.broker.transport:SentinelTransport"
-    assert conf["result_backend"] == f"tasks.broker.backend:SentinelResultBackend+{normalized}"
-    for options in (conf["broker_transport_options"], conf["result_backend_transport_options"]):
-        assert options["master_name"] == "prod"
-        assert options["sentinel_kwargs"]["socket_timeout"] == settings.redis_timeout_s
-    assert conf["result_backend_transport_options"]["wait_replicas"] == 1
-    assert conf["broker_transport_options"]["pool_timeout"] >= 5  # blocking pool kept
-
-    plain = celery_conf(Settings(redis_url="redis://127.0.0.1:6379/2"))
-    assert plain["broker_transport"] == "tasks.broker.transport:Transport"
-    assert "master_name" not in plain["broker_transport_options"]
-    assert plain["result_backend_transport_options"]["wait_replicas"] == 0
-
-
-def test_wait_is_on_by_default_only_for_sentinel_urls():
-    assert wanted_replicas(Settings(redis_url=URL)) == 1
-    assert wanted_replicas(Settings(redis_url="redis://h:6379/0")) == 0
-    assert wanted_replicas(Settings(redis_url="redis://h:6379/0", redis_wait_replicas=2)) == 2
-    assert wanted_replicas(Settings(redis_url=URL, redis_wait_replicas=0)) == 0
-
-
-def test_tls_with_sentinel_is_refused_at_start():
-    settings = Settings(redis_url=URL, redis_tls_ca_file="/etc/ca.pem")
-    for start in (celery_conf, redis_client):
-        with pytest.raises(ConfigError, match="TLS to Redis is not supported with Sentinel"):
-            start(settings)  # type: ignore[operator]
-
-
-def test_children_get_the_master_name_and_the_wait_settings():
-    env = child_env(Settings(redis_url=URL, redis_sentinel_master="prod", redis_wait_timeout_ms=9))
-    assert env["MIA_REDIS_URL"] == URL
-    assert env["MIA_REDIS_SENTINEL_MASTER"] == "prod"
-    assert (env["MIA_REDIS_WAIT_REPLICAS"], env["MIA_REDIS_WAIT_TIMEOUT_MS"]) == ("-1", "9")
-
-
 # -- against a real Sentinel group ------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
-    found = SentinelGroup(tmp_path_factory.mktemp("sentinel"))
-    try:
+    with SentinelGroup(tmp_path_factory.mktemp("sentinel")) as found:
         yield found
-    finally:
-        found.close()
 
 
 @pytest.fixture

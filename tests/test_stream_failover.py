@@ -73,11 +73,8 @@ class Caller:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[OwnStack]:
-    stack = OwnStack(tmp_path, request_timeout_s=60)
-    try:
+    with OwnStack(tmp_path, request_timeout_s=60) as stack:
         yield stack
-    finally:
-        stack.close()  # the miners (the killed one too), the web tier, its Redis
 
 
 def test_100_streams_survive_a_miner_killed_midway_with_no_gap_and_no_repeat(stack):

@@ -14,7 +14,8 @@ always in exactly one place:
 Push miners consume the same lists through Celery (after their own queue), so the
 two kinds of miner share one queue and never run a job twice: a message popped by
 one is gone for the other. Results are stored in Celery's format under Celery's
-key, so callers waiting through ``ResultWaiter`` see no difference.
+key, so callers waiting through ``ResultWaiter`` see no difference. Handing a result in
+is ``web.fleet.submissions``.
 
 Long-polling (``wait``) blocks on a wake list that the dispatcher pushes a token to
 whenever it publishes on ``shared``, and on the miner's own, which ends it when the
@@ -42,12 +43,12 @@ import redis
 
 from tasks import metrics
 from tasks.broker.layout import queue_lists
-from tasks.broker.messages import BadMessage, celery_meta, decode_message, failure_meta
-from tasks.errors import Conflict, NotFound
-from tasks.jobs import Job, job_result
-from tasks.keys import SHARED_QUEUE, Keys, result_key, text
+from tasks.broker.messages import BadMessage, decode_message, failure_meta
+from tasks.jobs import Job
+from tasks.keys import SHARED_QUEUE, Keys, text
 from tasks.lua import Scripts
 from tasks.settings import Settings
+from web.fleet.submissions import Submission, Submissions
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,6 @@ WAKE_CHECK_S = 1.0
 MIN_BLOCK_S = 0.01
 DRAINED = "!drained"  # lease.lua's answer for a drained miner
 SWEEP_BATCH = 500
-REFUSALS = {
-    "not_holder": "job {job} is leased to another miner or was re-leased since: "
-    "this miner's lease is gone",
-    "duplicate": "job {job} already has a result; the first one stored wins",
-    "not_leased": "job {job} is not leased to anyone (its lease expired, or it was "
-    "never handed out over /get_work)",
-}
 
 
 @dataclass(frozen=True)
@@ -102,20 +96,6 @@ class Lease:
         }
 
 
-@dataclass(frozen=True)
-class Submission:
-    """What a legacy miner hands in: a response, or the error that stopped it."""
-
-    response: str | None = None
-    error: str | None = None
-    model: str = ""
-    engine: str = "legacy"
-    inference_ms: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    finish_reason: str | None = None
-
-
 class LeaseBook:
     """Leases on the shared queue: take, submit, expire."""
 
@@ -132,6 +112,7 @@ class LeaseBook:
         self._keys = keys
         self._settings = settings
         self._lists = queue_lists(SHARED_QUEUE)
+        self._submissions = Submissions(client, scripts, keys, settings)
 
     # -- taking work ---------------------------------------------------------------
 
@@ -200,7 +181,7 @@ class LeaseBook:
                 job = decode_message(raw)
             except BadMessage as exc:
                 log.error("job %s cannot be handed out: %s", job_id, exc)
-                self._finish(
+                self._submissions.finish(
                     job_id, miner_id, lease_id, failure_meta(job_id, f"job {job_id}: {exc}")
                 )
                 continue
@@ -217,71 +198,8 @@ class LeaseBook:
     def submit(
         self, miner_id: str, job_id: str, lease_id: str | None, submission: Submission
     ) -> dict[str, Any]:
-        """Store the result of a leased job; only the lease holder may, and only once.
-
-        Raises NotFound for an unknown job and Conflict when the miner does not hold
-        the lease (any more) or a result is already stored; nothing changes then.
-        """
-        for _ in range(3):
-            holder, leased_at, raw = self._redis.hmget(
-                self._keys.lease(job_id), ["miner", "leased_at", "message"]
-            )
-            if holder is not None and text(holder) == miner_id and raw is not None:
-                break
-            # Not (or no longer) this miner's lease: submit.lua raises the precise reason,
-            # unless the job was leased to this miner in the meantime; then read again.
-            self._finish(job_id, miner_id, lease_id or "", "")
-        else:
-            raise Conflict(f"job {job_id}: its lease keeps changing", job_id=job_id)
-        job = decode_message(raw)
-        started = float(leased_at or time.time())
-        if submission.error is not None:
-            message = f"job {job_id} failed on legacy miner {miner_id}: {submission.error}"
-            meta = failure_meta(job_id, message)
-            result: dict[str, Any] = {"job_id": job_id, "status": "failed", "error": message}
-        else:
-            finished = (
-                started + submission.inference_ms / 1000
-                if submission.inference_ms is not None
-                else time.time()
-            )
-            result = job_result(
-                job,
-                miner_id,
-                submission.response or "",
-                started,
-                finished,
-                model=submission.model,
-                engine=submission.engine,
-                usage={
-                    "prompt_tokens": submission.prompt_tokens,
-                    "completion_tokens": submission.completion_tokens,
-                },
-                finish_reason=submission.finish_reason,
-            )
-            meta = celery_meta(job_id, "SUCCESS", result)
-        self._finish(job_id, miner_id, lease_id or "", meta, job.reply_to)
-        return result
-
-    def _finish(self, job_id: str, miner_id: str, lease_id: str, meta: str, to: str = "") -> None:
-        """Run submit.lua (the result to the waiter on channel ``to``); raise on a refusal."""
-        outcome = text(
-            self._scripts(
-                "submit",
-                keys=[
-                    self._keys.lease(job_id),
-                    self._keys.leases,
-                    result_key(job_id),
-                    self._keys.job(job_id),
-                ],
-                args=[job_id, miner_id, lease_id, meta, self._settings.result_ttl_s, to],
-            )
-        )
-        if outcome in ("stored", "holder"):
-            return
-        if outcome == "unknown":
-            raise NotFound(f"no job {job_id}", job_id=job_id)
-        raise Conflict(REFUSALS[outcome].format(job=job_id), job_id=job_id, reason=outcome)
+        """Store the result of a leased job (``web.fleet.submissions``)."""
+        return self._submissions.submit(miner_id, job_id, lease_id, submission)
 
     # -- expiry ----------------------------------------------------------------------
 

@@ -21,21 +21,18 @@ Maximum); beyond that the network loop waits for a free worker,
 which stops reading from the broker: back-pressure instead of an unbounded queue. A
 message for a session whose turn is in hand waits without a worker (``lanes``). The
 wait for PUBACKs is one thread of its own (the acker), so a worker is free again as soon
-as its answer is handed to the network loop (a worker that waited for its PUBACK itself
-would wait on the very loop that waits for it).
+as its answer is handed to the network loop (``acker``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import signal
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -49,6 +46,7 @@ from tasks.lua import Scripts
 from tasks.settings import Settings
 from web.common.parsing import SESSION_ID
 from web.mqtt import health, stats
+from web.mqtt.acker import Acker, Done
 from web.mqtt.broker import Broker, no_delay, session
 from web.mqtt.lanes import Lanes
 from web.mqtt.limits import RateLimit, RateLimited
@@ -56,19 +54,6 @@ from web.mqtt.turns import INPUT, OUTPUT, BadInput, Turns, read_payload
 from web.services import Services, build_services
 
 log = logging.getLogger(__name__)
-
-PUBACK_WAIT_S = 10.0
-
-
-@dataclass
-class Done:
-    """A message worked on: acknowledge it once ``reply`` (if any) is published."""
-
-    message: mqtt.MQTTMessage
-    reply: mqtt.MQTTMessageInfo | None
-    started: float
-    ok: bool
-    limited: bool = False
 
 
 class Gateway:
@@ -109,15 +94,14 @@ class Gateway:
         self._slots = threading.BoundedSemaphore(settings.mqtt_in_flight)
         self._lanes: Lanes[tuple[mqtt.MQTTMessage, float]] = Lanes()
         self._pool = ThreadPoolExecutor(settings.mqtt_in_flight, thread_name_prefix="mqtt")
-        self._done: queue.Queue[Done | None] = queue.Queue()
-        self._acker = threading.Thread(target=self._acknowledge, name="mqtt-acker", daemon=True)
+        self.acker = Acker(self.client, self.stats)
         self._stop = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------
 
     def run(self) -> None:
         """Connect (retrying until the broker answers) and serve until ``stop()``."""
-        self._acker.start()
+        self.acker.start()
         while not self._stop.is_set():
             try:
                 self.client.connect(
@@ -137,8 +121,7 @@ class Gateway:
         while not self._stop.wait(period):
             log.info(stats.line(self.stats.rotate(), period))
         self._pool.shutdown(wait=True)
-        self._done.put(None)  # the acker acknowledges what is left, then ends
-        self._acker.join(PUBACK_WAIT_S + 5)
+        self.acker.finish()  # acknowledges what is left, then ends
         self.client.loop_stop()
         self.client.disconnect()
 
@@ -211,7 +194,7 @@ class Gateway:
             error = {"error": "internal error", "code": "internal"}
             reply = self._error(project, session_id, request_id, error, message.topic)
         finally:  # the answer is handed over: the acker waits for its PUBACK
-            self._done.put(Done(message, reply, started, ok, limited))
+            self.acker.put(Done(message, reply, started, ok, limited))
             queued = self._lanes.leave(lane_of(message))
             if queued is None:
                 self._slots.release()
@@ -234,29 +217,6 @@ class Gateway:
 
     def _publish(self, topic: str, body: dict[str, Any]) -> mqtt.MQTTMessageInfo:
         return self.client.publish(topic, json.dumps(body), qos=1)
-
-    def _acknowledge(self) -> None:
-        """The acker: each message is acknowledged once its reply is published, in turn."""
-        while (done := self._done.get()) is not None:
-            if done.reply is not None and not published(done.reply):
-                # Not acknowledged: the broker delivers the message again when the
-                # connection is back (the turn may then run twice; none is lost).
-                log.warning("reply to %s not published: not acknowledged", done.message.topic)
-                self.stats.abandoned()
-                continue
-            self.client.ack(done.message.mid, done.message.qos)
-            latency_ms = (time.perf_counter() - done.started) * 1000
-            self.stats.acknowledged(done.ok, latency_ms, done.limited)
-
-
-def published(reply: mqtt.MQTTMessageInfo) -> bool:
-    """Whether the broker took ``reply`` (its PUBACK came) within ``PUBACK_WAIT_S``."""
-    try:
-        reply.wait_for_publish(timeout=PUBACK_WAIT_S)
-    except (ValueError, RuntimeError) as exc:  # not queued: paho says why
-        log.warning("reply not published: %s", exc)
-        return False
-    return reply.is_published()
 
 
 def lane_of(message: mqtt.MQTTMessage) -> tuple[str, str] | None:

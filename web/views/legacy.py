@@ -25,7 +25,7 @@ from tasks.errors import PayloadTooLarge, Unauthorized, ValidationError
 from web.common import validation as v
 from web.common.guards import register_and_audit
 from web.common.tolerance import miner_id_value, note_ignored, query_miner_id, tolerant_body
-from web.fleet.leases import Submission
+from web.fleet.submissions import Submission
 from web.services import services
 
 bp = Blueprint("legacy", __name__)
