@@ -185,9 +185,11 @@ class Channel(kombu_redis.Channel):
 
     def close(self) -> None:
         """kombu's close; then the shared client's connections, which kombu's restore of
-        unacked messages (after it disconnected its pools) opened again."""
+        unacked messages (after it disconnected its pools) opened again. The client
+        stays: a late ack of a message this channel delivered still goes through it
+        (the channel can build no new one once its connection is gone)."""
         super().close()  # type: ignore[no-untyped-call]
-        shared = self.__dict__.pop("_shared_client", None)
+        shared = self.__dict__.get("_shared_client")
         if shared is not None:
             shared.connection_pool.disconnect()
 
