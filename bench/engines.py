@@ -4,8 +4,9 @@ For each engine this machine has (echo and llama.cpp always; vLLM when
 ``make test-vllm`` built ``.venv-vllm``), in one run: the engine's time to first token called
 in-process (``bench.direct``, in the engine's own environment), then a real miner
 with 8 slots behind the push path: tokens/s of jobs one after another and of 8 at
-once, and the time to first token seen by an SSE client of ``/chat/direct``. The
-difference of the two first-token times is what the push path costs.
+once, and the time to first token seen by an SSE client of ``/chat/direct``. Both
+sides get the same prompts, each cold (``bench.prompts``), so the difference of the two
+first-token times is what the push path costs.
 """
 
 from __future__ import annotations
@@ -22,15 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import post_json
+from bench.prompts import PROMPT, digest, warmup_prompts
 from bench.report import percentile
 from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
-PROMPT = "Tell me a long story about a small restaurant by the sea."
 SLOTS = 8
 KV_CACHE_BYTES = 256 << 20
-WARMUP = SLOTS + 2  # first uses of each llama.cpp context compute the whole prompt
 
 
 def on_gpu() -> bool:
@@ -96,23 +96,31 @@ class EngineRow:
     push_ttft_ms: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        direct, push = percentile(self.direct_ttft_ms, 50), percentile(self.push_ttft_ms, 50)
+        direct, push = self.direct_ttft_ms, self.push_ttft_ms
+        # Sample i ran the same cold prompt on both sides: its difference is the push path's.
+        share = [p - d for p, d in zip(push, direct, strict=True)]
         return {
             "engine": self.engine,
             "load_s": round(self.load_s, 2),
             "sequential_tok_s": round(self.sequential_tok_s, 1),
             "concurrent8_tok_s": round(self.concurrent_tok_s, 1),
             "concurrency_gain": round(self.concurrent_tok_s / self.sequential_tok_s, 2),
-            "direct_ttft_p50_ms": round(direct, 3),
-            "push_sse_ttft_p50_ms": round(push, 3),
-            "push_ttft_overhead_ms": round(push - direct, 3),
+            "ttft_samples": len(push),
+            "direct_ttft_p50_ms": round(percentile(direct, 50), 3),
+            "direct_ttft_p99_ms": round(percentile(direct, 99), 3),
+            "push_sse_ttft_p50_ms": round(percentile(push, 50), 3),
+            "push_sse_ttft_p99_ms": round(percentile(push, 99), 3),
+            "push_ttft_overhead_ms": round(percentile(push, 50) - percentile(direct, 50), 3),
+            "push_ttft_paired_p50_ms": round(percentile(share, 50), 3),
         }
 
 
-def direct_ttft(engine: str, python: str, samples: int) -> tuple[float, list[float]]:
-    """(load seconds, first-token times) of the engine called in-process."""
+def direct_ttft(engine: str, python: str, prompts: list[str]) -> tuple[float, list[float]]:
+    """(load seconds, first-token times) of the engine called in-process, a fresh one,
+    warmed up as the miner is (``warmup_prompts``), one sample per message of ``prompts``."""
     out = subprocess.run(
-        [python, "-m", "bench.direct", "--engine", engine, "--samples", str(samples)],
+        [python, "-m", "bench.direct", "--engine", engine],
+        input=json.dumps({"warmup": warmup_prompts(), "prompts": prompts}),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -121,6 +129,8 @@ def direct_ttft(engine: str, python: str, samples: int) -> tuple[float, list[flo
         env={**miner_env(engine), "PATH": "/usr/bin:/bin"},
     )
     found = json.loads(out.stdout.strip().splitlines()[-1])
+    if found["prompts"] != digest(prompts):
+        raise RuntimeError("the in-process engine ran other prompts than it was given")
     return float(found["load_s"]), [float(x) for x in found["ttft_ms"]]
 
 
@@ -145,21 +155,31 @@ def throughput(host: str, port: int, jobs: int, concurrent: int, max_tokens: int
     return tokens / (time.perf_counter() - started)
 
 
-def sse_ttft(host: str, port: int, samples: int) -> list[float]:
+JSON = {"content-type": "application/json"}
+
+
+def sse_body(message: str) -> str:
+    """The streamed ``/chat/direct`` request of one first-token sample."""
+    return json.dumps({"message": message, "max_tokens": 8, "stream": True})
+
+
+def sse_first_piece_ms(host: str, port: int, message: str) -> float:
     """Request sent -> first ``piece`` event read, over SSE from ``/chat/direct``."""
-    body = json.dumps({"message": PROMPT, "max_tokens": 8, "stream": True})
-    out = []
-    for _ in range(samples + WARMUP):
-        conn = http.client.HTTPConnection(host, port, timeout=120)
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    try:
         began = time.perf_counter()
-        conn.request("POST", "/chat/direct", body, {"content-type": "application/json"})
+        conn.request("POST", "/chat/direct", sse_body(message), JSON)
         response = conn.getresponse()
         while True:
             line = response.fp.readline()
             if not line:
                 raise RuntimeError("the stream ended before its first piece")
             if line.startswith(b"event: piece"):
-                out.append((time.perf_counter() - began) * 1000)
-                break
+                return (time.perf_counter() - began) * 1000
+    finally:
         conn.close()  # leaving early: the miner aborts the rest
-    return out[WARMUP:]
+
+
+def sse_ttft(host: str, port: int, prompts: list[str]) -> list[float]:
+    """One SSE first-token sample per message of ``prompts``."""
+    return [sse_first_piece_ms(host, port, message) for message in prompts]

@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import assistant, engines, hooks, measure, throughput
+from bench import assistant, engines, hooks, measure, prompts, throughput
 from bench import mqtt as bench_mqtt
 from bench.report import Row
 from bench.stack import environment, live_miners
@@ -48,7 +48,11 @@ def legacy_rows(
 
 
 def engine_rows(
-    settings: Settings, work: Path, quick: bool, only: dict[str, str] | None = None
+    settings: Settings,
+    work: Path,
+    quick: bool,
+    only: dict[str, str] | None = None,
+    samples: int = 0,
 ) -> list[engines.EngineRow]:
     """The engine section: one engine at a time, each alone on the machine (``only``:
     these engines, each from the Python given; ``scripts.gpu_check``)."""
@@ -56,20 +60,39 @@ def engine_rows(
     for name, python in (only or engines.available()).items():
         if quick and only is None and name != "echo":
             continue
-        row = engines.EngineRow(name)
-        row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, 5 if quick else 20)
-        argv = miner_argv(f"bench-{name}", python, alone=True)
-        env = {**environment(settings), **engines.miner_env(name)}
-        with running(argv, env, work / f"{name}.log"):
-            wait_for(lambda: live_miners(settings.api_url) > 0, 300, f"the {name} miner")
-            host, port, tokens = "127.0.0.1", settings.port, 32 if quick else 64
-            engines.throughput(host, port, 2, 2, 8)  # warm up
-            row.sequential_tok_s = engines.throughput(host, port, 4, 1, tokens)
-            row.concurrent_tok_s = engines.throughput(host, port, 8, 8, tokens)
-            row.push_ttft_ms = engines.sse_ttft(host, port, 5 if quick else 20)
-        wait_for(lambda: live_miners(settings.api_url) == 0, 10, f"the {name} miner to leave")
-        rows.append(row)
+        n = samples or (5 if quick else 20)
+        rows.append(engine_row(settings, work, name, python, n, quick))
     return rows
+
+
+TTFT_ROUNDS = 4  # first-token samples in-process and through the push path, interleaved
+
+
+def engine_row(
+    settings: Settings, work: Path, name: str, python: str, samples: int, quick: bool
+) -> engines.EngineRow:
+    """One engine's row. Its first-token samples are cold and the same on both sides
+    (``bench.prompts``); in-process first, alone, then, off the GPU (where two engines
+    would not fit), the rest in rounds that alternate with the miner's."""
+    row = engines.EngineRow(name)
+    rounds = 1 if quick or engines.on_gpu() else TTFT_ROUNDS
+    chunks = prompts.measured_prompts(samples, rounds)
+    row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, chunks[0])
+    argv = miner_argv(f"bench-{name}", python, alone=True)
+    env = {**environment(settings), **engines.miner_env(name)}
+    with running(argv, env, work / f"{name}.log"):
+        wait_for(lambda: live_miners(settings.api_url) > 0, 300, f"the {name} miner")
+        host, port, tokens = "127.0.0.1", settings.port, 32 if quick else 64
+        engines.throughput(host, port, 2, 2, 8)  # warm up
+        row.sequential_tok_s = engines.throughput(host, port, 4, 1, tokens)
+        row.concurrent_tok_s = engines.throughput(host, port, 8, 8, tokens)
+        engines.sse_ttft(host, port, prompts.warmup_prompts())  # uncounted
+        row.push_ttft_ms = engines.sse_ttft(host, port, chunks[0])
+        for chunk in chunks[1:]:
+            row.direct_ttft_ms += engines.direct_ttft(name, python, chunk)[1]
+            row.push_ttft_ms += engines.sse_ttft(host, port, chunk)
+    wait_for(lambda: live_miners(settings.api_url) == 0, 10, f"the {name} miner to leave")
+    return row
 
 
 def mqtt_hop(

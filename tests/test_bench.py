@@ -1,16 +1,21 @@
 """The bench's pieces for issue 25: the stock stack it compares with (``bench.naive``,
 started by ``bench.versus`` as real gunicorn and Celery processes), the CPU roles that
 keep its processes apart from the product's, its report and targets, and the
-per-request hooks measured on and off (``bench.hooks``, real subprocesses)."""
+per-request hooks measured on and off (``bench.hooks``, real subprocesses); and the engine
+rows' first-token samples, cold and the same on both sides (``bench.prompts``)."""
 
 from __future__ import annotations
 
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis as redis_lib
 
-from bench import hooks, throughput, versus
+from bench import engines, hooks, prompts, sections, throughput, versus
+from tasks.settings import Settings
 
 
 def test_the_stock_stack_answers_chat_direct_through_a_real_celery_worker(
@@ -105,3 +110,59 @@ def test_lines_per_request_counts_what_the_log_grew_by(tmp_path: Path) -> None:
             f.write("line\n" * (n // 2))
 
     assert hooks.lines_per_request(log, 10, send) == 0.5
+
+
+def test_the_first_token_samples_are_the_same_cold_prompts_on_both_sides(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    asked: dict[str, list[list[str]]] = {"direct": [], "push": []}
+
+    def direct(name: str, python: str, chunk: list[str]) -> tuple[float, list[float]]:
+        asked["direct"].append(chunk)
+        return 1.0, [1.0] * len(chunk)
+
+    def push(host: str, port: int, chunk: list[str]) -> list[float]:
+        asked["push"].append(chunk)
+        return [2.0] * len(chunk)
+
+    monkeypatch.setattr(engines, "direct_ttft", direct)
+    monkeypatch.setattr(engines, "sse_ttft", push)
+    monkeypatch.setattr(engines, "throughput", lambda *args: 1.0)
+    monkeypatch.setattr(sections, "running", lambda *args: nullcontext())
+    monkeypatch.setattr(sections, "wait_for", lambda *args: None)
+    settings = Settings(redis_url="redis://127.0.0.1:1/9")
+    row = sections.engine_row(settings, tmp_path, "llamacpp", "python", 40, quick=False)
+    warmup, *measured = asked["push"]
+    assert warmup == prompts.warmup_prompts()
+    assert measured == asked["direct"]  # the same messages, in the same rounds
+    assert len(measured) == sections.TTFT_ROUNDS
+    every = [p for chunk in measured for p in chunk]
+    assert len(every) == 40 == len(set(every + warmup)) - len(warmup)
+    assert row.summary()["push_ttft_overhead_ms"] == 1.0
+
+
+def test_each_first_token_sample_differs_from_every_other_at_its_first_token() -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from chat_service.prompts import direct_messages
+    from miners.engines.llamacpp import bundled_model_path
+
+    llm = llama_cpp.Llama(model_path=str(bundled_model_path()), vocab_only=True, verbose=False)
+    template = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"], "", "")
+    messages = prompts.warmup_prompts() + prompts.measured_prompts(len(prompts.NONCES) - 10, 1)[0]
+    texts = [template(messages=direct_messages(m)).prompt for m in messages]  # type: ignore[arg-type]
+    tokens = [llm.tokenize(text.encode(), False, True) for text in texts]
+    shared = 0  # what /chat/direct sends before the message: the same for every request
+    while len({t[shared] for t in tokens}) == 1:
+        shared += 1
+    assert llm.detokenize(tokens[0][:shared]).decode().endswith("user\n")
+    assert len({t[shared] for t in tokens}) == len(messages)  # then no two alike
+
+
+def test_the_in_process_side_runs_the_prompts_it_is_given() -> None:
+    chunk = prompts.measured_prompts(6, 2)[1]
+    load_s, ttft = engines.direct_ttft("echo", sys.executable, chunk)
+    assert len(ttft) == 3 and all(ms > 0 for ms in ttft)
+    with pytest.raises(ValueError, match="cold samples"):
+        prompts.measured_prompts(len(prompts.NONCES), 1)
