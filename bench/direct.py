@@ -1,11 +1,15 @@
 """Time to first token of an engine called in-process: the floor under the push path.
 
     echo '{"warmup": [...], "prompts": [...]}' | python -m bench.direct --engine vllm
+    python -m bench.direct --engine llamacpp --serve   # then one JSON message per line
 
 Run from whichever environment has the engine (``.venv-vllm`` for vLLM). Reads the
 messages on stdin (``bench.prompts``: the same ones the miner gets, each cold), runs the
 warm-up ones uncounted, then one sample per measured one, and prints one JSON line
 ``{"engine", "load_s", "ttft_ms": [...], "prompts": <digest of the measured messages>}``.
+``--serve``: the first line holds the warm-up messages only; then each line read is one
+sample, answered at once with a line ``{"ttft_ms": x}``, so that a caller can alternate
+them with the miner's; at the end of the input, the summary line.
 """
 
 from __future__ import annotations
@@ -33,22 +37,38 @@ def first_token_ms(engine: Engine, message: str) -> float:
         stream.close()
 
 
+def served(engine: Engine) -> tuple[list[str], list[float]]:
+    """One sample per line of stdin, each answered at once."""
+    asked, ttft = [], []
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        asked.append(json.loads(line))
+        ttft.append(first_token_ms(engine, asked[-1]))
+        print(json.dumps({"ttft_ms": ttft[-1]}), flush=True)
+    return asked, ttft
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.direct", description=__doc__)
     parser.add_argument("--engine", required=True)
+    parser.add_argument("--serve", action="store_true", help="one sample per line of stdin")
     args = parser.parse_args(argv)
-    asked = json.loads(sys.stdin.read())
+    first = json.loads(sys.stdin.readline() if args.serve else sys.stdin.read())
     started = time.perf_counter()
     engine = load_engine(engine_settings(args.engine, slots=SLOTS)).engine
     load_s = time.perf_counter() - started
     try:
-        for message in asked["warmup"]:  # every context used once first
+        for message in first["warmup"]:  # every context used once first
             first_token_ms(engine, message)
-        ttft = [first_token_ms(engine, message) for message in asked["prompts"]]
+        if args.serve:
+            asked, ttft = served(engine)
+        else:
+            asked = first["prompts"]
+            ttft = [first_token_ms(engine, message) for message in asked]
     finally:
         engine.close()
     found = {"engine": args.engine, "load_s": load_s, "ttft_ms": ttft}
-    print(json.dumps({**found, "prompts": digest(asked["prompts"])}))
+    print(json.dumps({**found, "prompts": digest(asked)}))
     return 0
 
 

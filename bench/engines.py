@@ -134,6 +134,59 @@ def direct_ttft(engine: str, python: str, prompts: list[str]) -> tuple[float, li
     return float(found["load_s"]), [float(x) for x in found["ttft_ms"]]
 
 
+class DirectServer:
+    """The engine called in-process, in a process of its own kept up so that its samples
+    can alternate with the miner's one by one (``python -m bench.direct --serve``)."""
+
+    def __init__(self, engine: str, python: str) -> None:
+        started = time.perf_counter()
+        self._asked: list[str] = []
+        self._proc = subprocess.Popen(
+            [python, "-m", "bench.direct", "--engine", engine, "--serve"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**miner_env(engine), "PATH": "/usr/bin:/bin"},
+        )
+        self._send(json.dumps({"warmup": warmup_prompts()}))
+        self._read()  # loaded and warmed up
+        self.ready_s = time.perf_counter() - started
+
+    def _send(self, line: str) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(line + "\n")
+        self._proc.stdin.flush()
+
+    def _read(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench.direct ended (exit status {self._proc.wait()})")
+        found: dict[str, Any] = json.loads(line)
+        return found
+
+    def sample(self, message: str) -> float:
+        """Milliseconds to the first piece of ``message``, in-process."""
+        self._asked.append(message)
+        self._send(json.dumps(message))
+        return float(self._read()["ttft_ms"])
+
+    def close(self) -> float:
+        """Stop it; its engine's load seconds. Raises if it ran other prompts than sent."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            found = self._read()
+        finally:
+            assert self._proc.stdout is not None
+            self._proc.stdout.close()
+            self._proc.wait(timeout=60)
+        if found["prompts"] != digest(self._asked):
+            raise RuntimeError("the in-process engine ran other prompts than it was given")
+        return float(found["load_s"])
+
+
 def _chat(host: str, port: int, body: dict[str, Any]) -> dict[str, Any]:
     conn = http.client.HTTPConnection(host, port, timeout=300)
     try:
@@ -163,23 +216,39 @@ def sse_body(message: str) -> str:
     return json.dumps({"message": message, "max_tokens": 8, "stream": True})
 
 
-def sse_first_piece_ms(host: str, port: int, message: str) -> float:
-    """Request sent -> first ``piece`` event read, over SSE from ``/chat/direct``."""
+def until(response: http.client.HTTPResponse, event: bytes) -> None:
+    """Read the SSE stream up to the line ``event``."""
+    while True:
+        line = response.fp.readline()
+        if not line or line.startswith(b"event: error"):
+            raise RuntimeError(f"the stream ended before {event.decode()}: {line!r}")
+        if line.startswith(event):
+            return
+
+
+def sse_first_piece(host: str, port: int, message: str) -> tuple[float, float, str]:
+    """(request sent, first ``piece`` event read) as Unix times, and the job's id, of one
+    streamed ``/chat/direct`` request. The stream is read to its end: a job left running
+    (its abort comes only when the web tier next writes to the closed connection) would
+    take the cores from the next sample's."""
     conn = http.client.HTTPConnection(host, port, timeout=120)
     try:
-        began = time.perf_counter()
+        sent = time.time()
         conn.request("POST", "/chat/direct", sse_body(message), JSON)
         response = conn.getresponse()
-        while True:
-            line = response.fp.readline()
-            if not line:
-                raise RuntimeError("the stream ended before its first piece")
-            if line.startswith(b"event: piece"):
-                return (time.perf_counter() - began) * 1000
+        until(response, b"event: piece")
+        read = time.time()
+        job = str(json.loads(response.fp.readline().decode().removeprefix("data: "))["job"])
+        until(response, b"event: done")
+        return sent, read, job
     finally:
-        conn.close()  # leaving early: the miner aborts the rest
+        conn.close()
 
 
 def sse_ttft(host: str, port: int, prompts: list[str]) -> list[float]:
     """One SSE first-token sample per message of ``prompts``."""
-    return [sse_first_piece_ms(host, port, message) for message in prompts]
+    out = []
+    for message in prompts:
+        sent, read, _ = sse_first_piece(host, port, message)
+        out.append((read - sent) * 1000)
+    return out

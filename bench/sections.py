@@ -65,32 +65,37 @@ def engine_rows(
     return rows
 
 
-TTFT_ROUNDS = 4  # first-token samples in-process and through the push path, interleaved
-
-
 def engine_row(
     settings: Settings, work: Path, name: str, python: str, samples: int, quick: bool
 ) -> engines.EngineRow:
     """One engine's row. Its first-token samples are cold and the same on both sides
-    (``bench.prompts``); in-process first, alone, then, off the GPU (where two engines
-    would not fit), the rest in rounds that alternate with the miner's."""
+    (``bench.prompts``). Off the GPU, the in-process engine is kept up beside the miner
+    and their samples alternate one by one; on the GPU (where two engines would not
+    fit) the in-process ones come first, alone."""
     row = engines.EngineRow(name)
-    rounds = 1 if quick or engines.on_gpu() else TTFT_ROUNDS
-    chunks = prompts.measured_prompts(samples, rounds)
-    row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, chunks[0])
+    (measured,) = prompts.measured_prompts(samples, 1)
+    direct = None
+    if engines.on_gpu():
+        row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, measured)
+    else:
+        direct = engines.DirectServer(name, python)
     argv = miner_argv(f"bench-{name}", python, alone=True)
     env = {**environment(settings), **engines.miner_env(name)}
-    with running(argv, env, work / f"{name}.log"):
-        wait_for(lambda: live_miners(settings.api_url) > 0, 300, f"the {name} miner")
-        host, port, tokens = "127.0.0.1", settings.port, 32 if quick else 64
-        engines.throughput(host, port, 2, 2, 8)  # warm up
-        row.sequential_tok_s = engines.throughput(host, port, 4, 1, tokens)
-        row.concurrent_tok_s = engines.throughput(host, port, 8, 8, tokens)
-        engines.sse_ttft(host, port, prompts.warmup_prompts())  # uncounted
-        row.push_ttft_ms = engines.sse_ttft(host, port, chunks[0])
-        for chunk in chunks[1:]:
-            row.direct_ttft_ms += engines.direct_ttft(name, python, chunk)[1]
-            row.push_ttft_ms += engines.sse_ttft(host, port, chunk)
+    try:
+        with running(argv, env, work / f"{name}.log"):
+            wait_for(lambda: live_miners(settings.api_url) > 0, 300, f"the {name} miner")
+            host, port, tokens = "127.0.0.1", settings.port, 32 if quick else 64
+            engines.throughput(host, port, 2, 2, 8)  # warm up
+            row.sequential_tok_s = engines.throughput(host, port, 4, 1, tokens)
+            row.concurrent_tok_s = engines.throughput(host, port, 8, 8, tokens)
+            engines.sse_ttft(host, port, prompts.warmup_prompts())  # uncounted
+            for message in measured:
+                if direct is not None:
+                    row.direct_ttft_ms.append(direct.sample(message))
+                row.push_ttft_ms += engines.sse_ttft(host, port, [message])
+    finally:
+        if direct is not None:
+            row.load_s = direct.close()
     wait_for(lambda: live_miners(settings.api_url) == 0, 10, f"the {name} miner to leave")
     return row
 

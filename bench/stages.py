@@ -1,9 +1,9 @@
-"""Where the push path's share of an echo first token goes, stage by stage.
+"""Where the push path's share of a first token goes, stage by stage.
 
 Redis's MONITOR (``redis-cli monitor``, a process of its own) stamps every command the
 server runs with the server's clock, which is this machine's, as the client's is. A
-streamed ``/chat/direct`` request to an 8-slot echo miner then splits at the commands
-each step sends:
+streamed ``/chat/direct`` request to an 8-slot miner (echo: the push path alone) then
+splits at the commands each step sends:
 
 1. ``http``: request sent -> the web tier calls ``reserve.lua`` (HTTP accept and parse,
    the view, the job built, the reply channel expected);
@@ -22,16 +22,12 @@ much (``ttft_ms_unmonitored``).
 
 from __future__ import annotations
 
-import http.client
-import json
 import re
 import shutil
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from bench import engines
+from bench import engines, prompts
 from bench.report import percentile
 from bench.stack import environment, live_miners
 from scripts.launch import miner_argv, running
@@ -40,22 +36,6 @@ from tasks.settings import Settings
 
 STAGES = ("http", "reserve_publish", "pickup", "task_start", "first_piece", "relay")
 LINE = re.compile(r'^(\d+\.\d+) \[\d+ ([^\]]+)\] "(\w+)"(.*)$')
-
-
-def first_piece(host: str, port: int, message: str) -> tuple[float, float, str]:
-    """(sent, first piece read) as Unix times, and the job's id, of one streamed request."""
-    conn = http.client.HTTPConnection(host, port, timeout=60)
-    try:
-        sent = time.time()
-        conn.request("POST", "/chat/direct", engines.sse_body(message), engines.JSON)
-        response = conn.getresponse()
-        while not response.fp.readline().startswith(b"event: piece"):
-            pass
-        read = time.time()
-        data = json.loads(response.fp.readline().decode().removeprefix("data: "))
-        return sent, read, str(data["job"])
-    finally:
-        conn.close()
 
 
 def marks(lines: list[tuple[float, str, str]], job: str) -> list[float] | None:
@@ -83,35 +63,48 @@ def parse(text: str) -> list[tuple[float, str, str]]:
     return out
 
 
-def run(settings: Settings, work: Path, samples: int) -> dict[str, Any]:
-    """``samples`` streamed echo requests under MONITOR, as many without, alternating."""
+def asked(engine: str, samples: int) -> tuple[list[str], list[list[str]]]:
+    """Warm-up messages, then the monitored and the unmonitored ones: cold ones
+    (``bench.prompts``) for an engine that caches prefixes."""
+    if engine == "echo":
+        return [f"warm {i}" for i in range(50)], [
+            [f"{kind} {i}" for i in range(samples)] for kind in ("sample", "plain")
+        ]
+    return prompts.warmup_prompts(), prompts.measured_prompts(2 * samples, 2)
+
+
+def run(settings: Settings, work: Path, samples: int, engine: str = "echo") -> dict[str, Any]:
+    """``samples`` streamed requests to an 8-slot ``engine`` miner under MONITOR, then as
+    many without."""
     cli = shutil.which("redis-cli")
     if cli is None:
         return {"error": "no redis-cli"}
-    env = {**environment(settings), **engines.miner_env("echo")}
+    python = engines.available()[engine]
+    env = {**environment(settings), **engines.miner_env(engine)}
     host, port = "127.0.0.1", settings.port
+    warmup, (monitored, unmonitored) = asked(engine, samples)
     watched, plain, split = [], [], []
-    with running(miner_argv("bench-stages", sys.executable, alone=True), env, work / "st.log"):
-        wait_for(lambda: live_miners(settings.api_url) > 0, 60, "the echo miner")
-        for i in range(50):  # warm up, uncounted
-            first_piece(host, port, f"warm {i}")
+    with running(miner_argv("bench-stages", python, alone=True), env, work / "st.log"):
+        wait_for(lambda: live_miners(settings.api_url) > 0, 300, f"the {engine} miner")
+        for message in warmup:  # uncounted
+            engines.sse_first_piece(host, port, message)
         log = work / "monitor.log"
         with running([cli, "-u", settings.redis_url, "monitor"], {}, log):
             wait_for(lambda: log.exists() and log.stat().st_size > 0, 10, "redis-cli monitor")
-            for i in range(samples):
-                watched.append(first_piece(host, port, f"sample {i}"))
+            watched = [engines.sse_first_piece(host, port, message) for message in monitored]
             last = f"mia:abort:{watched[-1][2]}"  # the last job's ``begin``, and so the rest
             wait_for(lambda: last in log.read_text(errors="replace"), 10, "the monitor's lines")
         lines = parse(log.read_text(errors="replace"))
-        for i in range(samples):
-            sent, read, _ = first_piece(host, port, f"plain {i}")
+        for message in unmonitored:
+            sent, read, _ = engines.sse_first_piece(host, port, message)
             plain.append((read - sent) * 1000)
+    wait_for(lambda: live_miners(settings.api_url) == 0, 10, f"the {engine} miner to leave")
     for sent, read, job in watched:
         at = marks([x for x in lines if x[0] >= sent - 0.0005], job)
         if at is not None:
             points = [sent, *at, read]
             split.append([(b - a) * 1000 for a, b in zip(points, points[1:], strict=False)])
-    return summarise(split, [(r - s) * 1000 for s, r, _ in watched], plain)
+    return {"engine": engine, **summarise(split, [(r - s) * 1000 for s, r, _ in watched], plain)}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -130,7 +123,7 @@ def summarise(split: list[list[float]], watched: list[float], plain: list[float]
 def table(found: dict[str, Any]) -> str:
     if "error" in found:
         return f"stages: {found['error']}"
-    lines = ["| echo, stage | p50 ms | p99 ms |", "|---|---:|---:|"]
+    lines = [f"| {found['engine']}, stage | p50 ms | p99 ms |", "|---|---:|---:|"]
     for name, s in found["stages"].items():
         lines.append(f"| {name} | {s['p50_ms']} | {s['p99_ms']} |")
     for key in ("ttft_ms_monitored", "ttft_ms_unmonitored"):

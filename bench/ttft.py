@@ -5,8 +5,9 @@
 
 Starts a redis-server and the web tier of its own (``bench.stack.web_tier``), then per
 engine ``bench.sections.engine_row``: the same cold prompts in-process and through a
-real 8-slot miner, in interleaved rounds. ``--stages N``: then N streamed echo requests
-with Redis's MONITOR on (``bench.stages``), each split into the push path's stages.
+real 8-slot miner, in interleaved rounds. ``--stages N``: then N streamed requests to
+an echo miner (or each ``--stages-engine``) with Redis's MONITOR on (``bench.stages``),
+each split into the push path's stages; ``--samples 0``: no engine rows.
 Prints the table and one JSON line.
 """
 
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ttft", description=__doc__)
     parser.add_argument("--engine", action="append", help="echo, llamacpp, vllm (default: all)")
     parser.add_argument("--samples", type=int, default=40, help="per engine and side")
-    parser.add_argument("--stages", type=int, default=0, help="echo requests split by stage")
+    parser.add_argument("--stages", type=int, default=0, help="requests split by stage")
+    parser.add_argument("--stages-engine", action="append", help="default: echo")
     args = parser.parse_args(argv)
     have = engines.available()
     only = {name: have[name] for name in args.engine or have}
@@ -41,15 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mia-ttft-")))
         settings, _ = web_tier(stack, work)
-        rows = sections.engine_rows(settings, work, False, only, args.samples)
+        rows = (
+            sections.engine_rows(settings, work, False, only, args.samples) if args.samples else []
+        )
         found["engines"] = [row.summary() for row in rows]
         if args.stages:
-            found["stages"] = stages.run(settings, work, args.stages)
+            split = [
+                stages.run(settings, work, args.stages, e) for e in args.stages_engine or ["echo"]
+            ]
+            found["stages"] = split
     found["load_avg_after"] = os.getloadavg()
     found["targets"] = report.engine_targets(found["engines"])
     print(report.engine_table(found["engines"]))
-    if "stages" in found:
-        print(stages.table(found["stages"]))
+    for split in found.get("stages", []):
+        print(stages.table(split))
     print(json.dumps(found))
     return 0
 

@@ -115,30 +115,38 @@ def test_lines_per_request_counts_what_the_log_grew_by(tmp_path: Path) -> None:
 def test_the_first_token_samples_are_the_same_cold_prompts_on_both_sides(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    asked: dict[str, list[list[str]]] = {"direct": [], "push": []}
+    asked: list[tuple[str, list[str]]] = []  # (side, messages), in the order sent
 
-    def direct(name: str, python: str, chunk: list[str]) -> tuple[float, list[float]]:
-        asked["direct"].append(chunk)
-        return 1.0, [1.0] * len(chunk)
+    class Direct:
+        def __init__(self, name: str, python: str) -> None:
+            pass
 
-    def push(host: str, port: int, chunk: list[str]) -> list[float]:
-        asked["push"].append(chunk)
-        return [2.0] * len(chunk)
+        def sample(self, message: str) -> float:
+            asked.append(("direct", [message]))
+            return 1.0
 
-    monkeypatch.setattr(engines, "direct_ttft", direct)
+        def close(self) -> float:
+            return 0.5
+
+    def push(host: str, port: int, messages: list[str]) -> list[float]:
+        asked.append(("push", messages))
+        return [2.0] * len(messages)
+
+    monkeypatch.setattr(engines, "DirectServer", Direct)
     monkeypatch.setattr(engines, "sse_ttft", push)
     monkeypatch.setattr(engines, "throughput", lambda *args: 1.0)
     monkeypatch.setattr(sections, "running", lambda *args: nullcontext())
     monkeypatch.setattr(sections, "wait_for", lambda *args: None)
     settings = Settings(redis_url="redis://127.0.0.1:1/9")
     row = sections.engine_row(settings, tmp_path, "llamacpp", "python", 40, quick=False)
-    warmup, *measured = asked["push"]
-    assert warmup == prompts.warmup_prompts()
-    assert measured == asked["direct"]  # the same messages, in the same rounds
-    assert len(measured) == sections.TTFT_ROUNDS
-    every = [p for chunk in measured for p in chunk]
-    assert len(every) == 40 == len(set(every + warmup)) - len(warmup)
-    assert row.summary()["push_ttft_overhead_ms"] == 1.0
+    (_, warmup), *samples = asked
+    assert warmup == prompts.warmup_prompts()  # the miner's, as the in-process engine's
+    # One by one, alternating: in-process, then the very same message through the miner.
+    assert [side for side, _ in samples] == ["direct", "push"] * 40
+    assert all(a == b for (_, a), (_, b) in zip(samples[::2], samples[1::2], strict=True))
+    every = [m for _, (m,) in samples[::2]]
+    assert len(set(every)) == 40 and not set(every) & set(warmup)  # each one cold
+    assert row.summary()["push_ttft_overhead_ms"] == 1.0 and row.load_s == 0.5
 
 
 def test_each_first_token_sample_differs_from_every_other_at_its_first_token() -> None:
@@ -164,5 +172,8 @@ def test_the_in_process_side_runs_the_prompts_it_is_given() -> None:
     chunk = prompts.measured_prompts(6, 2)[1]
     load_s, ttft = engines.direct_ttft("echo", sys.executable, chunk)
     assert len(ttft) == 3 and all(ms > 0 for ms in ttft)
+    served = engines.DirectServer("echo", sys.executable)
+    assert all(served.sample(m) > 0 for m in chunk)
+    assert served.close() >= 0  # it checked the digest of what it ran
     with pytest.raises(ValueError, match="cold samples"):
         prompts.measured_prompts(len(prompts.NONCES), 1)
