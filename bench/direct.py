@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from typing import TextIO
 
 from bench.engines import SLOTS, engine_settings
 from bench.prompts import digest
@@ -37,14 +39,22 @@ def first_token_ms(engine: Engine, message: str) -> float:
         stream.close()
 
 
-def served(engine: Engine) -> tuple[list[str], list[float]]:
+def answers() -> TextIO:
+    """Where this process's answers go: its stdout, which from now on nothing else
+    writes to (vLLM logs there; what is written to file descriptor 1 goes to stderr)."""
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    return out
+
+
+def served(engine: Engine, out: TextIO) -> tuple[list[str], list[float]]:
     """One sample per line of stdin, each answered at once."""
     asked, ttft = [], []
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps({"ready": True}), file=out)
     for line in sys.stdin:
         asked.append(json.loads(line))
         ttft.append(first_token_ms(engine, asked[-1]))
-        print(json.dumps({"ttft_ms": ttft[-1]}), flush=True)
+        print(json.dumps({"ttft_ms": ttft[-1]}), file=out)
     return asked, ttft
 
 
@@ -53,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", required=True)
     parser.add_argument("--serve", action="store_true", help="one sample per line of stdin")
     args = parser.parse_args(argv)
+    out = answers()
     first = json.loads(sys.stdin.readline() if args.serve else sys.stdin.read())
     started = time.perf_counter()
     engine = load_engine(engine_settings(args.engine, slots=SLOTS)).engine
@@ -61,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         for message in first["warmup"]:  # every context used once first
             first_token_ms(engine, message)
         if args.serve:
-            asked, ttft = served(engine)
+            asked, ttft = served(engine, out)
         else:
             asked = first["prompts"]
             ttft = [first_token_ms(engine, message) for message in asked]
     finally:
         engine.close()
     found = {"engine": args.engine, "load_s": load_s, "ttft_ms": ttft}
-    print(json.dumps({**found, "prompts": digest(asked)}))
+    print(json.dumps({**found, "prompts": digest(asked)}), file=out)
     return 0
 
 
