@@ -158,7 +158,10 @@ def test_each_first_token_sample_differs_from_every_other_at_its_first_token() -
 
     llm = llama_cpp.Llama(model_path=str(bundled_model_path()), vocab_only=True, verbose=False)
     template = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"], "", "")
-    messages = prompts.warmup_prompts() + prompts.measured_prompts(len(prompts.NONCES) - 10, 1)[0]
+    messages = (
+        prompts.warmup_prompts()
+        + prompts.measured_prompts(len(prompts.NONCES) - prompts.WARMUP, 1)[0]
+    )
     texts = [template(messages=direct_messages(m)).prompt for m in messages]  # type: ignore[arg-type]
     tokens = [llm.tokenize(text.encode(), False, True) for text in texts]
     shared = 0  # what /chat/direct sends before the message: the same for every request
