@@ -4,8 +4,9 @@ For each engine this machine has (echo and llama.cpp always; vLLM when
 ``make test-vllm`` built ``.venv-vllm``), in one run: the engine's time to first token called
 in-process (``bench.direct``, in the engine's own environment), then a real miner
 with 8 slots behind the push path: tokens/s of jobs one after another and of 8 at
-once, and the time to first token seen by an SSE client of ``/chat/direct``. The
-difference of the two first-token times is what the push path costs.
+once, and the time to first token seen by an SSE client of ``/chat/direct``. Both
+sides get the same prompts, each cold (``bench.prompts``), so the difference of the two
+first-token times is what the push path costs.
 """
 
 from __future__ import annotations
@@ -22,15 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import post_json
+from bench.prompts import PROMPT, digest, warmup_prompts
 from bench.report import percentile
 from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
-PROMPT = "Tell me a long story about a small restaurant by the sea."
 SLOTS = 8
 KV_CACHE_BYTES = 256 << 20
-WARMUP = SLOTS + 2  # first uses of each llama.cpp context compute the whole prompt
 
 
 def on_gpu() -> bool:
@@ -96,23 +96,31 @@ class EngineRow:
     push_ttft_ms: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        direct, push = percentile(self.direct_ttft_ms, 50), percentile(self.push_ttft_ms, 50)
+        direct, push = self.direct_ttft_ms, self.push_ttft_ms
+        # Sample i ran the same cold prompt on both sides: its difference is the push path's.
+        share = [p - d for p, d in zip(push, direct, strict=True)]
         return {
             "engine": self.engine,
             "load_s": round(self.load_s, 2),
             "sequential_tok_s": round(self.sequential_tok_s, 1),
             "concurrent8_tok_s": round(self.concurrent_tok_s, 1),
             "concurrency_gain": round(self.concurrent_tok_s / self.sequential_tok_s, 2),
-            "direct_ttft_p50_ms": round(direct, 3),
-            "push_sse_ttft_p50_ms": round(push, 3),
-            "push_ttft_overhead_ms": round(push - direct, 3),
+            "ttft_samples": len(push),
+            "direct_ttft_p50_ms": round(percentile(direct, 50), 3),
+            "direct_ttft_p99_ms": round(percentile(direct, 99), 3),
+            "push_sse_ttft_p50_ms": round(percentile(push, 50), 3),
+            "push_sse_ttft_p99_ms": round(percentile(push, 99), 3),
+            "push_ttft_overhead_ms": round(percentile(push, 50) - percentile(direct, 50), 3),
+            "push_ttft_paired_p50_ms": round(percentile(share, 50), 3),
         }
 
 
-def direct_ttft(engine: str, python: str, samples: int) -> tuple[float, list[float]]:
-    """(load seconds, first-token times) of the engine called in-process."""
+def direct_ttft(engine: str, python: str, prompts: list[str]) -> tuple[float, list[float]]:
+    """(load seconds, first-token times) of the engine called in-process, a fresh one,
+    warmed up as the miner is (``warmup_prompts``), one sample per message of ``prompts``."""
     out = subprocess.run(
-        [python, "-m", "bench.direct", "--engine", engine, "--samples", str(samples)],
+        [python, "-m", "bench.direct", "--engine", engine],
+        input=json.dumps({"warmup": warmup_prompts(), "prompts": prompts}),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -121,7 +129,62 @@ def direct_ttft(engine: str, python: str, samples: int) -> tuple[float, list[flo
         env={**miner_env(engine), "PATH": "/usr/bin:/bin"},
     )
     found = json.loads(out.stdout.strip().splitlines()[-1])
+    if found["prompts"] != digest(prompts):
+        raise RuntimeError("the in-process engine ran other prompts than it was given")
     return float(found["load_s"]), [float(x) for x in found["ttft_ms"]]
+
+
+class DirectServer:
+    """The engine called in-process, in a process of its own kept up so that its samples
+    can alternate with the miner's one by one (``python -m bench.direct --serve``)."""
+
+    def __init__(self, engine: str, python: str) -> None:
+        started = time.perf_counter()
+        self._asked: list[str] = []
+        self._proc = subprocess.Popen(
+            [python, "-m", "bench.direct", "--engine", engine, "--serve"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**miner_env(engine), "PATH": "/usr/bin:/bin"},
+        )
+        self._send(json.dumps({"warmup": warmup_prompts()}))
+        self._read()  # loaded and warmed up
+        self.ready_s = time.perf_counter() - started
+
+    def _send(self, line: str) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(line + "\n")
+        self._proc.stdin.flush()
+
+    def _read(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench.direct ended (exit status {self._proc.wait()})")
+        found: dict[str, Any] = json.loads(line)
+        return found
+
+    def sample(self, message: str) -> float:
+        """Milliseconds to the first piece of ``message``, in-process."""
+        self._asked.append(message)
+        self._send(json.dumps(message))
+        return float(self._read()["ttft_ms"])
+
+    def close(self) -> float:
+        """Stop it; its engine's load seconds. Raises if it ran other prompts than sent."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            found = self._read()
+        finally:
+            assert self._proc.stdout is not None
+            self._proc.stdout.close()
+            self._proc.wait(timeout=60)
+        if found["prompts"] != digest(self._asked):
+            raise RuntimeError("the in-process engine ran other prompts than it was given")
+        return float(found["load_s"])
 
 
 def _chat(host: str, port: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -145,21 +208,47 @@ def throughput(host: str, port: int, jobs: int, concurrent: int, max_tokens: int
     return tokens / (time.perf_counter() - started)
 
 
-def sse_ttft(host: str, port: int, samples: int) -> list[float]:
-    """Request sent -> first ``piece`` event read, over SSE from ``/chat/direct``."""
-    body = json.dumps({"message": PROMPT, "max_tokens": 8, "stream": True})
-    out = []
-    for _ in range(samples + WARMUP):
-        conn = http.client.HTTPConnection(host, port, timeout=120)
-        began = time.perf_counter()
-        conn.request("POST", "/chat/direct", body, {"content-type": "application/json"})
+JSON = {"content-type": "application/json"}
+
+
+def sse_body(message: str) -> str:
+    """The streamed ``/chat/direct`` request of one first-token sample."""
+    return json.dumps({"message": message, "max_tokens": 8, "stream": True})
+
+
+def until(response: http.client.HTTPResponse, event: bytes) -> None:
+    """Read the SSE stream up to the line ``event``."""
+    while True:
+        line = response.fp.readline()
+        if not line or line.startswith(b"event: error"):
+            raise RuntimeError(f"the stream ended before {event.decode()}: {line!r}")
+        if line.startswith(event):
+            return
+
+
+def sse_first_piece(host: str, port: int, message: str) -> tuple[float, float, str]:
+    """(request sent, first ``piece`` event read) as Unix times, and the job's id, of one
+    streamed ``/chat/direct`` request. The stream is read to its end: a job left running
+    (its abort comes only when the web tier next writes to the closed connection) would
+    take the cores from the next sample's."""
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    try:
+        sent = time.time()
+        conn.request("POST", "/chat/direct", sse_body(message), JSON)
         response = conn.getresponse()
-        while True:
-            line = response.fp.readline()
-            if not line:
-                raise RuntimeError("the stream ended before its first piece")
-            if line.startswith(b"event: piece"):
-                out.append((time.perf_counter() - began) * 1000)
-                break
-        conn.close()  # leaving early: the miner aborts the rest
-    return out[WARMUP:]
+        until(response, b"event: piece")
+        read = time.time()
+        job = str(json.loads(response.fp.readline().decode().removeprefix("data: "))["job"])
+        until(response, b"event: done")
+        return sent, read, job
+    finally:
+        conn.close()
+
+
+def sse_ttft(host: str, port: int, prompts: list[str]) -> list[float]:
+    """One SSE first-token sample per message of ``prompts``."""
+    out = []
+    for message in prompts:
+        sent, read, _ = sse_first_piece(host, port, message)
+        out.append((read - sent) * 1000)
+    return out

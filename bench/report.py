@@ -125,25 +125,35 @@ def targets(s: dict[str, float]) -> dict[str, Any]:
 
 
 def engine_table(rows: list[dict[str, Any]]) -> str:
+    """Per engine; the first-token samples are cold and the same prompts on both sides."""
     lines = [
         "| engine | load s | tok/s sequential | tok/s 8 concurrent | gain "
-        "| TTFT in-process p50 ms | TTFT push+SSE p50 ms | push overhead ms |",
+        "| TTFT in-process p50 / p99 ms | TTFT push+SSE p50 / p99 ms | push share p50 ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['engine']} | {r['load_s']} | {r['sequential_tok_s']} | {r['concurrent8_tok_s']} "
-            f"| {r['concurrency_gain']}x | {r['direct_ttft_p50_ms']} | {r['push_sse_ttft_p50_ms']} "
+            f"| {r['concurrency_gain']}x | {r['direct_ttft_p50_ms']} / {r['direct_ttft_p99_ms']} "
+            f"| {r['push_sse_ttft_p50_ms']} / {r['push_sse_ttft_p99_ms']} "
             f"| {r['push_ttft_overhead_ms']} |"
         )
     return "\n".join(lines)
 
 
+# Issue 25: time to first token through the push path (SSE) at most this much above
+# the engine's own, in-process (p50s, the same cold prompts on both sides).
+PUSH_TTFT_SHARE_MS = {"echo": 2.0, "llamacpp": 3.0, "vllm": 3.0}
+
+
 def engine_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     checks: dict[str, Any] = {}
     for r in rows:
-        if r["engine"] != "llamacpp":  # its in-process runs reuse a warm context: not a floor
-            checks[f"{r['engine']}_push_ttft_overhead_lt_5ms"] = r["push_ttft_overhead_ms"] < 5
+        bound = PUSH_TTFT_SHARE_MS.get(r["engine"])
+        if bound is not None:
+            checks[f"{r['engine']}_push_ttft_share_le_{bound:g}ms"] = (
+                r["push_ttft_overhead_ms"] <= bound
+            )
         if r["engine"] == "vllm":
             checks["vllm_8_concurrent_ge_4x_sequential"] = r["concurrency_gain"] >= 4
     return checks

@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import assistant, engines, hooks, measure, throughput
+from bench import assistant, engines, hooks, measure, prompts, throughput
 from bench import mqtt as bench_mqtt
 from bench.report import Row
 from bench.stack import environment, live_miners
@@ -48,7 +48,11 @@ def legacy_rows(
 
 
 def engine_rows(
-    settings: Settings, work: Path, quick: bool, only: dict[str, str] | None = None
+    settings: Settings,
+    work: Path,
+    quick: bool,
+    only: dict[str, str] | None = None,
+    samples: int = 0,
 ) -> list[engines.EngineRow]:
     """The engine section: one engine at a time, each alone on the machine (``only``:
     these engines, each from the Python given; ``scripts.gpu_check``)."""
@@ -56,20 +60,44 @@ def engine_rows(
     for name, python in (only or engines.available()).items():
         if quick and only is None and name != "echo":
             continue
-        row = engines.EngineRow(name)
-        row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, 5 if quick else 20)
-        argv = miner_argv(f"bench-{name}", python, alone=True)
-        env = {**environment(settings), **engines.miner_env(name)}
+        n = samples or (5 if quick else 20)
+        rows.append(engine_row(settings, work, name, python, n, quick))
+    return rows
+
+
+def engine_row(
+    settings: Settings, work: Path, name: str, python: str, samples: int, quick: bool
+) -> engines.EngineRow:
+    """One engine's row. Its first-token samples are cold and the same on both sides
+    (``bench.prompts``). Off the GPU, the in-process engine is kept up beside the miner
+    and their samples alternate one by one; on the GPU (where two engines would not
+    fit) the in-process ones come first, alone."""
+    row = engines.EngineRow(name)
+    (measured,) = prompts.measured_prompts(samples, 1)
+    direct = None
+    if engines.on_gpu():
+        row.load_s, row.direct_ttft_ms = engines.direct_ttft(name, python, measured)
+    else:
+        direct = engines.DirectServer(name, python)
+    argv = miner_argv(f"bench-{name}", python, alone=True)
+    env = {**environment(settings), **engines.miner_env(name)}
+    try:
         with running(argv, env, work / f"{name}.log"):
             wait_for(lambda: live_miners(settings.api_url) > 0, 300, f"the {name} miner")
             host, port, tokens = "127.0.0.1", settings.port, 32 if quick else 64
             engines.throughput(host, port, 2, 2, 8)  # warm up
             row.sequential_tok_s = engines.throughput(host, port, 4, 1, tokens)
             row.concurrent_tok_s = engines.throughput(host, port, 8, 8, tokens)
-            row.push_ttft_ms = engines.sse_ttft(host, port, 5 if quick else 20)
-        wait_for(lambda: live_miners(settings.api_url) == 0, 10, f"the {name} miner to leave")
-        rows.append(row)
-    return rows
+            engines.sse_ttft(host, port, prompts.warmup_prompts())  # uncounted
+            for message in measured:
+                if direct is not None:
+                    row.direct_ttft_ms.append(direct.sample(message))
+                row.push_ttft_ms += engines.sse_ttft(host, port, [message])
+    finally:
+        if direct is not None:
+            row.load_s = direct.close()
+    wait_for(lambda: live_miners(settings.api_url) == 0, 10, f"the {name} miner to leave")
+    return row
 
 
 def mqtt_hop(

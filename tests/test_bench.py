@@ -1,16 +1,21 @@
 """The bench's pieces for issue 25: the stock stack it compares with (``bench.naive``,
 started by ``bench.versus`` as real gunicorn and Celery processes), the CPU roles that
 keep its processes apart from the product's, its report and targets, and the
-per-request hooks measured on and off (``bench.hooks``, real subprocesses)."""
+per-request hooks measured on and off (``bench.hooks``, real subprocesses); and the engine
+rows' first-token samples, cold and the same on both sides (``bench.prompts``)."""
 
 from __future__ import annotations
 
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis as redis_lib
 
-from bench import hooks, throughput, versus
+from bench import engines, hooks, prompts, sections, throughput, versus
+from tasks.settings import Settings
 
 
 def test_the_stock_stack_answers_chat_direct_through_a_real_celery_worker(
@@ -105,3 +110,73 @@ def test_lines_per_request_counts_what_the_log_grew_by(tmp_path: Path) -> None:
             f.write("line\n" * (n // 2))
 
     assert hooks.lines_per_request(log, 10, send) == 0.5
+
+
+def test_the_first_token_samples_are_the_same_cold_prompts_on_both_sides(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    asked: list[tuple[str, list[str]]] = []  # (side, messages), in the order sent
+
+    class Direct:
+        def __init__(self, name: str, python: str) -> None:
+            pass
+
+        def sample(self, message: str) -> float:
+            asked.append(("direct", [message]))
+            return 1.0
+
+        def close(self) -> float:
+            return 0.5
+
+    def push(host: str, port: int, messages: list[str]) -> list[float]:
+        asked.append(("push", messages))
+        return [2.0] * len(messages)
+
+    monkeypatch.setattr(engines, "DirectServer", Direct)
+    monkeypatch.setattr(engines, "sse_ttft", push)
+    monkeypatch.setattr(engines, "throughput", lambda *args: 1.0)
+    monkeypatch.setattr(sections, "running", lambda *args: nullcontext())
+    monkeypatch.setattr(sections, "wait_for", lambda *args: None)
+    settings = Settings(redis_url="redis://127.0.0.1:1/9")
+    row = sections.engine_row(settings, tmp_path, "llamacpp", "python", 40, quick=False)
+    (_, warmup), *samples = asked
+    assert warmup == prompts.warmup_prompts()  # the miner's, as the in-process engine's
+    # One by one, alternating: in-process, then the very same message through the miner.
+    assert [side for side, _ in samples] == ["direct", "push"] * 40
+    assert all(a == b for (_, a), (_, b) in zip(samples[::2], samples[1::2], strict=True))
+    every = [m for _, (m,) in samples[::2]]
+    assert len(set(every)) == 40 and not set(every) & set(warmup)  # each one cold
+    assert row.summary()["push_ttft_overhead_ms"] == 1.0 and row.load_s == 0.5
+
+
+def test_each_first_token_sample_differs_from_every_other_at_its_first_token() -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from chat_service.prompts import direct_messages
+    from miners.engines.llamacpp import bundled_model_path
+
+    llm = llama_cpp.Llama(model_path=str(bundled_model_path()), vocab_only=True, verbose=False)
+    template = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"], "", "")
+    messages = (
+        prompts.warmup_prompts()
+        + prompts.measured_prompts(len(prompts.NONCES) - prompts.WARMUP, 1)[0]
+    )
+    texts = [template(messages=direct_messages(m)).prompt for m in messages]  # type: ignore[arg-type]
+    tokens = [llm.tokenize(text.encode(), False, True) for text in texts]
+    shared = 0  # what /chat/direct sends before the message: the same for every request
+    while len({t[shared] for t in tokens}) == 1:
+        shared += 1
+    assert llm.detokenize(tokens[0][:shared]).decode().endswith("user\n")
+    assert len({t[shared] for t in tokens}) == len(messages)  # then no two alike
+
+
+def test_the_in_process_side_runs_the_prompts_it_is_given() -> None:
+    chunk = prompts.measured_prompts(6, 2)[1]
+    load_s, ttft = engines.direct_ttft("echo", sys.executable, chunk)
+    assert len(ttft) == 3 and all(ms > 0 for ms in ttft)
+    served = engines.DirectServer("echo", sys.executable)
+    assert all(served.sample(m) > 0 for m in chunk)
+    assert served.close() >= 0  # it checked the digest of what it ran
+    with pytest.raises(ValueError, match="cold samples"):
+        prompts.measured_prompts(len(prompts.NONCES), 1)
