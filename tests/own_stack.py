@@ -6,8 +6,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import redis as redis_lib
 import requests
@@ -53,14 +51,6 @@ class InProcessStack:
             120,
             f"miner {gpu_id} to heartbeat",
         )
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """The miners (a killed one too) and the web tier."""

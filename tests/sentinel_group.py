@@ -9,8 +9,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis as redis_lib
 
@@ -136,14 +135,6 @@ class SentinelGroup:
             interval=0.01,
         )
         return time.monotonic()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         for proc in [*self.sentinels.values(), *self.servers.values()]:

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -127,14 +128,14 @@ def test_a_poison_job_ends_in_an_error_naming_it_and_the_fleet_lives(api, miner,
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[OwnStack]:
-    with OwnStack(tmp_path) as stack:
+    with closing(OwnStack(tmp_path)) as stack:
         yield stack
 
 
 @pytest.fixture
 def patient_stack(tmp_path: Path) -> Iterator[OwnStack]:
     """An own stack whose callers wait up to a minute (a backlog to work through)."""
-    with OwnStack(tmp_path, request_timeout_s=60) as stack:
+    with closing(OwnStack(tmp_path, request_timeout_s=60)) as stack:
         yield stack
 
 

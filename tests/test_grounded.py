@@ -28,6 +28,7 @@ from miners.engines.base import GenerationRequest, GenerationResult, Producer, S
 from scripts.eval_answers import NOW, EngineJobs, evaluate
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tests.toolbox import restaurant_toolbox
 from web.fleet.db import make_sessions, migrate
 
 PROJECT = load_projects()["restaurant"]
@@ -218,13 +219,8 @@ def test_facts_are_composed_in_the_guests_language(store_box, lang):
 
 @pytest.fixture
 def store_box(tmp_path) -> Iterator[Toolbox]:
-    from chat_service.sessions import Session
-
-    url = f"sqlite:///{tmp_path / 'box.db'}"
-    migrate(url)
-    store = Store(make_sessions(create_engine(url)))
-    yield Toolbox(PROJECT, store, Session("restaurant", "s1"), NOW)
-    store.close()
+    with restaurant_toolbox(tmp_path) as found:
+        yield found
 
 
 def test_the_checker_reads_an_answer_for_its_facts():

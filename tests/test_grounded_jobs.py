@@ -26,6 +26,7 @@ from miners.engines.echo import EchoEngine
 from scripts.eval_answers import NOW, EngineJobs
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tests.toolbox import restaurant_toolbox
 from web.fleet.db import make_sessions, migrate
 
 PROJECT = load_projects()["restaurant"]
@@ -89,11 +90,8 @@ def test_the_assistant_sends_the_closing_job_its_limit(redis, tmp_path):
 
 @pytest.fixture
 def box(tmp_path) -> Iterator[Toolbox]:
-    url = f"sqlite:///{tmp_path / 'box.db'}"
-    migrate(url)
-    store = Store(make_sessions(create_engine(url)))
-    yield Toolbox(PROJECT, store, Session("restaurant", "s1"), NOW)
-    store.close()
+    with restaurant_toolbox(tmp_path) as found:
+        yield found
 
 
 def _book(box: Toolbox, party: int, day: str, time: str = "19:00") -> Action:

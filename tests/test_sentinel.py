@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from web import create_app
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
-    with SentinelGroup(tmp_path_factory.mktemp("sentinel")) as found:
+    with closing(SentinelGroup(tmp_path_factory.mktemp("sentinel"))) as found:
         yield found
 
 

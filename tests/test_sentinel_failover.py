@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,13 @@ class Outcome:
 
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    with SentinelGroup(tmp_path / "sentinel") as found:
+    with closing(SentinelGroup(tmp_path / "sentinel")) as found:
         yield found
 
 
 @pytest.fixture
 def stack(tmp_path: Path, group: SentinelGroup) -> Iterator[SentinelStack]:
-    with SentinelStack(tmp_path, group, request_timeout_s=30) as found:
+    with closing(SentinelStack(tmp_path, group, request_timeout_s=30)) as found:
         yield found
 
 

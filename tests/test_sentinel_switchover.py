@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.sentinel
 
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    with SentinelGroup(tmp_path / "sentinel") as found:
+    with closing(SentinelGroup(tmp_path / "sentinel")) as found:
         yield found
 
 

@@ -15,6 +15,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +74,7 @@ class Caller:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[OwnStack]:
-    with OwnStack(tmp_path, request_timeout_s=60) as stack:
+    with closing(OwnStack(tmp_path, request_timeout_s=60)) as stack:
         yield stack
 
 
