@@ -252,13 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a check in under a minute")
     parser.add_argument("--samples", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes")
     args = parser.parse_args(argv)
     samples = args.samples or (600 if args.quick else 3000)
     meta, rows = measure_all(args, samples)
     markdown = document.document(meta, rows, samples)
-    report.write(RESULTS, rows, markdown, meta)
+    report.write(args.out, rows, markdown, meta)
     print(markdown)
-    print(f"\nwritten to {RESULTS}/ (report.md, results.json, latency.png)")
+    print(f"\nwritten to {args.out}/ (report.md, results.json, latency.png)")
     headline = {**meta["summary"], "req_per_s": meta["throughput"]["req_per_s"]}
     headline["vs_stock_stack"] = meta["stock_stack"]["ratios"]
     print(json.dumps({**headline, "engines": meta["engines"]}))

@@ -66,10 +66,11 @@ def start_stack(stack: ExitStack, work: Path) -> tuple[Settings, subprocess.Pope
 
 
 def live_miners(api: str) -> int:
-    """How many miners ``GET /metrics/gpus`` lists as live (it lists dead ones too,
-    ``offline``)."""
+    """How many push miners ``GET /metrics/gpus`` lists as live (it lists dead ones too,
+    ``offline``, and the legacy pollers of the legacy row, which stay listed as
+    ``available`` for a while after their last poll)."""
     miners = requests.get(f"{api}/metrics/gpus", timeout=2).json()["miners"]
-    return sum(m["status"] != "offline" for m in miners)
+    return sum(m["status"] != "offline" and m.get("kind") != "legacy" for m in miners)
 
 
 def tree_cpu_s(pid: int) -> float:

@@ -1,13 +1,17 @@
 """Every ``make`` command the README and docs/ show is one make accepts as written
 (``make bench --quick`` is not: make refuses options it does not know; the form is
-``make bench BENCH_ARGS=--quick``), and the bench's report holds only its own lines:
-the processes of its stack write to their log files, not to its output."""
+``make bench BENCH_ARGS=--quick``), the bench's report holds only its own lines (the
+processes of its stack write to their log files, not to its output), and the quick
+bench runs from end to end (about a minute: a section that hangs or breaks fails here,
+not in the hands of someone measuring)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -58,3 +62,22 @@ def test_the_bench_stack_writes_nothing_on_the_bench_s_output(capfd, tmp_path: P
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
     assert "Ready to accept connections" in (tmp_path / "redis.log").read_text()
+
+
+def test_the_quick_bench_runs_every_section_and_writes_its_report(tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        env=scrubbed_environ(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    for section in ("summary", "throughput", "stock_stack", "hooks", "assistant", "engines"):
+        assert results.get(section), section
+    assert [row["engine"] for row in results["engines"]] == ["echo"]  # --quick: echo only
+    assert results["targets"]
+    assert (tmp_path / "out" / "report.md").read_text().startswith("#")
+    assert (tmp_path / "out" / "latency.png").stat().st_size > 0
