@@ -29,7 +29,7 @@ from chat_service.projects import load_projects
 from chat_service.sessions import Session
 from chat_service.store import Store
 from chat_service.tokens import counter
-from chat_service.tools import Toolbox
+from chat_service.toolbox import Toolbox
 from web.fleet.db import make_sessions
 
 CONVERSATION = (

@@ -36,7 +36,8 @@ from chat_service.projects import Project
 from chat_service.runner import JobRunner
 from chat_service.sessions import Session, SessionStore
 from chat_service.store import Store
-from chat_service.tools import Action, Toolbox, ToolCall, parse_calls
+from chat_service.toolbox import Toolbox
+from chat_service.tools import Action, ToolCall, parse_calls
 from tasks.errors import NotFound
 from tasks.jobs import Job
 

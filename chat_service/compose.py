@@ -18,7 +18,8 @@ from chat_service.phrases import Phrases
 from chat_service.planner import day_in, missing_for_booking
 from chat_service.projects import Project
 from chat_service.store import opening_ranges
-from chat_service.tools import MAX_DAYS_AHEAD, Action, resolve_when
+from chat_service.toolbox import resolve_when
+from chat_service.tools import MAX_DAYS_AHEAD, Action
 
 MAX_NAMED = 5  # dishes described one by one; more become a list
 GROUP_ABOVE = 6  # a list longer than this is grouped by menu section

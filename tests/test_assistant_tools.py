@@ -20,7 +20,8 @@ from chat_service.projects import load_projects
 from chat_service.sessions import Session
 from chat_service.store import BookingError, Store
 from chat_service.tokens import counter
-from chat_service.tools import Action, Toolbox, ToolCall, parse_calls
+from chat_service.toolbox import Toolbox
+from chat_service.tools import Action, ToolCall, parse_calls
 from web.fleet.db import make_sessions, migrate
 
 PROJECTS = load_projects()

@@ -23,7 +23,8 @@ from chat_service.projects import load_projects
 from chat_service.sessions import SessionStore
 from chat_service.store import Store
 from chat_service.tokens import counter
-from chat_service.tools import Action, Toolbox, ToolCall
+from chat_service.toolbox import Toolbox
+from chat_service.tools import Action, ToolCall
 from miners.engines.base import GenerationRequest, GenerationResult, Producer, Stream
 from scripts.eval_answers import NOW, EngineJobs, evaluate
 from tasks.keys import Keys

@@ -20,7 +20,8 @@ from chat_service.projects import load_projects
 from chat_service.sessions import Session, SessionStore
 from chat_service.store import Store
 from chat_service.tokens import counter
-from chat_service.tools import Action, Toolbox, ToolCall
+from chat_service.toolbox import Toolbox
+from chat_service.tools import Action, ToolCall
 from miners.engines.base import GenerationRequest, Stream
 from miners.engines.echo import EchoEngine
 from scripts.eval_answers import NOW, EngineJobs

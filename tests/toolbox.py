@@ -12,7 +12,7 @@ from sqlalchemy import create_engine
 from chat_service.projects import load_projects
 from chat_service.sessions import Session
 from chat_service.store import Store
-from chat_service.tools import Toolbox
+from chat_service.toolbox import Toolbox
 from scripts.eval_answers import NOW
 from web.fleet.db import make_sessions, migrate
 
