@@ -42,11 +42,8 @@ def job(model="", device=""):
 
 def fleet(redis, registry, n, slots=4, busy=True, models=("echo",)):
     """``n`` live miners, each with every slot taken when ``busy``."""
-    pipe = redis.pipeline(transaction=False)
-    for i in range(n):
-        if busy:
-            pipe.set(KEYS.inflight(f"m{i:03d}"), slots)
-    pipe.execute()
+    if busy:
+        redis.mset({KEYS.inflight(f"m{i:03d}"): slots for i in range(n)})
     for i in range(n):
         beat(registry, f"m{i:03d}", slots=slots, models=models)
 
