@@ -8,13 +8,11 @@ on a free port for the whole session.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -27,9 +25,10 @@ from sqlalchemy import create_engine, text
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from scripts import redis_server
-from scripts.launch import child_env, free_port, legacy_argv, logged, miner_argv, start
+from scripts.launch import free_port, legacy_argv, logged, miner_argv
 from scripts.processes import stop
 from tasks.settings import Settings
+from tests.miner_processes import MinerProcess, launch, live_miner_ids, miner_env
 from tests.mqtt_client import Processes, project_file
 from web import create_app
 from web.fleet.db import migrate
@@ -154,43 +153,6 @@ def api(live_server: str, redis: redis_lib.Redis) -> Iterator[requests.Session]:
     with requests.Session() as session:
         session.base = live_server  # type: ignore[attr-defined]
         yield session
-
-
-@dataclass
-class MinerProcess:
-    miner_id: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def miner_env(settings: Settings, engine: str, slots: int, **extra: str) -> dict[str, str]:
-    """A miner's environment for the stack of ``settings``: ``engine`` with ``slots``."""
-    return child_env(settings, MIA_ENGINE=engine, MIA_SLOTS=str(slots), **extra)
-
-
-def launch(
-    started: list[MinerProcess],
-    miner_id: str,
-    argv: list[str],
-    env: dict[str, str],
-    log: Path,
-    ready: Callable[[], object],
-    timeout: float,
-    what: str,
-) -> MinerProcess:
-    """Start a miner process, wait until ``ready``, and note it in ``started`` (to stop)."""
-    found = MinerProcess(miner_id, start(argv, env, log, ready, timeout, what), log)
-    started.append(found)
-    return found
-
-
-def live_miner_ids(settings: Settings) -> set[str]:
-    """Miners /metrics/gpus shows live (it also lists recently dead ones, ``offline``)."""
-    response = requests.get(f"{settings.api_url}/metrics/gpus", timeout=5)
-    return {m["miner_id"] for m in response.json()["miners"] if m["status"] != "offline"}
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ from scripts.launch import (
 from scripts.processes import stop
 from tasks.keys import Keys
 from tasks.settings import Settings
-from tests.conftest import ADMIN_TOKEN, TOKEN, MinerProcess, launch, miner_env
+from tests.conftest import ADMIN_TOKEN, TOKEN
+from tests.miner_processes import MinerProcess, launch, miner_env
 
 # Debian puts it in /usr/sbin, which a user's PATH may lack
 HAPROXY = shutil.which("haproxy", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))

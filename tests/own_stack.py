@@ -15,7 +15,8 @@ from scripts import redis_server
 from scripts.launch import free_port, local_settings, miner_argv
 from scripts.processes import stop, wait_for
 from tasks.settings import Settings
-from tests.conftest import TOKEN, MinerProcess, launch, miner_env
+from tests.conftest import TOKEN
+from tests.miner_processes import MinerProcess, launch, miner_env
 from web import create_app
 from web.fleet.db import migrate
 

@@ -10,7 +10,8 @@ import requests
 
 from scripts.processes import stop, wait_for
 from scripts.stack import renew_own_key
-from tests.conftest import ADMIN, ADMIN_TOKEN, TOKEN, live_miner_ids
+from tests.conftest import ADMIN, ADMIN_TOKEN, TOKEN
+from tests.miner_processes import live_miner_ids
 
 
 def chat(api, message: str) -> dict:

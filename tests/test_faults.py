@@ -20,7 +20,7 @@ import requests
 
 from scripts.processes import kill, stop, wait_for
 from tasks.broker.layout import queue_lists
-from tests.conftest import live_miner_ids
+from tests.miner_processes import live_miner_ids
 from tests.own_stack import OwnStack, settle
 
 CALLERS = 200

@@ -19,7 +19,8 @@ import requests
 from miners.heartbeat import HeartbeatSender
 from scripts.processes import wait_for
 from tests.auth_client import new_id
-from tests.conftest import TOKEN, live_miner_ids
+from tests.conftest import TOKEN
+from tests.miner_processes import live_miner_ids
 
 INTERVAL_S = 0.1
 WRITE_FAILED = "cannot keep miner"

@@ -10,7 +10,7 @@ import requests
 
 from scripts.processes import kill, stop, wait_for
 from tasks.keys import Keys
-from tests.conftest import live_miner_ids
+from tests.miner_processes import live_miner_ids
 from web import create_app
 
 

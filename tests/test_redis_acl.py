@@ -24,7 +24,8 @@ from scripts import redis_acl, redis_server
 from scripts.launch import free_port, miner_argv
 from scripts.processes import spawn, stop, wait_for
 from tasks.settings import Settings
-from tests.conftest import ROOT, miner_env
+from tests.conftest import ROOT
+from tests.miner_processes import miner_env
 from web import create_app
 
 MINER = "acl7"

@@ -26,7 +26,7 @@ from tasks.broker.backend import take_along
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
-from tests.conftest import MinerProcess
+from tests.miner_processes import MinerProcess
 from tests.mqtt_client import MOSQUITTO, PLAIN, Session
 from web.fleet.pieces import Relay
 
