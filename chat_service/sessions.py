@@ -1,9 +1,9 @@
 """Assistant sessions in Redis: any web replica can serve any turn.
 
-A session is one JSON value (history and cart) under ``<p>:session:<project>:<id>``,
-expiring after ``MIA_SESSION_TTL_S`` of inactivity. ``MIA_MAX_SESSIONS`` bounds how
-many are kept: saving one (``session_save.lua``) evicts the least recently used
-beyond it. History is trimmed, oldest turns first, to the project's
+A session is one JSON value (history and cart) under ``<p>:session:{<project>:<id>}``
+(its own Cluster slot), expiring after ``MIA_SESSION_TTL_S`` of inactivity.
+``MIA_MAX_SESSIONS`` bounds how many are kept: saving one (``sessions_lru.lua``)
+evicts the least recently used beyond it. History is trimmed, oldest turns first, to the project's
 ``max_history_tokens`` counted with the serving model's tokenizer.
 """
 
@@ -18,11 +18,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 
 from chat_service.tokens import TokenCounter
+from tasks.connections import AnyRedis
 from tasks.errors import Conflict
 from tasks.keys import Keys
 from tasks.lua import Scripts
@@ -109,7 +109,7 @@ class TurnLock:
 class SessionStore:
     def __init__(
         self,
-        client: redis.Redis,
+        client: AnyRedis,
         scripts: Scripts,
         keys: Keys,
         counter: TokenCounter,
@@ -176,11 +176,24 @@ class SessionStore:
         return Turn(role, content, self._counter.message(role, content))
 
     def save(self, session: Session, max_history_tokens: int) -> int:
-        """Trim and store the session; returns how many other sessions were evicted."""
+        """Trim and store the session; returns how many other sessions were evicted.
+
+        The session is one key of its own slot and the last-use index another, so on a
+        Redis Cluster they may sit on different shards: the save, the index's update
+        (``sessions_lru.lua``) and the evictions are three steps, not one. A session
+        evicted a moment after it was saved is the least recently used one, so a turn
+        of it in that moment only makes it the next one's first turn again."""
         session.history = trim(session.history, max_history_tokens)
+        key = self._keys.session(session.project, session.session_id)
+        self._redis.set(key, session.to_json(), ex=self._ttl_s)
         evicted = self._scripts(
-            "session_save",
-            keys=[self._keys.session(session.project, session.session_id), self._keys.sessions],
-            args=[session.to_json(), self._ttl_s, repr(time.time()), self._max_sessions],
+            "sessions_lru",
+            keys=[self._keys.sessions],
+            args=[key, repr(time.time()), self._ttl_s, self._max_sessions],
         )
-        return int(evicted)
+        if evicted:
+            pipe = self._redis.pipeline(transaction=False)
+            for gone in evicted:
+                pipe.delete(gone)
+            pipe.execute()
+        return len(evicted)

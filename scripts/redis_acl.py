@@ -16,7 +16,7 @@ checked by ``tests/test_redis_acl.py`` with a real miner answering through such 
   ``celeryev.*`` and their channels);
 - results ``celery-task-meta-*`` (key and channel);
 - ``<p>:inflight:*``, ``<p>:held:<id>``, ``<p>:running:*``, ``<p>:abort:*``, ``<p>:partial:*``,
-  ``<p>:breakers``, ``<p>:failstreak`` and, to retry a job elsewhere, dispatch's own
+  ``{<p>}:breakers``, ``{<p>}:failstreak`` and, to retry a job elsewhere, dispatch's own
   ``<p>:miners``, ``<p>:picks``, ``<p>:seq``, ``<p>:idx*``, ``<p>:indexed``,
   ``<p>:job:*`` (read-only: ``<p>:hb:*``,
   ``<p>:drain:*``); channels ``<p>:stream:*``, ``<p>:abort``, ``<p>:events``,
@@ -72,7 +72,6 @@ def key_patterns(miner_id: str, prefix: str = "mia") -> list[str]:
         f"~{keys.partial('*')}",  # a job's answer so far (miners.resume)
         f"~{keys.breakers}",
         f"~{keys.failstreak}",
-        f"~{keys.events}",  # a channel, but the breaker's script names it among its keys
         f"~{keys.miners}",
         f"~{keys.picks}",
         f"~{keys.seq}",

@@ -21,6 +21,7 @@ import redis
 import redis.client
 
 from tasks import metrics
+from tasks.connections import AnyRedis
 from tasks.keys import Keys, text
 from tasks.lua import Scripts
 from tasks.settings import Settings
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class Breakers:
-    def __init__(self, client: redis.Redis, scripts: Scripts, keys: Keys, settings: Settings):
+    def __init__(self, client: AnyRedis, scripts: Scripts, keys: Keys, settings: Settings):
         self._redis = client
         self._scripts = scripts
         self._keys = keys
@@ -49,8 +50,8 @@ class Breakers:
         self._scripts.queue(pipe, "breaker", *self._call(miner_id, ok))
 
     def _call(self, miner_id: str, ok: bool) -> tuple[list[str], list[Any]]:
-        keys = [self._keys.breakers, self._keys.failstreak, self._keys.events]
-        return keys, [miner_id, "1" if ok else "0", *self._args]
+        keys = [self._keys.breakers, self._keys.failstreak]
+        return keys, [miner_id, "1" if ok else "0", *self._args, self._keys.events]
 
     def noted(self, miner_id: str, answer: Any) -> str:
         """Count and log what one recorded outcome changed (the script's answer)."""

@@ -9,6 +9,12 @@ server's certificate is checked. The same options go to redis-py clients
 
 A ``sentinel://`` URL names Redis Sentinels instead (``tasks.sentinel``): every client
 made here then talks to the master they name, and follows it through a failover.
+
+``MIA_SESSIONS_REDIS_URL`` may move the state that grows with guests (sessions, their
+turn locks, rate buckets) elsewhere; ``redis-cluster://[user:password@]host:port[,host:port...]``
+(``rediss-cluster://`` over TLS) names a Redis Cluster by a few of its nodes
+(``sessions_client``). Those keys' scripts declare every key, each in its own slot
+(docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 from tasks.errors import ConfigError
 from tasks.sentinel import is_sentinel, sentinel_client
 from tasks.settings import Settings
+
+AnyRedis = redis.Redis | RedisCluster  # a client of one Redis (or Sentinel's master), or a Cluster
 
 CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
@@ -83,3 +92,43 @@ def redis_client(settings: Settings, url: str | None = None, **kwargs: Any) -> r
         **kwargs,
     )
     return redis.Redis(connection_pool=pool)
+
+
+CLUSTER_SCHEMES = {"redis-cluster": "redis", "rediss-cluster": "rediss"}
+
+
+def sessions_client(settings: Settings, main: redis.Redis, **kwargs: Any) -> AnyRedis:
+    """The client of sessions, turn locks and rate buckets: ``main`` unless
+    ``MIA_SESSIONS_REDIS_URL`` names another Redis, or a Redis Cluster."""
+    url = settings.sessions_redis_url
+    if not url:
+        return main
+    parts = urlsplit(url)
+    if parts.scheme not in CLUSTER_SCHEMES:
+        return redis_client(settings, url, **kwargs)
+    try:
+        nodes = [
+            ClusterNode(*_host_port(hostport))  # type: ignore[no-untyped-call]
+            for hostport in parts.netloc.split("@")[-1].split(",")
+        ]
+    except ValueError:
+        raise ConfigError(
+            "MIA_SESSIONS_REDIS_URL must be "
+            f"redis-cluster://[user:password@]host:port[,host:port...], got {url!r}"
+        ) from None
+    tls = redis_options(settings, f"{CLUSTER_SCHEMES[parts.scheme]}://{nodes[0].host}")
+    return RedisCluster(
+        startup_nodes=nodes,
+        username=parts.username,
+        password=parts.password,
+        ssl=bool(tls),
+        **tls,
+        **kwargs,
+    )
+
+
+def _host_port(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(hostport)
+    return host, int(port)

@@ -29,14 +29,14 @@
 | ``<p>:reply:<replica>``    | pubsub | miner, web    | one web process's results and streamed |
 |                            |        |               | pieces, in order (its jobs' reply_to)  |
 | ``<p>:stream:<job>``       | pubsub | miner         | a job's pieces when it has no reply_to |
-| ``<p>:partial:<job>``      | hash   | miner         | its answer so far: owner (the attempt  |
+| ``<p>:partial:{<job>}``    | hash   | miner         | its answer so far: owner (the attempt  |
 |                            |        |               | writing it), text, pieces (TTL; gone   |
 |                            |        |               | with the result: ``miners.resume``)    |
 | ``<p>:abort``              | pubsub | web           | ids of jobs whose caller went away     |
-| ``<p>:abort:<job>``        | string | web           | the same, for a job not started yet    |
-| ``<p>:session:<proj>:<id>``| string | assistant     | a chat session: history, cart (TTL)    |
+| ``<p>:abort:{<job>}``      | string | web           | the same, for a job not started yet    |
+| ``<p>:session:{<pr>:<id>}``| string | assistant     | a chat session: history, cart (TTL)    |
 | ``<p>:sessions``           | zset   | assistant     | session keys by last use (LRU bound)   |
-| ``<p>:turn:<proj>:<id>``   | string | web           | a session's turn lock (redis-py Lock)  |
+| ``<p>:turn:{<pr>:<id>}``   | string | web           | a session's turn lock (redis-py Lock)  |
 | ``<p>:events``             | pubsub | heartbeat     | device state changes (WebSocket feed)  |
 | ``<p>:loading:<model>``    | hash   | web           | op id -> device of loads in flight     |
 | ``<p>:op:<op>``            | string | web           | an operation sent: action, model,      |
@@ -52,8 +52,8 @@
 | ``<p>:unconfirmed:<miner>``| string | register      | its key was never used in a heartbeat  |
 | ``<p>:deaths``             | zset   | reaper        | dead miners by when first seen dead    |
 | ``<p>:reaper``             | string | reaper        | the lock: one reaper at a time (TTL)   |
-| ``<p>:breakers``           | hash   | miner, web    | miner -> circuit breaker state (JSON)  |
-| ``<p>:failstreak``         | hash   | miner, web    | miner -> failures in a row             |
+| ``{<p>}:breakers``         | hash   | miner, web    | miner -> circuit breaker state (JSON)  |
+| ``{<p>}:failstreak``       | hash   | miner, web    | miner -> failures in a row             |
 | ``<p>:lastseen``           | zset   | heartbeat     | miners by last heartbeat (epoch s),    |
 |                            |        | reap          | trimmed after ``MIA_OFFLINE_WINDOW_S`` |
 | ``<p>:ignored``            | zset   | web           | digests of unknown-field sets logged   |
@@ -61,8 +61,11 @@
 | ``<p>:rate:<proj>:<id>``   | hash   | mqtt gateway  | a client's token bucket (TTL)          |
 | ``celery-task-meta-<job>`` | string | Celery result | the job's result (Celery's own key)    |
 
-``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). Queues are Celery's: ``gpu-<miner>``
-per miner and ``shared`` for everything no miner could take at once.
+``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). A part in braces is a Redis Cluster hash
+tag: only it picks the key's slot, so the keys one script reads share a slot (the slot
+families, and which scripts already declare every key, are in docs/scaling.md). Queues
+are Celery's: ``gpu-<miner>`` per miner and ``shared`` for everything no miner could take
+at once.
 """
 
 from __future__ import annotations
@@ -116,8 +119,9 @@ class Keys:
         self.rebooted = f"{prefix}:rebooted"
         self.deaths = f"{prefix}:deaths"
         self.reaper = f"{prefix}:reaper"
-        self.breakers = f"{prefix}:breakers"
-        self.failstreak = f"{prefix}:failstreak"
+        self.dispatch_tag = f"{{{prefix}}}"
+        self.breakers = f"{self.dispatch_tag}:breakers"
+        self.failstreak = f"{self.dispatch_tag}:failstreak"
         self.last_seen = f"{prefix}:lastseen"
         self.ignored = f"{prefix}:ignored"
         self.polled = f"{prefix}:polled"
@@ -163,17 +167,18 @@ class Keys:
         return f"{self.prefix}:stream:{job_id}"
 
     def partial(self, job_id: str) -> str:
-        """A job's answer so far, for the attempt that resumes it (``miners.resume``)."""
-        return f"{self.prefix}:partial:{job_id}"
+        """A job's answer so far, for the attempt that resumes it (``miners.resume``);
+        in its job's slot, with its abort key (``claim.lua`` reads both)."""
+        return f"{self.prefix}:partial:{{{job_id}}}"
 
     def abort(self, job_id: str) -> str:
-        return f"{self.prefix}:abort:{job_id}"
+        return f"{self.prefix}:abort:{{{job_id}}}"
 
     def session(self, project: str, session_id: str) -> str:
-        return f"{self.prefix}:session:{project}:{session_id}"
+        return f"{self.prefix}:session:{{{project}:{session_id}}}"
 
     def session_lock(self, project: str, session_id: str) -> str:
-        return f"{self.prefix}:turn:{project}:{session_id}"
+        return f"{self.prefix}:turn:{{{project}:{session_id}}}"
 
     def unconfirmed(self, miner_id: str) -> str:
         return f"{self.prefix}:unconfirmed:{miner_id}"

@@ -32,6 +32,7 @@ class ConnectionSettings:
     redis_tls_cert_file: str = ""
     redis_tls_key_file: str = ""
     redis_tls_cert_reqs: str = "required"
+    sessions_redis_url: str = ""  # sessions, turn locks, rate buckets ('': MIA_REDIS_URL)
     message_signing: int = 0
     signing_key_file: str = ""
     signing_cert_file: str = ""

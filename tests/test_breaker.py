@@ -44,7 +44,7 @@ def picks(selector: RedisSelector, n: int = 6) -> set[str | None]:
 
 
 def state(redis, miner_id: str) -> dict | None:
-    raw = redis.hget(f"{PREFIX}:breakers", miner_id)
+    raw = redis.hget(Keys(PREFIX).breakers, miner_id)
     return None if raw is None else json.loads(raw)
 
 

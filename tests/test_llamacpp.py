@@ -12,6 +12,7 @@ import requests
 
 from miners.engines.llamacpp import bundled_model_path
 from tasks.jobs import Job
+from tasks.keys import Keys
 from tests.conftest import ADMIN
 
 pytestmark = pytest.mark.llamacpp
@@ -111,7 +112,9 @@ def test_a_resumed_answer_continues_the_partial_text_as_one_attempt_would(app, a
     assert len(pieces) > 10
     sent = "".join(pieces[:8])
     job = Job(messages, max_tokens=40, stream=True)
-    redis.hset(f"mia:partial:{job.job_id}", mapping={"owner": "dead", "text": sent, "pieces": 8})
+    redis.hset(
+        Keys("mia").partial(job.job_id), mapping={"owner": "dead", "text": sent, "pieces": 8}
+    )
     again, result = streamed(app, job)
     assert again[0] == sent  # what this caller had not seen, from the record
     assert "".join(again) == result["response"] == whole["response"]

@@ -23,6 +23,7 @@ from werkzeug.serving import make_server
 from scripts import redis_acl, redis_server
 from scripts.launch import free_port, miner_argv
 from scripts.processes import spawn, stop, wait_for
+from tasks.keys import Keys
 from tasks.settings import Settings
 from tests.conftest import ROOT
 from tests.miner_processes import miner_env
@@ -140,7 +141,7 @@ def test_the_acl_user_cannot_touch_what_is_not_its_own(acl_redis):
         lambda: client.rpop("gpu-other"),  # another miner's queue: write-only
         lambda: client.set("mia:hb:other", "{}"),  # heartbeats go over HTTP
         lambda: client.get("mia:minerkey:other"),  # the key cache
-        lambda: client.get("mia:session:restaurant:s1"),
+        lambda: client.get(Keys("mia").session("restaurant", "s1")),
         lambda: client.flushdb(),
         lambda: client.keys("*"),
         lambda: client.config_get("*"),

@@ -211,7 +211,7 @@ def kill_the_miner_running_it(redis, started: dict[str, MinerProcess], chars: in
     def under_way() -> str:
         for key in redis.scan_iter("mia:partial:*"):
             if len(redis.hget(key, "text") or b"") >= chars:
-                return key.decode().rsplit(":", 1)[1]
+                return key.decode().rsplit(":", 1)[1].strip("{}")  # mia:partial:{<job>}
         return ""
 
     job_id = wait_for(under_way, 30, "an answer under way")

@@ -24,7 +24,7 @@ import requests
 from werkzeug.serving import make_server
 
 from scripts.processes import wait_for
-from tasks.keys import result_key
+from tasks.keys import Keys, result_key
 from tasks.lua import NAMES, source
 from tests.sentinel_group import SentinelGroup, SentinelStack, version
 from web import create_app
@@ -207,7 +207,7 @@ def session_after_failover(stack: SentinelStack) -> str:
     for message in ("my name is Ada", "what is my name"):
         status, body = chat(stack.base, message, session_id="after-failover")
         assert status == 200, body
-    raw = stack.redis.get("mia:session:direct:after-failover")
+    raw = stack.redis.get(Keys("mia").session("direct", "after-failover"))
     assert raw is not None and raw.count(b'"role"') == 4
     return "two turns kept"
 

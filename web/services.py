@@ -17,8 +17,9 @@ from chat_service.sessions import SessionStore
 from chat_service.store import Store
 from chat_service.tokens import counter
 from tasks.breaker import Breakers
-from tasks.connections import redis_client
+from tasks.connections import AnyRedis, redis_client, sessions_client
 from tasks.keys import Keys
+from tasks.lua import Scripts
 from tasks.settings import Settings
 from tasks.tokens import admin_token
 from web.fleet.audit import AuditLog
@@ -44,6 +45,7 @@ EXTENSION = "mia"
 class Services:
     settings: Settings
     redis: redis.Redis
+    sessions_redis: AnyRedis  # sessions, turn locks, rate buckets (MIA_SESSIONS_REDIS_URL)
     celery: Celery
     registry: Registry
     auth: MinerAuth
@@ -85,11 +87,22 @@ def build_services(settings: Settings) -> Services:
         client, keys, dispatcher, waiter, autoload=autoload, stats=stats, breakers=breakers
     )
     reaper = core.reaper
+    guests = sessions_client(
+        settings,
+        client,
+        socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=max(settings.redis_timeout_s, 5.0),
+    )
     assistant = Assistant(
         load_projects(Path(settings.projects_file) if settings.projects_file else None),
         jobs,
         SessionStore(
-            client, scripts, keys, counter(), settings.session_ttl_s, settings.max_sessions
+            guests,
+            scripts if guests is client else Scripts(guests),
+            keys,
+            counter(),
+            settings.session_ttl_s,
+            settings.max_sessions,
         ),
         Store(sessions),
         settings.request_timeout_s,
@@ -98,6 +111,7 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         redis=client,
+        sessions_redis=guests,
         celery=celery,
         registry=registry,
         auth=MinerAuth(

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 import redis.client
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 NAMES = (
@@ -19,7 +20,7 @@ NAMES = (
     "lease",
     "expire",
     "submit",
-    "session_save",
+    "sessions_lru",
     "beat",
     "reap",
     "breaker",
@@ -45,7 +46,7 @@ def source(name: str) -> str:
 class Scripts:
     """The project's scripts registered on one Redis client (EVALSHA, reloaded if flushed)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
         self._scripts: dict[str, Script] = {n: client.register_script(source(n)) for n in NAMES}
 
     def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:

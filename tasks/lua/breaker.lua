@@ -1,10 +1,9 @@
 -- Record one job outcome of a miner in its circuit breaker.
 --
 -- KEYS[1] hash miner -> breaker state   KEYS[2] hash miner -> failures in a row
--- KEYS[3] events channel
 -- ARGV[1] miner id   ARGV[2] '1' the job succeeded, '0' it failed or timed out
 -- ARGV[3] failures in a row that open the breaker   ARGV[4] first cool-down (ms)
--- ARGV[5] longest cool-down (ms)
+-- ARGV[5] longest cool-down (ms)   ARGV[6] the events channel (a channel, not a key)
 --
 -- closed --N failures in a row--> open (dispatch skips it) --cool-down over--> the next
 -- job it gets is a trial (reserve.lua) --success--> closed; --failure--> open again
@@ -16,7 +15,7 @@ if ARGV[2] == '1' then
   redis.call('HDEL', KEYS[2], id)
   if raw then
     redis.call('HDEL', KEYS[1], id)
-    redis.call('PUBLISH', KEYS[3], cjson.encode({
+    redis.call('PUBLISH', ARGV[6], cjson.encode({
       type = 'breaker', device_id = id, state = 'closed'}))
     return 'closed'
   end
@@ -36,6 +35,6 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], id, cjson.encode({
   state = 'open', ['until'] = now + cooldown, cooldown = cooldown, failures = streak}))
-redis.call('PUBLISH', KEYS[3], cjson.encode({
+redis.call('PUBLISH', ARGV[6], cjson.encode({
   type = 'breaker', device_id = id, state = 'open', cooldown_ms = cooldown, failures = streak}))
 return 'opened'

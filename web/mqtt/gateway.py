@@ -64,10 +64,10 @@ class Gateway:
         self.broker = Broker.from_settings(settings)
         self.services = services or build_services(settings)
         self.projects = list(self.services.assistant.projects)
-        redis = self.services.redis
+        guests = self.services.sessions_redis  # rate buckets live with the sessions
         limit = RateLimit(
-            redis,
-            Scripts(redis),
+            guests,
+            Scripts(guests),
             self.services.keys,
             settings.mqtt_rate_limit,
             settings.mqtt_rate_period_s,

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from tasks.connections import AnyRedis
 from tasks.errors import ConfigError, MiaError, ServiceUnavailable, ValidationError
 from tasks.keys import Keys
 from tasks.lua import Scripts
@@ -47,7 +48,7 @@ def client_identity(body: dict[str, Any], session_id: str) -> str:
 class RateLimit:
     """``limit`` messages per ``period_s`` per client, up to ``burst`` at once (0: off)."""
 
-    redis: redis.Redis
+    redis: AnyRedis
     scripts: Scripts
     keys: Keys
     limit: int

@@ -1,0 +1,110 @@
+"""A Redis Cluster of a test's own: three masters on free loopback ports, the 16,384
+slots split evenly among them, every process stopped by ``close`` (or leaving a
+``with`` block). ``client()`` is a redis-py cluster client for it; ``node_of(key)``
+says which master holds a key."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from types import TracebackType
+
+import redis as redis_lib
+from redis.cluster import RedisCluster
+
+from scripts import redis_server
+from scripts.launch import free_port
+from scripts.processes import stop, wait_for
+from tests.sentinel_group import binary
+
+SLOTS = 16384
+MASTERS = 3
+
+
+class ClusterGroup:
+    def __init__(self, work: Path, masters: int = MASTERS) -> None:
+        self.work, self.binary = work, binary()
+        self.servers: dict[int, subprocess.Popen[bytes]] = {}
+        self._nodes: dict[int, redis_lib.Redis] = {}
+        try:
+            self._start(masters)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, masters: int) -> None:
+        buses: dict[int, int] = {}
+        for _ in range(masters):
+            port, buses[port] = free_port(), free_port()
+            self.servers[port] = redis_server.start(
+                port,
+                self.work / f"node-{port}",
+                self.work / f"node-{port}.log",
+                binary=self.binary,
+                args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-port",  # the bus: port + 10,000 by default, past 65,535 for some
+                    str(buses[port]),
+                ],
+            )
+        ports = list(self.servers)
+        share = SLOTS // masters
+        for i, port in enumerate(ports):
+            last = SLOTS - 1 if i == masters - 1 else (i + 1) * share - 1
+            self.node(port).execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+        for port in ports[1:]:
+            self.node(ports[0]).execute_command("CLUSTER", "MEET", "127.0.0.1", port, buses[port])
+        wait_for(self._ready, 30, "the cluster's nodes to agree on every slot")
+
+    def node(self, port: int) -> redis_lib.Redis:
+        """A plain client of one node (closed by ``close``)."""
+        if port not in self._nodes:
+            self._nodes[port] = redis_lib.Redis(
+                port=port, socket_timeout=2, socket_connect_timeout=2
+            )
+        return self._nodes[port]
+
+    def _ready(self) -> bool:
+        for port in self.servers:
+            info = self.node(port).execute_command("CLUSTER", "INFO").decode()
+            if (
+                "cluster_state:ok" not in info
+                or f"cluster_known_nodes:{len(self.servers)}" not in info
+            ):
+                return False
+        return True
+
+    def client(self) -> RedisCluster:
+        """A cluster client that finds every node from the first."""
+        return RedisCluster(host="127.0.0.1", port=next(iter(self.servers)), socket_timeout=5)
+
+    def node_of(self, key: str) -> int:
+        """The port of the master that holds ``key``'s slot."""
+        slot = int(self.node(next(iter(self.servers))).execute_command("CLUSTER", "KEYSLOT", key))
+        share = SLOTS // len(self.servers)
+        return list(self.servers)[min(slot // share, len(self.servers) - 1)]
+
+    def flush(self) -> None:
+        """Empty every node."""
+        for port in self.servers:
+            self.node(port).flushall()
+
+    def close(self) -> None:
+        for node in self._nodes.values():
+            node.close()
+        for proc in self.servers.values():
+            stop(proc)
+
+    def __enter__(self) -> ClusterGroup:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
