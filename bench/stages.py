@@ -32,19 +32,22 @@ from bench.report import percentile
 from bench.stack import environment, live_miners
 from scripts.launch import miner_argv, running
 from scripts.processes import wait_for
+from tasks.keys import Keys
 from tasks.settings import Settings
 
 STAGES = ("http", "reserve_publish", "pickup", "task_start", "first_piece", "relay")
 LINE = re.compile(r'^(\d+\.\d+) \[\d+ ([^\]]+)\] "(\w+)"(.*)$')
 
+KEYS = Keys("mia")  # the bench stack's prefix
+
 
 def marks(lines: list[tuple[float, str, str]], job: str) -> list[float] | None:
     """The Unix times of the five server-side marks of ``job``, in order (None: one missing)."""
     tests = (
-        lambda cmd, rest: cmd == "EVALSHA" and f"mia:job:{job}" in rest,
+        lambda cmd, rest: cmd == "EVALSHA" and KEYS.job(job) in rest,
         lambda cmd, rest: cmd == "LPUSH",
         lambda cmd, rest: cmd == "MULTI",
-        lambda cmd, rest: cmd == "EVALSHA" and f"mia:abort:{job}" in rest,
+        lambda cmd, rest: cmd == "EVALSHA" and KEYS.abort(job) in rest,
         lambda cmd, rest: cmd == "PUBLISH" and job in rest and '\\"index\\": 0' in rest,
     )
     found: list[float] = []
@@ -92,7 +95,7 @@ def run(settings: Settings, work: Path, samples: int, engine: str = "echo") -> d
         with running([cli, "-u", settings.redis_url, "monitor"], {}, log):
             wait_for(lambda: log.exists() and log.stat().st_size > 0, 10, "redis-cli monitor")
             watched = [engines.sse_first_piece(host, port, message) for message in monitored]
-            last = f"mia:abort:{watched[-1][2]}"  # the last job's ``begin``, and so the rest
+            last = KEYS.abort(watched[-1][2])  # the last job's ``begin``, and so the rest
             wait_for(lambda: last in log.read_text(errors="replace"), 10, "the monitor's lines")
         lines = parse(log.read_text(errors="replace"))
         for message in unmonitored:

@@ -5,7 +5,7 @@ runs again elsewhere (the reaper, kombu's redelivery, or a retry: ``miners.retry
 attempt does not start over: it reads the answer so far and hands it to the engine as the
 beginning of the assistant's turn (``GenerationRequest.prefix``); the engine continues it.
 
-Where the answer so far lives: ``<p>:partial:<job>``, a hash of ``text``, ``pieces`` and
+Where the answer so far lives: ``<p>:partial:{<job>}``, a hash of ``text``, ``pieces`` and
 ``owner``, the attempt allowed to add to it.
 
 - **Streamed.** Each piece is added to ``text`` and published to the waiting web process

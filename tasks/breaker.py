@@ -1,7 +1,7 @@
 """Circuit breakers: a miner whose jobs keep failing leaves dispatch for a cool-down.
 
 State lives in Redis so every web process and miner sees the same breaker:
-``<p>:breakers`` (miner -> ``{"state", "until", "cooldown"}``) and ``<p>:failstreak``
+``{<p>}:breakers`` (miner -> ``{"state", "until", "cooldown"}``) and ``{<p>}:failstreak``
 (miner -> failures in a row). ``lua/breaker.lua`` records outcomes; ``lua/reserve.lua``
 skips a miner whose breaker is open and, once the cool-down is over, gives it one
 trial job at a time (half-open). A success closes the breaker; a failed trial opens

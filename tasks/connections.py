@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
@@ -99,17 +99,23 @@ CLUSTER_SCHEMES = {"redis-cluster": "redis", "rediss-cluster": "rediss"}
 
 def sessions_client(settings: Settings, main: redis.Redis, **kwargs: Any) -> AnyRedis:
     """The client of sessions, turn locks and rate buckets: ``main`` unless
-    ``MIA_SESSIONS_REDIS_URL`` names another Redis, or a Redis Cluster."""
+    ``MIA_SESSIONS_REDIS_URL`` names another Redis, or a Redis Cluster. A cluster is
+    asked for its slots here, so it must answer when the process starts."""
     url = settings.sessions_redis_url
     if not url:
         return main
     parts = urlsplit(url)
+    if is_sentinel(url):
+        raise ConfigError(
+            "MIA_SESSIONS_REDIS_URL cannot name Redis Sentinels: give the sessions a "
+            "redis://, rediss:// or redis-cluster:// URL, or leave it empty (MIA_REDIS_URL)"
+        )
     if parts.scheme not in CLUSTER_SCHEMES:
         return redis_client(settings, url, **kwargs)
     try:
         nodes = [
             ClusterNode(*_host_port(hostport))  # type: ignore[no-untyped-call]
-            for hostport in parts.netloc.split("@")[-1].split(",")
+            for hostport in parts.netloc.rpartition("@")[2].split(",")
         ]
     except ValueError:
         raise ConfigError(
@@ -119,8 +125,8 @@ def sessions_client(settings: Settings, main: redis.Redis, **kwargs: Any) -> Any
     tls = redis_options(settings, f"{CLUSTER_SCHEMES[parts.scheme]}://{nodes[0].host}")
     return RedisCluster(
         startup_nodes=nodes,
-        username=parts.username,
-        password=parts.password,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
         ssl=bool(tls),
         **tls,
         **kwargs,
@@ -128,7 +134,9 @@ def sessions_client(settings: Settings, main: redis.Redis, **kwargs: Any) -> Any
 
 
 def _host_port(hostport: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6 address]:port``."""
     host, _, port = hostport.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
     if not host or not port.isdigit():
         raise ValueError(hostport)
     return host, int(port)

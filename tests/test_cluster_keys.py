@@ -16,13 +16,14 @@ import pytest
 import redis as redis_lib
 import requests
 from redis.cluster import RedisCluster, key_slot
+from redis.exceptions import RedisClusterException
 
 from chat_service.sessions import SessionStore
 from chat_service.tokens import counter
 from miners.resume import Progress
-from scripts.launch import local_settings
+from scripts.launch import free_port, local_settings
 from tasks.breaker import Breakers
-from tasks.connections import sessions_client
+from tasks.connections import _host_port, sessions_client
 from tasks.errors import ConfigError
 from tasks.jobs import Job
 from tasks.keys import Keys, result_key
@@ -32,6 +33,7 @@ from tests.conftest import TOKEN
 from tests.declared_keys import declared_only
 from tests.own_stack import InProcessStack
 from tests.redis_cluster import ClusterGroup
+from web import create_app
 from web.mqtt.limits import RateLimit, RateLimited
 
 KEYS = Keys("mia")
@@ -195,3 +197,29 @@ def test_a_web_tier_keeps_its_sessions_on_the_cluster(
 def test_a_cluster_url_without_host_and_port_is_refused_by_name(url, redis, settings):
     with pytest.raises(ConfigError, match="MIA_SESSIONS_REDIS_URL"):
         sessions_client(settings.with_overrides(sessions_redis_url=url), redis)
+
+
+@pytest.mark.parametrize("url", ["sentinel://127.0.0.1:26379/0", "sentinel://a:1;sentinel://b:2/0"])
+def test_sentinels_for_the_sessions_are_refused_by_name(url, redis, settings):
+    with pytest.raises(ConfigError, match="MIA_SESSIONS_REDIS_URL cannot name Redis Sentinels"):
+        sessions_client(settings.with_overrides(sessions_redis_url=url), redis)
+
+
+def test_cluster_node_addresses_take_v6_brackets_and_the_password_is_decoded(redis, settings):
+    assert _host_port("[::1]:7000") == ("::1", 7000)
+    assert _host_port("10.0.0.2:7001") == ("10.0.0.2", 7001)
+    url = f"redis-cluster://default:p%40ss@127.0.0.1:{free_port()}"
+    with pytest.raises(RedisClusterException):  # nothing there: it says so at once
+        sessions_client(settings.with_overrides(sessions_redis_url=url), redis)
+
+
+def test_readyz_names_a_sessions_redis_that_does_not_answer(redis, settings):
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(settings.with_overrides(sessions_redis_url=nowhere))
+    try:
+        response = app.test_client().get("/readyz")
+        assert response.status_code == 503
+        assert "MIA_SESSIONS_REDIS_URL" in response.get_json()["error"]
+    finally:
+        app.extensions["mia"].housekeeper.close()
+        app.extensions["mia"].waiter.close()

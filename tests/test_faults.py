@@ -20,6 +20,7 @@ import requests
 
 from scripts.processes import kill, stop, wait_for
 from tasks.broker.layout import queue_lists
+from tasks.keys import Keys
 from tests.miner_processes import live_miner_ids
 from tests.own_stack import OwnStack, settle
 
@@ -85,7 +86,7 @@ def test_kill_9_a_miner_with_jobs_running_and_queued_loses_none(patient_stack):
 
 
 def breaker(redis, miner_id: str) -> dict | None:
-    raw = redis.hget("mia:breakers", miner_id)
+    raw = redis.hget(Keys("mia").breakers, miner_id)
     return None if raw is None else json.loads(raw)
 
 

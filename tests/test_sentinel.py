@@ -111,7 +111,7 @@ def test_a_session_turn_and_its_lock_over_sentinel(settings, master):
         "my name is Ada",
         "echo: my name is Ada",
     ]
-    assert master.exists("mia:session:direct:s-1")
+    assert master.exists(Keys("mia").session("direct", "s-1"))
     client.close()
 
 

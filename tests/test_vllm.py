@@ -144,7 +144,9 @@ def test_a_resumed_vllm_answer_continues_the_partial_text(app, api, vllm_miner, 
     assert len(pieces) > 8
     sent = "".join(pieces[:6])
     job = Job(messages, max_tokens=32, stream=True)
-    redis.hset(f"mia:partial:{job.job_id}", mapping={"owner": "dead", "text": sent, "pieces": 6})
+    redis.hset(
+        Keys("mia").partial(job.job_id), mapping={"owner": "dead", "text": sent, "pieces": 6}
+    )
     again, result = streamed(job)
     assert "".join(again) == result["response"]
     assert result["response"].startswith(sent) and len(result["response"]) > len(sent)

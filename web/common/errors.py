@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisClusterException
 from sqlalchemy.exc import OperationalError as DatabaseError
 from werkzeug.exceptions import HTTPException
 
@@ -39,7 +40,7 @@ def as_mia_error(exc: Exception) -> MiaError:
         code = exc.name.lower().replace(" ", "_")
         field = {"field": "body"} if exc.code == 413 else {}  # over MAX_CONTENT_LENGTH
         return _error(exc.code or 500, code, describe(exc), **field)
-    if isinstance(exc, redis.RedisError | OperationalError):
+    if isinstance(exc, redis.RedisError | RedisClusterException | OperationalError):
         log.warning("Redis unavailable: %s", exc)
         return _error(503, "unavailable", f"Redis does not answer: {exc}")
     if isinstance(exc, DatabaseError):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from tasks.connections import AnyRedis
 from tasks.errors import ConfigError, MiaError, ServiceUnavailable, ValidationError
@@ -81,7 +82,7 @@ class RateLimit:
                 [self.keys.rate(project, client)],
                 [self.size(), self.limit / self.period_s],
             )
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise ServiceUnavailable(f"Redis does not answer: {exc}") from exc
         if not int(taken):
             raise RateLimited(

@@ -7,6 +7,7 @@ import redis
 from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisClusterException
 
 from web.fleet.gauges import FleetCollector, exposition
 from web.services import services
@@ -29,8 +30,15 @@ def prometheus() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
+    svc = services()
     try:
-        services().redis.ping()
+        svc.redis.ping()
     except redis.RedisError as exc:
         return jsonify(status="unavailable", error=f"Redis does not answer: {exc}"), 503
+    if svc.sessions_redis is not svc.redis:
+        try:
+            svc.sessions_redis.ping()
+        except (redis.RedisError, RedisClusterException) as exc:
+            error = f"the sessions' Redis (MIA_SESSIONS_REDIS_URL) does not answer: {exc}"
+            return jsonify(status="unavailable", error=error), 503
     return jsonify(status="ready")
