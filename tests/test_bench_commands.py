@@ -81,3 +81,31 @@ def test_the_quick_bench_runs_every_section_and_writes_its_report(tmp_path: Path
     assert results["targets"]
     assert (tmp_path / "out" / "report.md").read_text().startswith("#")
     assert (tmp_path / "out" / "latency.png").stat().st_size > 0
+
+
+def test_the_reap_bench_times_both_kinds_of_pass(redis_url, redis):
+    """``python -m bench.reap`` (docs/performance.md) on a few miners: both sides timed,
+    from the client and inside Redis, and the database left empty."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.reap",
+            "--miners",
+            "20",
+            "--passes",
+            "3",
+            "--redis",
+            redis_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=True,
+    )
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    for side in ("silent_only", "full"):
+        assert 0 < found[side]["client_ms_p50"] <= found[side]["client_ms_p99"]
+        assert found[side]["redis_ms_p50"] > 0
+    assert redis.dbsize() == 0

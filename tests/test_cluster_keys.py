@@ -1,5 +1,5 @@
 """Redis Cluster, the part done so far (issue 23, point 2; docs/scaling.md): the scripts
-of the spread families and of the breakers declare every key they touch (Redis itself
+of the spread families, of the breakers and the reap declare every key they touch (Redis itself
 checks it, tests/declared_keys.py), their keys share a slot by hash tag, and the parts
 of the product that use them work on a three-master cluster started here, with their
 keys spread over the shards. The dispatch and broker scripts are not there yet: a test
@@ -8,6 +8,7 @@ below pins that down, so that it changes only when they are."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from tests.declared_keys import declared_only
 from tests.own_stack import InProcessStack
 from tests.redis_cluster import ClusterGroup
 from web import create_app
+from web.fleet.registry import Heartbeat, Registry
 from web.mqtt.limits import RateLimit, RateLimited
 
 KEYS = Keys("mia")
@@ -86,6 +88,26 @@ def test_the_cluster_ready_scripts_touch_only_the_keys_they_declare(redis):
     assert answers[3] == 1  # the claiming attempt may add
     assert answers[-2:] == [b"opened", b"closed"]
     assert redis.hget(partial, "text") == b"hello"
+
+
+def test_reap_touches_only_the_keys_it_declares_and_reads_only_the_silent(redis):
+    """reap.lua is told its candidates and their index sets (the first pass reads every
+    miner, later ones only those silent for a TTL), and forgets only the dead."""
+    registry = Registry(redis, KEYS, ttl_s=30)
+    for name in ("a", "b", "c"):
+        registry.beat(Heartbeat(name, "available", 1, 1, ["echo", name], "echo"))
+    with declared_only(redis) as run:
+        checked = Registry(
+            redis, KEYS, ttl_s=30, scripts=lambda name, keys, args: run(name, keys, args)
+        )
+        for dead in ("b", "a"):  # a full pass, then a pass over the silent only
+            redis.delete(KEYS.heartbeat(dead))
+            redis.zadd(KEYS.last_seen, {dead: time.time() - 60})  # its TTL ran out
+            assert checked.reap() == 1
+            assert not redis.sismember(KEYS.miners, dead)
+    assert redis.zrange(KEYS.index, 0, -1) == redis.zrange(KEYS.index_for("echo"), 0, -1) == [b"c"]
+    assert redis.zcard(KEYS.index_for("a")) == redis.zcard(KEYS.index_for("b")) == 0
+    assert redis.hkeys(KEYS.indexed) == [b"c"]
 
 
 def test_a_script_that_builds_keys_is_refused_by_the_check(redis):

@@ -4,6 +4,7 @@ the front of a sorted set, and picks what reading every miner would have picked.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 import pytest
@@ -146,6 +147,7 @@ def test_offline_expiry_and_reap_leave_no_index_entry(registry, selector, redis)
         beat(registry, name, models=("echo", "x"))
     beat(registry, "a", status="offline")
     redis.delete(KEYS.heartbeat("b"))
+    redis.zadd(KEYS.last_seen, {"b": time.time() - 60})  # its TTL ran out: silent since
     assert registry.reap() == 1
     assert index(redis) == index(redis, "echo") == index(redis, "x") == ["c"]
     assert redis.hkeys(KEYS.indexed) == [b"c"]

@@ -1,18 +1,25 @@
 -- Forget miners whose heartbeat expired, announcing each once on the events channel,
--- and take them out of the dispatch index (index.lua).
+-- and take them out of the dispatch index (index.lua). The caller names the candidates
+-- (web.fleet.registry.Registry.reap: miners not heard from for a heartbeat TTL) and
+-- declares every key this touches: their heartbeat keys, and the index sets of the
+-- models their index records name as the caller read them. A candidate whose record
+-- changed since is left for the next pass (its sets may not be the declared ones).
 --
--- KEYS[1] set of miner ids   KEYS[2] events channel   ARGV[1] key prefix
--- KEYS[3] miners by last heartbeat (zset)   ARGV[2] forget those last seen before this
--- (epoch seconds: GET /metrics/gpus lists a dead miner as offline until then)
+-- KEYS[1] set of miner ids   KEYS[2] hash miner -> index record (<p>:indexed)
+-- KEYS[3 .. 2+n] the candidates' heartbeat keys; after them, the index sets
+-- ARGV[1] key prefix   ARGV[2] events channel   ARGV[3] n, the number of candidates
+-- ARGV[4 .. 3+n] the candidates' ids   ARGV[4+n .. 3+2n] their records as read ('': none)
 -- Any number of web processes may run this at once: SREM decides who announces.
+local n = tonumber(ARGV[3])
 local gone = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. ':hb:' .. id) == 0 and redis.call('SREM', KEYS[1], id) == 1 then
+for i = 1, n do
+  local id, seen = ARGV[3 + i], ARGV[3 + n + i]
+  if (redis.call('HGET', KEYS[2], id) or '') == seen and redis.call('EXISTS', KEYS[2 + i]) == 0
+      and redis.call('SREM', KEYS[1], id) == 1 then
     idx_forget(ARGV[1], id)
-    redis.call('PUBLISH', KEYS[2], cjson.encode({
+    redis.call('PUBLISH', ARGV[2], cjson.encode({
       type = 'state_update', change = 'gone', device_id = id, reason = 'heartbeat expired'}))
     gone = gone + 1
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
 return gone

@@ -26,6 +26,7 @@ from tasks.lua import Scripts
 
 STATUSES = ("available", "busy", "draining", "offline")
 OFFLINE_WINDOW_S = 300.0  # the default of MIA_OFFLINE_WINDOW_S
+FULL_REAP_S = 60.0  # how often a reap pass reads every miner, not only the silent ones
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class Registry:
         self._ttl_ms = int(ttl_s * 1000)
         self._scripts = scripts or Scripts(client)
         self._offline_window_s = offline_window_s
+        self._full_reap_at = 0.0  # the first pass reads every miner
 
     def beat(self, hb: Heartbeat, proof: KeyProof | None = None) -> bool:
         """Record a heartbeat (``offline`` removes the miner at once); True if the
@@ -143,12 +145,52 @@ class Registry:
             raise KeyNotCached(f"the key of miner {hb.miner_id} could not be checked")
         return bool(answer)
 
-    def reap(self) -> int:
+    def reap(self, full: bool | None = None) -> int:
         """Forget miners whose heartbeat expired, announcing each; returns how many.
-        Also forgets when miners were last seen, for those gone longer than the window."""
-        keys = [self._keys.miners, self._keys.events, self._keys.last_seen]
-        cutoff = time.time() - self._offline_window_s
-        return int(self._scripts("reap", keys=keys, args=[self._keys.prefix, repr(cutoff)]))
+        Also forgets when miners were last seen, for those gone longer than the window.
+
+        A pass reads only the miners not heard from for a heartbeat TTL (``<p>:lastseen``
+        by score): O(dead), not O(miners). Once a minute it reads every miner instead,
+        for one whose last-seen time was trimmed before any pass saw it dead (``full``:
+        this pass, whatever the clock says)."""
+        now = time.time()
+        if full is None:
+            full = time.monotonic() - self._full_reap_at >= FULL_REAP_S
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(self._keys.last_seen, "-inf", f"({now - self._offline_window_s!r}")
+        if full:
+            pipe.smembers(self._keys.miners)
+        else:
+            pipe.zrangebyscore(self._keys.last_seen, "-inf", repr(now - self._ttl_ms / 1000))
+        found = sorted({text(m) for m in pipe.execute()[1]})
+        if full:
+            self._full_reap_at = time.monotonic()
+        if not found:
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.smismember(self._keys.miners, found)
+        pipe.hmget(self._keys.indexed, found)
+        for miner_id in found:
+            pipe.exists(self._keys.heartbeat(miner_id))
+        members, records, *beating = pipe.execute()
+        candidates = [
+            (miner_id, text(record) if record else "")
+            for miner_id, member, record, alive in zip(
+                found, members, records, beating, strict=True
+            )
+            if member and not alive
+        ]
+        if not candidates:
+            return 0
+        ids = [miner_id for miner_id, _ in candidates]
+        sets = {self._keys.index_for("")}
+        for _, record in candidates:
+            sets.update(self._keys.index_for(m) for m in indexed_models(record))
+        keys = [self._keys.miners, self._keys.indexed]
+        keys += [self._keys.heartbeat(i) for i in ids] + sorted(sets)
+        args = [self._keys.prefix, self._keys.events, len(ids), *ids]
+        args += [record for _, record in candidates]
+        return int(self._scripts("reap", keys=keys, args=args))
 
     def queue_depths(self, miners: list[MinerState]) -> dict[str, int]:
         """Jobs waiting on ``shared`` and on each miner's own queue (all priority lists)."""
@@ -231,6 +273,17 @@ class Registry:
             if text(m) not in alive
         ]
         return sorted(live + dead, key=lambda m: m.miner_id)
+
+
+def indexed_models(record: str) -> list[str]:
+    """The models of a dispatch index record, ``slots|eligible|models JSON``
+    (``lua/index.lua``); none for a missing or malformed record."""
+    parts = record.split("|", 2)
+    try:
+        models = json.loads(parts[2]) if len(parts) == 3 else []
+    except ValueError:
+        return []
+    return [m for m in models if isinstance(m, str)] if isinstance(models, list) else []
 
 
 def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerState:
