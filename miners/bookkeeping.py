@@ -122,7 +122,10 @@ class Bookkeeping:
         confirm = not isinstance(stored, Exception)  # else ``alone`` waits on its own
         self._local.pending, self._local.booked = None, job_id
         # Redis lost its scripts (a restart): each step again, in the same order.
-        if reserved_on and isinstance(released, redis.exceptions.NoScriptError):
+        if reserved_on and (
+            isinstance(released, redis.exceptions.NoScriptError)
+            or self._slots.refused(reserved_on, released)
+        ):
             self.release(reserved_on)
         elif isinstance(released, Exception):
             log.warning("could not release slot on %s: %s", reserved_on, released)

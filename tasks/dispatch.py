@@ -104,6 +104,9 @@ class RedisSelector:
         self._keys = keys
         self._job_ttl_s = job_ttl_s
         self._affinity = affinity
+        # miner -> the models of its index record as last seen here: the index sets a
+        # release declares (``release.lua`` refuses, naming the record, when one is missing)
+        self._indexed: dict[str, list[str]] = {}
 
     def choose(self, job: Job, shared_only: bool = False, exclude: str = "") -> str | None:
         """Reserve a slot on the best miner (never ``exclude``), or record that the job
@@ -140,14 +143,28 @@ class RedisSelector:
         return text(picked) if picked else None
 
     def release(self, miner_id: str) -> None:
-        self._scripts("release", *self._release_call(miner_id))
+        for _ in range(3):  # again with the index sets the miner's record names
+            if not self.refused(miner_id, self._scripts("release", *self._release_call(miner_id))):
+                return
+        raise RuntimeError(f"the index record of miner {miner_id} kept changing")
 
     def queue_release(self, pipe: redis.client.Pipeline, miner_id: str) -> None:
-        """``release`` queued on ``pipe`` by the script's hash (``Scripts.queue``)."""
+        """``release`` queued on ``pipe`` by the script's hash (``Scripts.queue``); if
+        ``refused`` says so of its reply, call ``release``."""
         self._scripts.queue(pipe, "release", *self._release_call(miner_id))
 
+    def refused(self, miner_id: str, answer: Any) -> bool:
+        """Whether ``release.lua`` refused (an index set of the miner's record was not
+        declared); the record's models are kept for the next call."""
+        if not isinstance(answer, list):
+            return False
+        self._indexed[miner_id] = indexed_models(text(answer[1]))
+        return True
+
     def _release_call(self, miner_id: str) -> tuple[list[str], list[Any]]:
-        return [self._keys.inflight(miner_id), self._keys.picks], [self._keys.prefix, miner_id]
+        keys = [self._keys.inflight(miner_id), self._keys.picks, self._keys.indexed]
+        keys += self._keys.index_sets(self._indexed.get(miner_id, []))
+        return keys, [self._keys.prefix, miner_id]
 
     def wake_shared(self, job_id: str) -> None:
         """Wake one long-polling legacy miner (the list is capped: nobody may be polling)."""
@@ -155,6 +172,17 @@ class RedisSelector:
         pipe.lpush(self._keys.shared_wake, job_id)
         pipe.ltrim(self._keys.shared_wake, 0, WAKE_TOKENS_KEPT - 1)
         pipe.execute()
+
+
+def indexed_models(record: str) -> list[str]:
+    """The models of a dispatch index record, ``slots|eligible|models JSON``
+    (``lua/index.lua``); none for a missing or malformed record."""
+    parts = record.split("|", 2)
+    try:
+        models = json.loads(parts[2]) if len(parts) == 3 else []
+    except ValueError:
+        return []
+    return [m for m in models if isinstance(m, str)] if isinstance(models, list) else []
 
 
 @dataclass(frozen=True)

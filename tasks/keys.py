@@ -134,6 +134,11 @@ class Keys:
         """The dispatch index of the miners serving ``model`` ('' = every miner)."""
         return f"{self.index}:{model}" if model else self.index
 
+    def index_sets(self, models: list[str]) -> list[str]:
+        """The dispatch index of every miner and those of ``models`` (sorted, once each):
+        the sets a script that keeps the index declares (``lua/index.lua``)."""
+        return sorted({self.index, *(self.index_for(m) for m in models if m)})
+
     def inflight(self, miner_id: str) -> str:
         return f"{self.prefix}:inflight:{miner_id}"
 

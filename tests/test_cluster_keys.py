@@ -1,9 +1,15 @@
-"""Redis Cluster, the part done so far (issue 23, point 2; docs/scaling.md): the scripts
-of the spread families, of the breakers and the reap declare every key they touch (Redis itself
-checks it, tests/declared_keys.py), their keys share a slot by hash tag, and the parts
-of the product that use them work on a three-master cluster started here, with their
-keys spread over the shards. The dispatch and broker scripts are not there yet: a test
-below pins that down, so that it changes only when they are."""
+"""Redis Cluster, the part done so far (issue 23, point 2; docs/scaling.md).
+
+- Every key declared: the scripts of the spread families (results, answers in
+  progress, sessions, rate buckets), the breakers', and the heartbeat's, the release's
+  and the reap's touch only the keys their calls declare; Redis itself checks it
+  (tests/declared_keys.py). reserve.lua and the broker's scripts are not there yet: a
+  test below pins that down, so that it changes only when they are.
+- On a three-master cluster started here: the spread families and the breakers, whose
+  keys share a slot by hash tag, work through a cluster client with their keys over
+  the shards, and a web tier keeps its sessions there. (The dispatch family's keys do
+  not carry their tag yet: the job path is not on the cluster.)
+"""
 
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from miners.resume import Progress
 from scripts.launch import free_port, local_settings
 from tasks.breaker import Breakers
 from tasks.connections import _host_port, sessions_client
+from tasks.dispatch import RedisSelector
 from tasks.errors import ConfigError
 from tasks.jobs import Job
 from tasks.keys import Keys, result_key
@@ -110,21 +117,39 @@ def test_reap_touches_only_the_keys_it_declares_and_reads_only_the_silent(redis)
     assert redis.hkeys(KEYS.indexed) == [b"c"]
 
 
+def members(redis, model: str = "") -> list[bytes]:
+    return list(redis.zrange(KEYS.index_for(model), 0, -1))
+
+
+def test_beat_and_release_touch_only_the_keys_they_declare(redis):
+    """They declare the index sets of the models they know of; when the miner's record
+    names others (another process wrote it), the script refuses before writing and
+    names the record, and the caller calls again with its sets."""
+    with declared_only(redis) as run:
+        checked = lambda name, keys, args: run(name, keys, args)  # noqa: E731
+        one, other = (Registry(redis, KEYS, ttl_s=30, scripts=checked) for _ in range(2))
+        one.beat(Heartbeat("m1", "available", 2, 2, ["echo"], "echo"))
+        other.beat(Heartbeat("m1", "available", 2, 2, ["x"], "echo"))  # knew nothing of echo
+        assert (members(redis, "echo"), members(redis, "x")) == ([], [b"m1"])
+        one.beat(Heartbeat("m1", "available", 2, 2, ["y"], "echo"))  # thought it was echo
+        assert (members(redis, "x"), members(redis, "y")) == ([], [b"m1"])
+        chooser = RedisSelector(redis, Scripts(redis), KEYS, 60)  # reserve: not converted
+        assert chooser.choose(Job(said("hi"), model="y")) == "m1"
+        assert int(redis.get(KEYS.inflight("m1"))) == 1
+        RedisSelector(redis, checked, KEYS, 60).release("m1")  # knew nothing of y
+        assert int(redis.get(KEYS.inflight("m1"))) == 0
+        one.beat(Heartbeat("m1", "offline", 0, 0, [], "echo"))
+        assert members(redis) == members(redis, "y") == []
+
+
 def test_a_script_that_builds_keys_is_refused_by_the_check(redis):
-    """The check is real: beat.lua (dispatch, not converted yet) keeps the dispatch
-    index in keys it builds from the prefix, which its call does not declare."""
-    heartbeat = json.dumps({"status": "idle", "slots": 1, "models": ["m"]})
-    keys = [
-        KEYS.heartbeat("m1"),
-        KEYS.miners,
-        KEYS.events,
-        KEYS.known,
-        KEYS.rebooted,
-        KEYS.last_seen,
-    ]
+    """The check is real: reserve.lua (not converted yet) reads the heartbeat, in-flight
+    counter and drain key of each miner it meets, which its call does not declare."""
+    Registry(redis, KEYS, ttl_s=30).beat(Heartbeat("m1", "available", 2, 2, ["echo"], "echo"))
     refused = "can't access at least one of the keys"
     with declared_only(redis) as run, pytest.raises(redis_lib.ResponseError, match=refused):
-        run("beat", keys, ["m1", heartbeat, 10_000, "0", KEYS.prefix, 1000.0])
+        checked = lambda name, keys, args: run(name, keys, args)  # noqa: E731
+        RedisSelector(redis, checked, KEYS, 60).choose(Job(said("hi"), model="echo"))
 
 
 # --- on a three-master cluster ----------------------------------------------------

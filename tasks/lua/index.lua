@@ -48,6 +48,19 @@ local function idx_sets(prefix, models)
   return sets
 end
 
+-- Whether every index set of these models is among the call's keys (the scripts that
+-- keep the index and declare every key, beat.lua, release.lua and reap.lua, check this
+-- before they write anything, and refuse with the miner's record otherwise: the caller
+-- calls again with the sets that record names).
+local function idx_declared(prefix, models)
+  local declared = {}
+  for _, key in ipairs(KEYS) do declared[key] = true end
+  for _, set in ipairs(idx_sets(prefix, models)) do
+    if not declared[set] then return false end
+  end
+  return true
+end
+
 -- Take a miner out of every set it was indexed in.
 local function idx_forget(prefix, id)
   local _, _, models = idx_parse(redis.call('HGET', prefix .. ':indexed', id))

@@ -20,6 +20,7 @@ from typing import Any, cast
 import redis
 
 from tasks.broker.layout import queue_lists
+from tasks.dispatch import indexed_models
 from tasks.errors import Unauthorized
 from tasks.keys import SHARED_QUEUE, Keys, queue_for, text
 from tasks.lua import Scripts
@@ -115,6 +116,9 @@ class Registry:
         self._scripts = scripts or Scripts(client)
         self._offline_window_s = offline_window_s
         self._full_reap_at = 0.0  # the first pass reads every miner
+        # miner -> the models of its index record, as this process last wrote or read it
+        # (the index sets a beat declares: beat.lua refuses one that would touch others)
+        self._indexed: dict[str, list[str]] = {}
 
     def beat(self, hb: Heartbeat, proof: KeyProof | None = None) -> bool:
         """Record a heartbeat (``offline`` removes the miner at once); True if the
@@ -122,27 +126,39 @@ class Registry:
 
         With ``proof``, the same call checks the miner's key first: Unauthorized if it
         is wrong or revoked, KeyNotCached if Redis does not know the digest."""
+        miner_id = hb.miner_id
         keys = [
-            self._keys.heartbeat(hb.miner_id),
+            self._keys.heartbeat(miner_id),
             self._keys.miners,
-            self._keys.events,
             self._keys.known,
             self._keys.rebooted,
             self._keys.last_seen,
+            self._keys.indexed,
+            self._keys.inflight(miner_id),
+            self._keys.picks,
         ]
         # fields one level deep: parse_heartbeat built them fresh, asdict's deep copy is waste
         body = json.dumps({f.name: getattr(hb, f.name) for f in fields(hb)})
-        args = [hb.miner_id, body, self._ttl_ms, "1" if hb.status == "offline" else "0"]
+        args = [miner_id, body, self._ttl_ms, "1" if hb.status == "offline" else "0"]
         args += [self._keys.prefix, repr(hb.seen_at or time.time())]
         if proof is not None:
             keys += [proof.cache_key, proof.unconfirmed_key]
-            args.append(proof.digest)
-        answer = self._scripts("beat", keys=keys, args=args)
+        args += [proof.digest if proof is not None else "", self._keys.events]
+        models = list(hb.models) if hb.status != "offline" else []
+        for _ in range(3):  # again with the sets of the record another process wrote
+            sets = self._keys.index_sets(models + self._indexed.get(miner_id, []))
+            answer = self._scripts("beat", keys=keys + sets, args=args)
+            if not isinstance(answer, list):
+                break
+            self._indexed[miner_id] = indexed_models(text(answer[1]))
         if isinstance(answer, bytes | str):
             refusal = text(answer)
             if refusal in REFUSALS:
-                raise Unauthorized(REFUSALS[refusal].format(hb.miner_id))
-            raise KeyNotCached(f"the key of miner {hb.miner_id} could not be checked")
+                raise Unauthorized(REFUSALS[refusal].format(miner_id))
+            raise KeyNotCached(f"the key of miner {miner_id} could not be checked")
+        if isinstance(answer, list):
+            raise RuntimeError(f"the index record of miner {miner_id} kept changing")
+        self._indexed[miner_id] = models
         return bool(answer)
 
     def reap(self, full: bool | None = None) -> int:
@@ -183,11 +199,9 @@ class Registry:
         if not candidates:
             return 0
         ids = [miner_id for miner_id, _ in candidates]
-        sets = {self._keys.index_for("")}
-        for _, record in candidates:
-            sets.update(self._keys.index_for(m) for m in indexed_models(record))
+        models = [m for _, record in candidates for m in indexed_models(record)]
         keys = [self._keys.miners, self._keys.indexed]
-        keys += [self._keys.heartbeat(i) for i in ids] + sorted(sets)
+        keys += [self._keys.heartbeat(i) for i in ids] + self._keys.index_sets(models)
         args = [self._keys.prefix, self._keys.events, len(ids), *ids]
         args += [record for _, record in candidates]
         return int(self._scripts("reap", keys=keys, args=args))
@@ -273,17 +287,6 @@ class Registry:
             if text(m) not in alive
         ]
         return sorted(live + dead, key=lambda m: m.miner_id)
-
-
-def indexed_models(record: str) -> list[str]:
-    """The models of a dispatch index record, ``slots|eligible|models JSON``
-    (``lua/index.lua``); none for a missing or malformed record."""
-    parts = record.split("|", 2)
-    try:
-        models = json.loads(parts[2]) if len(parts) == 3 else []
-    except ValueError:
-        return []
-    return [m for m in models if isinstance(m, str)] if isinstance(models, list) else []
 
 
 def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerState:
