@@ -162,8 +162,11 @@ class RedisSelector:
         return True
 
     def _release_call(self, miner_id: str) -> tuple[list[str], list[Any]]:
+        if miner_id not in self._indexed:  # once per miner: a refusal is a round trip late
+            record = self._redis.hget(self._keys.indexed, miner_id)
+            self._indexed[miner_id] = indexed_models(text(record)) if record else []
         keys = [self._keys.inflight(miner_id), self._keys.picks, self._keys.indexed]
-        keys += self._keys.index_sets(self._indexed.get(miner_id, []))
+        keys += self._keys.index_sets(self._indexed[miner_id])
         return keys, [self._keys.prefix, miner_id]
 
     def wake_shared(self, job_id: str) -> None:

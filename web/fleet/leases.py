@@ -31,13 +31,14 @@ it at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -45,7 +46,7 @@ from tasks import metrics
 from tasks.broker.layout import queue_lists
 from tasks.broker.messages import BadMessage, decode_message, failure_meta
 from tasks.jobs import Job
-from tasks.keys import SHARED_QUEUE, Keys, text
+from tasks.keys import SHARED_QUEUE, Keys, result_key, text
 from tasks.lua import Scripts
 from tasks.settings import Settings
 from web.fleet.submissions import Submission, Submissions
@@ -58,6 +59,7 @@ WAKE_CHECK_S = 1.0
 MIN_BLOCK_S = 0.01
 DRAINED = "!drained"  # lease.lua's answer for a drained miner
 SWEEP_BATCH = 500
+LOOKS = 8  # a take that keeps finding others took the jobs it saw gives up (None)
 
 
 @dataclass(frozen=True)
@@ -145,32 +147,51 @@ class LeaseBook:
             self._redis.brpop(keys, timeout=min(WAKE_CHECK_S, remaining))
         return None
 
+    def _heads(self) -> list[str]:
+        """The ids of the jobs at the heads of the shared queue's lists (the next that
+        ``lease.lua`` pops from each): the jobs whose lease keys a take declares."""
+        pipe = self._redis.pipeline(transaction=False)
+        for name in self._lists:
+            pipe.lindex(name, -1)
+        found = []
+        for raw in pipe.execute():
+            try:
+                job_id = json.loads(raw)["headers"]["id"] if raw is not None else None
+            except (ValueError, TypeError, KeyError):
+                continue  # not a task: the script moves it to the dead letters
+            if isinstance(job_id, str) and job_id not in found:
+                found.append(job_id)
+        return found
+
     def _stopping(self, miner_id: str) -> bool:
         return bool(self._redis.exists(self._keys.leaving(miner_id)))
 
     def _take_now(self, miner_id: str) -> Lease | str | None:
         """A lease, None when ``shared`` is empty, ``DRAINED`` for a drained miner."""
         drain_key = self._keys.drain(miner_id)
+        looks = 0
         while True:
             now = time.time()
             lease_id = secrets.token_hex(8)
             deadline = now + self._settings.lease_s
+            heads = self._heads()
+            keys = [*self._lists, self._keys.leases, self._keys.dead_letters, drain_key]
+            for job_id in heads:
+                keys += [self._keys.lease(job_id), self._keys.attempts(job_id)]
             taken = self._scripts(
                 "lease",
-                keys=[*self._lists, self._keys.leases, self._keys.dead_letters, drain_key],
-                args=[
-                    self._keys.prefix,
-                    miner_id,
-                    lease_id,
-                    repr(now),
-                    repr(deadline),
-                    self._record_ttl_s(),
-                ],
+                keys=keys,
+                args=[miner_id, lease_id, repr(now), repr(deadline), self._record_ttl_s(), *heads],
             )
             if not taken:
                 return None
             if isinstance(taken, bytes | str):
-                return DRAINED
+                if text(taken) != "!again":
+                    return DRAINED
+                looks += 1
+                if looks >= LOOKS:
+                    return None  # the miner polls again
+                continue
             job_id, raw, attempt = text(taken[0]), taken[1], int(taken[2])
             if not job_id:
                 log.error(
@@ -206,22 +227,31 @@ class LeaseBook:
     def sweep(self, now: float | None = None) -> tuple[int, int]:
         """Put expired leases back on ``shared`` or fail them; returns (requeued, failed)."""
         requeued = failed = 0
+        moment = repr(time.time() if now is None else now)
         while True:
+            found = self._redis.zrangebyscore(
+                self._keys.leases, "-inf", moment, start=0, num=SWEEP_BATCH
+            )
+            due = [text(job_id) for job_id in cast(list[bytes], found)]
+            if not due:
+                break
+            keys = [self._keys.leases, *self._lists, self._keys.shared_wake]
+            for job_id in due:
+                keys += [self._keys.lease(job_id), result_key(job_id)]
             done = self._scripts(
                 "expire",
-                keys=[self._keys.leases, *self._lists, self._keys.shared_wake],
+                keys=keys,
                 args=[
-                    self._keys.prefix,
-                    repr(time.time() if now is None else now),
+                    moment,
                     self._settings.max_attempts,
                     self._settings.result_ttl_s,
                     datetime.now(UTC).isoformat(),
-                    SWEEP_BATCH,
+                    *due,
                 ],
             )
             requeued += int(done[0])
             failed += int(done[1])
-            if int(done[0]) + int(done[1]) < SWEEP_BATCH:
+            if len(due) < SWEEP_BATCH:
                 break
         metrics.JOBS.labels("requeued").inc(requeued)
         metrics.JOBS.labels("failed").inc(failed)
