@@ -168,6 +168,7 @@ class MinerRuntime:
         with self._lock:
             free = max(self.slots - self._running, 0)
         gpus = self.device.gpus.read()
+        self._slots.serving(self.miner_id, self.device.models)  # its releases' index sets
         body: dict[str, Any] = {
             "miner_id": self.miner_id,
             "status": status

@@ -107,6 +107,7 @@ class RedisSelector:
         # miner -> the models of its index record as last seen here: the index sets a
         # release declares (``release.lua`` refuses, naming the record, when one is missing)
         self._indexed: dict[str, list[str]] = {}
+        self._serving: dict[str, list[str]] = {}  # miner -> its models now (``serving``)
 
     def choose(self, job: Job, shared_only: bool = False, exclude: str = "") -> str | None:
         """Reserve a slot on the best miner (never ``exclude``), or record that the job
@@ -146,7 +147,13 @@ class RedisSelector:
         for _ in range(3):  # again with the index sets the miner's record names
             if not self.refused(miner_id, self._scripts("release", *self._release_call(miner_id))):
                 return
-        raise RuntimeError(f"the index record of miner {miner_id} kept changing")
+        raise IndexChanging(f"the index record of miner {miner_id} kept changing")
+
+    def serving(self, miner_id: str, models: list[str]) -> None:
+        """The models ``miner_id`` serves now (a miner's own, as its heartbeat says):
+        its releases declare their index sets too, so that one right after a model
+        change is not refused (and so not a round trip after its result)."""
+        self._serving[miner_id] = list(models)
 
     def queue_release(self, pipe: redis.client.Pipeline, miner_id: str) -> None:
         """``release`` queued on ``pipe`` by the script's hash (``Scripts.queue``); if
@@ -158,15 +165,16 @@ class RedisSelector:
         declared); the record's models are kept for the next call."""
         if not isinstance(answer, list):
             return False
-        self._indexed[miner_id] = indexed_models(text(answer[1]))
+        remember(self._indexed, miner_id, indexed_models(text(answer[1])))
         return True
 
     def _release_call(self, miner_id: str) -> tuple[list[str], list[Any]]:
         if miner_id not in self._indexed:  # once per miner: a refusal is a round trip late
             record = self._redis.hget(self._keys.indexed, miner_id)
-            self._indexed[miner_id] = indexed_models(text(record)) if record else []
+            remember(self._indexed, miner_id, indexed_models(text(record)) if record else [])
         keys = [self._keys.inflight(miner_id), self._keys.picks, self._keys.indexed]
-        keys += self._keys.index_sets(self._indexed[miner_id])
+        models = self._indexed.get(miner_id, []) + self._serving.get(miner_id, [])
+        keys += self._keys.index_sets(models)
         return keys, [self._keys.prefix, miner_id]
 
     def wake_shared(self, job_id: str) -> None:
@@ -175,6 +183,20 @@ class RedisSelector:
         pipe.lpush(self._keys.shared_wake, job_id)
         pipe.ltrim(self._keys.shared_wake, 0, WAKE_TOKENS_KEPT - 1)
         pipe.execute()
+
+
+class IndexChanging(redis.RedisError):
+    """A miner's dispatch index record changed under three calls in a row."""
+
+
+INDEX_CACHE_MAX = 10_000  # miners whose index sets a process remembers (then it starts over)
+
+
+def remember(cache: dict[str, list[str]], miner_id: str, models: list[str]) -> None:
+    """Note the models of a miner's index record in ``cache``, which stays bounded."""
+    if len(cache) >= INDEX_CACHE_MAX and miner_id not in cache:
+        cache.clear()
+    cache[miner_id] = models
 
 
 def indexed_models(record: str) -> list[str]:

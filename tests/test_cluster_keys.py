@@ -172,6 +172,22 @@ def test_beat_and_release_touch_only_the_keys_they_declare(redis):
         assert members(redis) == members(redis, "z") == []
 
 
+def test_a_miner_that_says_its_models_releases_without_a_refusal_after_a_change(redis):
+    registry, scripts = Registry(redis, KEYS, ttl_s=30), Scripts(redis)
+    registry.beat(Heartbeat("m1", "available", 2, 2, ["a"], "echo"))
+    chooser, calls = RedisSelector(redis, scripts, KEYS, 60), []
+    releaser = RedisSelector(redis, lambda *call: calls.append(call[0]) or scripts(*call), KEYS, 60)
+    assert chooser.choose(Job(said("hi"), model="a")) == "m1"
+    releaser.release("m1")  # its record named a
+    registry.beat(Heartbeat("m1", "available", 2, 2, ["b"], "echo"))
+    releaser.serving("m1", ["b"])  # the miner's own heartbeat says b
+    assert chooser.choose(Job(said("hi"), model="b")) == "m1"
+    calls.clear()
+    releaser.release("m1")
+    assert calls == ["release"]  # one call: not refused
+    assert int(redis.get(KEYS.inflight("m1"))) == 0
+
+
 def test_the_lease_sweep_touches_only_the_keys_it_declares(redis, settings):
     """The sweep reads the jobs due, declares their lease and result keys, and
     expire.lua puts one back on shared (attempts left) and fails the other."""

@@ -107,8 +107,9 @@ def test_an_offline_miner_is_dropped_after_the_window(client, redis):
 
 @pytest.fixture
 def short_window(settings, redis) -> Iterator:
-    """A web tier that lists dead miners for 0.5 s (MIA_OFFLINE_WINDOW_S)."""
-    app = create_app(settings.with_overrides(offline_window_s=0.5))
+    """A web tier that lists dead miners for 0.5 s (MIA_OFFLINE_WINDOW_S); with a short
+    heartbeat TTL, as the reap keeps last-seen times for two TTLs at least."""
+    app = create_app(settings.with_overrides(offline_window_s=0.5, heartbeat_ttl_s=0.2))
     try:
         yield app.test_client()
     finally:
@@ -133,3 +134,15 @@ def test_the_heartbeat_step_records_when_it_was_received(redis):
     assert redis.zscore(KEYS.last_seen, "m") == pytest.approx(seen_at)
     (state,) = registry.listing()
     assert (state.status, state.last_heartbeat) == ("available", pytest.approx(seen_at))
+
+
+def test_a_dead_miner_is_reaped_by_the_usual_pass_when_the_window_is_shorter_than_the_ttl(redis):
+    """MIA_OFFLINE_WINDOW_S under the heartbeat TTL: the last-seen time stays for two
+    TTLs, so the pass that reads only the silent miners still finds this one."""
+    registry = Registry(redis, KEYS, ttl_s=1, offline_window_s=0.5)
+    registry.beat(Heartbeat("w1", "available", 1, 1, ["echo"], "echo"))
+    assert registry.reap() == 0  # the first pass reads every miner: w1 lives
+    redis.delete(KEYS.heartbeat("w1"))
+    redis.zadd(KEYS.last_seen, {"w1": time.time() - 1.2})  # silent for more than a TTL
+    assert registry.reap(full=False) == 1
+    assert not redis.sismember(KEYS.miners, "w1")

@@ -20,7 +20,7 @@ from typing import Any, cast
 import redis
 
 from tasks.broker.layout import queue_lists
-from tasks.dispatch import indexed_models
+from tasks.dispatch import IndexChanging, indexed_models, remember
 from tasks.errors import Unauthorized
 from tasks.keys import SHARED_QUEUE, Keys, queue_for, text
 from tasks.lua import Scripts
@@ -150,15 +150,18 @@ class Registry:
             answer = self._scripts("beat", keys=keys + sets, args=args)
             if not isinstance(answer, list):
                 break
-            self._indexed[miner_id] = indexed_models(text(answer[1]))
+            remember(self._indexed, miner_id, indexed_models(text(answer[1])))
         if isinstance(answer, bytes | str):
             refusal = text(answer)
             if refusal in REFUSALS:
                 raise Unauthorized(REFUSALS[refusal].format(miner_id))
             raise KeyNotCached(f"the key of miner {miner_id} could not be checked")
         if isinstance(answer, list):
-            raise RuntimeError(f"the index record of miner {miner_id} kept changing")
-        self._indexed[miner_id] = models
+            raise IndexChanging(f"the index record of miner {miner_id} kept changing")
+        if models:
+            remember(self._indexed, miner_id, models)
+        else:  # offline: its record is gone
+            self._indexed.pop(miner_id, None)
         return bool(answer)
 
     def reap(self, full: bool | None = None) -> int:
@@ -173,7 +176,10 @@ class Registry:
         if full is None:
             full = time.monotonic() - self._full_reap_at >= FULL_REAP_S
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zremrangebyscore(self._keys.last_seen, "-inf", f"({now - self._offline_window_s!r}")
+        # kept for two TTLs at least: a miner silent for a TTL is found here even when
+        # MIA_OFFLINE_WINDOW_S is shorter (it lists dead miners for less)
+        keep_s = max(self._offline_window_s, 2 * self._ttl_ms / 1000)
+        pipe.zremrangebyscore(self._keys.last_seen, "-inf", f"({now - keep_s!r}")
         if full:
             pipe.smembers(self._keys.miners)
         else:
@@ -204,6 +210,8 @@ class Registry:
         keys += [self._keys.heartbeat(i) for i in ids] + self._keys.index_sets(models)
         args = [self._keys.prefix, self._keys.events, len(ids), *ids]
         args += [record for _, record in candidates]
+        for miner_id in ids:  # dead: their records go (one that lives reads it again)
+            self._indexed.pop(miner_id, None)
         return int(self._scripts("reap", keys=keys, args=args))
 
     def queue_depths(self, miners: list[MinerState]) -> dict[str, int]:
