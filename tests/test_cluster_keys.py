@@ -1,29 +1,20 @@
-"""Redis Cluster, the part done so far (issue 23, point 2; docs/scaling.md).
-
-- Every key declared: the scripts of the spread families (results, answers in
-  progress, sessions, rate buckets), the breakers', the dispatch family's (heartbeat,
-  release, reap) and the broker's (lease, sweep, submit, settle, recover) touch only
-  the keys their calls declare; Redis itself checks it (tests/declared_keys.py).
-  reserve.lua is not there yet: a test below pins that down, so that it changes only
-  when it is.
-- On a three-master cluster started here: the spread families and the breakers, whose
-  keys share a slot by hash tag, work through a cluster client with their keys over
-  the shards, and a web tier keeps its sessions there. (The dispatch family's keys do
-  not carry their tag yet: the job path is not on the cluster.)
-"""
+"""Redis Cluster, the part done so far (issue 23, point 2; docs/scaling.md): on a
+three-master cluster started here, the spread families (results, answers in progress,
+sessions, rate buckets) and the breakers, whose keys share a slot by hash tag, work
+through a cluster client with their keys over the shards, and a web tier keeps its
+sessions there (MIA_SESSIONS_REDIS_URL). The dispatch family's keys do not carry their
+tag yet: the job path is not on the cluster. That every script declares its keys is
+tests/test_declared_keys.py's."""
 
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis as redis_lib
 import requests
-from redis.cluster import RedisCluster, key_slot
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from chat_service.sessions import SessionStore
@@ -31,22 +22,16 @@ from chat_service.tokens import counter
 from miners.resume import Progress
 from scripts.launch import free_port, local_settings
 from tasks.breaker import Breakers
-from tasks.broker.layout import UNACKED, UNACKED_INDEX, list_for, queue_lists
 from tasks.connections import _host_port, sessions_client
-from tasks.dispatch import MAX_PRIORITY, Dispatcher, RedisSelector
 from tasks.errors import ConfigError
 from tasks.jobs import Job
-from tasks.keys import SHARED_QUEUE, Keys, result_key
+from tasks.keys import Keys, result_key
 from tasks.lua import Scripts
 from tasks.settings import Settings
-from tests.celery_fixtures import NoMiner
 from tests.conftest import TOKEN
-from tests.declared_keys import declared_only
 from tests.own_stack import InProcessStack
 from tests.redis_cluster import ClusterGroup
 from web import create_app
-from web.fleet.leases import LeaseBook
-from web.fleet.registry import Heartbeat, Registry
 from web.mqtt.limits import RateLimit, RateLimited
 
 KEYS = Keys("mia")
@@ -71,175 +56,6 @@ def on_cluster(cluster: ClusterGroup) -> Iterator[RedisCluster]:
 
 def said(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
-
-
-def one_slot(keys: list[str]) -> bool:
-    return len({key_slot(k.encode()) for k in keys}) == 1
-
-
-# --- every key declared (one server, Redis's ACLs) -------------------------------
-
-
-def test_the_cluster_ready_scripts_touch_only_the_keys_they_declare(redis):
-    job = uuid.uuid4().hex
-    partial, abort = KEYS.partial(job), KEYS.abort(job)
-    calls = [
-        ("rate_limit", [KEYS.rate("p", "client:a")], [2, 1.0]),
-        ("store_result", [result_key(job)], [json.dumps({"status": "SUCCESS"}), 60, ""]),
-        ("claim", [partial, abort], ["attempt-1", 60]),
-        ("append", [partial], ["attempt-1", "hello", 1, "0", 60, "mia:reply:x", "{}"]),
-        ("sessions_lru", [KEYS.sessions], [KEYS.session("p", "s1"), 1000.0, 1800, 10]),
-    ]
-    breaker = Breakers(redis, Scripts(redis), KEYS, Settings(breaker_failures=1))
-    calls += [("breaker", *breaker._call("m1", ok)) for ok in (False, True)]
-    with declared_only(redis) as run:
-        answers = [run(name, keys, args) for name, keys, args in calls]
-        assert one_slot([partial, abort]) and one_slot([KEYS.breakers, KEYS.failstreak])
-    assert answers[2] == [b"", 0, 0]  # nothing so far, not aborted
-    assert answers[3] == 1  # the claiming attempt may add
-    assert answers[-2:] == [b"opened", b"closed"]
-    assert redis.hget(partial, "text") == b"hello"
-
-
-def test_the_legacy_submit_and_the_recovery_scripts_touch_only_the_keys_they_declare(redis):
-    """submit.lua (a legacy miner's result), settle.lua (a push miner's job done: its
-    note and kombu's unacked entry go) and recover.lua (a dead miner's job back on a
-    queue) name every key they touch; each call here takes its longest path."""
-    job, held, meta = uuid.uuid4().hex, KEYS.held("m1"), json.dumps({"status": "SUCCESS"})
-    redis.hset(KEYS.lease(job), mapping={"miner": "m1", "lease_id": "l1"})
-    redis.zadd(KEYS.leases, {job: time.time() + 60})
-    redis.hset(UNACKED, mapping={"tag1": "[]", "tag2": "[]"})
-    redis.zadd(UNACKED_INDEX, {"tag1": 1, "tag2": 2})
-    redis.hset(held, mapping={job: "tag1", "other": "tag2"})
-    submit = [KEYS.lease(job), KEYS.leases, result_key(job), KEYS.job(job)]
-    settle = [result_key(job), held, UNACKED_INDEX, UNACKED]
-    recover = [UNACKED, UNACKED_INDEX, SHARED_QUEUE, held]
-    with declared_only(redis) as run:
-        assert run("submit", submit, [job, "m1", "l1", meta, 60, ""]) == b"stored"
-        assert run("settle", settle, [job, "tag1"]) == 1
-        assert run("recover", recover, ["tag", "tag2", "the message", "other"]) == 1
-    assert redis.hkeys(UNACKED) == [] and redis.hkeys(held) == []
-    assert redis.lrange(SHARED_QUEUE, 0, -1) == [b"the message"]
-
-
-def test_reap_touches_only_the_keys_it_declares_and_reads_only_the_silent(redis):
-    """reap.lua is told its candidates and their index sets (the first pass reads every
-    miner, later ones only those silent for a TTL), and forgets only the dead."""
-    registry = Registry(redis, KEYS, ttl_s=30)
-    for name in ("a", "b", "c"):
-        registry.beat(Heartbeat(name, "available", 1, 1, ["echo", name], "echo"))
-    with declared_only(redis) as run:
-        checked = Registry(
-            redis, KEYS, ttl_s=30, scripts=lambda name, keys, args: run(name, keys, args)
-        )
-        for dead in ("b", "a"):  # a full pass, then a pass over the silent only
-            redis.delete(KEYS.heartbeat(dead))
-            redis.zadd(KEYS.last_seen, {dead: time.time() - 60})  # its TTL ran out
-            assert checked.reap() == 1
-            assert not redis.sismember(KEYS.miners, dead)
-    assert redis.zrange(KEYS.index, 0, -1) == redis.zrange(KEYS.index_for("echo"), 0, -1) == [b"c"]
-    assert redis.zcard(KEYS.index_for("a")) == redis.zcard(KEYS.index_for("b")) == 0
-    assert redis.hkeys(KEYS.indexed) == [b"c"]
-
-
-def members(redis, model: str = "") -> list[bytes]:
-    return list(redis.zrange(KEYS.index_for(model), 0, -1))
-
-
-def test_beat_and_release_touch_only_the_keys_they_declare(redis):
-    """They declare the index sets of the models they know of; when the miner's record
-    names others (another process wrote it), the script refuses before writing and
-    names the record, and the caller calls again with its sets."""
-    with declared_only(redis) as run:
-        checked = lambda name, keys, args: run(name, keys, args)  # noqa: E731
-        one, other = (Registry(redis, KEYS, ttl_s=30, scripts=checked) for _ in range(2))
-        one.beat(Heartbeat("m1", "available", 2, 2, ["echo"], "echo"))
-        other.beat(Heartbeat("m1", "available", 2, 2, ["x"], "echo"))  # knew nothing of echo
-        assert (members(redis, "echo"), members(redis, "x")) == ([], [b"m1"])
-        one.beat(Heartbeat("m1", "available", 2, 2, ["y"], "echo"))  # thought it was echo
-        assert (members(redis, "x"), members(redis, "y")) == ([], [b"m1"])
-        chooser = RedisSelector(redis, Scripts(redis), KEYS, 60)  # reserve: not converted
-        releaser = RedisSelector(redis, checked, KEYS, 60)
-        for model in ("y", "z"):
-            if model == "z":  # the release thinks it is still y
-                one.beat(Heartbeat("m1", "available", 2, 2, ["z"], "echo"))
-            assert chooser.choose(Job(said("hi"), model=model)) == "m1"
-            assert int(redis.get(KEYS.inflight("m1"))) == 1
-            releaser.release("m1")
-            assert int(redis.get(KEYS.inflight("m1"))) == 0
-            assert redis.zscore(KEYS.index_for(model), "m1") == redis.zscore(KEYS.index, "m1")
-        one.beat(Heartbeat("m1", "offline", 0, 0, [], "echo"))
-        assert members(redis) == members(redis, "z") == []
-
-
-def test_a_miner_that_says_its_models_releases_without_a_refusal_after_a_change(redis):
-    registry, scripts = Registry(redis, KEYS, ttl_s=30), Scripts(redis)
-    registry.beat(Heartbeat("m1", "available", 2, 2, ["a"], "echo"))
-    chooser, calls = RedisSelector(redis, scripts, KEYS, 60), []
-    releaser = RedisSelector(redis, lambda *call: calls.append(call[0]) or scripts(*call), KEYS, 60)
-    assert chooser.choose(Job(said("hi"), model="a")) == "m1"
-    releaser.release("m1")  # its record named a
-    registry.beat(Heartbeat("m1", "available", 2, 2, ["b"], "echo"))
-    releaser.serving("m1", ["b"])  # the miner's own heartbeat says b
-    assert chooser.choose(Job(said("hi"), model="b")) == "m1"
-    calls.clear()
-    releaser.release("m1")
-    assert calls == ["release"]  # one call: not refused
-    assert int(redis.get(KEYS.inflight("m1"))) == 0
-
-
-def test_the_lease_sweep_touches_only_the_keys_it_declares(redis, settings):
-    """The sweep reads the jobs due, declares their lease and result keys, and
-    expire.lua puts one back on shared (attempts left) and fails the other."""
-    for job_id, attempts in (("j1", 1), ("j2", 3)):
-        message = json.dumps({"headers": {"id": job_id}, "body": ""})
-        lease = {"miner": "m1", "message": message, "attempts": attempts, "list": 1}
-        redis.hset(KEYS.lease(job_id), mapping=lease)
-        redis.zadd(KEYS.leases, {job_id: time.time() - 5})
-    redis.zadd(KEYS.leases, {"j3": time.time() + 60})  # not due
-    with declared_only(redis) as run:
-        checked = lambda name, keys, args: run(name, keys, args)  # noqa: E731
-        book = LeaseBook(redis, checked, KEYS, settings.with_overrides(max_attempts=3))
-        assert book.sweep() == (1, 1)
-        assert book.sweep() == (0, 0)
-    assert sum(redis.llen(name) for name in queue_lists(SHARED_QUEUE)) == 1
-    assert json.loads(redis.get(result_key("j2")))["status"] == "FAILURE"
-    assert redis.get(result_key("j1")) is None
-    assert redis.zrange(KEYS.leases, 0, -1) == [b"j3"]
-
-
-def test_a_lease_touches_only_the_keys_it_declares_and_looks_again(celery_app, redis, settings):
-    """A take declares the lease keys of the jobs at the heads of the shared lists; a job
-    that got to a head in between is put back where it was and taken on the next look."""
-    dispatcher = Dispatcher(celery_app, NoMiner())
-    first, second = Job(said("first")), Job(said("second"))
-    dispatcher.submit(first, shared_only=True)
-    calls = []
-
-    def checked(name, keys, args):
-        calls.append(args[5:])  # the jobs the take named
-        if len(calls) == 1:  # another web process's job gets to the head first
-            dispatcher.submit(second, shared_only=True)
-            head = list_for(SHARED_QUEUE, MAX_PRIORITY - second.priority)
-            redis.rpush(head, redis.lpop(head))
-        return run(name, keys, args)
-
-    with declared_only(redis) as run:
-        book = LeaseBook(redis, checked, KEYS, settings)
-        taken = [book.take("m1"), book.take("m1")]
-    assert [lease.job.job_id for lease in taken] == [second.job_id, first.job_id]
-    assert calls[:2] == [[first.job_id], [second.job_id]]
-    assert redis.zcard(KEYS.leases) == 2
-
-
-def test_a_script_that_builds_keys_is_refused_by_the_check(redis):
-    """The check is real: reserve.lua (not converted yet) reads the heartbeat, in-flight
-    counter and drain key of each miner it meets, which its call does not declare."""
-    Registry(redis, KEYS, ttl_s=30).beat(Heartbeat("m1", "available", 2, 2, ["echo"], "echo"))
-    refused = "can't access at least one of the keys"
-    with declared_only(redis) as run, pytest.raises(redis_lib.ResponseError, match=refused):
-        checked = lambda name, keys, args: run(name, keys, args)  # noqa: E731
-        RedisSelector(redis, checked, KEYS, 60).choose(Job(said("hi"), model="echo"))
 
 
 # --- on a three-master cluster ----------------------------------------------------

@@ -19,7 +19,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from tasks.breaker import Breakers
-from web.fleet.registry import MinerState, Registry
+from web.fleet.miner_state import MinerState
+from web.fleet.registry import Registry
 
 MB = 2**20
 BREAKER_STATES = ("closed", "open", "half_open")

@@ -27,7 +27,8 @@ import redis
 
 from tasks.errors import LoadFailed, LoadTimeout, NotFound
 from tasks.keys import Keys, result_key, text
-from web.fleet.registry import MinerState, Registry
+from web.fleet.miner_state import MinerState
+from web.fleet.registry import Registry
 from web.fleet.results import ResultWaiter, outcome
 
 LOADING_TTL_S = 3600  # a record nobody settled goes with its key

@@ -32,8 +32,9 @@ from tasks.errors import Conflict, LoadFailed, ModelNotLoaded, NoFit, NotFound
 from tasks.jobs import LOAD_MODEL, UNLOAD_MODEL, Job
 from tasks.keys import queue_for
 from web.fleet.client import JobClient
+from web.fleet.miner_state import MinerState
 from web.fleet.operations import Operation, Operations
-from web.fleet.registry import MinerState, Registry
+from web.fleet.registry import Registry
 
 MIN_JOB_S = 1.0  # what a process job is given however long it waited for a load
 

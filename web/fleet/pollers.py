@@ -29,7 +29,7 @@ import redis
 
 from tasks.keys import SHARED_QUEUE, Keys, text
 from tasks.settings import Settings
-from web.fleet.registry import MinerState
+from web.fleet.miner_state import MinerState
 
 # Tokens ``leave`` pushes: one ends one long-poll at once; a miner's other long-polls
 # end within a second anyway (each looks at the stop again every WAKE_CHECK_S).

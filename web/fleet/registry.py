@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
 import redis
 
 from tasks.broker.layout import queue_lists
-from tasks.dispatch import IndexChanging, indexed_models, remember
 from tasks.errors import Unauthorized
+from tasks.index_records import IndexChanging, indexed_models, remember
 from tasks.keys import SHARED_QUEUE, Keys, queue_for, text
 from tasks.lua import Scripts
+from web.fleet.miner_state import MinerState, live_state, offline_state
 
 STATUSES = ("available", "busy", "draining", "offline")
 OFFLINE_WINDOW_S = 300.0  # the default of MIA_OFFLINE_WINDOW_S
@@ -65,38 +66,6 @@ class KeyNotCached(Unauthorized):
 
 
 REFUSALS = {"!revoked": "miner {} is revoked", "!wrong": "wrong key for miner {}"}
-
-
-@dataclass(frozen=True)
-class MinerState:
-    """A live miner as dispatch sees it (``GET /metrics/gpus``), or a recently dead one
-    (``offline``: what it held is not known any more, so slots and models are empty),
-    or a legacy polling miner (``kind`` legacy: ``web.fleet.pollers``)."""
-
-    miner_id: str
-    queue: str
-    status: str
-    slots: int
-    free_slots: int
-    in_flight: int
-    models: list[str]
-    engine: str
-    memory: dict[str, float]
-    heartbeat_age_ms: float
-    engine_fallbacks: list[dict[str, str]]
-    group: str
-    engine_stats: dict[str, float]
-    autotune: dict[str, Any] = field(default_factory=dict)
-    last_heartbeat: float = 0.0  # epoch seconds
-    gpus: list[dict[str, Any]] = field(default_factory=list)  # each GPU as NVML says
-    kind: str = "push"  # or "legacy" (web.fleet.pollers), which has no heartbeat
-    last_poll: float | None = None  # a legacy miner's last /get_work (epoch seconds)
-
-    def to_dict(self) -> dict[str, Any]:
-        found = asdict(self)
-        if self.last_poll is None:  # a push miner's: it does not poll
-            del found["last_poll"]
-        return found
 
 
 class Registry:
@@ -277,7 +246,7 @@ class Registry:
         states = []
         for miner_id, raw, used in zip(ids, beats, inflight, strict=True):
             if raw is not None:
-                states.append(_state(miner_id, json.loads(raw), int(used or 0), now))
+                states.append(live_state(miner_id, json.loads(raw), int(used or 0), now))
         return states
 
     def listing(self) -> list[MinerState]:
@@ -290,50 +259,8 @@ class Registry:
         live = self.live()
         alive = {m.miner_id for m in live}
         dead = [
-            _offline(text(m), at, now)
+            offline_state(text(m), at, now)
             for m, at in cast(list[tuple[bytes, float]], seen)
             if text(m) not in alive
         ]
         return sorted(live + dead, key=lambda m: m.miner_id)
-
-
-def _state(miner_id: str, hb: dict[str, Any], used: int, now: float) -> MinerState:
-    slots = int(hb["slots"])
-    used = max(used, 0)
-    return MinerState(
-        miner_id=miner_id,
-        queue=queue_for(miner_id),
-        status=hb["status"],
-        slots=slots,
-        free_slots=max(slots - used, 0),
-        in_flight=used,
-        models=hb["models"],
-        engine=hb["engine"],
-        memory=hb["memory"],
-        heartbeat_age_ms=round(max(now - hb["seen_at"], 0.0) * 1000, 1),
-        engine_fallbacks=hb.get("engine_fallbacks", []),
-        group=hb.get("group", ""),
-        engine_stats=hb.get("engine_stats", {}),
-        autotune=hb.get("autotune", {}),
-        last_heartbeat=hb["seen_at"],
-        gpus=hb.get("gpus", []),
-    )
-
-
-def _offline(miner_id: str, seen_at: float, now: float) -> MinerState:
-    return MinerState(
-        miner_id=miner_id,
-        queue=queue_for(miner_id),
-        status="offline",
-        slots=0,
-        free_slots=0,
-        in_flight=0,
-        models=[],
-        engine="",
-        memory={},
-        heartbeat_age_ms=round(max(now - seen_at, 0.0) * 1000, 1),
-        engine_fallbacks=[],
-        group="",
-        engine_stats={},
-        last_heartbeat=seen_at,
-    )
