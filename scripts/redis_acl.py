@@ -15,11 +15,11 @@ checked by ``tests/test_redis_acl.py`` with a real miner answering through such 
   ``_kombu.binding*``; Celery's remote control and events (``*.celery.pidbox*``,
   ``celeryev.*`` and their channels);
 - results ``celery-task-meta-*`` (key and channel);
-- ``<p>:inflight:*``, ``<p>:held:<id>``, ``<p>:running:*``, ``<p>:abort:*``, ``<p>:partial:*``,
+- ``<p>:inflight``, ``<p>:held:<id>``, ``<p>:running:*``, ``<p>:abort:*``, ``<p>:partial:*``,
   ``{<p>}:breakers``, ``{<p>}:failstreak`` and, to retry a job elsewhere, dispatch's own
   ``<p>:miners``, ``<p>:picks``, ``<p>:seq``, ``<p>:idx*``, ``<p>:indexed``,
-  ``<p>:job:*`` (read-only: ``<p>:hb:*``,
-  ``<p>:drain:*``); channels ``<p>:stream:*``, ``<p>:abort``, ``<p>:events``,
+  ``<p>:job:*`` (read-only: ``<p>:hb:*``, ``<p>:beats``,
+  ``<p>:drain:*``, ``<p>:drained``); channels ``<p>:stream:*``, ``<p>:abort``, ``<p>:events``,
   ``<p>:drains``;
 - ``WAIT`` and ``ROLE`` (which replicas are online): a result store waits for a replica
   (``tasks.replication``, with Redis Sentinel).
@@ -65,7 +65,7 @@ def key_patterns(miner_id: str, prefix: str = "mia") -> list[str]:
         "~*.celery.pidbox*",
         "~celeryev.*",
         "~celery-task-meta-*",
-        f"~{keys.inflight('*')}",
+        f"~{keys.inflight}",
         f"~{keys.held(miner_id)}",
         f"~{keys.running('*')}",
         f"~{keys.abort('*')}",
@@ -80,7 +80,9 @@ def key_patterns(miner_id: str, prefix: str = "mia") -> list[str]:
         f"~{keys.indexed}",
         f"~{keys.job('*')}",
         f"%R~{keys.heartbeat('*')}",
+        f"%R~{keys.beats}",
         f"%R~{keys.drain('*')}",
+        f"%R~{keys.drained}",
     ]
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ import redis.client
 from celery import Celery
 
 from tasks import metrics, tracing
+from tasks.broker.layout import queue_lists
 from tasks.broker.publish import Publisher
 from tasks.broker.transport import confirming
 from tasks.errors import (
@@ -53,6 +54,7 @@ WAKE_TOKENS_KEPT = 1000
 UNSERVED = "!unserved"  # reserve.lua's answer when no live miner serves the model
 DRAINED = "!drained"  # ... when every live miner serving it (or the target) is drained
 REFUSED = (UNSERVED, DRAINED)  # answers that reserve nothing: the job is not queued
+MODELS_DECLARED_MAX = 1000  # models whose index sets a reservation declares, at most
 
 
 class MinerSelector(Protocol):
@@ -109,6 +111,10 @@ class RedisSelector:
         # release declares (``release.lua`` refuses, naming the record, when one is missing)
         self._indexed: dict[str, list[str]] = {}
         self._serving: dict[str, list[str]] = {}  # miner -> its models now (``serving``)
+        # the models whose index sets a reservation declares: every model of the fleet
+        # as last seen here (None: not read yet)
+        self._models: frozenset[str] | None = None
+        self._shared_lists = queue_lists(SHARED_QUEUE)
 
     def choose(self, job: Job, shared_only: bool = False, exclude: str = "") -> str | None:
         """Reserve a slot on the best miner (never ``exclude``), or record that the job
@@ -116,33 +122,52 @@ class RedisSelector:
         when every one that does (or the job's target device) is drained."""
         record = json.dumps({"accepted_at": job.accepted_at, "model": job.model})
         keys = [
-            self._keys.miners,
             self._keys.picks,
             self._keys.seq,
             self._keys.job(job.job_id),
             self._keys.breakers,
+            self._keys.inflight,
+            self._keys.beats,
+            self._keys.drained,
+            self._keys.indexed,
+            *self._shared_lists,
         ]
         affinity = self._affinity
         named = "" if affinity is None or shared_only or job.device else affinity.of(job)
         if named:
             keys.append(self._keys.affinity(named))
-        picked = self._scripts(
-            "reserve",
-            keys=keys,
-            args=[
-                self._keys.prefix,
-                job.model,
-                record,
-                self._job_ttl_s,
-                SHARED_QUEUE,
-                MINER_QUEUE_PREFIX,
-                "1" if shared_only else "0",
-                job.device,
-                exclude,
-                affinity.ttl_s if affinity else 0,
-            ],
-        )
-        return text(picked) if picked else None
+        args = [
+            self._keys.prefix,
+            job.model,
+            record,
+            self._job_ttl_s,
+            SHARED_QUEUE,
+            MINER_QUEUE_PREFIX,
+            "1" if shared_only else "0",
+            job.device,
+            exclude,
+            affinity.ttl_s if affinity else 0,
+            len(self._shared_lists),
+            "1" if named else "0",
+        ]
+        if self._models is None:  # once: the models of the fleet as indexed now
+            self._learn([text(r) for r in self._redis.hvals(self._keys.indexed)])
+        for _ in range(3):  # again with the index sets of a miner it met (``reserve.lua``)
+            sets = self._keys.index_sets([job.model, *(self._models or ())])
+            picked = self._scripts("reserve", keys=keys + sets, args=args)
+            if not isinstance(picked, list):
+                return text(picked) if picked else None
+            self._learn([text(picked[1])])
+        raise IndexChanging("the dispatch index records kept naming new models")
+
+    def _learn(self, records: Iterable[str]) -> None:
+        """Add the models these index records name to those a reservation declares
+        (the sets of every model the fleet serves, since it may meet any miner)."""
+        found = {m for record in records for m in indexed_models(record)}
+        models = found | (self._models or frozenset())
+        if len(models) > MODELS_DECLARED_MAX:  # models came and went: start over
+            models = found
+        self._models = frozenset(models)
 
     def release(self, miner_id: str) -> None:
         for _ in range(3):  # again with the index sets the miner's record names
@@ -173,7 +198,7 @@ class RedisSelector:
         if miner_id not in self._indexed:  # once per miner: a refusal is a round trip late
             record = self._redis.hget(self._keys.indexed, miner_id)
             remember(self._indexed, miner_id, indexed_models(text(record)) if record else [])
-        keys = [self._keys.inflight(miner_id), self._keys.picks, self._keys.indexed]
+        keys = [self._keys.inflight, self._keys.picks, self._keys.indexed]
         models = self._indexed.get(miner_id, []) + self._serving.get(miner_id, [])
         keys += self._keys.index_sets(models)
         return keys, [self._keys.prefix, miner_id]

@@ -4,7 +4,12 @@
 |----------------------------|--------|---------------|----------------------------------------|
 | ``<p>:miners``             | set    | heartbeat     | ids of miners that may be alive        |
 | ``<p>:hb:<miner>``         | string | heartbeat     | last heartbeat JSON (TTL); gone = dead |
-| ``<p>:inflight:<miner>``   | int    | reserve/done  | jobs dispatched to it and not finished |
+| ``<p>:beats``              | hash   | heartbeat     | miner -> ``<deadline ms>|<heartbeat>``:|
+|                            |        |               | dispatch's copy of the heartbeat keys, |
+|                            |        |               | read by ``reserve.lua`` (which declares|
+|                            |        |               | its keys: a hash, not a key per miner) |
+| ``<p>:inflight``           | hash   | reserve/done  | miner -> jobs dispatched to it and not |
+|                            |        |               | finished                               |
 | ``<p>:picks``              | hash   | reserve       | miner -> sequence of its last job      |
 | ``<p>:seq``                | int    | reserve       | dispatch sequence (rotation on ties)   |
 | ``<p>:idx``                | zset   | heartbeat     | dispatch index: live miners by load,   |
@@ -45,6 +50,8 @@
 | ``<p>:baselines``          | hash   | web           | latency baselines (EWMA, deviation)    |
 | ``<p>:alerts``             | list   | web           | recent anomaly alerts                  |
 | ``<p>:drain:<miner>``      | string | web, admin    | the miner is drained (TTL or none)     |
+| ``<p>:drained``            | hash   | web, admin    | miner -> until when (epoch ms, 0: no   |
+|                            |        |               | end): the same, for ``reserve.lua``    |
 | ``<p>:drains``             | pubsub | web, admin    | ids of miners drained or undrained now |
 | ``<p>:known``              | set    | heartbeat     | every miner seen and not yet cleaned up |
 | ``<p>:rebooted``           | set    | heartbeat     | miners that came back as a new process |
@@ -126,6 +133,9 @@ class Keys:
         self.ignored = f"{prefix}:ignored"
         self.polled = f"{prefix}:polled"
         self.drains = f"{prefix}:drains"
+        self.drained = f"{prefix}:drained"
+        self.beats = f"{prefix}:beats"
+        self.inflight = f"{prefix}:inflight"
 
     def heartbeat(self, miner_id: str) -> str:
         return f"{self.prefix}:hb:{miner_id}"
@@ -138,9 +148,6 @@ class Keys:
         """The dispatch index of every miner and those of ``models`` (sorted, once each):
         the sets a script that keeps the index declares (``lua/index.lua``)."""
         return sorted({self.index, *(self.index_for(m) for m in models if m)})
-
-    def inflight(self, miner_id: str) -> str:
-        return f"{self.prefix}:inflight:{miner_id}"
 
     def miner_key(self, miner_id: str) -> str:
         return f"{self.prefix}:minerkey:{miner_id}"

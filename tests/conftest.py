@@ -27,6 +27,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from scripts import redis_server
 from scripts.launch import free_port, legacy_argv, logged, miner_argv
 from scripts.processes import stop
+from tasks.keys import Keys
 from tasks.settings import Settings
 from tests.miner_processes import MinerProcess, launch, live_miner_ids, miner_env
 from tests.mqtt_client import Processes, project_file
@@ -40,6 +41,17 @@ POSTGRES = os.environ.get(
 TOKEN = "test-registration-token"
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def expire_heartbeat(redis: redis_lib.Redis, keys: Keys, miner_id: str) -> None:
+    """A miner's heartbeat TTL ran out, without waiting for it: its key is gone, and
+    dispatch's copy (``<p>:beats``, which ``reserve.lua`` reads) is past its deadline."""
+    redis.delete(keys.heartbeat(miner_id))
+    raw = redis.hget(keys.beats, miner_id)
+    if raw is not None:
+        redis.hset(keys.beats, miner_id, b"0|" + raw.split(b"|", 1)[1])
+
+
 pytest_plugins = ["tests.browser", "tests.celery_fixtures"]  # browser, celery_app
 
 

@@ -37,13 +37,14 @@ def declared_only(admin: redis_lib.Redis) -> Iterator[Any]:
         password="unused",  # nopass: any password is right
     )
 
-    def run(name: str, keys: list[str], args: list[Any]) -> Any:
+    def run(name: str, keys: list[str], args: list[Any], lua: str = "") -> Any:
+        """Script ``name`` (or the Lua ``lua``, when given) on ``keys`` and ``args``."""
         patterns = [f"~{exact(k)}" for k in keys] or ["resetkeys"]
         admin.execute_command(
             "ACL", "SETUSER", user, "reset", "on", "nopass", "+@all", "&*", *patterns
         )
         client.connection_pool.disconnect()  # connect (and AUTH) as the user as it is now
-        return client.eval(source(name), len(keys), *keys, *args)
+        return client.eval(lua or source(name), len(keys), *keys, *args)
 
     try:
         yield run

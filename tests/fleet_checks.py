@@ -31,7 +31,7 @@ def shared_depth(api) -> int:
 
 
 def in_flight(redis, miner_id: str) -> int:
-    return int(redis.get(KEYS.inflight(miner_id)) or 0)
+    return int(redis.hget(KEYS.inflight, miner_id) or 0)
 
 
 def chat(api, **body) -> dict:

@@ -10,6 +10,7 @@ from tasks.dispatch import Affinity, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tests.conftest import expire_heartbeat
 from web.fleet.registry import Heartbeat, Registry
 
 KEYS = Keys("mia")
@@ -65,11 +66,11 @@ def test_a_miner_that_may_not_take_the_turn_is_passed_over(registry, selector, r
     beat(registry, "b")
     home = selector.choose(turn("s"))
     other = "b" if home == "a" else "a"
-    redis.set(KEYS.drain(home), 1)  # drained
+    registry.drain(home, "test")
     assert selector.choose(turn("s")) == other
-    redis.delete(KEYS.drain(home))
+    registry.undrain(home)
     assert selector.choose(turn("s"), exclude=other) == home  # a retry away from it
-    redis.delete(KEYS.heartbeat(home))  # dead
+    expire_heartbeat(redis, KEYS, home)  # dead
     assert selector.choose(turn("s")) == other
 
 

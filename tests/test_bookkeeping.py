@@ -31,7 +31,7 @@ PREFIX = "bk"  # not the live server's keys
 # A stand-in for store_result.lua: notes the miner's in-flight count the moment the
 # result is stored, so a test sees whether the slot was back by then.
 STORE = (
-    "redis.call('SET', KEYS[2], redis.call('GET', KEYS[1]) or 'none');"
+    "redis.call('SET', KEYS[2], redis.call('HGET', KEYS[1], 'm') or 'none');"
     "redis.call('SET', KEYS[3], 'result'); return 1"
 )
 
@@ -48,11 +48,11 @@ def parts(redis, settings) -> tuple[Bookkeeping, RedisSelector, Keys]:
 
 def reserved(selector: RedisSelector, redis, keys: Keys) -> None:
     assert selector.choose(Job([{"role": "user", "content": "hi"}])) == "m"
-    assert int(redis.get(keys.inflight("m"))) == 1
+    assert int(redis.hget(keys.inflight, "m")) == 1
 
 
 def a_store(redis, keys: Keys, calls: list[str]) -> StoreCall:
-    args = [keys.inflight("m"), f"{PREFIX}:seen", result_key("job-1")]
+    args = [keys.inflight, f"{PREFIX}:seen", result_key("job-1")]
 
     def queue(pipe: redis_lib.client.Pipeline) -> None:
         calls.append("queued")
@@ -98,7 +98,7 @@ def test_a_success_settles_slot_result_note_ack_and_outcome_in_the_results_round
     redis.hset(keys.held("m"), "job-2", "2|boot-1")
     books.finished("job-1", ok=True)  # task_postrun: nothing left to do for job-1
     assert redis.hexists(keys.held("m"), "job-2")
-    assert int(redis.get(keys.inflight("m"))) == 0  # released once, not twice
+    assert int(redis.hget(keys.inflight, "m")) == 0  # released once, not twice
 
 
 def test_a_job_off_shared_without_a_slot_settles_in_the_results_round_trip_too(
@@ -108,7 +108,7 @@ def test_a_job_off_shared_without_a_slot_settles_in_the_results_round_trip_too(
     held note, ack and outcome still go in one round trip, and no slot is touched."""
     books, _, keys = parts
     delivered(books, redis, "job-1", "tag-3")
-    redis.set(keys.inflight("m"), 1)  # another job's slot: not this one's to give back
+    redis.hset(keys.inflight, "m", 1)  # another job's slot: not this one's to give back
     books.release_with_result("job-1", None)
     calls: list[str] = []
     rounds: list[int] = []
@@ -125,7 +125,7 @@ def test_a_job_off_shared_without_a_slot_settles_in_the_results_round_trip_too(
     assert redis.exists(result_key("job-1"))
     assert not redis.hexists(keys.held("m"), "job-1") and not redis.hexists("unacked", "tag-3")
     assert "tag-3" in transport._settled
-    assert int(redis.get(keys.inflight("m"))) == 1
+    assert int(redis.hget(keys.inflight, "m")) == 1
 
 
 def test_every_job_that_succeeds_leaves_its_bookkeeping_to_its_results_store(redis, settings):
@@ -167,7 +167,7 @@ def test_steps_no_store_took_are_done_at_task_postrun_and_dropped(redis, parts):
     redis.hset(keys.held("m"), "job-1", "1|boot-1")
     books.release_with_result("job-1", "m")
     books.finished("job-1", ok=True)  # no result was stored with the steps
-    assert int(redis.get(keys.inflight("m"))) == 0
+    assert int(redis.hget(keys.inflight, "m")) == 0
     assert not redis.hexists(keys.held("m"), "job-1")
     assert take_along() is None  # the next job's store goes alone
 
@@ -209,9 +209,9 @@ def test_a_store_whose_round_trip_is_lost_leaves_the_slot_to_task_postrun(
     books.release_with_result("job-1", "m")
     with pytest.raises(redis_lib.ConnectionError):  # Celery's to handle, as any store error
         store_now("SUCCESS", a_store(redis, keys, []))
-    assert int(redis.get(keys.inflight("m"))) == 1
+    assert int(redis.hget(keys.inflight, "m")) == 1
     books.finished("job-1", ok=True)
-    assert int(redis.get(keys.inflight("m"))) == 0
+    assert int(redis.hget(keys.inflight, "m")) == 0
     assert not redis.hexists(keys.held("m"), "job-1")
 
 

@@ -1,10 +1,9 @@
-"""Every Lua script but reserve.lua touches only the keys its call declares, the rule a
-Redis Cluster (and managed Redis) holds scripts to (issue 23, point 2; docs/scaling.md):
-Redis itself checks it, each call running as an ACL user allowed exactly those keys
+"""Every Lua script touches only the keys its call declares, the rule a Redis Cluster
+(and managed Redis) holds scripts to (issue 23, point 2; docs/scaling.md): Redis itself
+checks it, each call running as an ACL user allowed exactly those keys
 (tests/declared_keys.py). The spread families, the breakers, the dispatch family
-(heartbeat, release, reap) and the broker (lease, sweep, submit, settle, recover);
-reserve.lua is not there yet, and a test pins that down, so that it changes only when
-it is."""
+(heartbeat, reserve, release, reap) and the broker (lease, sweep, submit, settle,
+recover); and the check itself refuses a key a call did not declare."""
 
 from __future__ import annotations
 
@@ -18,12 +17,13 @@ from redis.cluster import key_slot
 
 from tasks.breaker import Breakers
 from tasks.broker.layout import UNACKED, UNACKED_INDEX, list_for, queue_lists
-from tasks.dispatch import MAX_PRIORITY, Dispatcher, RedisSelector
+from tasks.dispatch import DRAINED, MAX_PRIORITY, Affinity, Dispatcher, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import SHARED_QUEUE, Keys, result_key
 from tasks.lua import Scripts
 from tasks.settings import Settings
 from tests.celery_fixtures import NoMiner
+from tests.conftest import expire_heartbeat
 from tests.declared_keys import declared_only
 from web.fleet.leases import LeaseBook
 from web.fleet.registry import Heartbeat, Registry
@@ -92,7 +92,7 @@ def test_reap_touches_only_the_keys_it_declares_and_reads_only_the_silent(redis)
             redis, KEYS, ttl_s=30, scripts=lambda name, keys, args: run(name, keys, args)
         )
         for dead in ("b", "a"):  # a full pass, then a pass over the silent only
-            redis.delete(KEYS.heartbeat(dead))
+            expire_heartbeat(redis, KEYS, dead)
             redis.zadd(KEYS.last_seen, {dead: time.time() - 60})  # its TTL ran out
             assert checked.reap() == 1
             assert not redis.sismember(KEYS.miners, dead)
@@ -117,15 +117,15 @@ def test_beat_and_release_touch_only_the_keys_they_declare(redis):
         assert (members(redis, "echo"), members(redis, "x")) == ([], [b"m1"])
         one.beat(Heartbeat("m1", "available", 2, 2, ["y"], "echo"))  # thought it was echo
         assert (members(redis, "x"), members(redis, "y")) == ([], [b"m1"])
-        chooser = RedisSelector(redis, Scripts(redis), KEYS, 60)  # reserve: not converted
+        chooser = RedisSelector(redis, checked, KEYS, 60)
         releaser = RedisSelector(redis, checked, KEYS, 60)
         for model in ("y", "z"):
             if model == "z":  # the release thinks it is still y
                 one.beat(Heartbeat("m1", "available", 2, 2, ["z"], "echo"))
             assert chooser.choose(Job(said("hi"), model=model)) == "m1"
-            assert int(redis.get(KEYS.inflight("m1"))) == 1
+            assert int(redis.hget(KEYS.inflight, "m1")) == 1
             releaser.release("m1")
-            assert int(redis.get(KEYS.inflight("m1"))) == 0
+            assert int(redis.hget(KEYS.inflight, "m1")) == 0
             assert redis.zscore(KEYS.index_for(model), "m1") == redis.zscore(KEYS.index, "m1")
         one.beat(Heartbeat("m1", "offline", 0, 0, [], "echo"))
         assert members(redis) == members(redis, "z") == []
@@ -144,7 +144,7 @@ def test_a_miner_that_says_its_models_releases_without_a_refusal_after_a_change(
     calls.clear()
     releaser.release("m1")
     assert calls == ["release"]  # one call: not refused
-    assert int(redis.get(KEYS.inflight("m1"))) == 0
+    assert int(redis.hget(KEYS.inflight, "m1")) == 0
 
 
 def test_the_lease_sweep_touches_only_the_keys_it_declares(redis, settings):
@@ -191,11 +191,46 @@ def test_a_lease_touches_only_the_keys_it_declares_and_looks_again(celery_app, r
     assert redis.zcard(KEYS.leases) == 2
 
 
-def test_a_script_that_builds_keys_is_refused_by_the_check(redis):
-    """The check is real: reserve.lua (not converted yet) reads the heartbeat, in-flight
-    counter and drain key of each miner it meets, which its call does not declare."""
+def test_reserve_touches_only_the_keys_it_declares_and_calls_again_for_a_new_model(redis):
+    """reserve.lua reads each miner's heartbeat, load and drain from hashes, and declares
+    the index sets of every model it knows the fleet serves. When the miner it chooses
+    names a model it did not know of (the miner changed since), it refuses before
+    writing anything and the caller calls again with that model's sets. Every path on
+    the way: a dead miner and a drained one passed over, an affinity, a target device,
+    shared when every slot is taken."""
+    registry = Registry(redis, KEYS, ttl_s=30)
+    for name in ("dead", "drained", "good"):
+        registry.beat(Heartbeat(name, "available", 1, 1, ["echo"], "echo"))
+    expire_heartbeat(redis, KEYS, "dead")
+    registry.drain("drained", "test", ttl_s=60)
+    calls: list[str] = []
+    with declared_only(redis) as run:
+
+        def checked(name, keys, args):
+            calls.append(name)
+            return run(name, keys, args)
+
+        selector = RedisSelector(redis, checked, KEYS, 60, affinity=Affinity(ttl_s=60))
+        assert selector.choose(Job(said("hi"), model="echo", affinity="s1")) == "good"
+        assert redis.get(KEYS.affinity("s:s1")) == b"good"
+        selector.release("good")
+        registry.beat(Heartbeat("good", "available", 1, 1, ["echo", "new"], "echo"))
+        calls.clear()
+        assert selector.choose(Job(said("again"), model="echo", affinity="s1")) == "good"
+        assert calls == ["reserve", "reserve"]  # refused, then with the sets of "new"
+        assert redis.zscore(KEYS.index_for("new"), "good") == redis.zscore(KEYS.index, "good")
+        assert selector.choose(Job(said("any"))) is None  # every slot taken: shared
+        assert selector.choose(Job(said("here"), device="good")) == "good"  # queues on it
+        assert selector.choose(Job(said("here"), device="drained")) == DRAINED
+    assert int(redis.hget(KEYS.inflight, "good")) == 2
+    assert redis.hget(KEYS.inflight, "drained") is None
+
+
+def test_a_key_the_call_did_not_declare_is_refused_by_the_check(redis):
+    """The check is real: a script that builds a key name (here the miner's heartbeat
+    key, as reserve.lua read it before) fails under it."""
     Registry(redis, KEYS, ttl_s=30).beat(Heartbeat("m1", "available", 2, 2, ["echo"], "echo"))
+    builds = "return redis.call('GET', ARGV[1] .. ':hb:' .. ARGV[2])"
     refused = "can't access at least one of the keys"
     with declared_only(redis) as run, pytest.raises(redis_lib.ResponseError, match=refused):
-        checked = lambda name, keys, args: run(name, keys, args)  # noqa: E731
-        RedisSelector(redis, checked, KEYS, 60).choose(Job(said("hi"), model="echo"))
+        run("builds", [], ["mia", "m1"], lua=builds)

@@ -12,6 +12,7 @@ from tasks.dispatch import DRAINED, UNSERVED, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tests.conftest import expire_heartbeat
 from web.fleet.registry import Heartbeat, Registry
 
 KEYS = Keys("mia")
@@ -42,10 +43,10 @@ def test_no_live_miner_means_shared(selector):
 def test_least_loaded_miner_is_chosen(registry, selector, redis):
     beat(registry, "a", slots=4)
     beat(registry, "b", slots=4)
-    redis.set(KEYS.inflight("a"), 3)
-    redis.set(KEYS.inflight("b"), 1)
+    redis.hset(KEYS.inflight, "a", 3)
+    redis.hset(KEYS.inflight, "b", 1)
     assert selector.choose(job()) == "b"
-    assert int(redis.get(KEYS.inflight("b"))) == 2
+    assert int(redis.hget(KEYS.inflight, "b")) == 2
 
 
 def test_idle_miners_take_turns(registry, selector):
@@ -85,7 +86,7 @@ def test_release_never_goes_below_zero(registry, selector, redis):
     beat(registry, "a", slots=1)
     selector.release("a")
     selector.release("a")
-    assert int(redis.get(KEYS.inflight("a"))) == 0
+    assert int(redis.hget(KEYS.inflight, "a")) == 0
     assert selector.choose(job()) == "a"
 
 
@@ -121,7 +122,7 @@ def test_drained_miners_take_no_new_job(registry, selector, redis):
     assert selector.choose(job("echo", device="a")) == DRAINED
     assert selector.choose(job("echo", device="b")) == DRAINED
     assert selector.choose(job()) is None  # any model: waits on shared
-    assert redis.get(KEYS.inflight("a")) is None  # nothing reserved
+    assert redis.hget(KEYS.inflight, "a") is None  # nothing reserved
     assert registry.undrain("a") and not registry.undrain("a")
     assert selector.choose(job("echo")) == "a"
 
@@ -143,9 +144,11 @@ def test_a_drain_is_announced_to_its_miner(registry, redis):
 
 def test_expired_heartbeat_is_dropped_from_the_index(registry, selector, redis):
     beat(registry, "gone")
-    redis.delete(KEYS.heartbeat("gone"))
-    assert selector.choose(job()) is None
+    expire_heartbeat(redis, KEYS, "gone")
+    assert selector.choose(job()) is None  # passed over at once
+    assert registry.reap() == 1  # and forgotten by the reap
     assert not redis.sismember(KEYS.miners, "gone")
+    assert redis.zrange(KEYS.index, 0, -1) == [] and redis.hkeys(KEYS.beats) == []
 
 
 def test_job_record_says_where_the_job_went(registry, selector, redis):

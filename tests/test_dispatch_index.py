@@ -16,6 +16,7 @@ from tasks.dispatch import DRAINED, UNSERVED, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tests.conftest import expire_heartbeat
 from web.fleet.registry import Heartbeat, Registry
 
 KEYS = Keys("mia")
@@ -44,7 +45,7 @@ def job(model="", device=""):
 def fleet(redis, registry, n, slots=4, busy=True, models=("echo",)):
     """``n`` live miners, each with every slot taken when ``busy``."""
     if busy:
-        redis.mset({KEYS.inflight(f"m{i:03d}"): slots for i in range(n)})
+        redis.hset(KEYS.inflight, mapping={f"m{i:03d}": slots for i in range(n)})
     for i in range(n):
         beat(registry, f"m{i:03d}", slots=slots, models=models)
 
@@ -91,7 +92,7 @@ def test_least_loaded_first_and_the_index_follows_reservations_and_releases(
 ):
     fleet(redis, registry, 50, slots=4, busy=False)
     for i in range(50):  # m000 has 3 of 4 taken ... m049 has 0
-        redis.set(KEYS.inflight(f"m{i:03d}"), max(3 - i, 0))
+        redis.hset(KEYS.inflight, f"m{i:03d}", max(3 - i, 0))
     for i in range(50):  # the heartbeat after a reset indexes the new load
         redis.hdel(KEYS.indexed, f"m{i:03d}")
         beat(registry, f"m{i:03d}", slots=4)
@@ -108,10 +109,11 @@ def test_least_loaded_first_and_the_index_follows_reservations_and_releases(
 def test_dead_draining_open_excluded_and_drained_miners_are_passed_over(registry, selector, redis):
     for name in ("dead", "draining", "open", "drained", "excluded", "good"):
         beat(registry, name, slots=1, status="draining" if name == "draining" else "available")
-    redis.delete(KEYS.heartbeat("dead"))
+    expire_heartbeat(redis, KEYS, "dead")
     redis.hset(KEYS.breakers, "open", OPEN)
-    redis.set(KEYS.drain("drained"), "anomaly")
+    registry.drain("drained", "anomaly")
     assert selector.choose(job(), exclude="excluded") == "good"
+    assert registry.reap() == 1  # the dead one leaves the index with the reap
     assert "dead" not in index(redis)
     assert not redis.sismember(KEYS.miners, "dead")
     assert redis.hget(KEYS.indexed, "dead") is None
@@ -146,11 +148,11 @@ def test_offline_expiry_and_reap_leave_no_index_entry(registry, selector, redis)
     for name in ("a", "b", "c"):
         beat(registry, name, models=("echo", "x"))
     beat(registry, "a", status="offline")
-    redis.delete(KEYS.heartbeat("b"))
+    expire_heartbeat(redis, KEYS, "b")
     redis.zadd(KEYS.last_seen, {"b": time.time() - 60})  # its TTL ran out: silent since
     assert registry.reap() == 1
     assert index(redis) == index(redis, "echo") == index(redis, "x") == ["c"]
-    assert redis.hkeys(KEYS.indexed) == [b"c"]
+    assert redis.hkeys(KEYS.indexed) == redis.hkeys(KEYS.beats) == [b"c"]
 
 
 def test_register_resets_slots_and_the_next_beat_indexes_the_new_load(registry, selector, redis):
@@ -168,7 +170,7 @@ def test_register_resets_slots_and_the_next_beat_indexes_the_new_load(registry, 
 def test_a_target_device_is_read_directly(registry, selector, redis):
     fleet(redis, registry, 100)
     assert selector.choose(job("echo", device="m050")) == "m050"
-    assert int(redis.get(KEYS.inflight("m050"))) == 5
+    assert int(redis.hget(KEYS.inflight, "m050")) == 5
     assert selector.choose(job("echo", device="nobody")) == UNSERVED
 
 
@@ -260,7 +262,7 @@ def test_the_index_chooses_as_reading_every_miner_did(redis):
             if offline:
                 beat(self.registry, miner_id, status="offline")
             else:
-                redis.delete(KEYS.heartbeat(miner_id))  # its TTL ran out
+                expire_heartbeat(redis, KEYS, miner_id)
             self.old.miners.pop(miner_id, None)
 
         @rule(miner_id=ids)

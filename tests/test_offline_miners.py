@@ -16,6 +16,7 @@ from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
 from tests.auth_client import beat, key_of, new_id
+from tests.conftest import expire_heartbeat
 from web import create_app
 from web.fleet.registry import OFFLINE_WINDOW_S, Heartbeat, Registry
 from web.views.docs import spec
@@ -43,9 +44,8 @@ def listed(client) -> dict[str, dict]:
 
 
 def expire(redis, miner_id: str) -> None:
-    """Let the miner's heartbeat key expire, as when the miner dies (no sleep: a 1 ms TTL)."""
-    redis.pexpire(KEYS.heartbeat(miner_id), 1)
-    wait_for(lambda: not redis.exists(KEYS.heartbeat(miner_id)), 5, "the heartbeat to expire")
+    """Let the miner's heartbeat expire, as when the miner dies (no sleep)."""
+    expire_heartbeat(redis, KEYS, miner_id)
 
 
 def job() -> Job:

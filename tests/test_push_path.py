@@ -39,7 +39,7 @@ def test_requests_spread_over_two_miners_and_slots_are_given_back(api, miner, re
     assert set(used) == {"0", "1"}
     assert abs(used["0"] - used["1"]) <= 1, used
     keys = Keys(settings.key_prefix)
-    assert [int(redis.get(keys.inflight(m)) or 0) for m in ("0", "1")] == [0, 0]
+    assert [int(redis.hget(keys.inflight, m) or 0) for m in ("0", "1")] == [0, 0]
 
 
 def test_a_second_miner_joins_without_restarting_anything(api, miner):

@@ -70,7 +70,7 @@ def test_a_caller_that_leaves_aborts_the_job_and_frees_the_slot(api, miner, redi
     result = status()["result"]
     assert result["finish_reason"] == "abort"
     assert len(result["response"].split()) < 10
-    assert int(redis.get(Keys(settings.key_prefix).inflight("0")) or 0) == 0
+    assert int(redis.hget(Keys(settings.key_prefix).inflight, "0") or 0) == 0
     wait_for(
         lambda: (
             api.get(f"{api.base}/metrics/gpus", timeout=5).json()["miners"][0]["free_slots"] == 1

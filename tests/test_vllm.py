@@ -123,7 +123,7 @@ def test_an_aborted_vllm_stream_frees_its_slot(api, vllm_miner, redis, settings)
     result = status()["result"]
     assert result["finish_reason"] == "abort"
     assert result["usage"]["completion_tokens"] < 1500
-    assert int(redis.get(Keys(settings.key_prefix).inflight("v")) or 0) == 0
+    assert int(redis.hget(Keys(settings.key_prefix).inflight, "v") or 0) == 0
     assert json.dumps(result)  # a whole, storable result
 
 

@@ -93,7 +93,7 @@ def test_dispatch_skips_a_drained_miner(redis):
     registry = Registry(redis, KEYS, 30)
     for miner in ("a", "b"):
         registry.beat(Heartbeat(miner, "available", 4, 4, ["echo"], "echo"))
-    redis.set(KEYS.drain("a"), "miner_latency")
+    registry.drain("a", "miner_latency")
     selector = RedisSelector(redis, Scripts(redis), KEYS, 60)
     picks = {selector.choose(Job(messages=[{"role": "user", "content": "x"}])) for _ in range(4)}
     assert picks == {"b"}

@@ -4,9 +4,11 @@
 -- KEYS[1] the miner's heartbeat key   KEYS[2] set of miner ids
 -- KEYS[3] set of miners the reaper watches   KEYS[4] set of miners that restarted
 -- KEYS[5] miners by last heartbeat (zset; GET /metrics/gpus lists the dead ones offline)
--- KEYS[6] hash miner -> index record   KEYS[7] the miner's in-flight counter
+-- KEYS[6] hash miner -> index record   KEYS[7] hash miner -> in-flight count
 -- KEYS[8] hash miner -> last pick sequence
--- KEYS[9], KEYS[10] with a key to check (ARGV[7] not ''): the cached SHA-256 of the
+-- KEYS[9] hash miner -> '<deadline ms>|<heartbeat JSON>': dispatch's copy of the
+-- heartbeat keys (reserve.lua reads it, so that its keys are declared ones)
+-- KEYS[10], KEYS[11] with a key to check (ARGV[7] not ''): the cached SHA-256 of the
 -- miner's key and its "key never used" flag
 -- then the index sets: <p>:idx, and <p>:idx:<model> for the models of this heartbeat
 -- and of the miner's index record as the caller knows it
@@ -33,7 +35,7 @@ local id, prefix = ARGV[1], ARGV[5]
 local events = ARGV[8]
 
 if ARGV[7] ~= '' then
-  local expected = redis.call('GET', KEYS[9])
+  local expected = redis.call('GET', KEYS[10])
   if not expected then return '!uncached' end
   if expected == '!revoked' then return '!revoked' end
   if expected ~= ARGV[7] then return '!wrong' end
@@ -62,13 +64,14 @@ if not idx_declared(prefix, indexed_models or {})
     or (hb and type(hb.models) == 'table' and not idx_declared(prefix, hb.models)) then
   return {'!sets', record or ''}
 end
-if ARGV[7] ~= '' then redis.call('DEL', KEYS[10]) end
+if ARGV[7] ~= '' then redis.call('DEL', KEYS[11]) end
 
 local previous = redis.call('GET', KEYS[1])
 redis.call('ZADD', KEYS[5], ARGV[6], id)
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[1])
-  idx_forget(prefix, id)
+  redis.call('HDEL', KEYS[9], id)
+  idx_forget(prefix, id, record or '')
   if redis.call('SREM', KEYS[2], id) == 1 or previous then
     redis.call('PUBLISH', events, cjson.encode({
       type = 'state_update', change = 'gone', device_id = id, reason = 'offline'}))
@@ -77,10 +80,14 @@ if ARGV[4] == '1' then
   return 0
 end
 local before = decode(previous)
-redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[3]))
+local ttl = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+redis.call('HSET', KEYS[9], id, string.format('%.0f', deadline) .. '|' .. ARGV[2])
 redis.call('SADD', KEYS[2], id)
 redis.call('SADD', KEYS[3], id)
-idx_update(prefix, id, hb)
+idx_update(prefix, id, hb, record)
 if before and boot(before) ~= boot(hb) then
   redis.call('SADD', KEYS[4], id)
 end

@@ -49,43 +49,51 @@ local function idx_sets(prefix, models)
 end
 
 -- Whether every index set of these models is among the call's keys (the scripts that
--- keep the index and declare every key, beat.lua, release.lua and reap.lua, check this
+-- keep the index, beat.lua, reserve.lua, release.lua and reap.lua, check this
 -- before they write anything, and refuse with the miner's record otherwise: the caller
 -- calls again with the sets that record names).
+local idx_keys  -- the call's keys as a set, built on the first check
 local function idx_declared(prefix, models)
-  local declared = {}
-  for _, key in ipairs(KEYS) do declared[key] = true end
+  if not idx_keys then
+    idx_keys = {}
+    for _, key in ipairs(KEYS) do idx_keys[key] = true end
+  end
   for _, set in ipairs(idx_sets(prefix, models)) do
-    if not declared[set] then return false end
+    if not idx_keys[set] then return false end
   end
   return true
 end
 
--- Take a miner out of every set it was indexed in.
-local function idx_forget(prefix, id)
-  local _, _, models = idx_parse(redis.call('HGET', prefix .. ':indexed', id))
+-- Take a miner out of every set it was indexed in (`record`: its index record, if
+-- the caller read it already; else it is read here).
+local function idx_forget(prefix, id, record)
+  record = record or redis.call('HGET', prefix .. ':indexed', id)
+  local _, _, models = idx_parse(record)
   for _, set in ipairs(idx_sets(prefix, models or {})) do redis.call('ZREM', set, id) end
   redis.call('HDEL', prefix .. ':indexed', id)
 end
 
--- Score a miner again after its in-flight count or last pick changed (members only).
-local function idx_rescore(prefix, id, used, pick)
-  local slots, eligible, models = idx_parse(redis.call('HGET', prefix .. ':indexed', id))
+-- Score a miner again after its in-flight count or last pick changed (members only;
+-- `record` as for idx_forget).
+local function idx_rescore(prefix, id, used, pick, record)
+  record = record or redis.call('HGET', prefix .. ':indexed', id)
+  local slots, eligible, models = idx_parse(record)
   if not slots then return end
   local score = idx_score(used, slots, eligible, pick)
   for _, set in ipairs(idx_sets(prefix, models)) do redis.call('ZADD', set, 'XX', score, id) end
 end
 
 -- Index a miner as its heartbeat describes it; nothing to do when that did not change.
-local function idx_update(prefix, id, hb)
+-- `current`: the miner's index record as it is (the caller read it already).
+local function idx_update(prefix, id, hb, current)
   local slots = math.max(math.floor(tonumber(hb.slots) or 0), 0)
   local models = type(hb.models) == 'table' and hb.models or {}
   local eligible = hb.status ~= 'draining' and slots > 0 and #models > 0
   local record = idx_record(slots, eligible, models)
   local indexed = prefix .. ':indexed'
-  if redis.call('HGET', indexed, id) == record then return end
-  idx_forget(prefix, id)
-  local used = tonumber(redis.call('GET', prefix .. ':inflight:' .. id) or '0') or 0
+  if current == record then return end
+  idx_forget(prefix, id, current or '')
+  local used = tonumber(redis.call('HGET', prefix .. ':inflight', id) or '0') or 0
   local pick = tonumber(redis.call('HGET', prefix .. ':picks', id) or '0') or 0
   local score = idx_score(used, slots, eligible, pick)
   for _, set in ipairs(idx_sets(prefix, models)) do redis.call('ZADD', set, score, id) end

@@ -6,7 +6,8 @@
 -- changed since is left for the next pass (its sets may not be the declared ones).
 --
 -- KEYS[1] set of miner ids   KEYS[2] hash miner -> index record (<p>:indexed)
--- KEYS[3 .. 2+n] the candidates' heartbeat keys; after them, the index sets
+-- KEYS[3] dispatch's copy of the heartbeats (<p>:beats)
+-- KEYS[4 .. 3+n] the candidates' heartbeat keys; after them, the index sets
 -- ARGV[1] key prefix   ARGV[2] events channel   ARGV[3] n, the number of candidates
 -- ARGV[4 .. 3+n] the candidates' ids   ARGV[4+n .. 3+2n] their records as read ('': none)
 -- Any number of web processes may run this at once: SREM decides who announces.
@@ -14,9 +15,10 @@ local n = tonumber(ARGV[3])
 local gone = 0
 for i = 1, n do
   local id, seen = ARGV[3 + i], ARGV[3 + n + i]
-  if (redis.call('HGET', KEYS[2], id) or '') == seen and redis.call('EXISTS', KEYS[2 + i]) == 0
+  if (redis.call('HGET', KEYS[2], id) or '') == seen and redis.call('EXISTS', KEYS[3 + i]) == 0
       and redis.call('SREM', KEYS[1], id) == 1 then
-    idx_forget(ARGV[1], id)
+    redis.call('HDEL', KEYS[3], id)
+    idx_forget(ARGV[1], id, seen)
     redis.call('PUBLISH', ARGV[2], cjson.encode({
       type = 'state_update', change = 'gone', device_id = id, reason = 'heartbeat expired'}))
     gone = gone + 1

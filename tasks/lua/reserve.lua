@@ -1,8 +1,16 @@
 -- Choose a miner for one job and reserve one of its slots, atomically.
 --
--- KEYS[1] set of miner ids        KEYS[2] hash miner -> last pick sequence
--- KEYS[3] dispatch sequence       KEYS[4] the job's record key
--- KEYS[5] hash miner -> circuit breaker state (tasks.breaker)
+-- KEYS[1] hash miner -> last pick sequence   KEYS[2] dispatch sequence
+-- KEYS[3] the job's record key   KEYS[4] hash miner -> breaker state (tasks.breaker)
+-- KEYS[5] hash miner -> in-flight count
+-- KEYS[6] hash miner -> '<deadline ms>|<heartbeat JSON>' (<p>:beats, beat.lua)
+-- KEYS[7] hash miner -> drained until (epoch ms, 0: until undrained; <p>:drained)
+-- KEYS[8] hash miner -> index record (<p>:indexed)
+-- KEYS[9 .. 8+n] the shared queue's lists, one per priority step (n = ARGV[11])
+-- KEYS[9+n] (when ARGV[12] is '1') the job's affinity: the miner its session (or its
+--         long system prompt) ran on last     ARGV[10] how long that is remembered (s)
+-- then the index sets: <p>:idx, and <p>:idx:<model> for the job's model and for the
+-- models of the miners the call may meet, as the caller knows them
 -- ARGV[1] key prefix              ARGV[2] model id ('' = any model)
 -- ARGV[3] job record (JSON)       ARGV[4] job record TTL in seconds
 -- ARGV[5] shared queue name       ARGV[6] miner queue prefix
@@ -10,12 +18,16 @@
 -- ARGV[8] a miner id: only that miner may take the job (on its own queue even when
 --         its slots are full); '' = any
 -- ARGV[9] a miner id not to choose (a retry after that miner failed); '' = none
--- KEYS[6] (optional) the job's affinity: the miner its session (or its long system
---         prompt) ran on last     ARGV[10] how long that is remembered, in seconds
 --
--- Among live miners (heartbeat key present) that serve the model (for a job of any
--- model: that hold one at all), are not drained (by their own heartbeat, or by the
--- <p>:drain:<miner> key an operator or the anomaly detector sets) and have a free
+-- Every key it touches is declared (Redis Cluster; docs/scaling.md): per-miner state
+-- is read from hashes, not from a key per miner. When the miner chosen would have it
+-- write an index set the call did not declare (it scores the miner again in the sets
+-- of all its models), it writes nothing and answers {'!sets', that miner's index
+-- record}: the caller calls again with those sets too.
+--
+-- Among live miners (heartbeat not past its deadline) that serve the model (for a job
+-- of any model: that hold one at all), are not drained (by their own heartbeat, or by
+-- <p>:drained, which an operator or the anomaly detector sets) and have a free
 -- slot, take the least loaded (in-flight / slots); on a tie, the one picked longest
 -- ago, so sequential requests rotate over idle miners. Returns the miner id, or false
 -- when the job must go to the shared queue (either way the job record says where),
@@ -27,9 +39,9 @@
 -- A miner whose breaker is open is skipped until its cool-down ends; then it gets one
 -- trial job at a time (half-open) until that job's outcome closes or reopens it.
 --
--- Affinity: a job with KEYS[6] goes to the miner named there when that miner may take
--- it and has a free slot (its prefix cache holds the session's conversation so far);
--- otherwise it is chosen as any job. Either way KEYS[6] then names where it went.
+-- Affinity: a job with an affinity key goes to the miner named there when that miner
+-- may take it and has a free slot (its prefix cache holds the session's conversation so
+-- far); otherwise it is chosen as any job. Either way that key then names where it went.
 --
 -- First come, first served: while jobs for any model wait on the shared queue (every
 -- miner was full when they came), a new job for any model queues behind them there
@@ -41,20 +53,24 @@
 -- longest ago), a page at a time, and the reading stops after the first page that
 -- holds a miner that may take the job: a dispatch costs the same with 2 or 2,000
 -- miners. Only miners in the index's front that may not take jobs (drained by key,
--- breaker open, the excluded one) are read on the way. Ids whose heartbeat expired
--- are dropped from the index and the set of miners as they are met.
+-- breaker open, the excluded one) are read on the way, and dead ones: they stay in the
+-- index until the reap (web.fleet.registry) forgets them, within a second.
 
 local prefix, model = ARGV[1], ARGV[2]
 local shared_only = ARGV[7] == '1'
 local target = ARGV[8] or ''
 local exclude = ARGV[9] or ''
+local INFLIGHT, BEATS, DRAINED, INDEXED = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local nshared = tonumber(ARGV[11])
+local affine = ARGV[12] == '1' and KEYS[9 + nshared] or nil
 local PAGE = 2  -- two real miners fill the first page: the same work as with no others
--- kombu's Redis transport keeps one list per priority step: the name, then name..'\6\022'..step
-local PRIORITY_STEPS = {'', '\6\0223', '\6\0226', '\6\0229'}
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local function shared_waiting()
-  for _, step in ipairs(PRIORITY_STEPS) do
-    if redis.call('LLEN', ARGV[5] .. step) > 0 then return true end
+  for i = 9, 8 + nshared do
+    if redis.call('LLEN', KEYS[i]) > 0 then return true end
   end
   return false
 end
@@ -68,19 +84,15 @@ local function serves(hb)
 end
 
 local function inflight(id)
-  return tonumber(redis.call('GET', prefix .. ':inflight:' .. id) or '0') or 0
+  return tonumber(redis.call('HGET', INFLIGHT, id) or '0') or 0
 end
 
--- Breakers: usually none, so one HGETALL and no clock read.
-local breakers, now = {}, 0
-local raw_breakers = redis.call('HGETALL', KEYS[5])
-if #raw_breakers > 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  for i = 1, #raw_breakers, 2 do
-    local ok, state = pcall(cjson.decode, raw_breakers[i + 1])
-    if ok then breakers[raw_breakers[i]] = state end
-  end
+-- Breakers: usually none, so one HGETALL.
+local breakers = {}
+local raw_breakers = redis.call('HGETALL', KEYS[4])
+for i = 1, #raw_breakers, 2 do
+  local ok, state = pcall(cjson.decode, raw_breakers[i + 1])
+  if ok then breakers[raw_breakers[i]] = state end
 end
 -- 'closed', 'open' (skip) or 'trial' (may take one job, which makes it a trial)
 local function breaker(id)
@@ -90,20 +102,19 @@ local function breaker(id)
   return 'trial'
 end
 
--- The live heartbeat of an indexed miner; a dead one leaves the index (nil).
+-- A miner's heartbeat, if it has not expired (nil otherwise: dead).
 local function live(id)
-  local raw = redis.call('GET', prefix .. ':hb:' .. id)
-  if raw then return cjson.decode(raw) end
-  idx_forget(prefix, id)
-  if redis.call('SREM', KEYS[1], id) == 1 then
-    redis.call('PUBLISH', prefix .. ':events', cjson.encode({
-      type = 'state_update', change = 'gone', device_id = id, reason = 'heartbeat expired'}))
-  end
-  return nil
+  local raw = redis.call('HGET', BEATS, id)
+  if not raw then return nil end
+  local deadline, body = string.match(raw, '^(%d+)|(.*)$')
+  if not deadline or tonumber(deadline) <= now then return nil end
+  return cjson.decode(body)
 end
 
 local function drained(id, hb)
-  return hb.status == 'draining' or redis.call('EXISTS', prefix .. ':drain:' .. id) == 1
+  if hb.status == 'draining' then return true end
+  local till = tonumber(redis.call('HGET', DRAINED, id) or '')
+  return till ~= nil and (till == 0 or till > now)
 end
 
 -- A miner without a model takes no job: it would fail any it was given.
@@ -113,27 +124,24 @@ local function may_take(id, hb)
 end
 
 local best, best_load, best_pick, best_used
-local affine = KEYS[6]
 local over, over_load, over_used  -- least loaded serving miner, even when full
 local served = false
 local open_served = false  -- a miner serving the model that is not drained
+local index = model == '' and prefix .. ':idx' or prefix .. ':idx:' .. model
+local stale = {}  -- live miners indexed under a model they no longer serve
 
--- One page of the index from rank `start`: how many members it had and how many of
--- them left the index. Within the page the loads are compared exactly (a score is
--- the load in 1/4096 steps), so the reading can stop after the first page that holds a
--- miner that may take the job: behind it, every miner is at least as loaded.
-local function read_page(index, start)
+-- One page of the index from rank `start`: how many members it had. Within the page
+-- the loads are compared exactly (a score is the load in 1/4096 steps), so the
+-- reading can stop after the first page that holds a miner that may take the job:
+-- behind it, every miner is at least as loaded.
+local function read_page(start)
   local page = redis.call('ZRANGE', index, start, start + PAGE - 1, 'WITHSCORES')
-  local left = 0
   for i = 1, #page, 2 do
     local id = page[i]
     local hb = live(id)
-    if not hb then
-      left = left + 1
-    elseif not serves(hb) then  -- it changed models since it was indexed here
-      redis.call('ZREM', index, id)
-      left = left + 1
-    else
+    if hb and not serves(hb) then  -- it changed models since it was indexed here
+      stale[#stale + 1] = id
+    elseif hb then
       served = true
       local takes = not shared_only and may_take(id, hb)
       if takes or not (open_served or shared_only or drained(id, hb)) then
@@ -152,7 +160,7 @@ local function read_page(index, start)
       end
     end
   end
-  return #page / 2, left
+  return #page / 2
 end
 
 -- The miner the job's session ran on last, if it may take the job and has a free slot.
@@ -169,8 +177,7 @@ local function affine_choice()
 end
 
 if target ~= '' then
-  local raw = redis.call('GET', prefix .. ':hb:' .. target)
-  local hb = raw and cjson.decode(raw)
+  local hb = live(target)
   if hb and hb.status ~= 'offline' and serves(hb) then
     if drained(target, hb) then return '!drained' end
     served, best, best_used = true, target, inflight(target)
@@ -179,45 +186,55 @@ elseif model == '' and (shared_only or shared_waiting()) then
   -- to the shared queue, behind the jobs already waiting there
 else
   if affine then affine_choice() end
-  local index = model == '' and prefix .. ':idx' or prefix .. ':idx:' .. model
   local start = 0
   while best == nil do
-    local read, left = read_page(index, start)
+    local read = read_page(start)
     if read == 0 or over ~= nil or (shared_only and served) then break end
-    start = start + read - left
+    start = start + read
   end
 end
 
-if (model ~= '' or target ~= '') and not served then return '!unserved' end
-if model ~= '' and target == '' and not shared_only and not open_served then
-  return '!drained'
-end
-if best == nil and model ~= '' and over ~= nil then
+local refusal  -- the job is not taken: nothing is reserved or recorded for it
+if (model ~= '' or target ~= '') and not served then
+  refusal = '!unserved'
+elseif model ~= '' and target == '' and not shared_only and not open_served then
+  refusal = '!drained'
+elseif best == nil and model ~= '' and over ~= nil then
   best, best_used = over, over_used
 end
+local indexed  -- the chosen miner's index record: it is scored again in its sets
+if best and not refusal then
+  indexed = redis.call('HGET', INDEXED, best)
+  local _, _, models = idx_parse(indexed)
+  if models and not idx_declared(prefix, models) then return {'!sets', indexed} end
+end
+
+-- The reading is done and every set it writes is declared: now the writes.
+for _, id in ipairs(stale) do redis.call('ZREM', index, id) end
+if refusal then return refusal end
 
 local record = cjson.decode(ARGV[3])
 if best and target == '' and breaker(best) == 'trial' then
   local state = breakers[best]
   state.state = 'trial'
   state['until'] = now + (tonumber(state.cooldown) or 5000)  -- one trial at a time
-  redis.call('HSET', KEYS[5], best, cjson.encode(state))
+  redis.call('HSET', KEYS[4], best, cjson.encode(state))
 end
 if best then
   local used = 1
   if best_used <= 0 then
-    redis.call('SET', prefix .. ':inflight:' .. best, 1)
+    redis.call('HSET', INFLIGHT, best, 1)
   else
-    used = redis.call('INCR', prefix .. ':inflight:' .. best)
+    used = redis.call('HINCRBY', INFLIGHT, best, 1)
   end
-  local seq = redis.call('INCR', KEYS[3])
-  redis.call('HSET', KEYS[2], best, seq)
-  idx_rescore(prefix, best, used, seq)
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], best, seq)
+  if indexed then idx_rescore(prefix, best, used, seq, indexed) end
   record.miner_id = best
   record.queue = ARGV[6] .. best
   if affine then redis.call('SET', affine, best, 'EX', tonumber(ARGV[10])) end
 else
   record.queue = ARGV[5]
 end
-redis.call('SET', KEYS[4], cjson.encode(record), 'EX', tonumber(ARGV[4]))
+redis.call('SET', KEYS[3], cjson.encode(record), 'EX', tonumber(ARGV[4]))
 return best or false

@@ -68,6 +68,19 @@ class KeyNotCached(Unauthorized):
 REFUSALS = {"!revoked": "miner {} is revoked", "!wrong": "wrong key for miner {}"}
 
 
+def queue_drain(
+    pipe: redis.client.Pipeline, keys: Keys, miner_id: str, reason: str, ttl_ms: int | None
+) -> None:
+    """Drain a miner (for ``ttl_ms``, or until undrained), queued on ``pipe`` (a
+    transaction): its drain key, which its own listener and ``lease.lua`` read, the time
+    it ends in ``<p>:drained``, which ``reserve.lua`` reads (a declared key), and the
+    news on ``<p>:drains``. The end is by this host's clock, which dispatch compares with
+    Redis's: close enough for a drain, which lasts seconds at least."""
+    pipe.set(keys.drain(miner_id), reason, px=ttl_ms)
+    pipe.hset(keys.drained, miner_id, 0 if ttl_ms is None else int(time.time() * 1000) + ttl_ms)
+    pipe.publish(keys.drains, miner_id)
+
+
 class Registry:
     """Reads and writes heartbeats."""
 
@@ -103,8 +116,9 @@ class Registry:
             self._keys.rebooted,
             self._keys.last_seen,
             self._keys.indexed,
-            self._keys.inflight(miner_id),
+            self._keys.inflight,
             self._keys.picks,
+            self._keys.beats,
         ]
         # fields one level deep: parse_heartbeat built them fresh, asdict's deep copy is waste
         body = json.dumps({f.name: getattr(hb, f.name) for f in fields(hb)})
@@ -175,7 +189,7 @@ class Registry:
             return 0
         ids = [miner_id for miner_id, _ in candidates]
         models = [m for _, record in candidates for m in indexed_models(record)]
-        keys = [self._keys.miners, self._keys.indexed]
+        keys = [self._keys.miners, self._keys.indexed, self._keys.beats]
         keys += [self._keys.heartbeat(i) for i in ids] + self._keys.index_sets(models)
         args = [self._keys.prefix, self._keys.events, len(ids), *ids]
         args += [record for _, record in candidates]
@@ -200,7 +214,7 @@ class Registry:
         Its dispatch index entry is forgotten with them: the next heartbeat indexes it
         again at its new load."""
         pipe = self._redis.pipeline(transaction=True)
-        pipe.set(self._keys.inflight(miner_id), 0)
+        pipe.hset(self._keys.inflight, miner_id, 0)
         pipe.hdel(self._keys.indexed, miner_id)
         pipe.execute()
 
@@ -212,24 +226,25 @@ class Registry:
         gone = {"type": "state_update", "change": "gone", "device_id": miner_id, "reason": reason}
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(self._keys.heartbeat(miner_id))
+        pipe.hdel(self._keys.beats, miner_id)
         pipe.srem(self._keys.miners, miner_id)
         pipe.publish(self._keys.events, json.dumps(gone))
         pipe.execute()
 
     def drain(self, miner_id: str, reason: str, ttl_s: float | None = None) -> None:
         """No new work for this miner until undrained: dispatch skips it (``reserve.lua``
-        honours the key), a legacy miner's ``/get_work`` leases it nothing, and a push
-        miner, told on ``<p>:drains``, stops taking ``shared`` (``miners.intake``)."""
-        ttl_ms = int(ttl_s * 1000) if ttl_s else None
+        reads ``<p>:drained``), a legacy miner's ``/get_work`` leases it nothing (its
+        drain key), and a push miner, told on ``<p>:drains``, stops taking ``shared``
+        (``miners.intake``)."""
         pipe = self._redis.pipeline(transaction=True)
-        pipe.set(self._keys.drain(miner_id), reason, px=ttl_ms)
-        pipe.publish(self._keys.drains, miner_id)
+        queue_drain(pipe, self._keys, miner_id, reason, int(ttl_s * 1000) if ttl_s else None)
         pipe.execute()
 
     def undrain(self, miner_id: str) -> bool:
         """The miner takes work again; False if it was not drained."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(self._keys.drain(miner_id))
+        pipe.hdel(self._keys.drained, miner_id)
         pipe.publish(self._keys.drains, miner_id)
         return bool(pipe.execute()[0])
 
@@ -240,7 +255,7 @@ class Registry:
             return []
         pipe = self._redis.pipeline(transaction=False)
         pipe.mget([self._keys.heartbeat(i) for i in ids])
-        pipe.mget([self._keys.inflight(i) for i in ids])
+        pipe.hmget(self._keys.inflight, ids)
         beats, inflight = pipe.execute()
         now = time.time()
         states = []

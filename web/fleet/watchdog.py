@@ -33,6 +33,7 @@ from prometheus_client import Counter
 
 from tasks import metrics
 from tasks.keys import Keys
+from web.fleet.registry import queue_drain
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +258,8 @@ class Watchdog:
         pipe.lpush(self._keys.alerts, json.dumps(asdict(alert)))
         pipe.ltrim(self._keys.alerts, 0, ALERTS_KEPT - 1)
         if self._auto_drain and alert.miner:
-            pipe.set(self._keys.drain(alert.miner), alert.kind, ex=DRAIN_S)
-            pipe.publish(self._keys.drains, alert.miner)  # the miner stops taking shared
+            # dispatch skips it, and the miner, told, stops taking shared
+            queue_drain(pipe, self._keys, alert.miner, alert.kind, DRAIN_S * 1000)
         pipe.execute()
         if self._webhook:
             threading.Thread(target=self._post, args=(alert,), daemon=True).start()
