@@ -1,7 +1,7 @@
 """A miner's bookkeeping around each job, in as few round trips as it allows.
 
 Around a job, three things besides its result: the slot dispatch reserved for it
-(``<p>:inflight:<miner>``), the note that this process holds the job (``<p>:held:<miner>``,
+(its field of ``<p>:inflight``), the note that this process holds the job (``<p>:held:<miner>``,
 for the reaper: ``web.fleet.recovery``) and one outcome for the miner's circuit breaker.
 
 - **Received.** The held note goes on kombu's own delivery MULTI (``note_held``), with

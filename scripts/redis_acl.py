@@ -16,16 +16,19 @@ checked by ``tests/test_redis_acl.py`` with a real miner answering through such 
   ``celeryev.*`` and their channels);
 - results ``celery-task-meta-*`` (key and channel);
 - ``<p>:inflight``, ``<p>:held:<id>``, ``<p>:running:*``, ``<p>:abort:*``, ``<p>:partial:*``,
-  ``{<p>}:breakers``, ``{<p>}:failstreak`` and, to retry a job elsewhere, dispatch's own
-  ``<p>:miners``, ``<p>:picks``, ``<p>:seq``, ``<p>:idx*``, ``<p>:indexed``,
-  ``<p>:job:*`` (read-only: ``<p>:hb:*``, ``<p>:beats``,
-  ``<p>:drain:*``, ``<p>:drained``); channels ``<p>:stream:*``, ``<p>:abort``, ``<p>:events``,
-  ``<p>:drains``;
+  ``{<p>}:breakers``, ``{<p>}:failstreak`` and, to retry a job elsewhere (``reserve.lua``),
+  dispatch's own ``<p>:picks``, ``<p>:seq``, ``<p>:idx*``, ``<p>:indexed``,
+  ``<p>:job:*``, ``<p>:beats``, ``<p>:drained`` (read and written: Redis 7 lets a script
+  be given only keys the user may read and write, though the script only reads these
+  two); read-only: ``<p>:hb:*``, ``<p>:drain:*``; channels ``<p>:stream:*``,
+  ``<p>:abort``, ``<p>:events``, ``<p>:drains``;
 - ``WAIT`` and ``ROLE`` (which replicas are online): a result store waits for a replica
   (``tasks.replication``, with Redis Sentinel).
 
-Nothing else: no heartbeat writes (those go over HTTP with the miner's key), no
+Nothing else: no heartbeat keys (heartbeats go over HTTP with the miner's key), no
 registration cache, no sessions, no other miner's queue to read, no admin commands.
+What the write grant on ``<p>:beats`` allows a stolen miner password is in
+docs/security.md.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ COMMANDS = (
     "multi exec discard watch unwatch "
     "brpop lpush rpush llen lrange lrem del exists expire pexpire time "
     "get set mget incr decr "
-    "hget hset hdel hgetall hmget hincrby "
+    "hget hset hdel hgetall hmget hincrby hvals "
     "sadd srem smembers sismember scard "
     "zadd zrem zrange zrangebyscore zrevrangebyscore zcard "
     "publish subscribe unsubscribe psubscribe punsubscribe "
@@ -72,17 +75,18 @@ def key_patterns(miner_id: str, prefix: str = "mia") -> list[str]:
         f"~{keys.partial('*')}",  # a job's answer so far (miners.resume)
         f"~{keys.breakers}",
         f"~{keys.failstreak}",
-        f"~{keys.miners}",
         f"~{keys.picks}",
         f"~{keys.seq}",
         f"~{keys.index}",
         f"~{keys.index}:*",
         f"~{keys.indexed}",
         f"~{keys.job('*')}",
+        # read and written: Redis 7 lets a script be given (declare) only keys the user
+        # may read and write, and reserve.lua declares these two
+        f"~{keys.beats}",
+        f"~{keys.drained}",
         f"%R~{keys.heartbeat('*')}",
-        f"%R~{keys.beats}",
         f"%R~{keys.drain('*')}",
-        f"%R~{keys.drained}",
     ]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -114,6 +115,7 @@ class RedisSelector:
         # the models whose index sets a reservation declares: every model of the fleet
         # as last seen here (None: not read yet)
         self._models: frozenset[str] | None = None
+        self._learning = threading.Lock()
         self._shared_lists = queue_lists(SHARED_QUEUE)
 
     def choose(self, job: Job, shared_only: bool = False, exclude: str = "") -> str | None:
@@ -164,10 +166,10 @@ class RedisSelector:
         """Add the models these index records name to those a reservation declares
         (the sets of every model the fleet serves, since it may meet any miner)."""
         found = {m for record in records for m in indexed_models(record)}
-        models = found | (self._models or frozenset())
-        if len(models) > MODELS_DECLARED_MAX:  # models came and went: start over
-            models = found
-        self._models = frozenset(models)
+        with self._learning:  # request threads learn at once: none loses another's
+            models = found | (self._models or frozenset())
+            # past the bound (models came and went), read the fleet's again next time
+            self._models = frozenset(models) if len(models) <= MODELS_DECLARED_MAX else None
 
     def release(self, miner_id: str) -> None:
         for _ in range(3):  # again with the index sets the miner's record names

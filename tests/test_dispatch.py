@@ -13,7 +13,7 @@ from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
 from tests.conftest import expire_heartbeat
-from web.fleet.registry import Heartbeat, Registry
+from web.fleet.registry import Heartbeat, Registry, redis_now_ms
 
 KEYS = Keys("mia")
 
@@ -132,7 +132,10 @@ def test_a_drain_is_announced_to_its_miner(registry, redis):
     pubsub.subscribe(KEYS.drains)
     registry.drain("a", "test", ttl_s=5)
     assert 4000 < redis.pttl(KEYS.drain("a")) <= 5000
+    # dispatch's copy ends with it, by Redis's clock (the one reserve.lua reads)
+    assert 4000 < int(redis.hget(KEYS.drained, "a")) - redis_now_ms(redis) <= 5000
     registry.undrain("a")
+    assert redis.hget(KEYS.drained, "a") is None
     heard, deadline = [], time.monotonic() + 5
     while len(heard) < 2 and time.monotonic() < deadline:
         message = pubsub.get_message(timeout=1)  # None: the subscription's confirmation

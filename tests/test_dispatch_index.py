@@ -155,6 +155,18 @@ def test_offline_expiry_and_reap_leave_no_index_entry(registry, selector, redis)
     assert redis.hkeys(KEYS.indexed) == redis.hkeys(KEYS.beats) == [b"c"]
 
 
+def test_an_evicted_miner_leaves_the_index_at_once(registry, selector, redis):
+    """A revoked miner is out of dispatch at once (``Registry.evict``): the reap, which
+    reads only the miner set, would never see it again."""
+    beat(registry, "a", models=("echo", "x"))
+    beat(registry, "b", models=("echo",))
+    registry.evict("a", "revoked")
+    assert index(redis) == index(redis, "echo") == ["b"] and index(redis, "x") == []
+    assert redis.hget(KEYS.indexed, "a") is None and redis.hget(KEYS.beats, "a") is None
+    assert registry.reap(full=True) == 0
+    assert selector.choose(job("echo")) == "b"
+
+
 def test_register_resets_slots_and_the_next_beat_indexes_the_new_load(registry, selector, redis):
     beat(registry, "a", slots=1)
     beat(registry, "b", slots=1)

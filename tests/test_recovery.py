@@ -15,6 +15,7 @@ from tasks.jobs import Job
 from tasks.keys import Keys, queue_for
 from tasks.lua import Scripts
 from tasks.settings import Settings
+from tests.conftest import expire_heartbeat
 from web.fleet.recovery import Reaper
 from web.fleet.registry import Heartbeat, Registry
 
@@ -60,7 +61,7 @@ def fleet(app, redis, settings):
 
 def test_one_dead_miner_has_its_jobs_moved_at_once(fleet, redis):
     assert queued(redis, "m0") == 2
-    redis.delete("rec:hb:m0")
+    expire_heartbeat(redis, Keys(PREFIX), "m0")
     done = fleet.reaper()()
     assert done["moved"] == 2
     assert queued(redis, "m0") == 0 and queued(redis, "live") == 2
@@ -69,7 +70,8 @@ def test_one_dead_miner_has_its_jobs_moved_at_once(fleet, redis):
 
 
 def test_a_mass_expiry_is_waited_out_then_moved_gradually(fleet, redis):
-    redis.delete(*(f"rec:hb:{m}" for m in FLEET))  # Redis "restarted": 6 of 7 gone
+    for m in FLEET:  # Redis "restarted": 6 of 7 gone
+        expire_heartbeat(redis, Keys(PREFIX), m)
     patient = fleet.reaper(reaper_grace_s=60)
     assert sum(patient().values()) == 0  # suspect: nothing moves
     for miner_id in FLEET:  # ... and the miners come back
@@ -78,7 +80,8 @@ def test_a_mass_expiry_is_waited_out_then_moved_gradually(fleet, redis):
     assert all(queued(redis, m) == 2 for m in FLEET) and queued(redis, "live") == 0
     assert redis.zcard("rec:deaths") == 0
 
-    redis.delete(*(f"rec:hb:{m}" for m in FLEET))  # this time they stay away
+    for m in FLEET:  # this time they stay away
+        expire_heartbeat(redis, Keys(PREFIX), m)
     gradual = fleet.reaper(reaper_grace_s=0.3, reaper_mass_batch=5)
     passes: list[int] = []
 
@@ -115,7 +118,7 @@ def test_a_job_taken_but_not_yet_noted_as_held_is_found_in_kombus_unacked(fleet,
     tag = json.loads(message)["properties"]["delivery_tag"]
     redis.hset("unacked", tag, json.dumps([json.loads(message), "", "gpu-m0"]))
     redis.hset("unacked", "other", json.dumps([json.loads(message), "", "gpu-m1"]))
-    redis.delete("rec:hb:m0")
+    expire_heartbeat(redis, Keys(PREFIX), "m0")
     done = fleet.reaper()()
     assert done["moved"] == 2  # the queued one and the unnoted one
     assert not redis.hexists("unacked", tag) and redis.hexists("unacked", "other")
@@ -133,7 +136,7 @@ def test_a_job_no_live_miner_can_take_waits_and_is_not_counted_as_dying_again(fl
     tag, job_id = envelope["properties"]["delivery_tag"], envelope["headers"]["id"]
     redis.hset("unacked", tag, json.dumps([envelope, "", "gpu-solo"]))
     redis.hset("rec:held:solo", job_id, f"{tag}|b")
-    redis.delete("rec:hb:solo")
+    expire_heartbeat(redis, Keys(PREFIX), "solo")
     reaper = fleet.reaper()
     for _ in range(fleet.settings.max_attempts + 1):
         assert reaper()["parked"] == 1

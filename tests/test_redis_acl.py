@@ -23,11 +23,15 @@ from werkzeug.serving import make_server
 from scripts import redis_acl, redis_server
 from scripts.launch import free_port, miner_argv
 from scripts.processes import spawn, stop, wait_for
+from tasks.dispatch import RedisSelector
+from tasks.jobs import Job
 from tasks.keys import Keys
+from tasks.lua import Scripts
 from tasks.settings import Settings
 from tests.conftest import ROOT
 from tests.miner_processes import miner_env
 from web import create_app
+from web.fleet.registry import Heartbeat, Registry
 
 MINER = "acl7"
 PASSWORD = "miner-secret-7"
@@ -154,3 +158,25 @@ def test_the_acl_user_cannot_touch_what_is_not_its_own(acl_redis):
     assert client.execute_command("ROLE")[0] == b"master"
     assert client.execute_command("WAIT", 0, 0) == 0
     client.close()
+
+
+def test_a_retry_elsewhere_goes_through_the_miners_user(acl_redis):
+    """A job that failed on this miner is reserved on another (``miners.retry``:
+    ``reserve.lua`` with this one excluded, which declares every key it touches) and the
+    slot given back, through the miner's own user, with nothing refused."""
+    url, admin = acl_redis
+    keys = Keys("mia")
+    registry = Registry(admin, keys, ttl_s=30)
+    for miner_id in (MINER, "other"):
+        registry.beat(Heartbeat(miner_id, "available", 2, 2, ["echo"], "echo"))
+    client = redis_lib.Redis.from_url(url.replace("redis://", f"redis://miner-{MINER}:{PASSWORD}@"))
+    try:
+        selector = RedisSelector(client, Scripts(client), keys, 60)
+        job = Job([{"role": "user", "content": "again"}], model="echo")
+        assert selector.choose(job, exclude=MINER) == "other"
+        assert admin.hget(keys.inflight, "other") == b"1"
+        selector.release("other")
+    finally:
+        client.close()
+    assert admin.hget(keys.inflight, "other") == b"0"
+    assert refused(admin) == []

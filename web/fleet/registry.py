@@ -68,16 +68,27 @@ class KeyNotCached(Unauthorized):
 REFUSALS = {"!revoked": "miner {} is revoked", "!wrong": "wrong key for miner {}"}
 
 
+def redis_now_ms(client: redis.Redis) -> int:
+    """Redis's clock, in epoch milliseconds (what its scripts read with TIME)."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def queue_drain(
-    pipe: redis.client.Pipeline, keys: Keys, miner_id: str, reason: str, ttl_ms: int | None
+    pipe: redis.client.Pipeline,
+    keys: Keys,
+    miner_id: str,
+    reason: str,
+    ttl_ms: int | None,
+    now_ms: int,
 ) -> None:
-    """Drain a miner (for ``ttl_ms``, or until undrained), queued on ``pipe`` (a
-    transaction): its drain key, which its own listener and ``lease.lua`` read, the time
-    it ends in ``<p>:drained``, which ``reserve.lua`` reads (a declared key), and the
-    news on ``<p>:drains``. The end is by this host's clock, which dispatch compares with
-    Redis's: close enough for a drain, which lasts seconds at least."""
+    """Drain a miner (for ``ttl_ms``, or until undrained), queued on ``pipe``: its drain
+    key, which its own listener and ``lease.lua`` read; when it ends in ``<p>:drained``
+    (by Redis's clock, ``now_ms`` from ``redis_now_ms``), which ``reserve.lua`` reads as
+    a declared key; and the news on ``<p>:drains``. An ended drain's field stays until
+    the miner is drained or undrained again: one field per miner at most."""
     pipe.set(keys.drain(miner_id), reason, px=ttl_ms)
-    pipe.hset(keys.drained, miner_id, 0 if ttl_ms is None else int(time.time() * 1000) + ttl_ms)
+    pipe.hset(keys.drained, miner_id, 0 if ttl_ms is None else now_ms + ttl_ms)
     pipe.publish(keys.drains, miner_id)
 
 
@@ -224,20 +235,27 @@ class Registry:
         Without its heartbeat key the miner is dead to dispatch and to the reaper,
         which moves the jobs it held or had queued to live miners."""
         gone = {"type": "state_update", "change": "gone", "device_id": miner_id, "reason": reason}
+        record = self._redis.hget(self._keys.indexed, miner_id)  # its beats are refused now
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(self._keys.heartbeat(miner_id))
         pipe.hdel(self._keys.beats, miner_id)
         pipe.srem(self._keys.miners, miner_id)
+        for index in self._keys.index_sets(indexed_models(text(record)) if record else []):
+            pipe.zrem(index, miner_id)  # out of the dispatch index too: the reap never sees it
+        pipe.hdel(self._keys.indexed, miner_id)
         pipe.publish(self._keys.events, json.dumps(gone))
         pipe.execute()
+        self._indexed.pop(miner_id, None)
 
     def drain(self, miner_id: str, reason: str, ttl_s: float | None = None) -> None:
         """No new work for this miner until undrained: dispatch skips it (``reserve.lua``
         reads ``<p>:drained``), a legacy miner's ``/get_work`` leases it nothing (its
         drain key), and a push miner, told on ``<p>:drains``, stops taking ``shared``
         (``miners.intake``)."""
+        ttl_ms = int(ttl_s * 1000) if ttl_s else None
+        now_ms = redis_now_ms(self._redis)
         pipe = self._redis.pipeline(transaction=True)
-        queue_drain(pipe, self._keys, miner_id, reason, int(ttl_s * 1000) if ttl_s else None)
+        queue_drain(pipe, self._keys, miner_id, reason, ttl_ms, now_ms)
         pipe.execute()
 
     def undrain(self, miner_id: str) -> bool:

@@ -33,7 +33,7 @@ from prometheus_client import Counter
 
 from tasks import metrics
 from tasks.keys import Keys
-from web.fleet.registry import queue_drain
+from web.fleet.registry import queue_drain, redis_now_ms
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,8 @@ class Watchdog:
         pipe.ltrim(self._keys.alerts, 0, ALERTS_KEPT - 1)
         if self._auto_drain and alert.miner:
             # dispatch skips it, and the miner, told, stops taking shared
-            queue_drain(pipe, self._keys, alert.miner, alert.kind, DRAIN_S * 1000)
+            now_ms = redis_now_ms(self._redis)
+            queue_drain(pipe, self._keys, alert.miner, alert.kind, DRAIN_S * 1000, now_ms)
         pipe.execute()
         if self._webhook:
             threading.Thread(target=self._post, args=(alert,), daemon=True).start()
