@@ -20,10 +20,10 @@ import time
 import redis
 
 from bench.measure import LONG_SYSTEM
-from tasks.dispatch import Affinity, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tasks.selector import Affinity, RedisSelector
 from web.fleet.registry import Heartbeat, Registry
 
 ROUNDS = 10

@@ -12,8 +12,8 @@ import redis
 import requests
 
 from tasks.connections import redis_client
-from tasks.dispatch import RedisSelector
 from tasks.keys import Keys
+from tasks.selector import RedisSelector
 from tasks.settings import Settings
 from web.fleet.client import JobClient
 from web.fleet.core import build_core

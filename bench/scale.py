@@ -52,8 +52,8 @@ from bench.scale_probes import (
 from bench.simulate import Simulator, simulator
 from bench.stack import TOKEN, echo_miner, environment, web_tier
 from scripts.processes import stop, wait_for
-from tasks.dispatch import RedisSelector
 from tasks.lua import Scripts, source
+from tasks.selector import RedisSelector
 from tasks.settings import Settings
 
 REAL_MINERS = ("0", "1")

@@ -17,10 +17,10 @@ from bench.report import percentile
 from bench.simulate import SLOTS, Simulator
 from bench.stack import tree_cpu_s
 from scripts.processes import wait_for
-from tasks.dispatch import RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import source
+from tasks.selector import RedisSelector
 
 
 def live_count(clients: Clients, ids: list[str]) -> int:

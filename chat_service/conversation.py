@@ -143,7 +143,7 @@ class Conversations:
 
 
 def session_affinity(namespace: str, session_id: str) -> str:
-    """The dispatch affinity of a session's turns (``tasks.dispatch.Affinity``)."""
+    """The dispatch affinity of a session's turns (``tasks.selector.Affinity``)."""
     return f"{namespace}:{session_id}"
 
 

@@ -38,10 +38,10 @@ from celery import states
 from tasks.breaker import Breakers
 from tasks.broker import transport
 from tasks.broker.backend import StoreCall, store_along, take_along
-from tasks.dispatch import RedisSelector
 from tasks.jobs import GENERATE
 from tasks.keys import Keys, result_key
 from tasks.lua import Scripts
+from tasks.selector import RedisSelector
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.dispatch import DRAINED, UNSERVED, RedisSelector
 from tasks.errors import JobFailed
 from tasks.jobs import Job
 from tasks.keys import SHARED_QUEUE, queue_for
+from tasks.selector import DRAINED, UNSERVED, RedisSelector
 from tasks.settings import Settings
 
 

@@ -32,10 +32,10 @@ from miners.resume import Progress
 from miners.retry import RetryPlan, plan_retry
 from tasks.breaker import Breakers
 from tasks.connections import redis_client
-from tasks.dispatch import RedisSelector
 from tasks.jobs import Job, job_result
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tasks.selector import RedisSelector
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)

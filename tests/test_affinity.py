@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.dispatch import Affinity, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tasks.selector import Affinity, RedisSelector
 from tests.conftest import expire_heartbeat
 from web.fleet.registry import Heartbeat, Registry
 

@@ -15,11 +15,11 @@ from miners.autotune import Choice, Point, choose, ramp, request, run_ramp
 from miners.engines.echo import EchoEngine
 from miners.engines.lanes import Lanes
 from scripts.processes import wait_for
-from tasks.dispatch import RedisSelector
 from tasks.errors import ValidationError
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tasks.selector import RedisSelector
 from tasks.settings import Settings
 from web.common.heartbeat import parse_heartbeat
 

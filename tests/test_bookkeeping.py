@@ -20,11 +20,11 @@ from miners.runtime import MinerRuntime
 from tasks.breaker import Breakers
 from tasks.broker import transport
 from tasks.broker.backend import StoreCall, take_along
-from tasks.dispatch import RedisSelector
 from tasks.jobs import GENERATE, Job
 from tasks.keys import Keys, result_key
 from tasks.lua import Scripts
 from tasks.replication import Replicas
+from tasks.selector import RedisSelector
 from web.fleet.registry import Heartbeat, Registry
 
 PREFIX = "bk"  # not the live server's keys

@@ -10,10 +10,11 @@ import pytest
 
 from scripts.processes import wait_for
 from tasks.breaker import Breakers
-from tasks.dispatch import Dispatched, RedisSelector
+from tasks.dispatch import Dispatched
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tasks.selector import RedisSelector
 from web.fleet.client import JobClient
 from web.fleet.registry import Heartbeat, Registry
 

@@ -17,10 +17,11 @@ from redis.cluster import key_slot
 
 from tasks.breaker import Breakers
 from tasks.broker.layout import UNACKED, UNACKED_INDEX, list_for, queue_lists
-from tasks.dispatch import DRAINED, MAX_PRIORITY, Affinity, Dispatcher, RedisSelector
+from tasks.dispatch import MAX_PRIORITY, Dispatcher
 from tasks.jobs import Job
 from tasks.keys import SHARED_QUEUE, Keys, result_key
 from tasks.lua import Scripts
+from tasks.selector import DRAINED, Affinity, RedisSelector
 from tasks.settings import Settings
 from tests.celery_fixtures import NoMiner
 from tests.conftest import expire_heartbeat

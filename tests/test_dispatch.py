@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
-from tasks.dispatch import DRAINED, UNSERVED, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tasks.selector import DRAINED, UNSERVED, RedisSelector
 from tests.conftest import expire_heartbeat
 from web.fleet.registry import Heartbeat, Registry, redis_now_ms
 
@@ -189,3 +189,19 @@ def test_concurrent_reservations_never_exceed_slots(registry, selector, redis_ur
         t.join()
     counts = Counter(picks)
     assert counts == {"a": 2, "b": 2, "c": 2, None: 18}
+
+
+def members(redis, model=""):
+    return redis.zrange(KEYS.index_for(model), 0, -1)
+
+
+def test_an_evicted_miner_leaves_the_index_at_once(registry, selector, redis):
+    """A revoked miner is out of dispatch at once (``Registry.evict``): the reap, which
+    reads only the miner set, would never see it again."""
+    beat(registry, "a", models=("echo", "x"))
+    beat(registry, "b", models=("echo",))
+    registry.evict("a", "revoked")
+    assert members(redis) == members(redis, "echo") == [b"b"] and members(redis, "x") == []
+    assert redis.hget(KEYS.indexed, "a") is None and redis.hget(KEYS.beats, "a") is None
+    assert registry.reap(full=True) == 0
+    assert selector.choose(job("echo")) == "b"

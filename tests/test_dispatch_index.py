@@ -12,10 +12,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
-from tasks.dispatch import DRAINED, UNSERVED, RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tasks.selector import DRAINED, UNSERVED, RedisSelector
 from tests.conftest import expire_heartbeat
 from web.fleet.registry import Heartbeat, Registry
 
@@ -114,9 +114,7 @@ def test_dead_draining_open_excluded_and_drained_miners_are_passed_over(registry
     registry.drain("drained", "anomaly")
     assert selector.choose(job(), exclude="excluded") == "good"
     assert registry.reap() == 1  # the dead one leaves the index with the reap
-    assert "dead" not in index(redis)
-    assert not redis.sismember(KEYS.miners, "dead")
-    assert redis.hget(KEYS.indexed, "dead") is None
+    assert "dead" not in index(redis) and not redis.sismember(KEYS.miners, "dead")
     # the draining one sorts behind every other, but still counts as serving its model
     assert index(redis)[-1] == "draining"
     assert selector.choose(job("echo"), shared_only=True) is None
@@ -153,18 +151,6 @@ def test_offline_expiry_and_reap_leave_no_index_entry(registry, selector, redis)
     assert registry.reap() == 1
     assert index(redis) == index(redis, "echo") == index(redis, "x") == ["c"]
     assert redis.hkeys(KEYS.indexed) == redis.hkeys(KEYS.beats) == [b"c"]
-
-
-def test_an_evicted_miner_leaves_the_index_at_once(registry, selector, redis):
-    """A revoked miner is out of dispatch at once (``Registry.evict``): the reap, which
-    reads only the miner set, would never see it again."""
-    beat(registry, "a", models=("echo", "x"))
-    beat(registry, "b", models=("echo",))
-    registry.evict("a", "revoked")
-    assert index(redis) == index(redis, "echo") == ["b"] and index(redis, "x") == []
-    assert redis.hget(KEYS.indexed, "a") is None and redis.hget(KEYS.beats, "a") is None
-    assert registry.reap(full=True) == 0
-    assert selector.choose(job("echo")) == "b"
 
 
 def test_register_resets_slots_and_the_next_beat_indexes_the_new_load(registry, selector, redis):

@@ -11,10 +11,10 @@ import jsonschema_rs
 import pytest
 
 from scripts.processes import wait_for
-from tasks.dispatch import RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tasks.selector import RedisSelector
 from tests.auth_client import beat, key_of, new_id
 from tests.conftest import expire_heartbeat
 from web import create_app

@@ -10,10 +10,11 @@ import pytest
 
 from scripts.processes import wait_for
 from tasks.broker.layout import queue_lists
-from tasks.dispatch import Dispatcher, RedisSelector
+from tasks.dispatch import Dispatcher
 from tasks.jobs import Job
 from tasks.keys import Keys, queue_for
 from tasks.lua import Scripts
+from tasks.selector import RedisSelector
 from tasks.settings import Settings
 from tests.conftest import expire_heartbeat
 from web.fleet.recovery import Reaper

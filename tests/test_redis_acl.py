@@ -23,10 +23,10 @@ from werkzeug.serving import make_server
 from scripts import redis_acl, redis_server
 from scripts.launch import free_port, miner_argv
 from scripts.processes import spawn, stop, wait_for
-from tasks.dispatch import RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tasks.selector import RedisSelector
 from tasks.settings import Settings
 from tests.conftest import ROOT
 from tests.miner_processes import miner_env

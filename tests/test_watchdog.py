@@ -8,10 +8,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from scripts.launch import free_port
 from scripts.processes import wait_for
-from tasks.dispatch import RedisSelector
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tasks.lua import Scripts
+from tasks.selector import RedisSelector
 from web.fleet.registry import Heartbeat, Registry
 from web.fleet.watchdog import ALERT_WINDOW_S, CHECK_S, Watchdog
 

@@ -10,10 +10,11 @@ from celery import Celery
 
 from tasks.catalogue import Catalogue, load_catalogue
 from tasks.celery_app import create_celery
-from tasks.dispatch import Affinity, Dispatcher, RedisSelector
+from tasks.dispatch import Dispatcher
 from tasks.keys import Keys
 from tasks.lua import Scripts
 from tasks.replication import Replicas
+from tasks.selector import Affinity, RedisSelector
 from tasks.settings import Settings
 from web.fleet.recovery import Reaper
 from web.fleet.registry import Registry

@@ -52,9 +52,9 @@ from tasks.broker.messages import (
     rewritable,
     task_id,
 )
-from tasks.dispatch import REFUSED, RedisSelector
 from tasks.keys import SHARED_QUEUE, Keys, queue_for, result_key, text
 from tasks.lua import Scripts
+from tasks.selector import REFUSED, RedisSelector
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
