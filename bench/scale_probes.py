@@ -89,29 +89,20 @@ def memory_breakdown(client: redis.Redis, keys: Keys, ids: list[str]) -> dict[st
     def shared(*names: str) -> int:
         return round(sum(client.memory_usage(name) or 0 for name in names) / n)
 
-    index = [k for k in (getattr(keys, "index", ""), getattr(keys, "indexed", "")) if k]
+    index = [keys.index, keys.indexed]
     index += [k.decode() for k in client.scan_iter(f"{keys.prefix}:idx:*")]
-    # a hash per fleet now (reserve.lua declares its keys), a key per miner before
-    inflight = keys.inflight
-    beats = shared(keys.beats) if hasattr(keys, "beats") else 0
     return {
-        "heartbeat": each(keys.heartbeat) + beats,
-        "inflight": shared(inflight) if isinstance(inflight, str) else each(inflight),
+        "heartbeat": each(keys.heartbeat) + shared(keys.beats),  # the key, dispatch's copy
+        "inflight": shared(keys.inflight),
         "key_cache": each(keys.miner_key),
         "miner_sets": shared(keys.miners, keys.known),
-        "dispatch_index": shared(*index) if index else 0,
+        "dispatch_index": shared(*index),
     }
 
 
 def busy(client: redis.Redis, keys: Keys, ids: list[str]) -> None:
     """Every simulated miner's slots taken, as if each ran jobs: none can win."""
-    if isinstance(keys.inflight, str):
-        client.hset(keys.inflight, mapping=dict.fromkeys(ids, SLOTS))
-        return
-    pipe = client.pipeline(transaction=False)
-    for miner_id in ids:
-        pipe.set(keys.inflight(miner_id), SLOTS)
-    pipe.execute()
+    client.hset(keys.inflight, mapping=dict.fromkeys(ids, SLOTS))
 
 
 def figures(values: list[float]) -> dict[str, float]:
