@@ -90,7 +90,7 @@ def memory_breakdown(client: redis.Redis, keys: Keys, ids: list[str]) -> dict[st
         return round(sum(client.memory_usage(name) or 0 for name in names) / n)
 
     index = [keys.index, keys.indexed]
-    index += [k.decode() for k in client.scan_iter(f"{keys.prefix}:idx:*")]
+    index += [k.decode() for k in client.scan_iter(f"{keys.index}:*")]
     return {
         "heartbeat": each(keys.heartbeat) + shared(keys.beats),  # the key, dispatch's copy
         "inflight": shared(keys.inflight),

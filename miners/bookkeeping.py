@@ -39,7 +39,7 @@ from tasks.breaker import Breakers
 from tasks.broker import transport
 from tasks.broker.backend import StoreCall, store_along, take_along
 from tasks.jobs import GENERATE
-from tasks.keys import Keys, result_key
+from tasks.keys import Keys
 from tasks.lua import Scripts
 from tasks.selector import RedisSelector
 from tasks.settings import Settings
@@ -156,8 +156,12 @@ class Bookkeeping:
             store.replicas.check(wait, f"the result of job {job_id}")
 
     def _settle_call(self, job_id: str, tag: str | None) -> tuple[list[str], list[Any]]:
-        index, unacked = transport.unacked_keys()
-        keys = [result_key(job_id), self._keys.held(self.miner_id), index, unacked]
+        keys = [
+            self._keys.result(job_id),
+            self._keys.held(self.miner_id),
+            self._keys.unacked_index,
+            self._keys.unacked,
+        ]
         return keys, [job_id, tag or ""]
 
     def _forget(self, job_id: str) -> None:

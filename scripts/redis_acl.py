@@ -54,20 +54,20 @@ COMMANDS = (
 
 def key_patterns(miner_id: str, prefix: str = "mia") -> list[str]:
     keys = Keys(prefix)
-    own = queue_for(miner_id)
+    own, kombu = queue_for(miner_id), keys.broker_prefix  # kombu's keys: under its prefix
     return [
-        f"~{own}",
-        f"~{own}{KOMBU_PRIORITY_SEP}*",
-        f"~{SHARED_QUEUE}",
-        f"~{SHARED_QUEUE}{KOMBU_PRIORITY_SEP}*",
-        f"%W~{queue_for('*')}",
-        "~unacked",
-        "~unacked_index",
-        "~unacked_mutex",
-        "~_kombu.binding*",
-        "~*.celery.pidbox*",
-        "~celeryev.*",
-        "~celery-task-meta-*",
+        f"~{kombu}{own}",
+        f"~{kombu}{own}{KOMBU_PRIORITY_SEP}*",
+        f"~{kombu}{SHARED_QUEUE}",
+        f"~{kombu}{SHARED_QUEUE}{KOMBU_PRIORITY_SEP}*",
+        f"%W~{kombu}{queue_for('*')}",
+        f"~{keys.unacked}",
+        f"~{keys.unacked_index}",
+        f"~{kombu}unacked_mutex",
+        f"~{kombu}_kombu.binding*",
+        f"~{kombu}*.celery.pidbox*",
+        f"~{kombu}celeryev.*",
+        f"~{keys.result('*')}",
         f"~{keys.inflight}",
         f"~{keys.held(miner_id)}",
         f"~{keys.running('*')}",
@@ -94,16 +94,17 @@ def channel_patterns(prefix: str = "mia", db: int = 0) -> list[str]:
     """Channels; kombu's fanout channels carry the database number, and a PSUBSCRIBE
     pattern must be allowed as written (Redis compares patterns literally)."""
     keys = Keys(prefix)
+    kombu = keys.broker_prefix  # kombu prefixes its channels too
     return [
         f"&{keys.reply('*')}",
         f"&{keys.stream('*')}",
         f"&{keys.aborts}",
         f"&{keys.events}",
         f"&{keys.drains}",
-        "&celery-task-meta-*",
-        f"&/{db}.celery.pidbox",
-        f"&/{db}.celeryev/*",
-        f"&/{db}.celeryev/worker.*",
+        f"&{keys.result('*')}",
+        f"&{kombu}/{db}.celery.pidbox",
+        f"&{kombu}/{db}.celeryev/*",
+        f"&{kombu}/{db}.celeryev/worker.*",
     ]
 
 

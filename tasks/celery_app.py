@@ -10,6 +10,10 @@ exposes the same as a Celery config module). Choices that matter for correctness
   unacknowledged job only after this long.
 - ``queue_order_strategy = priority``: a miner drains its own ``gpu-<id>`` queue
   before ``shared`` instead of rotating between them.
+- ``global_keyprefix`` (kombu's and Celery's result backend's): every queue, kombu's
+  bookkeeping and every result live under the job path's hash tag, ``{<p>}:``, in the
+  one slot of the service's own job keys (``tasks.keys``): the scripts that move a job
+  between them need one slot on a Redis Cluster.
 - ``result_backend_always_retry``: a miner that finishes a job while Redis is down
   keeps trying to store the result (up to about five minutes) instead of losing it.
 - A ``sentinel://`` URL (``tasks.sentinel``): the broker and the result backend use
@@ -26,6 +30,7 @@ from celery import Celery
 from tasks.broker.backend import backend_url
 from tasks.broker.transport import SENTINEL_TRANSPORT, TRANSPORT
 from tasks.connections import celery_ssl
+from tasks.keys import Keys
 from tasks.replication import wanted_replicas
 from tasks.sentinel import SentinelURL, check, is_sentinel, sentinel_options
 from tasks.settings import Settings
@@ -67,6 +72,9 @@ def celery_conf(settings: Settings, stock_transport: bool = False) -> dict[str, 
         "wait_replicas": wanted_replicas(settings),
         "wait_timeout_ms": settings.redis_wait_timeout_ms,
     }
+    if not stock_transport:  # the job path's slot (tasks.keys; the stock bench: none)
+        transport["global_keyprefix"] = Keys(settings.key_prefix).broker_prefix
+        backend_options["global_keyprefix"] = Keys(settings.key_prefix).broker_prefix
     conf: dict[str, Any] = {
         "broker_url": broker_url(settings),
         "broker_transport": None if stock_transport else TRANSPORT,

@@ -15,7 +15,6 @@ from typing import Any, Protocol
 import redis
 import redis.client
 
-from tasks.broker.layout import queue_lists
 from tasks.index_records import IndexChanging, indexed_models, remember
 from tasks.jobs import Job
 from tasks.keys import MINER_QUEUE_PREFIX, SHARED_QUEUE, Keys, text
@@ -86,7 +85,7 @@ class RedisSelector:
         # as last seen here (None: not read yet)
         self._models: frozenset[str] | None = None
         self._learning = threading.Lock()
-        self._shared_lists = queue_lists(SHARED_QUEUE)
+        self._shared_lists = keys.queue_lists(SHARED_QUEUE)
 
     def choose(self, job: Job, shared_only: bool = False, exclude: str = "") -> str | None:
         """Reserve a slot on the best miner (never ``exclude``), or record that the job
@@ -109,7 +108,7 @@ class RedisSelector:
         if named:
             keys.append(self._keys.affinity(named))
         args = [
-            self._keys.prefix,
+            self._keys.tag,
             job.model,
             record,
             self._job_ttl_s,
@@ -173,7 +172,7 @@ class RedisSelector:
         keys = [self._keys.inflight, self._keys.picks, self._keys.indexed]
         models = self._indexed.get(miner_id, []) + self._serving.get(miner_id, [])
         keys += self._keys.index_sets(models)
-        return keys, [self._keys.prefix, miner_id]
+        return keys, [self._keys.tag, miner_id]
 
     def wake_shared(self, job_id: str) -> None:
         """Wake one long-polling legacy miner (the list is capped: nobody may be polling)."""

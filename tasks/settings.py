@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from tasks.errors import ConfigError
+from tasks.keys import check_prefix
 
 PREFIX = "MIA_"
 
@@ -201,6 +202,10 @@ class Settings(
             name = PREFIX + f.name.upper()
             if name in env:
                 values[f.name] = _coerce(name, str(f.type), env[name])
+        try:
+            check_prefix(values.get("key_prefix", "mia"))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(**values)
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 # What a published, reserved, leased or stored job leaves in Redis (tasks/keys.py).
 JOB_TRACES = (
-    "mia:job:*",
+    "{mia}:job:*",
     "celery-task-meta-*",
     "shared*",
     "gpu-*",
-    "mia:lease*",
-    "mia:attempts:*",
-    "mia:running:*",
-    "mia:shared:*",
+    "{mia}:lease*",
+    "{mia}:attempts:*",
+    "{mia}:running:*",
+    "{mia}:shared:*",
     "mia:session:*",
-    "mia:hb:*",
-    "mia:loading:*",
+    "{mia}:hb:*",
+    "{mia}:loading:*",
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tasks.keys import Keys, result_key
+from tasks.keys import Keys
 from tests.conftest import TOKEN
 
 KEYS = Keys("mia")
@@ -45,5 +45,5 @@ def status(client, job_id: str) -> dict:
 
 
 def result_of(redis, job_id: str) -> dict | None:
-    raw = redis.get(result_key(job_id))
+    raw = redis.get(KEYS.result(job_id))
     return None if raw is None else json.loads(raw)

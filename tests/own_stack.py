@@ -39,7 +39,7 @@ class InProcessStack:
 
     def beating(self, gpu_id: str) -> bool:
         """Whether the miner's heartbeat is in Redis (not asked over HTTP: it may be busy)."""
-        return bool(self.app.extensions["mia"].redis.exists(f"mia:hb:{gpu_id}"))
+        return bool(self.app.extensions["mia"].redis.exists(f"{{mia}}:hb:{gpu_id}"))
 
     def miner(self, gpu_id: str, slots: int = 2, **env: str) -> MinerProcess:
         return launch(
@@ -81,7 +81,7 @@ class OwnStack(InProcessStack):
         super().__init__(tmp_path, settings)
 
     def beating(self, gpu_id: str) -> bool:
-        return bool(self.client().exists(f"mia:hb:{gpu_id}"))
+        return bool(self.client().exists(f"{{mia}}:hb:{gpu_id}"))
 
     def client(self) -> redis_lib.Redis:
         return redis_lib.Redis.from_url(self.settings.redis_url)

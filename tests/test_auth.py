@@ -252,10 +252,10 @@ def test_drain_and_undrain_steer_dispatch(client, app, redis):
     jobs = app.extensions["mia"].jobs
     drained = client.post(f"/api/v2/miners/{a}/drain", json={"ttl_s": 60}, headers=ADMIN)
     assert drained.status_code == 200
-    assert 0 < redis.pttl(f"mia:drain:{a}") <= 60_000
+    assert 0 < redis.pttl(f"{{mia}}:drain:{a}") <= 60_000
     assert {jobs.submit(job()).miner_id for _ in range(3)} == {b}
     assert client.post(f"/api/v2/miners/{a}/undrain", headers=ADMIN).json["was_drained"] is True
-    assert not redis.exists(f"mia:drain:{a}")
+    assert not redis.exists(f"{{mia}}:drain:{a}")
     picked = {jobs.submit(job()).miner_id for _ in range(4)}
     assert a in picked
     (undrain, drain) = entries(client, target=a, limit=2)

@@ -145,4 +145,4 @@ def test_bad_bodies_elsewhere(client, redis, path, kwargs, field):
     assert response.status_code == 400, response.data
     assert named_field(response) == field
     assert_nothing_enqueued(redis)
-    assert not redis.keys("mia:minerkey:*")  # nobody was registered
+    assert not redis.keys("{mia}:minerkey:*")  # nobody was registered

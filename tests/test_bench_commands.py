@@ -108,4 +108,4 @@ def test_the_reap_bench_times_both_kinds_of_pass(redis_url, redis):
     for side in ("silent_only", "full"):
         assert 0 < found[side]["client_ms_p50"] <= found[side]["client_ms_p99"]
         assert found[side]["redis_ms_p50"] > 0
-    assert list(redis.scan_iter("mia:hb:*")) == [] and not redis.exists("mia:miners")
+    assert list(redis.scan_iter("{mia}:hb:*")) == [] and not redis.exists("{mia}:miners")

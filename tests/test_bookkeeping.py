@@ -21,13 +21,14 @@ from tasks.breaker import Breakers
 from tasks.broker import transport
 from tasks.broker.backend import StoreCall, take_along
 from tasks.jobs import GENERATE, Job
-from tasks.keys import Keys, result_key
+from tasks.keys import Keys
 from tasks.lua import Scripts
 from tasks.replication import Replicas
 from tasks.selector import RedisSelector
 from web.fleet.registry import Heartbeat, Registry
 
 PREFIX = "bk"  # not the live server's keys
+KEYS = Keys(PREFIX)
 # A stand-in for store_result.lua: notes the miner's in-flight count the moment the
 # result is stored, so a test sees whether the slot was back by then.
 STORE = (
@@ -52,7 +53,7 @@ def reserved(selector: RedisSelector, redis, keys: Keys) -> None:
 
 
 def a_store(redis, keys: Keys, calls: list[str]) -> StoreCall:
-    args = [keys.inflight, f"{PREFIX}:seen", result_key("job-1")]
+    args = [keys.inflight, f"{PREFIX}:seen", KEYS.result("job-1")]
 
     def queue(pipe: redis_lib.client.Pipeline) -> None:
         calls.append("queued")
@@ -74,8 +75,8 @@ def store_now(state: str, store: StoreCall) -> None:
 def delivered(books: Bookkeeping, redis, job_id: str, tag: str) -> None:
     """kombu delivers the job: its unacked entry and the miner's held note, one MULTI."""
     pipe = redis.pipeline()
-    pipe.zadd("unacked_index", {tag: 1.0})
-    pipe.hset("unacked", tag, "the message")
+    pipe.zadd(KEYS.unacked_index, {tag: 1.0})
+    pipe.hset(KEYS.unacked, tag, "the message")
     books.note_held(pipe, SimpleNamespace(headers={"task": GENERATE, "id": job_id}), tag)
     pipe.execute()
 
@@ -92,7 +93,8 @@ def test_a_success_settles_slot_result_note_ack_and_outcome_in_the_results_round
     assert calls == ["queued"]
     assert redis.get(f"{PREFIX}:seen") == b"0"  # the slot was back before the result
     assert not redis.hexists(keys.held("m"), "job-1")
-    assert not redis.zscore("unacked_index", "tag-1") and not redis.hexists("unacked", "tag-1")
+    assert not redis.zscore(KEYS.unacked_index, "tag-1")
+    assert not redis.hexists(KEYS.unacked, "tag-1")
     assert "tag-1" in transport._settled  # kombu's ack of it skips Redis
     assert not redis.hget(keys.failstreak, "m")  # a success ends the streak
     redis.hset(keys.held("m"), "job-2", "2|boot-1")
@@ -122,8 +124,8 @@ def test_a_job_off_shared_without_a_slot_settles_in_the_results_round_trip_too(
     store_now("SUCCESS", a_store(redis, keys, calls))
     books.finished("job-1", ok=True)  # task_postrun: nothing left to do
     assert calls == ["queued"] and rounds == [3]  # store, settle, outcome: one round trip
-    assert redis.exists(result_key("job-1"))
-    assert not redis.hexists(keys.held("m"), "job-1") and not redis.hexists("unacked", "tag-3")
+    assert redis.exists(KEYS.result("job-1"))
+    assert not redis.hexists(keys.held("m"), "job-1") and not redis.hexists(KEYS.unacked, "tag-3")
     assert "tag-3" in transport._settled
     assert int(redis.hget(keys.inflight, "m")) == 1
 
@@ -228,22 +230,23 @@ def test_without_a_stored_result_the_job_stays_recoverable(redis, parts):
         "SUCCESS",
         StoreCall(queue=stores_nothing, alone=lambda: None, replicas=Replicas(redis, 0, 500)),
     )
-    assert redis.hexists("unacked", "tag-2")  # kombu acknowledges it itself, as usual
+    assert redis.hexists(KEYS.unacked, "tag-2")  # kombu acknowledges it itself, as usual
     assert "tag-2" not in transport._settled
 
 
 def test_kombus_ack_of_a_settled_delivery_skips_redis(redis_url, redis):
     from kombu import Connection
 
-    with Connection(redis_url, transport=transport.Transport) as conn:
+    options = {"global_keyprefix": KEYS.broker_prefix}
+    with Connection(redis_url, transport=transport.Transport, transport_options=options) as conn:
         channel = conn.default_channel
         channel.queue_declare("bk-q")
         channel.basic_publish(channel.prepare_message("hi"), "", "bk-q")
         message = channel.basic_get("bk-q", no_ack=False)
         tag = message.delivery_tag
-        assert redis.hexists("unacked", tag)
-        redis.zrem("unacked_index", tag)
-        redis.hdel("unacked", tag)  # as settle.lua does
+        assert redis.hexists(KEYS.unacked, tag)
+        redis.zrem(KEYS.unacked_index, tag)
+        redis.hdel(KEYS.unacked, tag)  # as settle.lua does
         transport.acked(tag)
 
         def no_round_trip(*_args: object, **_kwargs: object) -> None:

@@ -47,7 +47,7 @@ class A:
 # instance of, or the value it must have.
 PINS: dict[str, object] = {
     "kombu.transport.redis.QoS.append": "(self, message, delivery_tag)",
-    "kombu.transport.redis.QoS.pipe_or_acquire": "(self, pipe=None, client=None)",
+    "kombu.transport.redis.Channel.global_keyprefix": "",
     "kombu.transport.redis.QoS.unacked_key": A(cached_property),
     "kombu.transport.redis.QoS.unacked_index_key": A(cached_property),
     "kombu.transport.redis.QoS.ack": "(self, delivery_tag)",

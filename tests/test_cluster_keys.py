@@ -25,7 +25,7 @@ from tasks.breaker import Breakers
 from tasks.connections import _host_port, sessions_client
 from tasks.errors import ConfigError
 from tasks.jobs import Job
-from tasks.keys import Keys, result_key
+from tasks.keys import Keys
 from tasks.lua import Scripts
 from tasks.settings import Settings
 from tests.conftest import TOKEN
@@ -101,10 +101,10 @@ def test_a_resumed_answer_and_its_results_live_in_their_jobs_slots(cluster, on_c
         assert second.begin(rerun=True).text == "echo: "
         second.add(f"question {i}")
         meta = json.dumps({"status": "SUCCESS", "result": second.text})
-        assert scripts("store_result", [result_key(job.job_id)], [meta, 60, ""]) == 1
-        assert scripts("store_result", [result_key(job.job_id)], [meta, 60, ""]) == 0
+        assert scripts("store_result", [KEYS.result(job.job_id)], [meta, 60, ""]) == 1
+        assert scripts("store_result", [KEYS.result(job.job_id)], [meta, 60, ""]) == 0
         shards.add(cluster.node_of(KEYS.partial(job.job_id)))
-        assert json.loads(on_cluster.get(result_key(job.job_id)))["result"].endswith(str(i))
+        assert json.loads(on_cluster.get(KEYS.result(job.job_id)))["result"].endswith(str(i))
     assert len(shards) >= 2
 
 

@@ -16,10 +16,9 @@ import redis as redis_lib
 from redis.cluster import key_slot
 
 from tasks.breaker import Breakers
-from tasks.broker.layout import UNACKED, UNACKED_INDEX, list_for, queue_lists
 from tasks.dispatch import MAX_PRIORITY, Dispatcher
 from tasks.jobs import Job
-from tasks.keys import SHARED_QUEUE, Keys, result_key
+from tasks.keys import SHARED_QUEUE, Keys
 from tasks.lua import Scripts
 from tasks.selector import DRAINED, Affinity, RedisSelector
 from tasks.settings import Settings
@@ -45,7 +44,7 @@ def test_the_cluster_ready_scripts_touch_only_the_keys_they_declare(redis):
     partial, abort = KEYS.partial(job), KEYS.abort(job)
     calls = [
         ("rate_limit", [KEYS.rate("p", "client:a")], [2, 1.0]),
-        ("store_result", [result_key(job)], [json.dumps({"status": "SUCCESS"}), 60, ""]),
+        ("store_result", [KEYS.result(job)], [json.dumps({"status": "SUCCESS"}), 60, ""]),
         ("claim", [partial, abort], ["attempt-1", 60]),
         ("append", [partial], ["attempt-1", "hello", 1, "0", 60, "mia:reply:x", "{}"]),
         ("sessions_lru", [KEYS.sessions], [KEYS.session("p", "s1"), 1000.0, 1800, 10]),
@@ -68,18 +67,19 @@ def test_the_legacy_submit_and_the_recovery_scripts_touch_only_the_keys_they_dec
     job, held, meta = uuid.uuid4().hex, KEYS.held("m1"), json.dumps({"status": "SUCCESS"})
     redis.hset(KEYS.lease(job), mapping={"miner": "m1", "lease_id": "l1"})
     redis.zadd(KEYS.leases, {job: time.time() + 60})
-    redis.hset(UNACKED, mapping={"tag1": "[]", "tag2": "[]"})
-    redis.zadd(UNACKED_INDEX, {"tag1": 1, "tag2": 2})
+    redis.hset(KEYS.unacked, mapping={"tag1": "[]", "tag2": "[]"})
+    redis.zadd(KEYS.unacked_index, {"tag1": 1, "tag2": 2})
     redis.hset(held, mapping={job: "tag1", "other": "tag2"})
-    submit = [KEYS.lease(job), KEYS.leases, result_key(job), KEYS.job(job)]
-    settle = [result_key(job), held, UNACKED_INDEX, UNACKED]
-    recover = [UNACKED, UNACKED_INDEX, SHARED_QUEUE, held]
+    submit = [KEYS.lease(job), KEYS.leases, KEYS.result(job), KEYS.job(job)]
+    settle = [KEYS.result(job), held, KEYS.unacked_index, KEYS.unacked]
+    shared = KEYS.queue_list(SHARED_QUEUE, 0)
+    recover = [KEYS.unacked, KEYS.unacked_index, shared, held]
     with declared_only(redis) as run:
         assert run("submit", submit, [job, "m1", "l1", meta, 60, ""]) == b"stored"
         assert run("settle", settle, [job, "tag1"]) == 1
         assert run("recover", recover, ["tag", "tag2", "the message", "other"]) == 1
-    assert redis.hkeys(UNACKED) == [] and redis.hkeys(held) == []
-    assert redis.lrange(SHARED_QUEUE, 0, -1) == [b"the message"]
+    assert redis.hkeys(KEYS.unacked) == [] and redis.hkeys(held) == []
+    assert redis.lrange(shared, 0, -1) == [b"the message"]
 
 
 def test_reap_touches_only_the_keys_it_declares_and_reads_only_the_silent(redis):
@@ -162,9 +162,9 @@ def test_the_lease_sweep_touches_only_the_keys_it_declares(redis, settings):
         book = LeaseBook(redis, checked, KEYS, settings.with_overrides(max_attempts=3))
         assert book.sweep() == (1, 1)
         assert book.sweep() == (0, 0)
-    assert sum(redis.llen(name) for name in queue_lists(SHARED_QUEUE)) == 1
-    assert json.loads(redis.get(result_key("j2")))["status"] == "FAILURE"
-    assert redis.get(result_key("j1")) is None
+    assert sum(redis.llen(name) for name in KEYS.queue_lists(SHARED_QUEUE)) == 1
+    assert json.loads(redis.get(KEYS.result("j2")))["status"] == "FAILURE"
+    assert redis.get(KEYS.result("j1")) is None
     assert redis.zrange(KEYS.leases, 0, -1) == [b"j3"]
 
 
@@ -180,7 +180,7 @@ def test_a_lease_touches_only_the_keys_it_declares_and_looks_again(celery_app, r
         calls.append(args[5:])  # the jobs the take named
         if len(calls) == 1:  # another web process's job gets to the head first
             dispatcher.submit(second, shared_only=True)
-            head = list_for(SHARED_QUEUE, MAX_PRIORITY - second.priority)
+            head = KEYS.queue_list(SHARED_QUEUE, MAX_PRIORITY - second.priority)
             redis.rpush(head, redis.lpop(head))
         return run(name, keys, args)
 

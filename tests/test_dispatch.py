@@ -73,6 +73,7 @@ def test_jobs_waiting_on_shared_are_served_first(registry, selector, redis, wait
     beat(registry, "a", slots=1)
     assert selector.choose(job()) == "a"
     assert selector.choose(job()) is None  # full: this one waits on shared
+    waiting_on = KEYS.broker_prefix + waiting_on
     redis.lpush(waiting_on, "the waiting job's message")
     selector.release("a")
     assert selector.choose(job()) is None  # behind it, though a slot is free

@@ -19,10 +19,11 @@ import pytest
 import requests
 
 from scripts.processes import kill, stop, wait_for
-from tasks.broker.layout import queue_lists
 from tasks.keys import Keys
 from tests.miner_processes import live_miner_ids
 from tests.own_stack import OwnStack, settle
+
+KEYS = Keys("mia")
 
 CALLERS = 200
 
@@ -35,7 +36,7 @@ def chat(base: str, message: str, model: str = "", timeout: float = 60) -> reque
 
 
 def queued(redis, queue: str) -> int:
-    return sum(redis.llen(name) for name in queue_lists(queue))
+    return sum(redis.llen(name) for name in KEYS.queue_lists(queue))
 
 
 def test_kill_9_a_miner_with_jobs_running_and_queued_loses_none(patient_stack):
@@ -47,14 +48,14 @@ def test_kill_9_a_miner_with_jobs_running_and_queued_loses_none(patient_stack):
     with ThreadPoolExecutor(CALLERS) as pool:
         futures = [pool.submit(chat, stack.base, f"job {i}", "echo") for i in range(CALLERS)]
         wait_for(
-            lambda: redis.hlen("mia:held:a") >= 2 and queued(redis, "gpu-a") >= 10,
+            lambda: redis.hlen(KEYS.held("a")) >= 2 and queued(redis, "gpu-a") >= 10,
             30,
             "miner a to run and queue jobs",
         )
         kill(a.proc)
         killed_at = time.monotonic()
         # What a held when it died (the reaper moves nothing before its heartbeat expires).
-        held = {k.decode() for k in redis.hkeys("mia:held:a")}
+        held = {k.decode() for k in redis.hkeys(KEYS.held("a"))}
         responses = [f.result() for f in futures]
 
     assert [r.status_code for r in responses] == [200] * CALLERS, [

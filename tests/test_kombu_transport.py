@@ -17,21 +17,16 @@ from kombu.utils.functional import retry_over_time
 
 import miners.tasks  # noqa: F401 - registers mia.generate, which Celery's Request looks up
 from tasks.broker import transport
-from tasks.broker.layout import (
-    KOMBU_PRIORITY_STEPS,
-    UNACKED,
-    UNACKED_INDEX,
-    list_for,
-    queue_lists,
-    unacked_message,
-)
+from tasks.broker.layout import KOMBU_PRIORITY_STEPS, list_for, queue_lists, unacked_message
 from tasks.broker.transport import confirming
 from tasks.dispatch import MAX_PRIORITY
-from tasks.keys import SHARED_QUEUE
+from tasks.keys import SHARED_QUEUE, Keys
 from tasks.replication import Replicas
 from tests.celery_fixtures import changed, only
 
 QUEUE = "pins"
+KEYS = Keys("mia")
+PREFIXED = {"global_keyprefix": KEYS.broker_prefix}  # as tasks.celery_app sets it
 
 
 def publish(conn: Connection, body: object, priority: int = 0, queue: str = QUEUE) -> None:
@@ -40,53 +35,61 @@ def publish(conn: Connection, body: object, priority: int = 0, queue: str = QUEU
 
 @pytest.fixture
 def stock(redis_url: str, redis: redis_lib.Redis) -> Iterator[Connection]:
-    """A kombu connection on kombu's own Redis transport (the flushed test DB)."""
-    with Connection(redis_url) as conn:
+    """A kombu connection on kombu's own Redis transport (the flushed test DB), with the
+    key prefix the service gives it."""
+    with Connection(redis_url, transport_options=PREFIXED) as conn:
+        yield conn
+
+
+@pytest.fixture
+def ours(redis_url: str, redis: redis_lib.Redis) -> Iterator[Connection]:
+    """The same on our transport."""
+    with Connection(redis_url, transport=transport.Transport, transport_options=PREFIXED) as conn:
         yield conn
 
 
 # -- kombu's transport ---------------------------------------------------------------------
 
 
-def test_kombu_notes_a_delivery_in_unacked_as_our_qos_writes_it(stock, redis, monkeypatch):
+def test_kombu_notes_a_delivery_in_unacked_as_our_qos_writes_it(stock, ours, redis, monkeypatch):
     """Stock kombu's ``QoS.append`` and ours (``_note_delivery``) write the same bytes,
     so kombu's visibility timeout, our reaper and ``settle.lua`` read both alike."""
     monkeypatch.setattr(transport, "delivery_notes", [])
     channel = stock.default_channel
     publish(stock, {"n": 1}, priority=5)
-    listed = redis.lindex(list_for(QUEUE, 5), 0)
+    listed = redis.lindex(KEYS.queue_list(QUEUE, 5), 0)
     message = channel.basic_get(QUEUE)  # kombu's own QoS.append
     tag = message.delivery_tag
-    kombu_wrote = redis.hget(UNACKED, tag)
+    kombu_wrote = redis.hget(KEYS.unacked, tag)
     assert message._raw == json.loads(listed), changed(
         "kombu.transport.virtual.Message._raw", "it is not the message as it lay on its list"
     )
-    assert kombu_wrote is not None and redis.zscore(UNACKED_INDEX, tag) is not None, changed(
-        "kombu.transport.redis.QoS.append", f"it wrote no {UNACKED}/{UNACKED_INDEX} entry"
+    assert kombu_wrote is not None and redis.zscore(KEYS.unacked_index, tag) is not None, changed(
+        "kombu.transport.redis.QoS.append", f"it wrote no {KEYS.unacked}/{KEYS.unacked_index} entry"
     )
-    redis.delete(UNACKED, UNACKED_INDEX)
-    transport.QoS(channel)._note_delivery(message, tag)
-    assert redis.hget(UNACKED, tag) == kombu_wrote, changed(
+    redis.delete(KEYS.unacked, KEYS.unacked_index)
+    transport.QoS(ours.default_channel)._note_delivery(message, tag)
+    assert redis.hget(KEYS.unacked, tag) == kombu_wrote, changed(
         "kombu.transport.redis.QoS.append", f"kombu stores {kombu_wrote!r}, ours otherwise"
     )
-    assert redis.zscore(UNACKED_INDEX, tag) is not None
+    assert redis.zscore(KEYS.unacked_index, tag) is not None
     raw, exchange, routing_key = unacked_message(kombu_wrote)
     assert (json.loads(raw), exchange, routing_key) == (json.loads(listed), "", QUEUE)
 
 
-def test_kombu_puts_back_a_delivery_our_qos_noted(stock, redis, monkeypatch):
+def test_kombu_puts_back_a_delivery_our_qos_noted(stock, ours, redis, monkeypatch):
     """A miner that dies leaves its entry; kombu's visibility timeout restores it."""
     monkeypatch.setattr(transport, "delivery_notes", [])
     channel = stock.default_channel
     publish(stock, {"n": 1}, priority=5)
     message = channel.basic_get(QUEUE, no_ack=True)
-    transport.QoS(channel)._note_delivery(message, message.delivery_tag)
+    transport.QoS(ours.default_channel)._note_delivery(message, message.delivery_tag)
     channel.qos.restore_by_tag(message.delivery_tag)
-    back = json.loads(only(redis.lrange(list_for(QUEUE, 5), 0, -1)))
+    back = json.loads(only(redis.lrange(KEYS.queue_list(QUEUE, 5), 0, -1)))
     assert back["properties"]["delivery_tag"] == message.delivery_tag, changed(
         "kombu.transport.redis.QoS.restore_by_tag", "it did not put back what our QoS wrote"
     )
-    assert redis.hlen(UNACKED) == 0
+    assert redis.hlen(KEYS.unacked) == 0
 
 
 def test_our_channel_connects_as_kombus_with_one_client_and_a_waiting_pool(redis_url, redis):
@@ -122,14 +125,14 @@ def test_a_confirmed_publish_lands_where_kombus_own_does(redis_url, redis):
     the same round trip): the same list and bytes as kombu's ``_put``."""
     client = redis_lib.Redis.from_url(redis_url)
     replicas = Replicas(client, 1, 100)  # this Redis has no replica: nothing to wait for
-    with Connection(redis_url, transport=transport.Transport) as ours:
+    with Connection(redis_url, transport=transport.Transport, transport_options=PREFIXED) as ours:
         with confirming(replicas) as confirmation:
             publish(ours, {"n": 1}, priority=5)
         assert confirmation.pending is not None
         assert confirmation.pending.asked == 0  # no WAIT sent, ROLE only
         assert replicas.confirmed(confirmation.pending)  # alone, and not behind Sentinel
         publish(ours, {"n": 1}, priority=5)  # kombu's own _put
-    ours_raw, kombus_raw = redis.lrange(list_for(QUEUE, 5), 0, -1)
+    ours_raw, kombus_raw = redis.lrange(KEYS.queue_list(QUEUE, 5), 0, -1)
     strip = {"delivery_tag": None}
     mine, theirs = json.loads(ours_raw), json.loads(kombus_raw)
     mine["properties"].update(strip)
@@ -155,15 +158,15 @@ def test_kombu_serves_our_lists_lowest_step_first_from_the_right_end(stock, redi
     served next. Both hold only while kombu LPUSHes and serves from the right."""
     for p in range(MAX_PRIORITY + 1):
         publish(stock, p, priority=p)
-    for name in queue_lists(QUEUE):
-        on_it = [p for p in range(MAX_PRIORITY + 1) if list_for(QUEUE, p) == name]
+    for name in KEYS.queue_lists(QUEUE):
+        on_it = [p for p in range(MAX_PRIORITY + 1) if KEYS.queue_list(QUEUE, p) == name]
         held = [json.loads(m)["properties"]["priority"] for m in redis.lrange(name, 0, -1)]
         assert held == on_it[::-1], changed(
             "kombu.transport.redis.Channel._q_for_pri", f"{name!r} holds priorities {held}"
         )
-    recovered = json.loads(redis.lindex(list_for(QUEUE, 6), 0))
+    recovered = json.loads(redis.lindex(KEYS.queue_list(QUEUE, 6), 0))
     recovered["body"], recovered["properties"]["body_encoding"] = '"recovered"', None
-    redis.rpush(list_for(QUEUE, 6), json.dumps(recovered))  # as recover.lua does
+    redis.rpush(KEYS.queue_list(QUEUE, 6), json.dumps(recovered))  # as recover.lua does
     served = []
     while (message := stock.default_channel.basic_get(QUEUE, no_ack=True)) is not None:
         served.append(message.decode())

@@ -12,7 +12,6 @@ import threading
 import pytest
 
 from scripts.processes import wait_for
-from tasks.broker.layout import queue_lists
 from tasks.broker.messages import BadMessage, decode_message
 from tasks.keys import SHARED_QUEUE
 from tests.legacy_client import (
@@ -88,7 +87,7 @@ def test_get_work_leases_the_job_chat_queued(client, redis):
     state = status(client, job_id)
     assert (state["status"], state["miner_id"], state["attempt"]) == ("leased", "old-1", 1)
     assert get_work(client, key).status_code == 204  # the job left the queue
-    assert all(redis.llen(name) == 0 for name in queue_lists(SHARED_QUEUE))
+    assert all(redis.llen(name) == 0 for name in KEYS.queue_lists(SHARED_QUEUE))
 
 
 def test_higher_priority_jobs_are_leased_first(client):
@@ -139,7 +138,7 @@ def test_a_message_that_is_not_our_task_is_refused():
 
 
 def test_a_foreign_message_on_shared_goes_to_the_dead_letters(client, redis):
-    redis.lpush(SHARED_QUEUE, b"garbage")
+    redis.lpush(KEYS.queue_list(SHARED_QUEUE, 0), b"garbage")
     job_id = enqueue(client)
     key = key_of(client)
     assert get_work(client, key).json["job_id"] == job_id

@@ -139,7 +139,7 @@ def test_a_numeric_miner_id_is_its_decimal_text_everywhere(client):
 def test_booleans_floats_and_others_are_not_miner_ids(client, redis, miner_id):
     response = register(client, miner_id, name="ignored")
     assert (response.status_code, named_field(response)) == (400, "miner_id")
-    assert not redis.keys("mia:minerkey:*")
+    assert not redis.keys("{mia}:minerkey:*")
 
 
 def test_another_miners_numeric_id_is_still_refused(client):
@@ -154,7 +154,7 @@ def test_a_malformed_known_field_of_register_miner_is_still_a_400(client, redis)
     body = {"miner_id": new_id("old"), "name": "x", "version": "1\x00"}
     response = client.post("/register_miner", json=body, headers=REGISTRATION)
     assert (response.status_code, named_field(response)) == (400, "version")
-    assert not redis.keys("mia:minerkey:*")
+    assert not redis.keys("{mia}:minerkey:*")
 
 
 def test_queued_chat_ignores_unknown_fields_and_logs_each_set_once(client, redis, caplog):
@@ -206,13 +206,13 @@ def test_every_other_endpoint_stays_strict(client, redis, path, body, field):
     headers = ADMIN if path.startswith("/api/v2") else REGISTRATION
     response = client.post(path, json=body, headers=headers)
     assert (response.status_code, named_field(response)) == (400, field)
-    assert not redis.keys("mia:minerkey:*")
+    assert not redis.keys("{mia}:minerkey:*")
 
 
 def test_the_once_memory_is_bounded_least_recently_seen_first(redis):
-    once = Once(redis, "mia:ignored", capacity=3, local_capacity=1)
+    once = Once(redis, "{mia}:ignored", capacity=3, local_capacity=1)
     assert once.first("/chat", "a") and not once.first("/chat", "a")
     assert all(once.first("/chat", name) for name in ("b", "c", "d"))
-    assert redis.zcard("mia:ignored") == 3  # "a" was the least recently seen
+    assert redis.zcard("{mia}:ignored") == 3  # "a" was the least recently seen
     assert once.first("/chat", "a")
     assert not once.first("/chat", "d")  # in Redis still, though not in this process

@@ -128,7 +128,7 @@ def test_messages_in_flight_survive_a_gateway_kill(miner, gateway, client, proje
     sessions = [f"k{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
     for sid in sessions:
         send(paho, project, {"session_id": sid, "message": f"hello there, how are you today {sid}"})
-    wait_for(lambda: redis.keys("mia:running:*"), 15, "the gateway to have work in flight")
+    wait_for(lambda: redis.keys("{mia}:running:*"), 15, "the gateway to have work in flight")
     kill(first.proc)  # kill -9: nothing acknowledged, nothing answered
     gateway(MIA_REQUEST_TIMEOUT_S="5")  # same client id: the broker delivers them again
     found = answers_for(answers, len(sessions), timeout=60)

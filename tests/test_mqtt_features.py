@@ -94,7 +94,7 @@ def test_over_its_rate_limit_a_client_gets_an_error_naming_it_and_nothing_is_que
     client.send(project, {"session_id": sid, "message": "hi one"})
     ((_, first),) = client.take(1)
     assert first["response"] == "echo: hi one"
-    jobs_per_turn = len(redis.keys("mia:job:*"))
+    jobs_per_turn = len(redis.keys("{mia}:job:*"))
     assert jobs_per_turn >= 1
     for word in ("two", "three", "four"):
         body = {"session_id": sid, "message": f"hi {word}", "request_id": f"r-{word}"}
@@ -108,7 +108,7 @@ def test_over_its_rate_limit_a_client_gets_an_error_naming_it_and_nothing_is_que
         assert error["limit"] == {"messages": 2, "period_s": 60.0, "burst": 2}
         assert error["client"] == f"session:{sid}" and error["request_id"].startswith("r-")
     # nothing queued for the limited ones: only the two served turns made jobs
-    assert len(redis.keys("mia:job:*")) == 2 * jobs_per_turn
+    assert len(redis.keys("{mia}:job:*")) == 2 * jobs_per_turn
     # a client_id is a bucket of its own, whatever the session
     client.send(project, {"session_id": sid, "message": "hi five", "client_id": "kiosk-1"})
     ((_, fifth),) = client.take(1)

@@ -67,8 +67,8 @@ def test_a_caller_that_leaves_aborts_every_choice(api, miner, redis):
         f"{api.base}/v1/chat/completions", json={**body, "stream": True}, stream=True, timeout=30
     )
     stream = events(response)
-    wait_for(lambda: len(redis.keys("mia:running:*")) == 2, 10, "both choices to start")
-    job_ids = [k.decode().rsplit(":", 1)[1] for k in redis.keys("mia:running:*")]
+    wait_for(lambda: len(redis.keys("{mia}:running:*")) == 2, 10, "both choices to start")
+    job_ids = [k.decode().rsplit(":", 1)[1] for k in redis.keys("{mia}:running:*")]
     next(stream)
     response.close()  # the caller goes away
 

@@ -9,13 +9,15 @@ import json
 import redis as redis_lib
 from celery import Celery
 
-from tasks.broker.layout import list_for
 from tasks.broker.messages import argsrepr
 from tasks.broker.publish import Publisher, builds_celerys_message
 from tasks.celery_app import create_celery
 from tasks.jobs import GENERATE
+from tasks.keys import Keys
 from tasks.settings import Settings
 from tests.celery_fixtures import a_job
+
+KEYS = Keys("mia")
 
 
 def test_our_publish_writes_the_message_celerys_send_task_writes(
@@ -41,7 +43,7 @@ def test_our_publish_writes_the_message_celerys_send_task_writes(
     )
     found = []
     for queue in ("gpu-ours", "gpu-celerys"):
-        (raw,) = redis.lrange(list_for(queue, 6), 0, -1)
+        (raw,) = redis.lrange(KEYS.queue_list(queue, 6), 0, -1)
         message = json.loads(raw)
         assert message["properties"]["delivery_info"]["routing_key"] == queue
         message["properties"]["delivery_info"]["routing_key"] = "<queue>"

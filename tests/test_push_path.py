@@ -122,4 +122,4 @@ def test_a_job_for_a_model_no_live_miner_serves_is_422_at_once(api, miner, redis
     assert response.status_code == 422
     body = response.json()
     assert (body["code"], body["field"], body["model"]) == ("model_not_served", "model", "nope")
-    assert redis.llen("shared") == 0  # refused, not queued
+    assert redis.llen(Keys("mia").queue_list("shared", 0)) == 0  # refused, not queued

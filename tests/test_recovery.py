@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from scripts.processes import wait_for
-from tasks.broker.layout import queue_lists
+from tasks.celery_app import create_celery
 from tasks.dispatch import Dispatcher
 from tasks.jobs import Job
 from tasks.keys import Keys, queue_for
@@ -22,6 +22,7 @@ from web.fleet.registry import Heartbeat, Registry
 
 FLEET = [f"m{i}" for i in range(6)]
 PREFIX = "rec"  # not the live server's: its own reaper must not take part
+KEYS = Keys(PREFIX)
 
 
 @dataclass
@@ -42,18 +43,27 @@ class Fleet:
 
 
 def queued(redis, miner_id: str) -> int:
-    return sum(redis.llen(name) for name in queue_lists(queue_for(miner_id)))
+    return sum(redis.llen(name) for name in KEYS.queue_lists(queue_for(miner_id)))
 
 
 @pytest.fixture
-def fleet(app, redis, settings):
+def celery(settings):
+    """The web tier's Celery app under this test's prefix (its queues are kombu's lists
+    under that prefix, which the reaper reads)."""
+    app = create_celery("rec", settings.with_overrides(key_prefix=PREFIX))
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def fleet(celery, redis, settings):
     """Six miners with two jobs each on their own queues, and one big live miner."""
-    keys, scripts = Keys(PREFIX), Scripts(redis)
+    keys, scripts = KEYS, Scripts(redis)
     selector = RedisSelector(redis, scripts, keys, 600)
     found = Fleet(settings, Registry(redis, keys, 3.0, scripts), selector, scripts, keys)
     for miner_id in FLEET:
         found.beat(miner_id)
-    dispatcher = Dispatcher(app.extensions["celery"], selector)
+    dispatcher = Dispatcher(celery, selector)
     for i in range(2 * len(FLEET)):
         dispatcher.submit(Job([{"role": "user", "content": f"job {i}"}], model="echo"))
     found.beat("live", slots=100)
@@ -62,27 +72,27 @@ def fleet(app, redis, settings):
 
 def test_one_dead_miner_has_its_jobs_moved_at_once(fleet, redis):
     assert queued(redis, "m0") == 2
-    expire_heartbeat(redis, Keys(PREFIX), "m0")
+    expire_heartbeat(redis, KEYS, "m0")
     done = fleet.reaper()()
     assert done["moved"] == 2
     assert queued(redis, "m0") == 0 and queued(redis, "live") == 2
-    assert not redis.sismember("rec:known", "m0")  # emptied: forgotten
+    assert not redis.sismember(KEYS.known, "m0")  # emptied: forgotten
     assert all(queued(redis, m) == 2 for m in FLEET[1:])
 
 
 def test_a_mass_expiry_is_waited_out_then_moved_gradually(fleet, redis):
     for m in FLEET:  # Redis "restarted": 6 of 7 gone
-        expire_heartbeat(redis, Keys(PREFIX), m)
+        expire_heartbeat(redis, KEYS, m)
     patient = fleet.reaper(reaper_grace_s=60)
     assert sum(patient().values()) == 0  # suspect: nothing moves
     for miner_id in FLEET:  # ... and the miners come back
         fleet.beat(miner_id)
     assert sum(patient().values()) == 0
     assert all(queued(redis, m) == 2 for m in FLEET) and queued(redis, "live") == 0
-    assert redis.zcard("rec:deaths") == 0
+    assert redis.zcard(KEYS.deaths) == 0
 
     for m in FLEET:  # this time they stay away
-        expire_heartbeat(redis, Keys(PREFIX), m)
+        expire_heartbeat(redis, KEYS, m)
     gradual = fleet.reaper(reaper_grace_s=0.3, reaper_mass_batch=5)
     passes: list[int] = []
 
@@ -97,52 +107,52 @@ def test_a_mass_expiry_is_waited_out_then_moved_gradually(fleet, redis):
 def test_jobs_of_a_restarted_miners_old_process_are_moved(fleet, redis):
     """A supervisor restarts m0 within the TTL: its heartbeat never expires, but the
     job its old process was running (unacknowledged, held) is an orphan."""
-    message = redis.rpop(next(n for n in queue_lists("gpu-m0") if redis.llen(n)))
+    message = redis.rpop(next(n for n in KEYS.queue_lists("gpu-m0") if redis.llen(n)))
     envelope = json.loads(message)
     tag, job_id = envelope["properties"]["delivery_tag"], envelope["headers"]["id"]
-    redis.hset("unacked", tag, json.dumps([envelope, "", "gpu-m0"]))
+    redis.hset(KEYS.unacked, tag, json.dumps([envelope, "", "gpu-m0"]))
     redis.zadd("unacked_index", {tag: 1.0})
-    redis.hset("rec:held:m0", job_id, f"{tag}|boot-1")
+    redis.hset(KEYS.held("m0"), job_id, f"{tag}|boot-1")
 
     hb = Heartbeat("m0", "available", 1, 1, ["echo"], "echo", boot="boot-2")
     fleet.registry.beat(hb)  # the new process
     done = fleet.reaper()()
 
     assert done["moved"] == 1
-    assert not redis.hexists("unacked", tag) and not redis.hexists("rec:held:m0", job_id)
+    assert not redis.hexists(KEYS.unacked, tag) and not redis.hexists(KEYS.held("m0"), job_id)
     assert queued(redis, "live") == 1 and queued(redis, "m0") == 1  # the queued one stays
 
 
 def test_a_job_taken_but_not_yet_noted_as_held_is_found_in_kombus_unacked(fleet, redis):
     """m0 died between kombu's BRPOP (the message went to `unacked`) and noting it held."""
-    message = redis.rpop(next(n for n in queue_lists("gpu-m0") if redis.llen(n)))
+    message = redis.rpop(next(n for n in KEYS.queue_lists("gpu-m0") if redis.llen(n)))
     tag = json.loads(message)["properties"]["delivery_tag"]
-    redis.hset("unacked", tag, json.dumps([json.loads(message), "", "gpu-m0"]))
-    redis.hset("unacked", "other", json.dumps([json.loads(message), "", "gpu-m1"]))
-    expire_heartbeat(redis, Keys(PREFIX), "m0")
+    redis.hset(KEYS.unacked, tag, json.dumps([json.loads(message), "", "gpu-m0"]))
+    redis.hset(KEYS.unacked, "other", json.dumps([json.loads(message), "", "gpu-m1"]))
+    expire_heartbeat(redis, KEYS, "m0")
     done = fleet.reaper()()
     assert done["moved"] == 2  # the queued one and the unnoted one
-    assert not redis.hexists("unacked", tag) and redis.hexists("unacked", "other")
+    assert not redis.hexists(KEYS.unacked, tag) and redis.hexists(KEYS.unacked, "other")
     assert queued(redis, "live") == 2
 
 
-def test_a_job_no_live_miner_can_take_waits_and_is_not_counted_as_dying_again(fleet, redis, app):
+def test_a_job_no_live_miner_can_take_waits_and_is_not_counted_as_dying_again(fleet, redis, celery):
     rare = Heartbeat("solo", "available", 1, 1, ["rare"], "echo", boot="b")
     fleet.registry.beat(rare)
-    Dispatcher(app.extensions["celery"], fleet.selector).submit(
+    Dispatcher(celery, fleet.selector).submit(
         Job([{"role": "user", "content": "rare one"}], model="rare")
     )
-    message = redis.rpop(next(n for n in queue_lists("gpu-solo") if redis.llen(n)))
+    message = redis.rpop(next(n for n in KEYS.queue_lists("gpu-solo") if redis.llen(n)))
     envelope = json.loads(message)
     tag, job_id = envelope["properties"]["delivery_tag"], envelope["headers"]["id"]
-    redis.hset("unacked", tag, json.dumps([envelope, "", "gpu-solo"]))
-    redis.hset("rec:held:solo", job_id, f"{tag}|b")
-    expire_heartbeat(redis, Keys(PREFIX), "solo")
+    redis.hset(KEYS.unacked, tag, json.dumps([envelope, "", "gpu-solo"]))
+    redis.hset(KEYS.held("solo"), job_id, f"{tag}|b")
+    expire_heartbeat(redis, KEYS, "solo")
     reaper = fleet.reaper()
     for _ in range(fleet.settings.max_attempts + 1):
         assert reaper()["parked"] == 1
-    assert not redis.exists(f"celery-task-meta-{job_id}")
+    assert not redis.exists(KEYS.result(job_id))
 
     fleet.registry.beat(Heartbeat("spare", "available", 1, 1, ["rare"], "echo"))
     assert reaper()["moved"] == 1
-    assert queued(redis, "spare") == 1 and not redis.hexists("unacked", tag)
+    assert queued(redis, "spare") == 1 and not redis.hexists(KEYS.unacked, tag)

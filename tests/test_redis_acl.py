@@ -140,11 +140,12 @@ def test_the_security_page_shows_the_rule_the_script_prints():
 def test_the_acl_user_cannot_touch_what_is_not_its_own(acl_redis):
     url, admin = acl_redis
     client = redis_lib.Redis.from_url(url.replace("redis://", f"redis://miner-{MINER}:{PASSWORD}@"))
-    admin.lpush("gpu-other", "a job")
+    other = Keys("mia").queue_list("gpu-other", 0)
+    admin.lpush(other, "a job")
     for forbidden in (
-        lambda: client.rpop("gpu-other"),  # another miner's queue: write-only
-        lambda: client.set("mia:hb:other", "{}"),  # heartbeats go over HTTP
-        lambda: client.get("mia:minerkey:other"),  # the key cache
+        lambda: client.rpop(other),  # another miner's queue: write-only
+        lambda: client.set("{mia}:hb:other", "{}"),  # heartbeats go over HTTP
+        lambda: client.get("{mia}:minerkey:other"),  # the key cache
         lambda: client.get(Keys("mia").session("restaurant", "s1")),
         lambda: client.flushdb(),
         lambda: client.keys("*"),
@@ -152,8 +153,8 @@ def test_the_acl_user_cannot_touch_what_is_not_its_own(acl_redis):
     ):
         with pytest.raises(redis_lib.exceptions.NoPermissionError):
             forbidden()
-    assert client.lpush("gpu-other", "a retry") == 2  # a retry elsewhere may push
-    assert client.get("mia:hb:other") is None  # read-only
+    assert client.lpush(other, "a retry") == 2  # a retry elsewhere may push
+    assert client.get("{mia}:hb:other") is None  # read-only
     # A result's store waits for a replica (tasks.replication): WAIT, and ROLE to count them.
     assert client.execute_command("ROLE")[0] == b"master"
     assert client.execute_command("WAIT", 0, 0) == 0

@@ -11,8 +11,10 @@ import requests
 
 from tasks.broker.backend import backend_url
 from tasks.celery_app import create_celery
-from tasks.keys import result_key
+from tasks.keys import Keys
 from web.fleet.results import ResultWaiter
+
+KEYS = Keys("mia")
 
 
 def backend(settings):
@@ -26,17 +28,17 @@ def test_first_final_result_wins(settings, redis):
     store.store_result("job-1", {"response": "first"}, "SUCCESS")
     store.store_result("job-1", {"response": "second"}, "SUCCESS")
     store.store_result("job-1", "boom", "FAILURE")
-    meta = json.loads(redis.get(result_key("job-1")))
+    meta = json.loads(redis.get(KEYS.result("job-1")))
     assert meta["status"] == "SUCCESS"
     assert meta["result"] == {"response": "first"}
-    assert 0 < redis.ttl(result_key("job-1")) <= settings.result_ttl_s
+    assert 0 < redis.ttl(KEYS.result("job-1")) <= settings.result_ttl_s
 
 
 def test_an_intermediate_state_is_replaced_by_the_final_one(settings, redis):
     store = backend(settings)
     store.store_result("job-2", None, "STARTED")
     store.store_result("job-2", {"response": "done"}, "SUCCESS")
-    assert json.loads(redis.get(result_key("job-2")))["result"] == {"response": "done"}
+    assert json.loads(redis.get(KEYS.result("job-2")))["result"] == {"response": "done"}
 
 
 def replying(channel: str) -> SimpleNamespace:
@@ -46,7 +48,7 @@ def replying(channel: str) -> SimpleNamespace:
 
 def test_waiter_wakes_on_publish_and_ignores_other_jobs(settings, redis):
     store = backend(settings)
-    waiter = ResultWaiter(redis)
+    waiter = ResultWaiter(redis, KEYS)
     channel = waiter.expect("mine").channel
     got: list[dict] = []
     thread = threading.Thread(target=lambda: got.append(waiter.wait("mine", 10)))
@@ -64,7 +66,7 @@ def test_a_result_goes_to_the_replica_that_waits_for_it_and_no_other(settings, r
     """Two web processes (replicas) on one Redis: each hears only its own job's result;
     nothing is published on a channel every replica would hear."""
     store = backend(settings)
-    a, b = ResultWaiter(redis), ResultWaiter(redis)
+    a, b = ResultWaiter(redis, KEYS), ResultWaiter(redis, KEYS)
     a.channel, b.channel = "mia:reply:a", "mia:reply:b"  # as two processes would have
     a._pid = b._pid = os.getpid()  # noqa: SLF001 - no fork: keep the names above
     heard = redis.pubsub()
@@ -85,7 +87,7 @@ def test_a_job_without_a_reply_channel_is_published_on_its_key_as_celery_does(se
     """A model load's result (no reply_to) is awaited on its key (web.fleet.operations)."""
     store = backend(settings)
     heard = redis.pubsub(ignore_subscribe_messages=True)
-    heard.subscribe(result_key("op-1"))
+    heard.subscribe(KEYS.result("op-1"))
     heard.get_message(timeout=1)
     store.store_result("op-1", {"loaded": True}, "SUCCESS")
     message = heard.get_message(timeout=5)
@@ -96,7 +98,7 @@ def test_a_job_without_a_reply_channel_is_published_on_its_key_as_celery_does(se
 def test_waiter_finds_a_result_stored_before_it_waited(settings, redis):
     store = backend(settings)
     store.store_result("early", {"response": "already"}, "SUCCESS")
-    waiter = ResultWaiter(redis)
+    waiter = ResultWaiter(redis, KEYS)
     assert waiter.wait("early", 0.05)["result"] == {"response": "already"}
     assert waiter.wait("never", 0.05) is None
 

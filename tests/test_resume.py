@@ -215,7 +215,7 @@ def kill_the_miner_running_it(redis, started: dict[str, MinerProcess], chars: in
         return ""
 
     job_id = wait_for(under_way, 30, "an answer under way")
-    miner_id = redis.get(f"mia:running:{job_id}").decode()
+    miner_id = redis.get(f"{{mia}}:running:{job_id}").decode()
     kill(started[miner_id].proc)
     return miner_id
 

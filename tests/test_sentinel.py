@@ -32,7 +32,7 @@ from tasks.broker.transport import confirming
 from tasks.celery_app import create_celery
 from tasks.connections import redis_client
 from tasks.errors import Conflict
-from tasks.keys import Keys, result_key
+from tasks.keys import Keys
 from tasks.lua import Scripts
 from tasks.replication import Replicas, Unconfirmed
 from tasks.sentinel import BlockingSentinelPool, SentinelURL
@@ -41,6 +41,8 @@ from tests import sentinel_group
 from tests.conftest import TOKEN
 from tests.sentinel_group import SentinelGroup
 from web import create_app
+
+KEYS = Keys("mia")
 
 # -- against a real Sentinel group ------------------------------------------------------
 
@@ -123,13 +125,13 @@ def test_a_result_store_waits_for_the_replica_and_survives_an_empty_script_cache
     assert backend.replicas.wanted == 1
     backend.store_result("job-1", {"response": "one"}, "SUCCESS")
     # WAIT answered before store_result returned: the replica holds it already.
-    assert json.loads(replica.get(result_key("job-1")))["result"] == {"response": "one"}
+    assert json.loads(replica.get(KEYS.result("job-1")))["result"] == {"response": "one"}
 
     master.script_flush()  # what a promoted replica starts with (Redis 7)
     backend.store_result("job-2", {"response": "two"}, "SUCCESS")
-    assert replica.exists(result_key("job-2"))
+    assert replica.exists(KEYS.result("job-2"))
     backend.store_result("job-2", {"response": "again"}, "SUCCESS")  # the first stays
-    assert json.loads(master.get(result_key("job-2")))["result"] == {"response": "two"}
+    assert json.loads(master.get(KEYS.result("job-2")))["result"] == {"response": "two"}
 
 
 @pytest.mark.sentinel
@@ -189,7 +191,7 @@ def test_a_result_no_replica_confirms_is_stored_again_until_one_does(
         backend.store_result("job-3", {"response": "three"}, "SUCCESS")  # Celery's retries
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert replica.exists(result_key("job-3"))
+    assert replica.exists(KEYS.result("job-3"))
 
 
 @pytest.mark.sentinel
@@ -207,7 +209,7 @@ def test_a_master_without_a_replica_online_keeps_writes_alone_without_waiting(
         for n in range(20):
             backend.store_result(f"alone-{n}", {"response": n}, "SUCCESS")
         assert time.monotonic() - started < 1  # 20 stores, none waited 200 ms
-        assert master.exists(result_key("alone-19"))
+        assert master.exists(KEYS.result("alone-19"))
     finally:
         group.servers[group.replica_port] = group.start_replica()
     wait_for(lambda: group.online_replicas(group.master_port) == 1, 20, "the replica back")

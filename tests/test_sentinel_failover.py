@@ -24,10 +24,12 @@ import requests
 from werkzeug.serving import make_server
 
 from scripts.processes import wait_for
-from tasks.keys import Keys, result_key
+from tasks.keys import Keys
 from tasks.lua import NAMES, source
 from tests.sentinel_group import SentinelGroup, SentinelStack, version
 from web import create_app
+
+KEYS = Keys("mia")
 
 CALLERS = 64
 pytestmark = pytest.mark.sentinel
@@ -198,7 +200,7 @@ def check_outcomes(stack: SentinelStack, outcomes: list[Outcome], recovered_at: 
 def stored_all(client: redis_lib.Redis, job_ids: list[str]) -> bool:
     for start in range(0, len(job_ids), 500):
         chunk = job_ids[start : start + 500]
-        if any(found is None for found in client.mget([result_key(j) for j in chunk])):
+        if any(found is None for found in client.mget([KEYS.result(j) for j in chunk])):
             return False
     return True
 

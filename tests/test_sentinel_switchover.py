@@ -17,6 +17,7 @@ import redis as redis_lib
 
 from scripts.processes import wait_for
 from tasks.connections import redis_client
+from tasks.keys import Keys
 from tasks.replication import Replicas
 from tasks.sentinel import ensure_on_master
 from tasks.settings import Settings
@@ -67,7 +68,7 @@ def test_the_result_listener_follows_a_master_demoted_while_it_stays_up(group):
     there, so a result published on the new master still reaches its caller."""
     settings = Settings(redis_url=group.url(), redis_sentinel_master=group.name)
     client = redis_client(settings)
-    waiter = ResultWaiter(client, ready_timeout_s=5)
+    waiter = ResultWaiter(client, Keys("mia"), ready_timeout_s=5)
     channel = waiter.expect("before").channel
     redis_lib.Redis(port=next(iter(group.sentinels))).sentinel_failover(group.name)
     wait_for(lambda: group.master_port_now() == group.replica_port, 30, "the promotion")

@@ -60,7 +60,7 @@ def test_a_caller_that_leaves_aborts_the_job_and_frees_the_slot(api, miner, redi
     response = stream_chat(api, "a long answer with many many words to come")
     first = next(events(response))
     assert first[0] == "piece"
-    (job_id,) = [k.decode().rsplit(":", 1)[1] for k in redis.keys("mia:running:*")]
+    (job_id,) = [k.decode().rsplit(":", 1)[1] for k in redis.keys("{mia}:running:*")]
     response.close()  # the caller goes away
 
     def status() -> dict:

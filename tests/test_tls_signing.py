@@ -29,11 +29,13 @@ from tasks.celery_app import create_celery
 from tasks.connections import redis_client, redis_options
 from tasks.errors import ConfigError
 from tasks.jobs import GENERATE, Job
-from tasks.keys import result_key
+from tasks.keys import Keys
 from tasks.settings import Settings
 from tests.certs import Pair, issue
 from tests.commands import stack_env
 from tests.conftest import ROOT
+
+KEYS = Keys("mia")
 
 FILES = {"ca": "/etc/mia/ca.pem", "cert": "/etc/mia/client.pem", "key": "/etc/mia/client.key"}
 
@@ -192,7 +194,7 @@ def test_the_stack_over_tls_with_signed_messages_refuses_an_unsigned_one(tls, tm
         job = Job(messages=[{"role": "user", "content": "forged"}], job_id=uuid.uuid4().hex)
         unsigned.send_task(GENERATE, args=[job.to_payload()], queue="gpu-0", task_id=job.job_id)
         wait_for(lambda: "untrusted content" in log.read_text(), 15, "the miner to refuse it")
-        assert not redis_client(settings).exists(result_key(job.job_id))
+        assert not redis_client(settings).exists(KEYS.result(job.job_id))
         stack.send_signal(signal.SIGINT)
         assert stack.wait(60) == 0, log.read_text()
     finally:

@@ -113,7 +113,7 @@ def test_an_aborted_vllm_stream_frees_its_slot(api, vllm_miner, redis, settings)
     )
     kind, piece = next(events(response))
     assert kind == "piece"
-    (job_id,) = [k.decode().rsplit(":", 1)[1] for k in redis.keys("mia:running:*")]
+    (job_id,) = [k.decode().rsplit(":", 1)[1] for k in redis.keys("{mia}:running:*")]
     response.close()
 
     def status() -> dict:

@@ -15,10 +15,12 @@ against the new code.
 - ``kombu.transport.redis.QoS.append``: overridden; it writes the same two records as
   kombu (the message in ``unacked``, its time in ``unacked_index``) in one MULTI, adds
   the miner's held note to that MULTI, and waits for Redis if it went away meanwhile.
-- ``kombu.transport.redis.QoS.pipe_or_acquire``: called for that MULTI, on the
-  channel's client.
-- ``kombu.transport.redis.QoS.unacked_key``: the hash it writes, also handed to the
-  miner (``unacked_keys``) so its ``settle.lua`` removes the entry.
+- ``kombu.transport.redis.Channel.global_keyprefix``: kombu's key prefix (the job
+  path's tag, ``tasks.celery_app``). kombu's client prefixes the names it is given, so
+  that MULTI goes through a plain client on the same connections, with whole names,
+  and so do the notes (whose keys are whole names already).
+- ``kombu.transport.redis.QoS.unacked_key``: the hash it writes (under the prefix),
+  the same as ``tasks.keys.Keys.unacked``, which a miner's ``settle.lua`` empties.
 - ``kombu.transport.redis.QoS.unacked_index_key``: the zset it writes, likewise.
 - ``kombu.transport.redis.QoS.ack``: overridden; an entry the miner removed with its
   result is not removed again (one round trip less per job).
@@ -112,7 +114,10 @@ against the new code.
 
 ``layout.py``: kombu's Redis keys, for code that reads or writes them directly
 (``web.fleet.leases``, ``web.fleet.recovery``, ``lease.lua``, ``recover.lua``,
-``settle.lua``, ``scripts/redis_acl.py``).
+``settle.lua``, ``scripts/redis_acl.py``), as kombu names them before its
+``global_keyprefix``; ``tasks.keys.Keys`` adds the prefix (``queue_lists``,
+``unacked``), and Celery's ``KeyValueStoreBackend`` adds it to the result keys
+(``Keys.result``; both checked in ``tests/test_kombu_transport.py``).
 
 - ``kombu.transport.redis.Channel._q_for_pri``: one list per priority step,
   ``<queue>\x06\x16<step>`` (plain ``<queue>`` for step 0).

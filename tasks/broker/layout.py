@@ -4,8 +4,9 @@ r"""kombu's Redis layout, for the parts of the service that read or write it dir
 kombu's Redis transport keeps one list per priority step of a queue: ``<queue>``,
 ``<queue>\x06\x163``, ``<queue>\x06\x166``, ``<queue>\x06\x169``; a delivered message
 that is not yet acknowledged sits in the ``unacked`` hash under its delivery tag,
-scored by time in ``unacked_index``. ``tests/test_kombu_transport.py`` checks these
-against the installed kombu.
+scored by time in ``unacked_index``. These are the names before kombu's
+``global_keyprefix``, which ``tasks.keys.Keys`` adds. ``tests/test_kombu_transport.py``
+checks these against the installed kombu.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ wait for a pooled connection instead of failing.
   add its commands to that same MULTI instead of a round trip of its own after it.
   Both records then exist together or not at all.
 - A miner removes a job's ``unacked`` entry itself, in the round trip that stores the
-  job's result (``unacked_keys``, ``acked``; ``miners.bookkeeping``): after the result,
+  job's result (``Keys.unacked``, ``acked``; ``miners.bookkeeping``): after the result,
   as ``acks_late`` wants, and without a round trip of its own on the consumer's
   thread. kombu's acknowledgement of that delivery then skips Redis.
 - kombu takes a message off its list (``BRPOP``) and then, in a second round trip,
@@ -54,7 +54,6 @@ from kombu.utils.functional import retry_over_time
 from kombu.utils.json import dumps
 from redis.sentinel import Sentinel
 
-from tasks.broker.layout import UNACKED, UNACKED_INDEX
 from tasks.replication import Pending, Replicas
 from tasks.sentinel import BlockingSentinelPool, SentinelURL
 
@@ -64,8 +63,6 @@ log = logging.getLogger(__name__)
 # add commands to the pipeline, do not execute it.
 DeliveryNote = Callable[[Any, Any, str], None]
 delivery_notes: list[DeliveryNote] = []
-# kombu's unacked index and hash, as the channel names them (taken at a delivery).
-_unacked_keys: tuple[str, str] = (UNACKED_INDEX, UNACKED)
 # Delivery tags whose unacked entry a miner removed already (``acked``).
 _settled: set[str] = set()
 
@@ -94,11 +91,6 @@ def confirming(replicas: Replicas) -> Iterator[Confirmation]:
         _confirm.pending = None
 
 
-def unacked_keys() -> tuple[str, str]:
-    """kombu's unacked index and hash (for a miner's own acknowledgement)."""
-    return _unacked_keys
-
-
 def acked(delivery_tag: str) -> None:
     """The delivery's unacked entry is gone already: kombu's ack of it skips Redis."""
     _settled.add(delivery_tag)
@@ -109,8 +101,6 @@ class QoS(kombu_redis.QoS):
         """kombu's delivery bookkeeping (the message in ``unacked``, by time in its
         index) plus every ``delivery_notes`` entry, in one MULTI; retried while Redis
         is away, since the message is already off its list."""
-        global _unacked_keys
-        _unacked_keys = (self.unacked_index_key, self.unacked_key)
         job, waited = message.headers.get("id", delivery_tag), False
 
         def waiting(exc: Exception, intervals: Iterator[float], retries: int) -> float:
@@ -141,12 +131,14 @@ class QoS(kombu_redis.QoS):
     def _note_delivery(self, message: Any, delivery_tag: str) -> None:
         delivery = message.delivery_info
         raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])  # type: ignore[no-untyped-call]
-        with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
-            pipe.hset(self.unacked_key, delivery_tag, raw)
-            for note in delivery_notes:
-                note(pipe, message, delivery_tag)
-            pipe.execute()
+        prefix = self.channel.global_keyprefix
+        index, unacked = prefix + self.unacked_index_key, prefix + self.unacked_key
+        pipe = self.channel.plain_client.pipeline()  # the notes' keys are whole names
+        pipe.zadd(index, {delivery_tag: time.time()})
+        pipe.hset(unacked, delivery_tag, raw)
+        for note in delivery_notes:
+            note(pipe, message, delivery_tag)
+        pipe.execute()
 
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in _settled:  # removed from unacked with the job's result
@@ -178,6 +170,12 @@ class Channel(kombu_redis.Channel):
     @cached_property
     def _shared_client(self) -> Any:
         return self._create_client()  # type: ignore[no-untyped-call]
+
+    @cached_property
+    def plain_client(self) -> redis.Redis:
+        """The shared client's connections without kombu's key prefix (kombu's
+        ``PrefixedStrictRedis`` would prefix a name that has it already)."""
+        return redis.Redis(connection_pool=self._shared_client.connection_pool)
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:

@@ -13,7 +13,7 @@
 -- then the index sets: <p>:idx, and <p>:idx:<model> for the models of this heartbeat
 -- and of the miner's index record as the caller knows it
 -- ARGV[1] miner id   ARGV[2] heartbeat JSON   ARGV[3] TTL (ms)   ARGV[4] '1' if offline
--- ARGV[5] key prefix   ARGV[6] when this heartbeat was received (epoch seconds)
+-- ARGV[5] the job path's tag {<p>}   ARGV[6] when this heartbeat was received (epoch seconds)
 -- ARGV[7] the SHA-256 of the key this heartbeat carries ('': no check)
 -- ARGV[8] the events channel
 --

@@ -8,7 +8,7 @@
 -- KEYS[1] set of miner ids   KEYS[2] hash miner -> index record (<p>:indexed)
 -- KEYS[3] dispatch's copy of the heartbeats (<p>:beats)
 -- KEYS[4 .. 3+n] the candidates' heartbeat keys; after them, the index sets
--- ARGV[1] key prefix   ARGV[2] events channel   ARGV[3] n, the number of candidates
+-- ARGV[1] the job path's tag {<p>}   ARGV[2] events channel   ARGV[3] n, the number of candidates
 -- ARGV[4 .. 3+n] the candidates' ids   ARGV[4+n .. 3+2n] their records as read ('': none)
 -- Any number of web processes may run this at once: SREM decides who announces.
 local n = tonumber(ARGV[3])

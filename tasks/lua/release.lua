@@ -3,7 +3,7 @@
 -- KEYS[1] hash miner -> in-flight count   KEYS[2] hash miner -> last pick sequence
 -- KEYS[3] hash miner -> index record (<p>:indexed)
 -- then the index sets of the models of the miner's record, as the caller knows it
--- ARGV[1] key prefix   ARGV[2] miner id
+-- ARGV[1] the job path's tag {<p>}   ARGV[2] miner id
 -- Returns the new count, or {'!sets', the miner's index record} without writing
 -- anything when one of its sets is not among the keys (the caller calls again).
 local id = ARGV[2]

@@ -11,7 +11,7 @@
 --         long system prompt) ran on last     ARGV[10] how long that is remembered (s)
 -- then the index sets: <p>:idx, and <p>:idx:<model> for the job's model and for the
 -- models of the miners the call may meet, as the caller knows them
--- ARGV[1] key prefix              ARGV[2] model id ('' = any model)
+-- ARGV[1] the job path's tag {<p>}              ARGV[2] model id ('' = any model)
 -- ARGV[3] job record (JSON)       ARGV[4] job record TTL in seconds
 -- ARGV[5] shared queue name       ARGV[6] miner queue prefix
 -- ARGV[7] '1': skip the choice, the job goes to the shared queue (queue-based /chat)

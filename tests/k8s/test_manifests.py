@@ -16,8 +16,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from tasks.broker.layout import queue_lists
-from tasks.keys import SHARED_QUEUE
+from tasks.keys import SHARED_QUEUE, Keys
 from tests.k8s.render import (
     KEDA_SCHEMA,
     KUBERNETES,
@@ -177,7 +176,7 @@ def test_keda_counts_every_list_of_the_shared_queue_through_the_same_sentinels(r
         assert meta["sentinelMaster"] == data["MIA_REDIS_SENTINEL_MASTER"]
         assert meta["databaseIndex"] == db
     # every priority list of `shared`, kombu's real names, added up by the formula
-    assert [t["metadata"]["listName"] for t in triggers] == queue_lists(SHARED_QUEUE)
+    assert [t["metadata"]["listName"] for t in triggers] == Keys("mia").queue_lists(SHARED_QUEUE)
     names = [t["name"] for t in triggers]
     formula = scaled["spec"]["advanced"]["scalingModifiers"]["formula"]
     assert sorted(re.findall(r"\w+", formula)) == sorted(names)

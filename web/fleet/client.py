@@ -19,7 +19,7 @@ from tasks.breaker import Breakers
 from tasks.dispatch import Dispatched, Dispatcher
 from tasks.errors import JobFailed, JobTimeout, ModelNotLoaded, NotFound, ServiceUnavailable
 from tasks.jobs import Job
-from tasks.keys import Keys, result_key, text
+from tasks.keys import Keys, text
 from web.fleet.pieces import Relay
 from web.fleet.results import FINISHED, ResultWaiter, Waiting, outcome
 from web.fleet.watchdog import Watchdog
@@ -155,7 +155,7 @@ class JobClient:
         pipe.get(self._keys.job(job_id))
         pipe.hmget(self._keys.lease(job_id), ["miner", "deadline", "attempts"])
         pipe.get(self._keys.running(job_id))
-        pipe.get(result_key(job_id))
+        pipe.get(self._keys.result(job_id))
         raw_record, lease, running, raw_meta = pipe.execute()
         if raw_meta is not None:
             meta = json.loads(raw_meta)

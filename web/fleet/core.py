@@ -55,9 +55,7 @@ def build_core(settings: Settings, client: redis.Redis, main: str) -> Core:
         dispatcher=Dispatcher(
             celery, selector, lambda: models, Replicas.from_settings(client, settings)
         ),
-        waiter=ResultWaiter(
-            client, ready_timeout_s=settings.redis_timeout_s, reply_prefix=keys.reply("")
-        ),
+        waiter=ResultWaiter(client, keys, ready_timeout_s=settings.redis_timeout_s),
         registry=Registry(
             client, keys, settings.heartbeat_ttl_s, scripts, settings.offline_window_s
         ),

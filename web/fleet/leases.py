@@ -43,10 +43,9 @@ from typing import Any, cast
 import redis
 
 from tasks import metrics
-from tasks.broker.layout import queue_lists
 from tasks.broker.messages import BadMessage, decode_message, failure_meta
 from tasks.jobs import Job
-from tasks.keys import SHARED_QUEUE, Keys, result_key, text
+from tasks.keys import SHARED_QUEUE, Keys, text
 from tasks.lua import Scripts
 from tasks.settings import Settings
 from web.fleet.submissions import Submission, Submissions
@@ -113,7 +112,7 @@ class LeaseBook:
         self._scripts = scripts
         self._keys = keys
         self._settings = settings
-        self._lists = queue_lists(SHARED_QUEUE)
+        self._lists = keys.queue_lists(SHARED_QUEUE)
         self._submissions = Submissions(client, scripts, keys, settings)
 
     # -- taking work ---------------------------------------------------------------
@@ -237,7 +236,7 @@ class LeaseBook:
                 break
             keys = [self._keys.leases, *self._lists, self._keys.shared_wake]
             for job_id in due:
-                keys += [self._keys.lease(job_id), result_key(job_id)]
+                keys += [self._keys.lease(job_id), self._keys.result(job_id)]
             done = self._scripts(
                 "expire",
                 keys=keys,

@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from tasks.errors import LoadFailed, LoadTimeout, NotFound
-from tasks.keys import Keys, result_key, text
+from tasks.keys import Keys, text
 from web.fleet.miner_state import MinerState
 from web.fleet.registry import Registry
 from web.fleet.results import ResultWaiter, outcome
@@ -121,7 +121,7 @@ class Operations:
         ``deadline`` (``time.monotonic()``), naming the first operation."""
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
-            pubsub.subscribe(self._keys.events, *(result_key(op.op_id) for op in ops))
+            pubsub.subscribe(self._keys.events, *(self._keys.result(op.op_id) for op in ops))
             while True:
                 found = self._live(ops, device_id)
                 if found is not None:

@@ -42,7 +42,7 @@ from collections import Counter
 import redis
 
 from tasks import metrics
-from tasks.broker.layout import UNACKED, UNACKED_INDEX, list_for, queue_lists, unacked_message
+from tasks.broker.layout import unacked_message
 from tasks.broker.messages import (
     BadMessage,
     decode_message,
@@ -52,7 +52,7 @@ from tasks.broker.messages import (
     rewritable,
     task_id,
 )
-from tasks.keys import SHARED_QUEUE, Keys, queue_for, result_key, text
+from tasks.keys import SHARED_QUEUE, Keys, queue_for, text
 from tasks.lua import Scripts
 from tasks.selector import REFUSED, RedisSelector
 from tasks.settings import Settings
@@ -159,7 +159,7 @@ class Reaper:
         served first: the queued jobs go oldest last, then the ones that were running
         (their callers have waited longest)."""
         if keep_boot is None:
-            for name in queue_lists(queue_for(miner_id)):
+            for name in self._keys.queue_lists(queue_for(miner_id)):
                 left = budget - sum(done.values())
                 if left <= 0:
                     return
@@ -175,7 +175,7 @@ class Reaper:
             tag, _, boot = text(value).partition("|")
             if keep_boot is not None and boot == keep_boot:
                 continue
-            entry = self._redis.hget(UNACKED, tag)
+            entry = self._redis.hget(self._keys.unacked, tag)
             if entry is None:  # acknowledged (its result is stored) or put back by kombu
                 self._redis.hdel(held_key, held_id)
                 continue
@@ -194,7 +194,7 @@ class Reaper:
         taken from ``shared`` cannot be told apart; kombu's visibility timeout brings
         it back.)"""
         queue = queue_for(miner_id)
-        for tag, entry in self._redis.hscan_iter(UNACKED, count=500):
+        for tag, entry in self._redis.hscan_iter(self._keys.unacked, count=500):
             if sum(done.values()) >= budget:
                 return
             raw, _exchange, routing_key = unacked_message(entry)
@@ -205,7 +205,7 @@ class Reaper:
     def _forget_if_empty(self, miner_id: str) -> None:
         pipe = self._redis.pipeline(transaction=False)
         pipe.hlen(self._keys.held(miner_id))
-        for name in queue_lists(queue_for(miner_id)):
+        for name in self._keys.queue_lists(queue_for(miner_id)):
             pipe.llen(name)
         if not any(pipe.execute()):
             pipe.srem(self._keys.known, miner_id)
@@ -218,7 +218,7 @@ class Reaper:
         self, miner_id: str, job_id: str, source: tuple[str, ...], raw: str, running: bool = False
     ) -> str:
         """Move one message of ``miner_id``; returns what became of it."""
-        if not job_id or self._redis.exists(result_key(job_id)):
+        if not job_id or self._redis.exists(self._keys.result(job_id)):
             self._relocate(miner_id, job_id, source, "", "")
             return "finished"
         signed = not rewritable(raw)  # MIA_MESSAGE_SIGNING: the job inside is unreadable here
@@ -252,7 +252,9 @@ class Reaper:
             return "parked"  # no live (undrained) miner has its model: wait for one
         queue = queue_for(target) if target else SHARED_QUEUE
         message = redeliver(raw, queue, target)
-        if not self._relocate(miner_id, job_id, source, list_for(queue, priority(raw)), message):
+        if not self._relocate(
+            miner_id, job_id, source, self._keys.queue_list(queue, priority(raw)), message
+        ):
             if target:
                 self._selector.release(target)
             return "gone"
@@ -273,7 +275,7 @@ class Reaper:
         meta = failure_meta(job_id, f"job {job_id} failed: {why}")
         self._scripts(
             "store_result",
-            keys=[result_key(job_id)],
+            keys=[self._keys.result(job_id)],
             args=[meta, self._settings.result_ttl_s, reply_to],
         )
         self._relocate(miner_id, job_id, source, "", "")
@@ -286,8 +288,8 @@ class Reaper:
         found = self._scripts(
             "recover",
             keys=[
-                UNACKED if kind == "tag" else source[2],
-                UNACKED_INDEX,
+                self._keys.unacked if kind == "tag" else source[2],
+                self._keys.unacked_index,
                 dest or SHARED_QUEUE,
                 self._keys.held(miner_id),
             ],

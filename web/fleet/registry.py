@@ -19,7 +19,6 @@ from typing import Any, cast
 
 import redis
 
-from tasks.broker.layout import queue_lists
 from tasks.errors import Unauthorized
 from tasks.index_records import IndexChanging, indexed_models, remember
 from tasks.keys import SHARED_QUEUE, Keys, queue_for, text
@@ -134,7 +133,7 @@ class Registry:
         # fields one level deep: parse_heartbeat built them fresh, asdict's deep copy is waste
         body = json.dumps({f.name: getattr(hb, f.name) for f in fields(hb)})
         args = [miner_id, body, self._ttl_ms, "1" if hb.status == "offline" else "0"]
-        args += [self._keys.prefix, repr(hb.seen_at or time.time())]
+        args += [self._keys.tag, repr(hb.seen_at or time.time())]
         if proof is not None:
             keys += [proof.cache_key, proof.unconfirmed_key]
         args += [proof.digest if proof is not None else "", self._keys.events]
@@ -202,7 +201,7 @@ class Registry:
         models = [m for _, record in candidates for m in indexed_models(record)]
         keys = [self._keys.miners, self._keys.indexed, self._keys.beats]
         keys += [self._keys.heartbeat(i) for i in ids] + self._keys.index_sets(models)
-        args = [self._keys.prefix, self._keys.events, len(ids), *ids]
+        args = [self._keys.tag, self._keys.events, len(ids), *ids]
         args += [record for _, record in candidates]
         for miner_id in ids:  # dead: their records go (one that lives reads it again)
             self._indexed.pop(miner_id, None)
@@ -213,10 +212,10 @@ class Registry:
         queues = [SHARED_QUEUE, *(queue_for(m.miner_id) for m in miners)]
         pipe = self._redis.pipeline(transaction=False)
         for queue in queues:
-            for name in queue_lists(queue):
+            for name in self._keys.queue_lists(queue):
                 pipe.llen(name)
         lengths = pipe.execute()
-        steps = len(queue_lists(SHARED_QUEUE))
+        steps = len(self._keys.queue_lists(SHARED_QUEUE))
         return {q: int(sum(lengths[i * steps : (i + 1) * steps])) for i, q in enumerate(queues)}
 
     def reset_slots(self, miner_id: str) -> None:

@@ -35,7 +35,7 @@ from celery import states
 
 from tasks import metrics
 from tasks.errors import JobFailed, ServiceUnavailable
-from tasks.keys import result_key
+from tasks.keys import Keys
 from tasks.sentinel import MASTER_CHECK_S, ensure_on_master
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,10 @@ class Waiting:
 class ResultWaiter:
     """Lets request threads wait for job results without polling Redis."""
 
-    def __init__(
-        self, client: redis.Redis, ready_timeout_s: float = 1.0, reply_prefix: str = "mia:reply:"
-    ) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, ready_timeout_s: float = 1.0) -> None:
         self._redis = client
+        self._keys = keys
         self._ready_timeout_s = ready_timeout_s
-        self._reply_prefix = reply_prefix
         self.channel = ""  # this process's: made when it starts listening
         self._pending: dict[str, Waiting] = {}
         self._lock = threading.Lock()
@@ -112,7 +110,7 @@ class ResultWaiter:
 
     def fetch(self, job_id: str) -> dict[str, Any] | None:
         """The stored final meta of ``job_id`` straight from Redis, or None."""
-        raw = self._redis.get(result_key(job_id))
+        raw = self._redis.get(self._keys.result(job_id))
         meta = None if raw is None else _decode(raw)
         return meta if meta is not None and meta.get("status") in states.READY_STATES else None
 
@@ -124,7 +122,7 @@ class ResultWaiter:
             with self._lock:
                 if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                     if self._pid != os.getpid():  # a forked child is another replica
-                        self.channel = self._reply_prefix + uuid.uuid4().hex
+                        self.channel = self._keys.reply(uuid.uuid4().hex)
                     self._pid = os.getpid()
                     self._ready.clear()
                     self._thread = threading.Thread(
@@ -194,7 +192,7 @@ class ResultWaiter:
             ids = list(self._pending)
         if not ids:
             return
-        for raw in self._redis.mget([result_key(i) for i in ids]):
+        for raw in self._redis.mget([self._keys.result(i) for i in ids]):
             if raw is not None:
                 self._deliver(_decode(raw))
 

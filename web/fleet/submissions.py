@@ -16,7 +16,7 @@ import redis
 from tasks.broker.messages import celery_meta, decode_message, failure_meta
 from tasks.errors import Conflict, NotFound
 from tasks.jobs import Job, job_result
-from tasks.keys import Keys, result_key, text
+from tasks.keys import Keys, text
 from tasks.lua import Scripts
 from tasks.settings import Settings
 
@@ -115,7 +115,7 @@ class Submissions:
                 keys=[
                     self._keys.lease(job_id),
                     self._keys.leases,
-                    result_key(job_id),
+                    self._keys.result(job_id),
                     self._keys.job(job_id),
                 ],
                 args=[job_id, miner_id, lease_id, meta, self._settings.result_ttl_s, to],
