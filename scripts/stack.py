@@ -41,6 +41,7 @@ from miners.heartbeat import keep_key, key_file, read_key
 from scripts import redis_server
 from scripts.launch import ROOT, answers_ok, gateway_argv, miner_argv, start, start_web
 from scripts.processes import spawn, stop
+from tasks.cluster import is_cluster
 from tasks.connections import redis_client, redis_options
 from tasks.sentinel import is_sentinel
 from tasks.settings import Settings
@@ -177,6 +178,10 @@ class Stack:
         if is_sentinel(self.settings.redis_url):  # the operator's own Sentinel group
             redis_client(self.settings, socket_connect_timeout=2, socket_timeout=2).ping()
             print(f"Using the Redis master behind {self.settings.redis_url}", flush=True)
+            return
+        if is_cluster(self.settings.redis_url):  # the operator's own Redis Cluster
+            redis_client(self.settings, socket_connect_timeout=2, socket_timeout=2).ping()
+            print(f"Using the Redis Cluster at {self.settings.redis_url}", flush=True)
             return
         if redis_server.answers(self.settings.redis_url, **redis_options(self.settings)):
             print(f"Using Redis at {self.settings.redis_url}", flush=True)

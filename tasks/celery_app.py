@@ -29,7 +29,8 @@ from celery import Celery
 
 from tasks.broker.backend import backend_url
 from tasks.broker.transport import SENTINEL_TRANSPORT, TRANSPORT
-from tasks.connections import celery_ssl
+from tasks.cluster import SlotOwner, is_cluster
+from tasks.connections import celery_ssl, cluster_url, redis_options
 from tasks.keys import Keys
 from tasks.replication import wanted_replicas
 from tasks.sentinel import SentinelURL, check, is_sentinel, sentinel_options
@@ -75,6 +76,8 @@ def celery_conf(settings: Settings, stock_transport: bool = False) -> dict[str, 
     if not stock_transport:  # the job path's slot (tasks.keys; the stock bench: none)
         transport["global_keyprefix"] = Keys(settings.key_prefix).broker_prefix
         backend_options["global_keyprefix"] = Keys(settings.key_prefix).broker_prefix
+    if is_cluster(settings.redis_url):  # connections follow that slot's owner
+        transport["cluster_url"] = backend_options["cluster_url"] = settings.redis_url
     conf: dict[str, Any] = {
         "broker_url": broker_url(settings),
         "broker_transport": None if stock_transport else TRANSPORT,
@@ -123,7 +126,14 @@ def celery_conf(settings: Settings, stock_transport: bool = False) -> dict[str, 
 
 
 def broker_url(settings: Settings) -> str:
-    """``MIA_REDIS_URL`` as kombu and Celery read it (a Sentinel list normalized)."""
+    """``MIA_REDIS_URL`` as kombu and Celery read it (a Sentinel list normalized; for a
+    Redis Cluster, the node that owns the job path's slot now, asked here: kombu and the
+    result backend follow it themselves, and tools that read the URL, such as Flower,
+    find the queues there)."""
     if is_sentinel(settings.redis_url):
         return SentinelURL.parse(settings.redis_url).normalized()
+    if is_cluster(settings.redis_url):
+        cluster = cluster_url(settings.redis_url)
+        owner = SlotOwner(cluster, Keys(settings.key_prefix).tag, **redis_options(settings))
+        return cluster.node_url(*owner.address())
     return settings.redis_url

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
+from tasks.cluster import ClusterURL, is_cluster, owner_pool_options
 from tasks.errors import ConfigError
+from tasks.keys import Keys
 from tasks.sentinel import is_sentinel, sentinel_client
 from tasks.settings import Settings
 
@@ -36,7 +38,7 @@ CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none
 
 
 def uses_tls(url: str) -> bool:
-    return urlsplit(url).scheme == "rediss"
+    return urlsplit(url).scheme in ("rediss", "rediss-cluster")
 
 
 def cert_reqs(settings: Settings) -> ssl.VerifyMode:
@@ -84,6 +86,15 @@ def redis_client(settings: Settings, url: str | None = None, **kwargs: Any) -> r
     target = url or settings.redis_url
     if is_sentinel(target):
         return sentinel_client(settings, target, MAX_CONNECTIONS, POOL_TIMEOUT_S, **kwargs)
+    if is_cluster(target):  # the job path's slot: one node, followed (tasks.cluster)
+        options = owner_pool_options(
+            cluster_url(target), Keys(settings.key_prefix).tag, **redis_options(settings, target)
+        )
+        return redis.Redis(
+            connection_pool=redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+                max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, **options, **kwargs
+            )
+        )
     pool = redis.BlockingConnectionPool.from_url(
         target,
         max_connections=MAX_CONNECTIONS,
@@ -94,49 +105,40 @@ def redis_client(settings: Settings, url: str | None = None, **kwargs: Any) -> r
     return redis.Redis(connection_pool=pool)
 
 
-CLUSTER_SCHEMES = {"redis-cluster": "redis", "rediss-cluster": "rediss"}
+def cluster_url(url: str, variable: str = "MIA_REDIS_URL") -> ClusterURL:
+    try:
+        return ClusterURL.parse(url)
+    except ValueError:
+        raise ConfigError(
+            f"{variable} must be redis-cluster://[user:password@]host:port[,host:port...],"
+            f" got {url!r}"
+        ) from None
 
 
 def sessions_client(settings: Settings, main: redis.Redis, **kwargs: Any) -> AnyRedis:
     """The client of sessions, turn locks and rate buckets: ``main`` unless
-    ``MIA_SESSIONS_REDIS_URL`` names another Redis, or a Redis Cluster. A cluster is
+    ``MIA_SESSIONS_REDIS_URL`` names another Redis, or a Redis Cluster (by default the
+    one ``MIA_REDIS_URL`` names, if it does: they spread over its shards). A cluster is
     asked for its slots here, so it must answer when the process starts."""
     url = settings.sessions_redis_url
+    if not url and is_cluster(settings.redis_url):
+        url = settings.redis_url
     if not url:
         return main
-    parts = urlsplit(url)
     if is_sentinel(url):
         raise ConfigError(
             "MIA_SESSIONS_REDIS_URL cannot name Redis Sentinels: give the sessions a "
             "redis://, rediss:// or redis-cluster:// URL, or leave it empty (MIA_REDIS_URL)"
         )
-    if parts.scheme not in CLUSTER_SCHEMES:
+    if not is_cluster(url):
         return redis_client(settings, url, **kwargs)
-    try:
-        nodes = [
-            ClusterNode(*_host_port(hostport))  # type: ignore[no-untyped-call]
-            for hostport in parts.netloc.rpartition("@")[2].split(",")
-        ]
-    except ValueError:
-        raise ConfigError(
-            "MIA_SESSIONS_REDIS_URL must be "
-            f"redis-cluster://[user:password@]host:port[,host:port...], got {url!r}"
-        ) from None
-    tls = redis_options(settings, f"{CLUSTER_SCHEMES[parts.scheme]}://{nodes[0].host}")
+    cluster = cluster_url(url, "MIA_SESSIONS_REDIS_URL")
+    tls = redis_options(settings, url)
     return RedisCluster(
-        startup_nodes=nodes,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        ssl=bool(tls),
+        startup_nodes=[ClusterNode(h, p) for h, p in cluster.nodes],  # type: ignore[no-untyped-call]
+        username=cluster.username,
+        password=cluster.password,
+        ssl=cluster.tls,
         **tls,
         **kwargs,
     )
-
-
-def _host_port(hostport: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6 address]:port``."""
-    host, _, port = hostport.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit():
-        raise ValueError(hostport)
-    return host, int(port)

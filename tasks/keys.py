@@ -34,11 +34,11 @@
 | ``<p>:reply:<replica>``    | pubsub | miner, web    | one web process's results and streamed |
 |                            |        |               | pieces, in order (its jobs' reply_to)  |
 | ``<p>:stream:<job>``       | pubsub | miner         | a job's pieces when it has no reply_to |
-| ``<p>:partial:{<job>}``    | hash   | miner         | its answer so far: owner (the attempt  |
+| ``{<p>}:partial:<job>``    | hash   | miner         | its answer so far: owner (the attempt  |
 |                            |        |               | writing it), text, pieces (TTL; gone   |
 |                            |        |               | with the result: ``miners.resume``)    |
 | ``<p>:abort``              | pubsub | web           | ids of jobs whose caller went away     |
-| ``<p>:abort:{<job>}``      | string | web           | the same, for a job not started yet    |
+| ``{<p>}:abort:<job>``      | string | web           | the same, for a job not started yet    |
 | ``<p>:session:{<pr>:<id>}``| string | assistant     | a chat session: history, cart (TTL)    |
 | ``<p>:sessions``           | zset   | assistant     | session keys by last use (LRU bound)   |
 | ``<p>:turn:{<pr>:<id>}``   | string | web           | a session's turn lock (redis-py Lock)  |
@@ -73,13 +73,14 @@
 |                            | sets   |               | rest, under kombu's global prefix      |
 
 ``<p>`` is ``MIA_KEY_PREFIX`` (default ``mia``). A part in braces is a Redis Cluster hash
-tag: only it picks the key's slot. The job path's keys (``{<p>}:...``) share one slot,
-with kombu's and the results (``tasks.broker.layout``), since its scripts move a job
-between them atomically; the spread families (``<p>:...:{<tag>}``, ``<p>:sessions``,
-``<p>:rate:...``) each take a slot of their own, so they spread over a cluster's shards
-(the slot families: docs/scaling.md). Channels have no slot. Queues
-are Celery's: ``gpu-<miner>`` per miner and ``shared`` for everything no miner could take
-at once.
+tag: only it picks the key's slot. Every key of the job path (``{<p>}:...``: dispatch,
+leases, miner state, a job's answer so far) shares one slot with kombu's keys and the
+results, since its scripts move a job between them atomically, and so lives on one node
+of a cluster (``tasks.cluster``). What grows with guests spreads over the shards: the
+sessions and their turn locks (``<p>:session:{<pr>:<id>}``: a slot per session),
+``<p>:sessions`` and the rate buckets (a slot each), on ``MIA_SESSIONS_REDIS_URL``'s
+client (the slot families: docs/scaling.md). Channels have no slot. Queues are Celery's:
+``gpu-<miner>`` per miner and ``shared`` for everything no miner could take at once.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class Keys:
         self.broker_prefix = f"{tag}:"
         self.unacked = f"{self.broker_prefix}{UNACKED}"
         self.unacked_index = f"{self.broker_prefix}{UNACKED_INDEX}"
-        # The spread families: each key in a slot of its own (or its tag's)
+        # What spreads over a cluster's shards: a slot of its own
         self.sessions = f"{prefix}:sessions"
         # Channels (no slot: a PUBLISH reaches the whole cluster)
         self.aborts = f"{prefix}:abort"
@@ -218,10 +219,10 @@ class Keys:
     def partial(self, job_id: str) -> str:
         """A job's answer so far, for the attempt that resumes it (``miners.resume``);
         in its job's slot, with its abort key (``claim.lua`` reads both)."""
-        return f"{self.prefix}:partial:{{{job_id}}}"
+        return f"{self.tag}:partial:{job_id}"
 
     def abort(self, job_id: str) -> str:
-        return f"{self.prefix}:abort:{{{job_id}}}"
+        return f"{self.tag}:abort:{job_id}"
 
     def session(self, project: str, session_id: str) -> str:
         return f"{self.prefix}:session:{{{project}:{session_id}}}"

@@ -36,6 +36,7 @@ import redis
 import redis.client
 from redis.sentinel import SentinelConnectionPool
 
+from tasks.cluster import is_cluster
 from tasks.metrics import REDIS_WAITS
 from tasks.sentinel import is_sentinel
 from tasks.settings import Settings
@@ -48,10 +49,11 @@ class Unconfirmed(redis.ConnectionError):
 
 
 def wanted_replicas(settings: Settings) -> int:
-    """``MIA_REDIS_WAIT_REPLICAS`` with -1 resolved: 1 for a ``sentinel://`` URL, else 0."""
+    """``MIA_REDIS_WAIT_REPLICAS`` with -1 resolved: 1 for a ``sentinel://`` or a
+    ``redis-cluster://`` URL (a failover promotes a replica there too), else 0."""
     if settings.redis_wait_replicas >= 0:
         return settings.redis_wait_replicas
-    return 1 if is_sentinel(settings.redis_url) else 0
+    return 1 if is_sentinel(settings.redis_url) or is_cluster(settings.redis_url) else 0
 
 
 @dataclass

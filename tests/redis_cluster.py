@@ -87,6 +87,25 @@ class ClusterGroup:
         share = SLOTS // len(self.servers)
         return list(self.servers)[min(slot // share, len(self.servers) - 1)]
 
+    def owner_of_slot(self, slot: int) -> int:
+        """The port of the master that serves ``slot`` now (as the nodes tell it)."""
+        ranges = self.node(next(iter(self.servers))).execute_command("CLUSTER", "SLOTS")
+        return next(int(m[1]) for start, end, m, *_ in ranges if start <= slot <= end)
+
+    def move_slot(self, slot: int, to: int) -> None:
+        """Reshard one slot, with its keys, to the master on port ``to`` (the steps of
+        ``redis-cli --cluster reshard``)."""
+        source, target = self.owner_of_slot(slot), to
+        ids = {p: self.node(p).execute_command("CLUSTER", "MYID").decode() for p in self.servers}
+        self.node(target).execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        self.node(source).execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        while keys := self.node(source).execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            self.node(source).execute_command(
+                "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys
+            )
+        for port in [target, source, *(p for p in self.servers if p not in (source, target))]:
+            self.node(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+
     def flush(self) -> None:
         """Empty every node."""
         for port in self.servers:

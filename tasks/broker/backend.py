@@ -24,6 +24,7 @@ from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError
 from redis.commands.core import Script
 
+from tasks.cluster import owner_pool
 from tasks.lua import source
 from tasks.replication import Replicas
 from tasks.sentinel import is_sentinel
@@ -71,6 +72,15 @@ class ResultBackend(RedisBackend):
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         return None
+
+    def _get_pool(self, **params: Any) -> Any:
+        """Celery's pool; on a Redis Cluster (``cluster_url`` in
+        ``result_backend_transport_options``), one whose connections follow the node
+        that owns the job path's slot (``tasks.cluster``), where results live."""
+        cluster = self._transport_options.get("cluster_url")
+        if not cluster:
+            return super()._get_pool(**params)
+        return owner_pool(cluster, self._transport_options["global_keyprefix"], params)
 
     @cached_property
     def _store_first(self) -> Script:

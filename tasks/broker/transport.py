@@ -54,6 +54,7 @@ from kombu.utils.functional import retry_over_time
 from kombu.utils.json import dumps
 from redis.sentinel import Sentinel
 
+from tasks.cluster import owner_pool
 from tasks.replication import Pending, Replicas
 from tasks.sentinel import BlockingSentinelPool, SentinelURL
 
@@ -158,13 +159,18 @@ class Channel(kombu_redis.Channel):
         *kombu_redis.Channel.from_transport_options,
         "pool_timeout",
         "delivery_retry_s",
+        "cluster_url",
     )
     pool_timeout = 5.0
     delivery_retry_s = 300.0  # as long as the result backend retries a store
+    cluster_url = ""  # MIA_REDIS_URL when it names a Redis Cluster (tasks.cluster)
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
         params = self._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
         self.keyprefix_fanout = self.keyprefix_fanout.format(db=params["db"])
+        if self.cluster_url:  # every key of ours is in the slot of the key prefix
+            params = {"timeout": self.pool_timeout, **params}
+            return owner_pool(self.cluster_url, self.global_keyprefix, params)
         return redis.BlockingConnectionPool(timeout=self.pool_timeout, **params)  # type: ignore[no-untyped-call]
 
     @cached_property

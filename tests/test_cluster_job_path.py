@@ -1,0 +1,138 @@
+"""The job path on a three-master Redis Cluster started here (issue 23, point 2;
+tasks/cluster.py): ``MIA_REDIS_URL=redis-cluster://...`` for the web tier, a push miner
+in its own process and a legacy miner over HTTP. Every key of the job path (kombu's
+queues and bookkeeping, results, dispatch, leases) lives in the one slot of its hash
+tag, on the node that owns it; sessions spread over the shards; and the connections
+follow the slot when it moves to another node."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+import requests
+from redis.crc import key_slot
+
+from scripts.launch import local_settings
+from tasks.celery_app import broker_url
+from tasks.cluster import SlotOwner, is_cluster
+from tasks.connections import cluster_url, redis_client
+from tasks.errors import ConfigError
+from tasks.keys import SHARED_QUEUE, Keys
+from tasks.replication import wanted_replicas
+from tasks.settings import Settings
+from tests.conftest import TOKEN
+from tests.legacy_client import enqueue, get_work, key_of, submit
+from tests.own_stack import InProcessStack
+from tests.redis_cluster import ClusterGroup
+
+KEYS = Keys("mia")
+SLOT = key_slot(KEYS.tag.encode())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterGroup]:
+    with ClusterGroup(Path(tmp_path_factory.mktemp("cluster"))) as group:
+        yield group
+
+
+@pytest.fixture
+def url(cluster: ClusterGroup) -> Iterator[str]:
+    yield "redis-cluster://" + ",".join(f"127.0.0.1:{port}" for port in cluster.servers)
+    cluster.flush()
+
+
+def job_path_keys(cluster: ClusterGroup) -> dict[int, list[bytes]]:
+    """Every node's keys of the job path's tag."""
+    return {p: cluster.node(p).keys(f"{KEYS.tag}*") for p in cluster.servers}
+
+
+def test_the_job_path_runs_on_the_cluster_in_one_slot(cluster, url, tmp_path):
+    settings = local_settings(tmp_path, 0, TOKEN, redis_url=url)
+    owner = cluster.owner_of_slot(SLOT)
+    assert is_cluster(url) and wanted_replicas(settings) == 1  # none here: nothing to wait
+    assert broker_url(settings) == f"redis://127.0.0.1:{owner}/0"
+    stack = InProcessStack(tmp_path, settings)
+    try:
+        # A legacy miner first: its lease and its result are scripts on the slot.
+        web = stack.app.test_client()
+        key = key_of(web)
+        job_id = enqueue(web, "for the old miner")
+        work = get_work(web, key)
+        assert work.status_code == 200 and work.json["job_id"] == job_id, work.json
+        body = {"job_id": job_id, "lease_id": work.json["lease_id"], "response": "done"}
+        assert submit(web, key, body).status_code == 200
+        result = web.get(f"/jobs/{job_id}").json["result"]
+        assert (result["response"], result["miner_id"]) == ("done", "old-1")
+
+        # A push miner: sessions, then a streamed answer.
+        stack.miner("c1")
+        sessions = [f"s-{i}" for i in range(4)]
+        for session_id in sessions:
+            for message in ("my name is Ada", "what is my name"):
+                body = {"message": message, "session_id": session_id}
+                answer = requests.post(f"{stack.base}/chat/direct", json=body, timeout=60)
+                assert answer.status_code == 200, answer.text
+        streamed = requests.post(
+            f"{stack.base}/chat/direct", json={"message": "a b c", "stream": True}, timeout=60
+        )
+        assert streamed.status_code == 200 and "data:" in streamed.text
+    finally:
+        stack.close()
+    on_nodes = job_path_keys(cluster)
+    assert [p for p, keys in on_nodes.items() if keys] == [owner]  # one node: the slot's
+    names = {k.decode() for k in on_nodes[owner]}
+    assert {KEYS.result(job_id), KEYS.last_seen} <= names  # the miner has left
+    assert any(n.startswith(KEYS.broker_prefix + "_kombu.binding.") for n in names)
+    spread = cluster.client()
+    try:
+        found = [spread.get(KEYS.session("direct", s)) for s in sessions]
+    finally:
+        spread.close()
+    assert all(raw is not None and raw.count(b'"role"') == 4 for raw in found)
+    assert len({cluster.node_of(KEYS.session("direct", s)) for s in sessions}) >= 2
+
+
+def test_a_connection_follows_the_slot_to_its_new_owner(cluster, url):
+    settings = Settings(redis_url=url)
+    client = redis_client(settings)
+    try:
+        client.set(KEYS.job("before"), "1")
+        before = cluster.owner_of_slot(SLOT)
+        after = next(p for p in cluster.servers if p != before)
+        cluster.move_slot(SLOT, after)
+        # The old owner answers MOVED: the connection is dropped and the command sent
+        # again on a new one, to the owner asked anew.
+        assert client.get(KEYS.job("before")) == b"1"
+        client.set(KEYS.job("after"), "2")
+        assert cluster.node(after).get(KEYS.job("after")) == b"2"
+        owner = SlotOwner(cluster_url(url), KEYS.tag)
+        assert owner.address() == ("127.0.0.1", after)
+        cluster.move_slot(SLOT, before)  # as the other tests expect it
+    finally:
+        client.close()
+
+
+def test_no_node_that_answers_is_an_error_naming_the_slot(url):
+    nowhere = cluster_url("redis-cluster://127.0.0.1:1")
+    with pytest.raises(redis_lib.ConnectionError, match=f"owner of slot {SLOT}"):
+        SlotOwner(nowhere, KEYS.tag).address()
+
+
+@pytest.mark.parametrize("bad", ["redis-cluster://", "redis-cluster://h", "redis-cluster://h:x"])
+def test_a_cluster_url_without_host_and_port_is_refused_by_name(bad):
+    with pytest.raises(ConfigError, match="MIA_REDIS_URL must be redis-cluster://"):
+        redis_client(Settings(redis_url=bad))
+    with pytest.raises(ConfigError, match="MIA_REDIS_URL must be redis-cluster://"):
+        broker_url(Settings(redis_url=bad))
+
+
+def test_kombus_lists_for_the_shared_queue_are_in_the_slot():
+    assert {key_slot(name.encode()) for name in KEYS.queue_lists(SHARED_QUEUE)} == {SLOT}
+    assert {key_slot(k.encode()) for k in (KEYS.unacked, KEYS.result("j"), KEYS.partial("j"))} == {
+        SLOT
+    }
+    assert json.dumps(KEYS.queue_list(SHARED_QUEUE, 9)).startswith('"{mia}:shared')
