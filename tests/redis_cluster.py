@@ -22,9 +22,10 @@ MASTERS = 3
 
 
 class ClusterGroup:
-    def __init__(self, work: Path, masters: int = MASTERS) -> None:
-        self.work, self.binary = work, binary()
+    def __init__(self, work: Path, masters: int = MASTERS, node_timeout_ms: int = 15000) -> None:
+        self.work, self.binary, self.node_timeout_ms = work, binary(), node_timeout_ms
         self.servers: dict[int, subprocess.Popen[bytes]] = {}
+        self._buses: dict[int, int] = {}
         self._nodes: dict[int, redis_lib.Redis] = {}
         try:
             self._start(masters)
@@ -32,24 +33,31 @@ class ClusterGroup:
             self.close()
             raise
 
+    def _node(self) -> int:
+        """Start one empty cluster node; its port."""
+        port, self._buses[port] = free_port(), free_port()
+        self.servers[port] = redis_server.start(
+            port,
+            self.work / f"node-{port}",
+            self.work / f"node-{port}.log",
+            binary=self.binary,
+            args=[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                str(self.node_timeout_ms),
+                "--cluster-port",  # the bus: port + 10,000 by default, past 65,535 for some
+                str(self._buses[port]),
+            ],
+        )
+        return port
+
     def _start(self, masters: int) -> None:
-        buses: dict[int, int] = {}
+        buses = self._buses
         for _ in range(masters):
-            port, buses[port] = free_port(), free_port()
-            self.servers[port] = redis_server.start(
-                port,
-                self.work / f"node-{port}",
-                self.work / f"node-{port}.log",
-                binary=self.binary,
-                args=[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-port",  # the bus: port + 10,000 by default, past 65,535 for some
-                    str(buses[port]),
-                ],
-            )
+            self._node()
         ports = list(self.servers)
         share = SLOTS // masters
         for i, port in enumerate(ports):
@@ -66,6 +74,29 @@ class ClusterGroup:
                 port=port, socket_timeout=2, socket_connect_timeout=2
             )
         return self._nodes[port]
+
+    def add_replica(self, master: int) -> int:
+        """A new node that replicates the master on port ``master``; its port, once the
+        cluster knows it and its first sync is done."""
+        port = self._node()
+        self.node(port).execute_command("CLUSTER", "MEET", "127.0.0.1", master, self._buses[master])
+        wait_for(self._ready, 30, "the cluster to know the new node")
+        master_id = self.node(master).execute_command("CLUSTER", "MYID").decode()
+        self.node(port).execute_command("CLUSTER", "REPLICATE", master_id)
+        wait_for(
+            lambda: self.node(port).info("replication").get("master_link_status") == "up",
+            30,
+            "the replica's first sync",
+        )
+        return port
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (it stays in ``servers``, dead, for ``close``)."""
+        self.servers[port].kill()
+        self.servers[port].wait(10)
+
+    def _live(self) -> list[int]:
+        return [p for p, proc in self.servers.items() if proc.poll() is None]
 
     def _ready(self) -> bool:
         for port in self.servers:
@@ -89,7 +120,7 @@ class ClusterGroup:
 
     def owner_of_slot(self, slot: int) -> int:
         """The port of the master that serves ``slot`` now (as the nodes tell it)."""
-        ranges = self.node(next(iter(self.servers))).execute_command("CLUSTER", "SLOTS")
+        ranges = self.node(self._live()[0]).execute_command("CLUSTER", "SLOTS")
         return next(int(m[1]) for start, end, m, *_ in ranges if start <= slot <= end)
 
     def move_slot(self, slot: int, to: int) -> None:

@@ -17,6 +17,7 @@ import requests
 from redis.crc import key_slot
 
 from scripts.launch import local_settings
+from scripts.processes import wait_for
 from tasks.celery_app import broker_url
 from tasks.cluster import SlotOwner, is_cluster
 from tasks.connections import cluster_url, redis_client
@@ -114,6 +115,33 @@ def test_a_connection_follows_the_slot_to_its_new_owner(cluster, url):
         cluster.move_slot(SLOT, before)  # as the other tests expect it
     finally:
         client.close()
+
+
+def test_the_job_path_follows_a_failover_of_its_node(tmp_path):
+    """SIGKILL the node that owns the slot: the cluster promotes its replica, and the
+    same client writes again without a restart; what it wrote with ``WAIT`` before
+    (as a publish does: tasks.replication) is there."""
+    with ClusterGroup(tmp_path, node_timeout_ms=1000) as group:
+        url = "redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in group.servers)
+        owner = group.owner_of_slot(SLOT)
+        replica = group.add_replica(owner)
+        client = redis_client(Settings(redis_url=url, redis_timeout_s=1.0))
+        try:
+            client.set(KEYS.job("before"), "1")
+            assert client.wait(1, 2000) == 1
+            group.kill(owner)
+
+            def writes() -> bool:
+                try:
+                    return bool(client.set(KEYS.job("after"), "2"))
+                except redis_lib.ConnectionError:
+                    return False
+
+            wait_for(writes, 60, "writes to resume on the promoted replica")
+            assert group.owner_of_slot(SLOT) == replica
+            assert client.get(KEYS.job("before")) == b"1"
+        finally:
+            client.close()
 
 
 def test_no_node_that_answers_is_an_error_naming_the_slot(url):

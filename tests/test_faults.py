@@ -68,7 +68,7 @@ def test_kill_9_a_miner_with_jobs_running_and_queued_loses_none(patient_stack):
     assert len({r["job_id"] for r in results}) == CALLERS
     # Exactly one visible answer: what each caller got is what the store keeps.
     for result in results:
-        stored = json.loads(redis.get(f"celery-task-meta-{result['job_id']}"))
+        stored = json.loads(redis.get(KEYS.result(result["job_id"])))
         assert stored["status"] == "SUCCESS"
         assert stored["result"]["miner_id"] == result["miner_id"]
     rerun = [r for r in results if r["job_id"] in held]

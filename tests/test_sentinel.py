@@ -145,7 +145,7 @@ def test_a_publish_is_confirmed_by_the_replica_in_its_round_trip(settings, maste
     assert (pending.asked, pending.replies[0]) == (1, 1)
     assert pending.address == ("127.0.0.1", group.master_port)
     assert replicas.confirmed(pending)
-    assert replica.llen("q") == 1
+    assert replica.llen(Keys("mia").queue_list("q", 0)) == 1
 
 
 @pytest.fixture

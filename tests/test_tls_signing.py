@@ -144,7 +144,7 @@ def test_clients_celery_and_the_result_store_speak_tls(tls):
         no_cert.ping()
     app = create_celery("tls-test", settings)
     app.send_task(GENERATE, args=[Job(messages=[]).to_payload()], queue="tls-q", retry=False)
-    assert client.llen("tls-q") == 1
+    assert client.llen(KEYS.queue_list("tls-q", 0)) == 1
     app.backend.store_result("tls-job", {"response": "hi"}, "SUCCESS")
     assert app.backend.get_task_meta("tls-job")["result"] == {"response": "hi"}
 
