@@ -2,7 +2,8 @@
 did not declare: the call runs as a Redis ACL user allowed exactly the keys in its
 KEYS (any command, any channel). A key built inside the script, or read from data,
 fails the call with NOPERM, whatever slot it would hash to; that is the rule a Redis
-Cluster (and managed Redis) holds scripts to, checked on one server."""
+Cluster (and managed Redis) holds scripts to, checked on one server. The keys declared
+must also share one slot (a cluster refuses a script whose keys span slots)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis as redis_lib
+from redis.crc import key_slot
 
 from tasks.lua import source
 
@@ -39,6 +41,8 @@ def declared_only(admin: redis_lib.Redis) -> Iterator[Any]:
 
     def run(name: str, keys: list[str], args: list[Any], lua: str = "") -> Any:
         """Script ``name`` (or the Lua ``lua``, when given) on ``keys`` and ``args``."""
+        slots = {key_slot(k.encode()) for k in keys}
+        assert len(slots) <= 1, f"{name or 'the script'} declares keys in slots {slots}: {keys}"
         patterns = [f"~{exact(k)}" for k in keys] or ["resetkeys"]
         admin.execute_command(
             "ACL", "SETUSER", user, "reset", "on", "nopass", "+@all", "&*", *patterns
