@@ -35,7 +35,7 @@ from bench.stack import TOKEN, echo_miner, environment, live_miners
 from scripts import redis_server
 from scripts.launch import ROOT, free_port, local_settings, start_web
 from scripts.processes import stop, wait_for
-from tasks.keys import RESULT_KEY_PREFIX, Keys
+from tasks.keys import Keys
 from tasks.settings import Settings
 
 CLIENTS = 64
@@ -58,7 +58,7 @@ class Observer:
     def __init__(self, client: redis_lib.Redis, keys: Keys) -> None:
         self.count = 0
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        self._pubsub.psubscribe(**{RESULT_KEY_PREFIX + "*": self, keys.stream("*"): self})
+        self._pubsub.psubscribe(**{keys.result("*"): self, keys.stream("*"): self})
         self._thread = self._pubsub.run_in_thread(sleep_time=0.05, daemon=True)
 
     def __call__(self, message: dict[str, Any]) -> None:

@@ -76,8 +76,8 @@ def celery_conf(settings: Settings, stock_transport: bool = False) -> dict[str, 
     if not stock_transport:  # the job path's slot (tasks.keys; the stock bench: none)
         transport["global_keyprefix"] = Keys(settings.key_prefix).broker_prefix
         backend_options["global_keyprefix"] = Keys(settings.key_prefix).broker_prefix
-    if is_cluster(settings.redis_url):  # connections follow that slot's owner
-        transport["cluster_url"] = backend_options["cluster_url"] = settings.redis_url
+        if is_cluster(settings.redis_url):  # connections follow that slot's owner
+            transport["cluster_url"] = backend_options["cluster_url"] = settings.redis_url
     conf: dict[str, Any] = {
         "broker_url": broker_url(settings),
         "broker_transport": None if stock_transport else TRANSPORT,

@@ -25,17 +25,20 @@ import itertools
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import redis
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
-from redis.exceptions import MovedError
+from redis.exceptions import AskError, MovedError, TryAgainError
 from redis.retry import Retry
 
 CLUSTER_SCHEMES = {"redis-cluster": "redis", "rediss-cluster": "rediss"}
 ASK_TIMEOUT_S = 2.0
-MOVED_RETRIES = 3  # a command refused with MOVED, sent again on a new connection
+# A command refused because the slot moved or is moving: sent again on a new
+# connection, after 10, 20, 40 ... ms (at most 0.25 s each, about 1.8 s in all).
+MOVED_RETRIES = 10
+MOVED_BACKOFF_CAP_S = 0.25
 
 
 def is_cluster(url: str) -> bool:
@@ -69,7 +72,7 @@ class ClusterURL:
         """A plain URL of one node (database 0, the only one a cluster has)."""
         auth = ""
         if self.password is not None:
-            auth = f"{self.username or ''}:{self.password}@"
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
         return f"{'rediss' if self.tls else 'redis'}://{auth}{host}:{port}/0"
 
 
@@ -90,9 +93,20 @@ class SlotOwner:
         self.cluster, self.slot = cluster, key_slot(tag.encode())
         self._connect = connect
         self._first = 0
+        self._hint: tuple[str, int] | None = None
         self._lock = threading.Lock()
 
+    def moved_to(self, host: str, port: int) -> None:
+        """A node answered ``MOVED`` naming the new owner: the next connection tries it
+        first (the node asked next may not have heard of the move yet)."""
+        with self._lock:
+            self._hint = (host, port)
+
     def address(self) -> tuple[str, int]:
+        with self._lock:
+            hint, self._hint = self._hint, None
+        if hint is not None:
+            return hint
         errors = []
         count = len(self.cluster.nodes)
         for i in itertools.islice(itertools.count(self._first), count):
@@ -141,7 +155,9 @@ class SlotMoved(redis.ConnectionError):
 
 class _FollowsOwner:
     """A connection that connects to the slot's owner and leaves a node that no longer
-    owns it (``MOVED``) as a lost connection, so the next one asks again."""
+    owns it (``MOVED``) as a lost connection, so the next one asks again. While the
+    slot migrates (``ASK``, ``TRYAGAIN``: a resharding in progress) the command is
+    likewise refused, not run, and sent again after a pause."""
 
     slot_owner: SlotOwner
     host: str
@@ -161,29 +177,40 @@ class _FollowsOwner:
             return super().read_response(*args, **kwargs)  # type: ignore[misc]
         except MovedError as exc:
             self.disconnect()  # type: ignore[attr-defined]
+            self.slot_owner.moved_to(exc.host, int(exc.port))
             raise SlotMoved(
                 f"{self.host}:{self.port} no longer owns the job path's slot ({exc})"
             ) from exc
+        except (AskError, TryAgainError) as exc:
+            self.disconnect()  # type: ignore[attr-defined]
+            raise SlotMoved(f"the job path's slot is migrating ({exc})") from exc
 
 
-class OwnerConnection(_FollowsOwner, redis.Connection):
-    pass
+def following(base: type[Any]) -> type[Any]:
+    """``base`` (kombu's own connection class, say, made for one channel, whose
+    disconnect tells that channel) made to follow the owner: a class per pool."""
+    if issubclass(base, _FollowsOwner):
+        return base
+    return type(f"Owner{base.__name__}", (_FollowsOwner, base), {})
 
 
-class OwnerSSLConnection(_FollowsOwner, redis.SSLConnection):
-    pass
-
-
-def owner_pool_options(cluster: ClusterURL, tag: str, **tls: Any) -> dict[str, Any]:
+def owner_pool_options(
+    cluster: ClusterURL, tag: str, base: type[redis.Connection] | None = None, **tls: Any
+) -> dict[str, Any]:
     """A connection pool's keyword arguments for connections to the owner of ``tag``'s
     slot (host and port are asked each time one connects)."""
+    plain = redis.SSLConnection if cluster.tls else redis.Connection
     return {
-        "connection_class": OwnerSSLConnection if cluster.tls else OwnerConnection,
+        "connection_class": following(base or plain),
         "slot_owner": SlotOwner(cluster, tag, **tls),
         "username": cluster.username,
         "password": cluster.password,
         "db": 0,
-        "retry": Retry(NoBackoff(), MOVED_RETRIES, supported_errors=(SlotMoved,)),
+        "retry": Retry(
+            ExponentialBackoff(cap=MOVED_BACKOFF_CAP_S, base=0.01),
+            MOVED_RETRIES,
+            supported_errors=(SlotMoved,),
+        ),
         **tls,
     }
 
@@ -196,4 +223,6 @@ def owner_pool(url: str, tag: str, params: dict[str, Any]) -> redis.BlockingConn
     tls = {k: v for k, v in params.items() if k.startswith("ssl_")}
     dropped = {"host", "port", "db", "connection_class", "username", "password", "ssl"}
     kept = {k: v for k, v in params.items() if k not in dropped and k not in tls}
-    return redis.BlockingConnectionPool(**kept, **owner_pool_options(cluster, tag, **tls))  # type: ignore[no-untyped-call]
+    base = params.get("connection_class")
+    options = owner_pool_options(cluster, tag, base, **tls)
+    return redis.BlockingConnectionPool(**kept, **options)  # type: ignore[no-untyped-call]

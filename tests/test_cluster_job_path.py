@@ -8,18 +8,22 @@ follow the slot when it moves to another node."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
 import requests
+from kombu import Connection
+from kombu.utils.url import parse_url
 from redis.crc import key_slot
 
 from scripts.launch import local_settings
 from scripts.processes import wait_for
-from tasks.celery_app import broker_url
-from tasks.cluster import SlotOwner, is_cluster
+from tasks.broker.transport import Transport
+from tasks.celery_app import broker_url, celery_conf
+from tasks.cluster import ClusterURL, SlotOwner, is_cluster
 from tasks.connections import cluster_url, redis_client
 from tasks.errors import ConfigError
 from tasks.keys import SHARED_QUEUE, Keys
@@ -98,13 +102,36 @@ def test_the_job_path_runs_on_the_cluster_in_one_slot(cluster, url, tmp_path):
 
 
 def test_a_connection_follows_the_slot_to_its_new_owner(cluster, url):
+    """Moved while a thread writes to it: every write goes through (refused with ASK,
+    TRYAGAIN or MOVED while it moves, and sent again), none twice."""
     settings = Settings(redis_url=url)
     client = redis_client(settings)
+    writes, errors, stop = [0], [], threading.Event()
+
+    def writing() -> None:
+        while not stop.is_set():
+            try:
+                client.incr(KEYS.seq)
+                writes[0] += 1
+            except redis_lib.RedisError as exc:
+                errors.append(exc)
+
+    writer = threading.Thread(target=writing)
     try:
         client.set(KEYS.job("before"), "1")
+        for i in range(50):  # keys to migrate
+            client.set(KEYS.job(f"k{i}"), i)
         before = cluster.owner_of_slot(SLOT)
         after = next(p for p in cluster.servers if p != before)
+        writer.start()
+        wait_for(lambda: writes[0] > 10, 10, "the writer to write")
         cluster.move_slot(SLOT, after)
+        done = writes[0]
+        wait_for(lambda: writes[0] > done + 10, 10, "the writer to go on after the move")
+        stop.set()
+        writer.join(10)
+        assert errors == []
+        assert int(client.get(KEYS.seq)) == writes[0]
         # The old owner answers MOVED: the connection is dropped and the command sent
         # again on a new one, to the owner asked anew.
         assert client.get(KEYS.job("before")) == b"1"
@@ -114,6 +141,7 @@ def test_a_connection_follows_the_slot_to_its_new_owner(cluster, url):
         assert owner.address() == ("127.0.0.1", after)
         cluster.move_slot(SLOT, before)  # as the other tests expect it
     finally:
+        stop.set()
         client.close()
 
 
@@ -148,6 +176,33 @@ def test_no_node_that_answers_is_an_error_naming_the_slot(url):
     nowhere = cluster_url("redis-cluster://127.0.0.1:1")
     with pytest.raises(redis_lib.ConnectionError, match=f"owner of slot {SLOT}"):
         SlotOwner(nowhere, KEYS.tag).address()
+
+
+def test_kombus_channel_keeps_its_own_connection_class_and_follows_the_owner(cluster, url):
+    """kombu's consumer connections tell their channel when they drop; ours add only
+    the owner's address."""
+    settings = Settings(redis_url=url)
+    options = celery_conf(settings)["broker_transport_options"]
+    with Connection(broker_url(settings), transport=Transport, transport_options=options) as conn:
+        channel = conn.default_channel
+        follows = channel.async_pool.connection_class
+        assert "_connparams" in follows.disconnect.__qualname__  # kombu's own disconnect
+        assert follows.connect_check_health.__qualname__.startswith("_FollowsOwner")
+        conn.Producer().publish({"n": 1}, routing_key="pins-q", retry=False)
+        on_owner = cluster.node(cluster.owner_of_slot(SLOT))
+        assert on_owner.llen(KEYS.queue_list("pins-q", 0)) == 1
+
+
+def test_credentials_in_a_node_url_are_quoted_for_kombu_and_celery():
+    cluster = ClusterURL.parse("redis-cluster://u%3A1:p%2Fw%40x%3F@10.0.0.1:7000")
+    assert (cluster.username, cluster.password) == ("u:1", "p/w@x?")
+    found = parse_url(cluster.node_url("10.0.0.2", 7001))
+    assert (found["userid"], found["password"], found["hostname"], found["port"]) == (
+        "u:1",
+        "p/w@x?",
+        "10.0.0.2",
+        7001,
+    )
 
 
 @pytest.mark.parametrize("bad", ["redis-cluster://", "redis-cluster://h", "redis-cluster://h:x"])

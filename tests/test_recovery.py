@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from scripts.processes import wait_for
+from tasks.broker.messages import task_id
 from tasks.celery_app import create_celery
 from tasks.dispatch import Dispatcher
 from tasks.jobs import Job
@@ -17,6 +18,7 @@ from tasks.lua import Scripts
 from tasks.selector import RedisSelector
 from tasks.settings import Settings
 from tests.conftest import expire_heartbeat
+from tests.declared_keys import declared_only
 from web.fleet.recovery import Reaper
 from web.fleet.registry import Heartbeat, Registry
 
@@ -68,6 +70,21 @@ def fleet(celery, redis, settings):
         dispatcher.submit(Job([{"role": "user", "content": f"job {i}"}], model="echo"))
     found.beat("live", slots=100)
     return found
+
+
+def test_a_finished_job_of_a_dead_miner_is_dropped_by_a_call_that_declares_its_keys(fleet, redis):
+    """Its result is stored already: ``recover.lua`` drops it, with no destination,
+    as a Redis ACL user allowed only the keys the call declares, all in one slot."""
+    name = next(n for n in KEYS.queue_lists(queue_for("m0")) if redis.llen(n))
+    done_id = task_id(redis.lindex(name, -1).decode())
+    redis.set(KEYS.result(done_id), json.dumps({"status": "SUCCESS", "task_id": done_id}))
+    expire_heartbeat(redis, KEYS, "m0")
+    with declared_only(redis) as run:
+        checked = lambda name, keys, args: run(name, keys, args)  # noqa: E731
+        reaper = Reaper(redis, checked, KEYS, fleet.settings, fleet.selector)
+        done = reaper()
+    assert (done["finished"], done["moved"]) == (1, 1)
+    assert queued(redis, "m0") == 0 and queued(redis, "live") == 1
 
 
 def test_one_dead_miner_has_its_jobs_moved_at_once(fleet, redis):

@@ -290,7 +290,7 @@ class Reaper:
             keys=[
                 self._keys.unacked if kind == "tag" else source[2],
                 self._keys.unacked_index,
-                dest or SHARED_QUEUE,
+                dest or self._keys.queue_list(SHARED_QUEUE, 0),  # none: only declared
                 self._keys.held(miner_id),
             ],
             args=[kind, where, message, job_id],
