@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_lib
@@ -280,3 +281,12 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 def project(tmp_path: Path) -> str:
     """An MQTT test's project of its own (the restaurant's config), so topics never collide."""
     return project_file(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A three-master Redis Cluster of the test module's own (tests/redis_cluster.py)."""
+    from tests.redis_cluster import ClusterGroup  # it imports this module's helpers
+
+    with ClusterGroup(Path(tmp_path_factory.mktemp("cluster"))) as group:
+        yield group

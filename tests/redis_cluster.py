@@ -10,11 +10,13 @@ from pathlib import Path
 from types import TracebackType
 
 import redis as redis_lib
+import requests
 from redis.cluster import RedisCluster
 
 from scripts import redis_server
 from scripts.launch import free_port
 from scripts.processes import stop, wait_for
+from tasks.keys import Keys
 from tests.sentinel_group import binary
 
 SLOTS = 16384
@@ -66,6 +68,11 @@ class ClusterGroup:
         for port in ports[1:]:
             self.node(ports[0]).execute_command("CLUSTER", "MEET", "127.0.0.1", port, buses[port])
         wait_for(self._ready, 30, "the cluster's nodes to agree on every slot")
+
+    @property
+    def url(self) -> str:
+        """``MIA_REDIS_URL`` (or ``MIA_SESSIONS_REDIS_URL``) naming this cluster."""
+        return "redis-cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.servers)
 
     def node(self, port: int) -> redis_lib.Redis:
         """A plain client of one node (closed by ``close``)."""
@@ -158,3 +165,23 @@ class ClusterGroup:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def two_turn_sessions(base: str, n: int = 4) -> list[str]:
+    """``n`` sessions of two turns each through ``/chat/direct`` at ``base``; their ids."""
+    sessions = [f"s-{i}" for i in range(n)]
+    for session_id in sessions:
+        for message in ("my name is Ada", "what is my name"):
+            body = {"message": message, "session_id": session_id}
+            answer = requests.post(f"{base}/chat/direct", json=body, timeout=60)
+            assert answer.status_code == 200, answer.text
+    return sessions
+
+
+def check_spread(group: ClusterGroup, client: RedisCluster, sessions: list[str]) -> None:
+    """Both turns of each session are kept, and the sessions lie on two shards or more."""
+    keys = Keys("mia")
+    for session_id in sessions:
+        raw = client.get(keys.session("direct", session_id))
+        assert raw is not None and raw.count(b'"role"') == 4  # both turns, in order
+    assert len({group.node_of(keys.session("direct", s)) for s in sessions}) >= 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -32,21 +31,15 @@ from tasks.settings import Settings
 from tests.conftest import TOKEN
 from tests.legacy_client import enqueue, get_work, key_of, submit
 from tests.own_stack import InProcessStack
-from tests.redis_cluster import ClusterGroup
+from tests.redis_cluster import ClusterGroup, check_spread, two_turn_sessions
 
 KEYS = Keys("mia")
 SLOT = key_slot(KEYS.tag.encode())
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterGroup]:
-    with ClusterGroup(Path(tmp_path_factory.mktemp("cluster"))) as group:
-        yield group
-
-
 @pytest.fixture
 def url(cluster: ClusterGroup) -> Iterator[str]:
-    yield "redis-cluster://" + ",".join(f"127.0.0.1:{port}" for port in cluster.servers)
+    yield cluster.url
     cluster.flush()
 
 
@@ -75,12 +68,7 @@ def test_the_job_path_runs_on_the_cluster_in_one_slot(cluster, url, tmp_path):
 
         # A push miner: sessions, then a streamed answer.
         stack.miner("c1")
-        sessions = [f"s-{i}" for i in range(4)]
-        for session_id in sessions:
-            for message in ("my name is Ada", "what is my name"):
-                body = {"message": message, "session_id": session_id}
-                answer = requests.post(f"{stack.base}/chat/direct", json=body, timeout=60)
-                assert answer.status_code == 200, answer.text
+        sessions = two_turn_sessions(stack.base)
         streamed = requests.post(
             f"{stack.base}/chat/direct", json={"message": "a b c", "stream": True}, timeout=60
         )
@@ -94,11 +82,9 @@ def test_the_job_path_runs_on_the_cluster_in_one_slot(cluster, url, tmp_path):
     assert any(n.startswith(KEYS.broker_prefix + "_kombu.binding.") for n in names)
     spread = cluster.client()
     try:
-        found = [spread.get(KEYS.session("direct", s)) for s in sessions]
+        check_spread(cluster, spread, sessions)
     finally:
         spread.close()
-    assert all(raw is not None and raw.count(b'"role"') == 4 for raw in found)
-    assert len({cluster.node_of(KEYS.session("direct", s)) for s in sessions}) >= 2
 
 
 def test_a_connection_follows_the_slot_to_its_new_owner(cluster, url):
@@ -150,7 +136,7 @@ def test_the_job_path_follows_a_failover_of_its_node(tmp_path):
     same client writes again without a restart; what it wrote with ``WAIT`` before
     (as a publish does: tasks.replication) is there."""
     with ClusterGroup(tmp_path, node_timeout_ms=1000) as group:
-        url = "redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in group.servers)
+        url = group.url
         owner = group.owner_of_slot(SLOT)
         replica = group.add_replica(owner)
         client = redis_client(Settings(redis_url=url, redis_timeout_s=1.0))

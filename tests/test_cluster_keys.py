@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import requests
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
@@ -31,18 +29,12 @@ from tasks.lua import Scripts
 from tasks.settings import Settings
 from tests.conftest import TOKEN
 from tests.own_stack import InProcessStack
-from tests.redis_cluster import ClusterGroup
+from tests.redis_cluster import ClusterGroup, check_spread, two_turn_sessions
 from web import create_app
 from web.mqtt.limits import RateLimit, RateLimited
 
 KEYS = Keys("mia")
 FAILURES = 3
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterGroup]:
-    with ClusterGroup(Path(tmp_path_factory.mktemp("cluster"))) as group:
-        yield group
 
 
 @pytest.fixture
@@ -93,8 +85,7 @@ def test_rate_buckets_spread_over_the_shards_and_each_client_is_limited(cluster,
 def test_a_resumed_answer_and_its_result_live_in_the_job_paths_slot(cluster, on_cluster):
     """A job's answer so far and its result are the job path's (tasks.cluster): on the
     node that owns its slot, through the connections that follow it."""
-    nodes = ",".join(f"127.0.0.1:{port}" for port in cluster.servers)
-    client = redis_client(Settings(redis_url=f"redis-cluster://{nodes}"))
+    client = redis_client(Settings(redis_url=cluster.url))
     scripts = Scripts(client)
     try:
         for i in range(6):
@@ -131,23 +122,13 @@ def test_a_web_tier_keeps_its_sessions_on_the_cluster(
 ):
     """MIA_SESSIONS_REDIS_URL: the sessions of /chat/direct live on the cluster, spread
     over its shards; dispatch, results and heartbeats stay on MIA_REDIS_URL."""
-    nodes = ",".join(f"127.0.0.1:{port}" for port in cluster.servers)
     settings = local_settings(
-        tmp_path, 0, TOKEN, redis_url=redis_url, sessions_redis_url=f"redis-cluster://{nodes}"
+        tmp_path, 0, TOKEN, redis_url=redis_url, sessions_redis_url=cluster.url
     )
     stack = InProcessStack(tmp_path, settings)
     try:
         stack.miner("c1")
-        sessions = [f"s-{i}" for i in range(4)]
-        for session_id in sessions:
-            for message in ("my name is Ada", "what is my name"):
-                body = {"message": message, "session_id": session_id}
-                response = requests.post(f"{stack.base}/chat/direct", json=body, timeout=60)
-                assert response.status_code == 200, response.text
-        for session_id in sessions:
-            raw = on_cluster.get(KEYS.session("direct", session_id))
-            assert raw is not None and raw.count(b'"role"') == 4  # both turns, in order
-        assert len({cluster.node_of(KEYS.session("direct", s)) for s in sessions}) >= 2
+        check_spread(cluster, on_cluster, two_turn_sessions(stack.base))
         assert list(redis.scan_iter("mia:session:*")) == []
         assert redis.exists(KEYS.heartbeat("c1")) == 1
     finally:
