@@ -30,6 +30,8 @@ from tests.miner_processes import MinerProcess
 from tests.mqtt_client import MOSQUITTO, PLAIN, Session
 from web.fleet.pieces import Relay
 
+KEYS = Keys("mia")  # the stacks' prefix
+
 WORDS = " ".join(f"w{i}" for i in range(40))
 ANSWER = f"echo: {WORDS}"
 SLOW = {"MIA_ECHO_DELAY_MS": "4000"}  # 100 ms a piece
@@ -209,9 +211,9 @@ def kill_the_miner_running_it(redis, started: dict[str, MinerProcess], chars: in
     """SIGKILL the miner whose job has recorded ``chars`` characters; returns its id."""
 
     def under_way() -> str:
-        for key in redis.scan_iter("mia:partial:*"):
+        for key in redis.scan_iter(KEYS.partial("*")):
             if len(redis.hget(key, "text") or b"") >= chars:
-                return key.decode().rsplit(":", 1)[1].strip("{}")  # mia:partial:{<job>}
+                return key.decode().rsplit(":", 1)[1]  # {mia}:partial:<job>
         return ""
 
     job_id = wait_for(under_way, 30, "an answer under way")
@@ -239,7 +241,7 @@ def test_an_openai_stream_goes_on_from_the_next_word_when_its_miner_dies(api, mi
     assert "".join(text) == ANSWER
     assert [t for t in text if t] == ["echo:", *(f" {w}" for w in WORDS.split())]  # none twice
     assert chunks[-1].mia["miner_id"] != dead  # type: ignore[attr-defined]
-    assert not list(redis.scan_iter("mia:partial:*"))  # gone with the result
+    assert not list(redis.scan_iter(KEYS.partial("*")))  # gone with the result
 
 
 def test_a_plain_call_resumes_from_its_last_checkpoint_when_its_miner_dies(api, miner, redis):
