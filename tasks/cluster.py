@@ -11,9 +11,11 @@ one Redis (a PUBLISH reaches subscribers on every node of a cluster).
 ``MIA_REDIS_URL=redis-cluster://[user:password@]host:port[,host:port...]`` names the
 cluster by a few of its nodes. A connection asks them (``CLUSTER SLOTS``) which
 master owns the slot each time it connects, so after a failover or a resharding the
-next connection goes to the new owner: a command answered ``MOVED`` (the old owner,
-now a replica or no longer holding the slot) drops its connection and is retried by
-the caller like any lost connection. What grows with guests (sessions, turn locks,
+next connection goes to the new owner. A command answered ``MOVED`` (the old owner, now
+a replica or no longer holding the slot), ``ASK`` or ``TRYAGAIN`` (the slot is
+migrating) was not run: the connection drops it and sends it again on a new connection,
+after a short pause (``MOVED_RETRIES``). A node that goes away is a lost connection, for
+the caller to retry as with one Redis. What grows with guests (sessions, turn locks,
 rate buckets) spreads over every shard through a cluster client
 (``tasks.connections.sessions_client``, the same URL unless
 ``MIA_SESSIONS_REDIS_URL`` names another).
