@@ -74,14 +74,15 @@ def celery_conf(settings: Settings, stock_transport: bool = False) -> dict[str, 
         "wait_timeout_ms": settings.redis_wait_timeout_ms,
     }
     if not stock_transport:  # the job path's slot (tasks.keys; the stock bench: none)
-        transport["global_keyprefix"] = Keys(settings.key_prefix).broker_prefix
-        backend_options["global_keyprefix"] = Keys(settings.key_prefix).broker_prefix
+        prefix = Keys(settings.key_prefix).broker_prefix
+        transport["global_keyprefix"] = backend_options["global_keyprefix"] = prefix
         if is_cluster(settings.redis_url):  # connections follow that slot's owner
             transport["cluster_url"] = backend_options["cluster_url"] = settings.redis_url
+    url = broker_url(settings)  # for a cluster, asked of it: once
     conf: dict[str, Any] = {
-        "broker_url": broker_url(settings),
+        "broker_url": url,
         "broker_transport": None if stock_transport else TRANSPORT,
-        "result_backend": backend_url(broker_url(settings)),
+        "result_backend": backend_url(url),
         "broker_transport_options": transport,
         "result_backend_transport_options": backend_options,
         "result_backend_always_retry": True,
