@@ -11,7 +11,7 @@ for the reaper: ``web.fleet.recovery``) and one outcome for the miner's circuit 
   stored (``store_result.lua``, sent for Celery's result backend through
   ``tasks.broker.backend.store_along``); once the result is in, the held note and kombu's
   ``unacked`` entry gone (``settle.lua``: the acknowledgement ``acks_late`` makes
-  after the result, so kombu's own ack then skips Redis: ``tasks.broker.transport``); the
+  after the result, so kombu's own ack then skips Redis: ``tasks.broker.qos``); the
   outcome recorded; the job's answer so far, if it kept one, dropped (``miners.resume``).
   One round trip instead of four. Redis runs one connection's commands in the order
   sent, so the slot is free before the result is published (a
@@ -36,7 +36,7 @@ import redis.client
 from celery import states
 
 from tasks.breaker import Breakers
-from tasks.broker import transport
+from tasks.broker import qos
 from tasks.broker.backend import StoreCall, store_along, take_along
 from tasks.jobs import GENERATE
 from tasks.keys import Keys
@@ -73,7 +73,7 @@ class Bookkeeping:
         self._tags: dict[str, str] = {}  # job id -> kombu delivery tag, while held
 
     def note_held(self, pipe: Any, message: Any, delivery_tag: str) -> None:
-        """kombu hands us a message (``tasks.broker.transport.delivery_notes``, before Celery
+        """kombu hands us a message (``tasks.broker.qos.delivery_notes``, before Celery
         or any thread sees it): for the reaper, this process holds the job
         (web.fleet.recovery); for ``GET /jobs/<id>``, it runs here. Queued on kombu's own
         delivery MULTI, on the consumer's thread, so that no job runs unrecorded."""
@@ -103,6 +103,7 @@ class Bookkeeping:
         job_id, reserved_on, partial = self._local.pending
         ok = state == states.SUCCESS
         tag = self._tags.pop(job_id, None)
+        qos.noted(tag)  # settle.lua removes records the delivery must have written
         pipe = self._redis.pipeline(transaction=False)
         if reserved_on:
             self._slots.queue_release(pipe, reserved_on)
@@ -141,7 +142,7 @@ class Bookkeeping:
                 settled = exc
         if settled == 1:
             if tag is not None:
-                transport.acked(tag)
+                qos.acked(tag)
         else:  # no result when it ran: forget the job now; kombu acknowledges it itself
             self._forget(job_id)
         if isinstance(outcome, redis.exceptions.NoScriptError):
@@ -175,7 +176,7 @@ class Bookkeeping:
         result's round trip did not do already: the slot of a success whose store did
         not go with it, the held note and the outcome."""
         take_along()  # unused steps must not ride on the next result this thread stores
-        self._tags.pop(job_id, None)
+        qos.noted(self._tags.pop(job_id, None))  # the held note is in, to be removed
         pending = getattr(self._local, "pending", None)
         booked = getattr(self._local, "booked", None)
         self._local.pending = self._local.booked = None

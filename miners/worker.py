@@ -30,7 +30,7 @@ from miners.engines import Loaded, load_engine
 from miners.heartbeat import HeartbeatSender, key_file
 from miners.runtime import MinerRuntime
 from tasks import logs, tracing
-from tasks.broker import transport
+from tasks.broker import qos
 from tasks.celery_app import create_celery
 from tasks.errors import ConfigError
 from tasks.jobs import GENERATE
@@ -104,7 +104,7 @@ def _setup_miner(sender: str, instance: Any, **_: Any) -> None:
     app.runtime = MinerRuntime(app.settings, miner_id, loaded)
     if app.runtime.intake.wants_shared():
         app.amqp.queues.select_add(SHARED_QUEUE)
-    transport.delivery_notes[:] = [app.runtime.books.note_held]
+    qos.delivery_notes[:] = [app.runtime.books.note_held]
     log.info("miner %s ready with engine %s", miner_id, app.runtime.engine.name)
     if app.tune_note:
         log.warning("miner %s: %s", miner_id, app.tune_note)

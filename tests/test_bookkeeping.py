@@ -18,7 +18,7 @@ from miners.bookkeeping import Bookkeeping
 from miners.engines.echo import EchoEngine
 from miners.runtime import MinerRuntime
 from tasks.breaker import Breakers
-from tasks.broker import transport
+from tasks.broker import qos, transport
 from tasks.broker.backend import StoreCall, take_along
 from tasks.jobs import GENERATE, Job
 from tasks.keys import Keys
@@ -95,7 +95,7 @@ def test_a_success_settles_slot_result_note_ack_and_outcome_in_the_results_round
     assert not redis.hexists(keys.held("m"), "job-1")
     assert not redis.zscore(KEYS.unacked_index, "tag-1")
     assert not redis.hexists(KEYS.unacked, "tag-1")
-    assert "tag-1" in transport._settled  # kombu's ack of it skips Redis
+    assert "tag-1" in qos._settled  # kombu's ack of it skips Redis
     assert not redis.hget(keys.failstreak, "m")  # a success ends the streak
     redis.hset(keys.held("m"), "job-2", "2|boot-1")
     books.finished("job-1", ok=True)  # task_postrun: nothing left to do for job-1
@@ -126,7 +126,7 @@ def test_a_job_off_shared_without_a_slot_settles_in_the_results_round_trip_too(
     assert calls == ["queued"] and rounds == [3]  # store, settle, outcome: one round trip
     assert redis.exists(KEYS.result("job-1"))
     assert not redis.hexists(keys.held("m"), "job-1") and not redis.hexists(KEYS.unacked, "tag-3")
-    assert "tag-3" in transport._settled
+    assert "tag-3" in qos._settled
     assert int(redis.hget(keys.inflight, "m")) == 1
 
 
@@ -231,7 +231,7 @@ def test_without_a_stored_result_the_job_stays_recoverable(redis, parts):
         StoreCall(queue=stores_nothing, alone=lambda: None, replicas=Replicas(redis, 0, 500)),
     )
     assert redis.hexists(KEYS.unacked, "tag-2")  # kombu acknowledges it itself, as usual
-    assert "tag-2" not in transport._settled
+    assert "tag-2" not in qos._settled
 
 
 def test_kombus_ack_of_a_settled_delivery_skips_redis(redis_url, redis):
@@ -247,12 +247,12 @@ def test_kombus_ack_of_a_settled_delivery_skips_redis(redis_url, redis):
         assert redis.hexists(KEYS.unacked, tag)
         redis.zrem(KEYS.unacked_index, tag)
         redis.hdel(KEYS.unacked, tag)  # as settle.lua does
-        transport.acked(tag)
+        qos.acked(tag)
 
         def no_round_trip(*_args: object, **_kwargs: object) -> None:
             raise AssertionError("acknowledged in Redis again")
 
         channel.qos._remove_from_indices = no_round_trip
         message.ack()
-        assert tag not in transport._settled
+        assert tag not in qos._settled
         assert tag in channel.qos._dirty  # kombu's own bookkeeping of the ack is done

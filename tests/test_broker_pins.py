@@ -47,6 +47,10 @@ class A:
 # instance of, or the value it must have.
 PINS: dict[str, object] = {
     "kombu.transport.redis.QoS.append": "(self, message, delivery_tag)",
+    "kombu.transport.redis.Channel.basic_consume": "(self, queue, *args, **kwargs)",
+    "kombu.transport.virtual.Channel.basic_consume": (
+        "(self, queue, no_ack, callback, consumer_tag, **kwargs)"
+    ),
     "kombu.transport.redis.Channel.global_keyprefix": "",
     "kombu.transport.redis.QoS.unacked_key": A(cached_property),
     "kombu.transport.redis.QoS.unacked_index_key": A(cached_property),
@@ -104,12 +108,14 @@ ON_INSTANCES = {
     "kombu.transport.redis.Channel._sentinel_manager",
     "kombu.transport.redis.Channel._async_sentinel_manager",
     "kombu.connection.Connection.alt",
+    "kombu.transport.virtual.Transport._callbacks",  # tests/test_delivery_records.py
 }
 # Our overrides, with the stock method each one replaces (same parameters).
 OVERRIDES = [
     (transport.QoS.append, kombu_redis.QoS.append),
     (transport.QoS.ack, kombu_redis.QoS.ack),
     (transport.QoS.reject, kombu_redis.QoS.reject),
+    (transport.Channel.basic_consume, kombu_redis.Channel.basic_consume),
     (transport.Channel._get_pool, kombu_redis.Channel._get_pool),
     (transport.Channel.conn_or_acquire, kombu_redis.Channel.conn_or_acquire),
     (transport.Channel._put, kombu_redis.Channel._put),

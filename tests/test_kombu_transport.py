@@ -16,7 +16,7 @@ from kombu import Connection
 from kombu.utils.functional import retry_over_time
 
 import miners.tasks  # noqa: F401 - registers mia.generate, which Celery's Request looks up
-from tasks.broker import transport
+from tasks.broker import qos, transport
 from tasks.broker.layout import KOMBU_PRIORITY_STEPS, list_for, queue_lists, unacked_message
 from tasks.broker.transport import confirming
 from tasks.dispatch import MAX_PRIORITY
@@ -54,7 +54,7 @@ def ours(redis_url: str, redis: redis_lib.Redis) -> Iterator[Connection]:
 def test_kombu_notes_a_delivery_in_unacked_as_our_qos_writes_it(stock, ours, redis, monkeypatch):
     """Stock kombu's ``QoS.append`` and ours (``_note_delivery``) write the same bytes,
     so kombu's visibility timeout, our reaper and ``settle.lua`` read both alike."""
-    monkeypatch.setattr(transport, "delivery_notes", [])
+    monkeypatch.setattr(qos, "delivery_notes", [])
     channel = stock.default_channel
     publish(stock, {"n": 1}, priority=5)
     listed = redis.lindex(KEYS.queue_list(QUEUE, 5), 0)
@@ -79,7 +79,7 @@ def test_kombu_notes_a_delivery_in_unacked_as_our_qos_writes_it(stock, ours, red
 
 def test_kombu_puts_back_a_delivery_our_qos_noted(stock, ours, redis, monkeypatch):
     """A miner that dies leaves its entry; kombu's visibility timeout restores it."""
-    monkeypatch.setattr(transport, "delivery_notes", [])
+    monkeypatch.setattr(qos, "delivery_notes", [])
     channel = stock.default_channel
     publish(stock, {"n": 1}, priority=5)
     message = channel.basic_get(QUEUE, no_ack=True)

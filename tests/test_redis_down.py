@@ -3,12 +3,13 @@ a message a miner took off its queue just before is kept."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
 import pytest
 import redis as redis_lib
-from kombu import Connection
+from kombu import Connection, Queue
 
 from scripts import redis_server
 from scripts.launch import free_port
@@ -32,6 +33,15 @@ def own_redis(tmp_path):
 
         def up(self) -> None:
             procs.append(redis_server.start(port, tmp_path / "redis"))
+
+        def pause(self) -> None:
+            """Stopped (SIGSTOP): what it is sent waits, unread."""
+            procs[-1].send_signal(signal.SIGSTOP)
+
+        def kill(self) -> None:
+            """Gone at once, without running what it was sent."""
+            procs[-1].kill()
+            procs[-1].wait()
 
     yield Server()
     for proc in procs:
@@ -118,4 +128,44 @@ def test_a_message_taken_off_its_queue_as_redis_goes_away_is_kept(own_redis):
         client = redis_lib.Redis.from_url(own_redis.url)
         assert client.llen("q") == 0  # off its list before Redis went away
         assert client.hexists("unacked", message.delivery_tag)
+        client.close()
+
+
+def test_a_delivery_whose_records_went_unanswered_writes_them_again(own_redis):
+    """The delivery's MULTI is sent, then Redis goes away without running it: the job
+    was handed over already, and the records are written again once Redis is back,
+    so the message is never only in this process."""
+    refused = threading.Event()
+    handed: list[str] = []
+    options = {"delivery_retry_s": 60}
+    with Connection(
+        own_redis.url, transport=transport.Transport, transport_options=options
+    ) as conn:
+        channel = conn.default_channel
+        qos = channel.qos
+        send, note = qos._send, qos._note_delivery
+
+        def sent_then_redis_goes(*args: object) -> bool:
+            own_redis.pause()
+            assert send(*args), "the MULTI was not sent"
+            own_redis.kill()  # it never ran the MULTI, nor answered it
+            return True
+
+        def noted(*args: object) -> None:
+            try:
+                note(*args)
+            except redis_lib.ConnectionError:
+                if not refused.is_set():
+                    refused.set()
+                    own_redis.up()  # on this thread: see the basic_get test above
+                raise
+
+        qos._send, qos._note_delivery = sent_then_redis_goes, noted
+        conn.Producer().publish("hi", routing_key="q", retry=False, declare=[Queue("q")])
+        with conn.Consumer(Queue("q"), callbacks=[lambda _, m: handed.append(m.delivery_tag)]):
+            conn.drain_events(timeout=10)
+        assert handed and refused.is_set()  # handed over, then waited for Redis
+        client = redis_lib.Redis.from_url(own_redis.url)
+        assert client.hexists("unacked", handed[0])
+        assert client.zscore("unacked_index", handed[0]) is not None
         client.close()

@@ -10,11 +10,18 @@ API, attribute or format it depends on, and why. ``tests/test_broker_pins.py``,
 installed versions and fail naming it; after upgrading either, re-check this list
 against the new code.
 
-``transport.py``: kombu's Redis transport, subclassed (``broker_transport``).
+``transport.py``: kombu's Redis transport, subclassed (``broker_transport``), with its
+delivery bookkeeping (``QoS``) in ``qos.py``.
 
 - ``kombu.transport.redis.QoS.append``: overridden; it writes the same two records as
   kombu (the message in ``unacked``, its time in ``unacked_index``) in one MULTI, adds
   the miner's held note to that MULTI, and waits for Redis if it went away meanwhile.
+  Inside kombu's consumer callback the MULTI is sent here and its answer read after
+  the callback (``QoS.confirm``), so the job is handed over meanwhile.
+- ``kombu.transport.redis.Channel.basic_consume``: overridden to wrap the delivery
+  callback kombu registers for the queue; ``kombu.transport.virtual.Channel.basic_consume``
+  registers it in ``kombu.transport.virtual.Transport._callbacks`` (queue -> callback),
+  a closure that calls ``QoS.append`` and then the consumer's callback.
 - ``kombu.transport.redis.Channel.global_keyprefix``: kombu's key prefix (the job
   path's tag, ``tasks.celery_app``). kombu's client prefixes the names it is given, so
   that MULTI goes through a plain client on the same connections, with whole names,

@@ -1,5 +1,5 @@
-"""kombu's Redis transport with two changes: reuse the channel's Redis client, and
-wait for a pooled connection instead of failing.
+"""kombu's Redis transport: one Redis client per channel, a pool that waits for a
+connection instead of failing, and the delivery's bookkeeping of ``tasks.broker.qos``.
 
 - Stock kombu builds a new ``redis.Redis`` object (on the same connection pool) for
   every publish and every acknowledgement bookkeeping step; building one costs more
@@ -11,20 +11,13 @@ wait for a pooled connection instead of failing.
   then fails with 503. A ``BlockingConnectionPool`` makes the extra threads wait (up
   to ``pool_timeout`` seconds) for a connection instead.
 
-- A miner notes each job it receives as held by this process (``miners.runtime``,
-  for the reaper). kombu already writes the message to its ``unacked`` hash on
-  delivery, in a MULTI on the consumer's one thread; ``delivery_notes`` lets the miner
-  add its commands to that same MULTI instead of a round trip of its own after it.
-  Both records then exist together or not at all.
-- A miner removes a job's ``unacked`` entry itself, in the round trip that stores the
-  job's result (``Keys.unacked``, ``acked``; ``miners.bookkeeping``): after the result,
-  as ``acks_late`` wants, and without a round trip of its own on the consumer's
-  thread. kombu's acknowledgement of that delivery then skips Redis.
-- kombu takes a message off its list (``BRPOP``) and then, in a second round trip,
-  writes it to ``unacked``. If Redis goes away between the two, the message exists
-  only in this process: stock kombu raises, and the job is gone. Here the delivery
-  waits for Redis to come back (up to ``delivery_retry_s``) and then goes on, so the
-  job runs. Seen in the Redis-restart fault test (tests/test_faults.py).
+- The delivery's bookkeeping (``tasks.broker.qos``): kombu's ``unacked`` record and the
+  miner's held note in one MULTI (``delivery_notes``), sent before Celery takes the
+  message and read after it handed the job over; a job's ``unacked`` entry removed
+  with its result, so kombu's ack skips Redis (``acked``); and a delivery that Redis
+  went away from waits for it (up to ``delivery_retry_s``) instead of losing the job
+  (seen in the Redis-restart fault test, tests/test_faults.py).
+  ``Channel.basic_consume`` wraps kombu's delivery callback for that.
 
 - A job is accepted only once a Redis replica has it (``tasks.replication``): the
   publish a dispatcher wraps in ``confirming`` sends ``WAIT`` after its ``LPUSH``, in the
@@ -40,8 +33,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,24 +41,15 @@ from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
-from kombu.transport import virtual
-from kombu.utils.functional import retry_over_time
 from kombu.utils.json import dumps
 from redis.sentinel import Sentinel
 
+from tasks.broker.qos import QoS
 from tasks.cluster import owner_pool
 from tasks.replication import Pending, Replicas
 from tasks.sentinel import BlockingSentinelPool, SentinelURL
 
 log = logging.getLogger(__name__)
-
-# Called with kombu's delivery pipeline (a MULTI), the message and its delivery tag:
-# add commands to the pipeline, do not execute it.
-DeliveryNote = Callable[[Any, Any, str], None]
-delivery_notes: list[DeliveryNote] = []
-# Delivery tags whose unacked entry a miner removed already (``acked``).
-_settled: set[str] = set()
-
 
 _confirm = threading.local()
 
@@ -92,67 +75,6 @@ def confirming(replicas: Replicas) -> Iterator[Confirmation]:
         _confirm.pending = None
 
 
-def acked(delivery_tag: str) -> None:
-    """The delivery's unacked entry is gone already: kombu's ack of it skips Redis."""
-    _settled.add(delivery_tag)
-
-
-class QoS(kombu_redis.QoS):
-    def append(self, message: Any, delivery_tag: str) -> None:
-        """kombu's delivery bookkeeping (the message in ``unacked``, by time in its
-        index) plus every ``delivery_notes`` entry, in one MULTI; retried while Redis
-        is away, since the message is already off its list."""
-        job, waited = message.headers.get("id", delivery_tag), False
-
-        def waiting(exc: Exception, intervals: Iterator[float], retries: int) -> float:
-            nonlocal waited
-            if not waited:
-                log.warning("job %s taken off its queue; waiting for Redis (%s)", job, exc)
-                waited = True
-            return next(intervals)
-
-        try:
-            retry_over_time(  # type: ignore[no-untyped-call]
-                self._note_delivery,
-                (redis.ConnectionError, redis.TimeoutError),
-                (message, delivery_tag),
-                errback=waiting,
-                interval_start=0.05,
-                interval_step=0.2,
-                interval_max=1.0,
-                timeout=self.channel.delivery_retry_s,
-            )
-        except (redis.ConnectionError, redis.TimeoutError):
-            log.error("job %s lost: off its queue, and Redis did not come back", job)
-            raise
-        if waited:
-            log.warning("job %s noted as delivered: Redis is back", job)
-        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
-
-    def _note_delivery(self, message: Any, delivery_tag: str) -> None:
-        delivery = message.delivery_info
-        raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])  # type: ignore[no-untyped-call]
-        prefix = self.channel.global_keyprefix
-        index, unacked = prefix + self.unacked_index_key, prefix + self.unacked_key
-        pipe = self.channel.plain_client.pipeline()  # the notes' keys are whole names
-        pipe.zadd(index, {delivery_tag: time.time()})
-        pipe.hset(unacked, delivery_tag, raw)
-        for note in delivery_notes:
-            note(pipe, message, delivery_tag)
-        pipe.execute()
-
-    def ack(self, delivery_tag: str) -> None:
-        if delivery_tag in _settled:  # removed from unacked with the job's result
-            _settled.discard(delivery_tag)
-            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
-            return
-        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
-
-    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        _settled.discard(delivery_tag)
-        super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
-
-
 class Channel(kombu_redis.Channel):
     QoS = QoS
     from_transport_options = (  # type: ignore[assignment]
@@ -164,6 +86,24 @@ class Channel(kombu_redis.Channel):
     pool_timeout = 5.0
     delivery_retry_s = 300.0  # as long as the result backend retries a store
     cluster_url = ""  # MIA_REDIS_URL when it names a Redis Cluster (tasks.cluster)
+
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        """kombu's; its delivery callback for ``queue`` wrapped so that the delivery's
+        records are sent before Celery takes the message and confirmed after it handed
+        the job over (``tasks.broker.qos``)."""
+        consumed = super().basic_consume(queue, *args, **kwargs)  # type: ignore[no-untyped-call]
+        deliver, qos = self.connection._callbacks[queue], self.qos
+
+        def delivered(raw: Any) -> Any:
+            qos.defer = True
+            try:
+                return deliver(raw)
+            finally:
+                qos.defer = False
+                qos.confirm()
+
+        self.connection._callbacks[queue] = delivered
+        return consumed
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
         params = self._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
