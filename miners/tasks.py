@@ -8,6 +8,7 @@ from celery import Task, shared_task
 from celery.exceptions import Ignore
 
 from miners.resume import Superseded
+from tasks.broker.messages import RESERVED_HEADER, holding
 from tasks.jobs import GENERATE, LOAD_MODEL, UNLOAD_MODEL
 
 
@@ -21,6 +22,8 @@ def generate(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     earlier attempt began; one that a newer attempt took over ends storing nothing."""
     runtime = _runtime(self)
     delivery = self.request.delivery_info or {}
+    reserved = getattr(self.request, RESERVED_HEADER, None)
+    payload = holding(payload, reserved, delivery.get("routing_key"))
     rerun = bool(self.request.retries or delivery.get("redelivered"))
     try:
         result: dict[str, Any] = runtime.run(payload, rerun)

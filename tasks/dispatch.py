@@ -40,7 +40,7 @@ from tasks.jobs import Job
 from tasks.keys import SHARED_QUEUE, queue_for
 from tasks.logs import request_id
 from tasks.replication import Pending, Replicas
-from tasks.selector import DRAINED, UNSERVED, MinerSelector
+from tasks.selector import DRAINED, UNSERVED, MinerSelector, Publish, RedisSelector
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,9 @@ class Dispatcher:
     ) -> None:
         self._publisher = Publisher(celery)
         self._selector = selector
+        # reserve.lua publishes the job in the choice's round trip (not with a WAIT for
+        # replicas, which must follow the publish on its connection: two round trips)
+        self._fusing = selector if isinstance(selector, RedisSelector) else None
         self._known_models = known_models
         self._replicas = replicas
 
@@ -91,8 +94,13 @@ class Dispatcher:
             return self._submit(job, shared_only)
 
     def _submit(self, job: Job, shared_only: bool) -> Dispatched:
+        job = replace(job, request_id=job.request_id or request_id.get())
+        publish = self._fused(job)
         try:
-            miner_id = self._selector.choose(job, shared_only)
+            if publish is not None and self._fusing is not None:
+                miner_id = self._fusing.choose(job, shared_only, publish=publish)
+            else:
+                miner_id = self._selector.choose(job, shared_only)
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"Redis does not answer: {exc}") from exc
         if miner_id == DRAINED:
@@ -107,10 +115,10 @@ class Dispatcher:
             if job.model in self._known_models():
                 raise ModelNotLoaded(job.model)
             raise ModelNotServed(job.model)
-        reserved = replace(job, reserved_on=miner_id, request_id=job.request_id or request_id.get())
         queue = queue_for(miner_id) if miner_id else SHARED_QUEUE
         try:
-            self._publish(reserved, queue)
+            if publish is None or not publish.sent:
+                self._publish(replace(job, reserved_on=miner_id), queue)
         except NotReplicated:
             raise  # on the master, maybe run by now: its slot is its own
         except Exception as exc:
@@ -125,6 +133,13 @@ class Dispatcher:
             except redis.RedisError:  # the job is queued; pollers find it on their next poll
                 log.warning("could not wake legacy miners for job %s", job.job_id)
         return Dispatched(job.job_id, queue, miner_id)
+
+    def _fused(self, job: Job) -> Publish | None:
+        """The job's message for ``reserve.lua`` to publish (``Publisher.fused``), or None
+        where it is published after the choice."""
+        if self._fusing is None or (self._replicas is not None and self._replicas.wanted):
+            return None
+        return self._publisher.fused(job, MAX_PRIORITY - job.priority, self._headers(job))
 
     def _publish(self, job: Job, queue: str) -> None:
         """Publish; with replicas to wait for, a WAIT follows in the same round trip
@@ -148,11 +163,15 @@ class Dispatcher:
         raise NotReplicated(job.job_id, why)
 
     def _send(self, job: Job, queue: str) -> None:
+        self._publisher.send(job, queue, MAX_PRIORITY - job.priority, self._headers(job))
+
+    @staticmethod
+    def _headers(job: Job) -> dict[str, str]:
         # the trace continues in the task on the miner; mia_reply: the waiting replica's
         # channel, for the Lua scripts that read raw messages (``expire.lua``)
         headers: dict[str, str] = {"mia_reply": job.reply_to} if job.reply_to else {}
         tracing.inject(headers)
-        self._publisher.send(job, queue, MAX_PRIORITY - job.priority, headers)
+        return headers
 
     def _release_quietly(self, miner_id: str) -> None:
         try:

@@ -17,14 +17,31 @@ import redis.client
 
 from tasks.index_records import IndexChanging, indexed_models, remember
 from tasks.jobs import Job
-from tasks.keys import MINER_QUEUE_PREFIX, SHARED_QUEUE, Keys, text
+from tasks.keys import MINER_QUEUE_PREFIX, SHARED_QUEUE, Keys, queue_for, text
 from tasks.lua import Scripts
 
 WAKE_TOKENS_KEPT = 1000
 UNSERVED = "!unserved"  # reserve.lua's answer when no live miner serves the model
 DRAINED = "!drained"  # ... when every live miner serving it (or the target) is drained
 REFUSED = (UNSERVED, DRAINED)  # answers that reserve nothing: the job is not queued
+REFUSED_ANSWERS = (UNSERVED.encode(), DRAINED.encode(), *REFUSED)  # as Redis may say them
 MODELS_DECLARED_MAX = 1000  # models whose index sets a reservation declares, at most
+# Miner queues whose lists a reservation that publishes declares, at most: past it, the
+# job is published after the choice, in a round trip of its own.
+QUEUES_DECLARED_MAX = 64
+
+
+@dataclass
+class Publish:
+    """A task message for ``reserve.lua`` to push where it chooses, in the same call:
+    ``queue_token`` and ``miner_token`` stand for the queue and the reserved miner in
+    it; ``suffix`` ends the name of the list (the priority step). ``sent``: it was."""
+
+    message: str
+    queue_token: str
+    miner_token: str
+    suffix: str
+    sent: bool = False
 
 
 class MinerSelector(Protocol):
@@ -86,11 +103,17 @@ class RedisSelector:
         self._models: frozenset[str] | None = None
         self._learning = threading.Lock()
         self._shared_lists = keys.queue_lists(SHARED_QUEUE)
+        self._queues: frozenset[str] = frozenset()  # miners whose queues a publish declares
 
-    def choose(self, job: Job, shared_only: bool = False, exclude: str = "") -> str | None:
+    def choose(
+        self, job: Job, shared_only: bool = False, exclude: str = "", publish: Publish | None = None
+    ) -> str | None:
         """Reserve a slot on the best miner (never ``exclude``), or record that the job
         goes to ``shared``; ``UNSERVED`` when no live miner serves its model, ``DRAINED``
-        when every one that does (or the job's target device) is drained."""
+        when every one that does (or the job's target device) is drained. With
+        ``publish``, its message goes on the queue chosen in the same call (unless more
+        miner queues would have to be declared than ``QUEUES_DECLARED_MAX``): its
+        ``sent`` says whether it did."""
         record = json.dumps({"accepted_at": job.accepted_at, "model": job.model})
         keys = [
             self._keys.picks,
@@ -121,15 +144,35 @@ class RedisSelector:
             len(self._shared_lists),
             "1" if named else "0",
         ]
+        if publish is not None:
+            args += [publish.message, publish.queue_token, publish.miner_token, publish.suffix]
         if self._models is None:  # once: the models of the fleet as indexed now
             self._learn([text(r) for r in self._redis.hvals(self._keys.indexed)])
-        for _ in range(3):  # again with the index sets of a miner it met (``reserve.lua``)
+        for _ in range(4):  # again with what it met: a miner's index sets, or queue
             sets = self._keys.index_sets([job.model, *(self._models or ())])
-            picked = self._scripts("reserve", keys=keys + sets, args=args)
+            lists = self._queue_lists(publish.suffix) if publish is not None else []
+            picked = self._scripts("reserve", keys=keys + sets + lists, args=args)
             if not isinstance(picked, list):
+                if publish is not None:
+                    publish.sent = picked not in REFUSED_ANSWERS
                 return text(picked) if picked else None
-            self._learn([text(picked[1])])
+            if text(picked[0]) == "!queue":
+                if not self._learn_queue(text(picked[1])):
+                    return self.choose(job, shared_only, exclude)  # too many to declare
+            else:
+                self._learn([text(picked[1])])
         raise IndexChanging("the dispatch index records kept naming new models")
+
+    def _queue_lists(self, suffix: str) -> list[str]:
+        return [self._keys.broker_prefix + queue_for(m) + suffix for m in self._queues]
+
+    def _learn_queue(self, miner_id: str) -> bool:
+        """Declare ``miner_id``'s queue from now on; False past ``QUEUES_DECLARED_MAX``."""
+        with self._learning:
+            if len(self._queues) >= QUEUES_DECLARED_MAX:
+                return False
+            self._queues = self._queues | {miner_id}
+            return True
 
     def _learn(self, records: Iterable[str]) -> None:
         """Add the models these index records name to those a reservation declares

@@ -16,9 +16,24 @@ from typing import Any
 from kombu.utils.json import dumps
 
 from tasks.jobs import GENERATE, Job
+from tasks.keys import queue_for
 
 # What Celery's ``send_task`` puts in a message's body after the args and kwargs.
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+# The header that names the miner whose slot a job holds when ``reserve.lua`` published
+# it (``tasks.broker.publish.Publisher.fused``): its body, base64, cannot be filled in.
+RESERVED_HEADER = "mia_reserved"
+
+
+def holding(
+    payload: dict[str, Any], reserved: str | None, routing_key: str | None
+) -> dict[str, Any]:
+    """The job's payload with the slot it holds: its own ``reserved_on``, else the miner
+    ``RESERVED_HEADER`` names while the message is on that miner's queue (a copy sent
+    elsewhere, by a retry or the reaper, says in its body what it holds)."""
+    if payload.get("reserved_on") or not reserved or routing_key != queue_for(reserved):
+        return payload
+    return {**payload, "reserved_on": reserved}
 
 
 class BadMessage(ValueError):

@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from typing import Any
 
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
+from kombu.utils.json import dumps
 
-from tasks.broker.messages import argsrepr, task_message
+from tasks.broker.layout import list_for
+from tasks.broker.messages import RESERVED_HEADER, argsrepr, task_message
 from tasks.jobs import GENERATE, Job
+from tasks.keys import SHARED_QUEUE
+from tasks.selector import Publish
 
 
 def builds_celerys_message(celery: Celery) -> bool:
@@ -70,6 +75,23 @@ class Publisher:
             return
         message = task_message(job, queue, priority, headers, self._origin, self._celery.thread_oid)
         self._broker_channel()._put(queue, message)
+
+    def fused(self, job: Job, priority: int, headers: dict[str, str]) -> Publish | None:
+        """The message of ``job`` for ``reserve.lua`` to publish where it chooses, in
+        the same call (``tasks.selector.Publish``); None where this app's message is
+        not built here (``send_task`` publishes it). Its queue and the miner whose slot
+        it holds are placeholders in it; the miner is named in the ``mia_reserved``
+        header, since the body (base64) cannot be filled in (``miners.tasks``)."""
+        if not self._direct:
+            return None
+        token = uuid.uuid4().hex
+        queue_token, miner_token = f"mia-queue-{token}", f"mia-miner-{token}"
+        headers = {**headers, RESERVED_HEADER: miner_token}
+        message = task_message(
+            job, queue_token, priority, headers, self._origin, self._celery.thread_oid
+        )
+        suffix = list_for(SHARED_QUEUE, priority)[len(SHARED_QUEUE) :]
+        return Publish(dumps(message), queue_token, miner_token, suffix)  # type: ignore[no-untyped-call]
 
     def _broker_channel(self) -> Any:
         """The broker channel of this process (a forked child opens its own)."""

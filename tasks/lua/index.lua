@@ -53,13 +53,18 @@ end
 -- before they write anything, and refuse with the miner's record otherwise: the caller
 -- calls again with the sets that record names).
 local idx_keys  -- the call's keys as a set, built on the first check
-local function idx_declared(prefix, models)
+-- Whether the call declared `key`.
+local function key_declared(key)
   if not idx_keys then
     idx_keys = {}
-    for _, key in ipairs(KEYS) do idx_keys[key] = true end
+    for _, k in ipairs(KEYS) do idx_keys[k] = true end
   end
+  return idx_keys[key] == true
+end
+
+local function idx_declared(prefix, models)
   for _, set in ipairs(idx_sets(prefix, models)) do
-    if not idx_keys[set] then return false end
+    if not key_declared(set) then return false end
   end
   return true
 end

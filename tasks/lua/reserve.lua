@@ -18,6 +18,14 @@
 -- ARGV[8] a miner id: only that miner may take the job (on its own queue even when
 --         its slots are full); '' = any
 -- ARGV[9] a miner id not to choose (a retry after that miner failed); '' = none
+-- ARGV[13] the job's task message ('' = the caller publishes it after this call), with
+--         ARGV[14] in place of its queue and ARGV[15] in place of the miner it holds a
+--         slot of; ARGV[16] the priority step's suffix of the list it goes on. The
+--         message is pushed, placeholders filled, on the list of the queue chosen, in
+--         this call: one round trip for the choice and the publish. Every list it may
+--         go on is declared: the shared queue's, and the miner queues' the caller knows
+--         of; when the miner chosen is not among them, nothing is written and the answer
+--         is {'!queue', that miner}: the caller calls again declaring its list too.
 --
 -- Every key it touches is declared (Redis Cluster; docs/scaling.md): per-miner state
 -- is read from hashes, not from a key per miner. When the miner chosen would have it
@@ -64,6 +72,7 @@ local INFLIGHT, BEATS, DRAINED, INDEXED = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local nshared = tonumber(ARGV[11])
 local affine = ARGV[12] == '1' and KEYS[9 + nshared] or nil
 local PAGE = 2  -- two real miners fill the first page: the same work as with no others
+local message = ARGV[13] or ''
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -208,6 +217,9 @@ if best and not refusal then
   local _, _, models = idx_parse(indexed)
   if models and not idx_declared(prefix, models) then return {'!sets', indexed} end
 end
+local queue = best and (ARGV[6] .. best) or ARGV[5]
+local list = prefix .. ':' .. queue .. (ARGV[16] or '')
+if message ~= '' and not refusal and not key_declared(list) then return {'!queue', best} end
 
 -- The reading is done and every set it writes is declared: now the writes.
 for _, id in ipairs(stale) do redis.call('ZREM', index, id) end
@@ -237,4 +249,14 @@ else
   record.queue = ARGV[5]
 end
 redis.call('SET', KEYS[3], cjson.encode(record), 'EX', tonumber(ARGV[4]))
+if message ~= '' then
+  -- Each placeholder is once in the message (a random token): fill it with the value
+  -- as a JSON string holds it.
+  local function fill(text, token, value)
+    local from, to = string.find(text, token, 1, true)
+    return string.sub(text, 1, from - 1) .. string.sub(cjson.encode(value), 2, -2)
+      .. string.sub(text, to + 1)
+  end
+  redis.call('LPUSH', list, fill(fill(message, ARGV[14], queue), ARGV[15], best or ''))
+end
 return best or false

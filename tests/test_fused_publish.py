@@ -1,0 +1,136 @@
+"""Dispatch's choice and publish in one round trip: ``reserve.lua`` pushes the job's
+message (``Publisher.fused``) on the list of the queue it chose, its placeholders filled.
+The message is the one the two-step publish writes, its reservation in a header; the
+call still declares every key it touches (a miner queue it did not know of first
+answers ``!queue``); past ``QUEUES_DECLARED_MAX`` the job is published after the choice;
+and a miner reads the reservation only on the queue it names."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from celery import Celery
+
+from tasks import selector as selector_module
+from tasks.broker.messages import RESERVED_HEADER, holding
+from tasks.broker.publish import Publisher
+from tasks.dispatch import MAX_PRIORITY, Dispatcher
+from tasks.jobs import Job
+from tasks.keys import SHARED_QUEUE, Keys
+from tasks.lua import Scripts
+from tasks.selector import RedisSelector
+from tests.declared_keys import declared_only
+from web.fleet.registry import Heartbeat, Registry
+
+KEYS = Keys("mia")
+
+
+def said(text: str, **fields: Any) -> Job:
+    return Job([{"role": "user", "content": text}], request_id="rid-fused", **fields)
+
+
+def published(redis: redis_lib.Redis, queue: str, priority: int) -> dict[str, Any]:
+    (raw,) = redis.lrange(KEYS.queue_list(queue, priority), 0, -1)
+    message: dict[str, Any] = json.loads(raw)
+    return message
+
+
+def payload_of(message: dict[str, Any]) -> dict[str, Any]:
+    args, _, _ = json.loads(base64.b64decode(message["body"]))
+    found: dict[str, Any] = args[0]
+    return found
+
+
+def comparable(message: dict[str, Any]) -> str:
+    """The message with what differs by design set aside: its delivery tag, where the
+    reservation is said (header or body) and the queue."""
+    message = json.loads(json.dumps(message))
+    message["properties"]["delivery_tag"] = "<tag>"
+    message["properties"]["delivery_info"]["routing_key"] = "<queue>"
+    message["headers"].pop(RESERVED_HEADER, None)
+    payload = payload_of(message)
+    payload["reserved_on"] = None
+    message["body"] = "<body>"
+    return json.dumps([message, payload])
+
+
+def test_the_choice_publishes_the_two_step_message_on_the_queue_it_chose(
+    celery_app: Celery, redis: redis_lib.Redis
+) -> None:
+    registry = Registry(redis, KEYS, ttl_s=30)
+    registry.beat(Heartbeat("good", "available", 1, 1, ["echo"], "echo"))
+    publisher, calls = Publisher(celery_app), []
+    with declared_only(redis) as run:
+
+        def checked(name: str, keys: list[str], args: list[Any]) -> Any:
+            calls.append(name)
+            return run(name, keys, args)
+
+        chooser = RedisSelector(redis, checked, KEYS, 60)  # type: ignore[arg-type]
+        job = said("hi", reply_to="mia:reply:x")
+        publish = publisher.fused(job, 6, {"mia_reply": job.reply_to})
+        assert publish is not None
+        assert chooser.choose(job, publish=publish) == "good"
+        assert publish.sent and calls == ["reserve", "reserve"]  # !queue, then declared
+        # the only slot is taken: the next job goes on shared, in one call
+        other = said("next")
+        publish_shared = publisher.fused(other, 6, {})
+        assert publish_shared is not None
+        calls.clear()
+        assert chooser.choose(other, publish=publish_shared) is None
+        assert publish_shared.sent and calls == ["reserve"]
+    fused = published(redis, "gpu-good", 6)
+    assert fused["properties"]["delivery_info"]["routing_key"] == "gpu-good"
+    assert fused["headers"][RESERVED_HEADER] == "good"
+    assert payload_of(fused)["reserved_on"] is None  # the body stays as built
+    on_shared = published(redis, SHARED_QUEUE, 6)
+    assert on_shared["properties"]["delivery_info"]["routing_key"] == SHARED_QUEUE
+    assert on_shared["headers"][RESERVED_HEADER] == ""
+    publisher.send(job, "gpu-two-step", 6, {"mia_reply": job.reply_to})
+    assert comparable(fused) == comparable(published(redis, "gpu-two-step", 6))
+
+
+def test_a_dispatcher_publishes_in_the_choices_round_trip_unless_too_many_queues(
+    celery_app: Celery, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(redis, KEYS, ttl_s=30)
+    registry.beat(Heartbeat("m1", "available", 2, 2, ["echo"], "echo"))
+    chooser = RedisSelector(redis, Scripts(redis), KEYS, 60)
+    dispatcher = Dispatcher(celery_app, chooser)
+    job = said("hi", priority=9)  # kombu priority 0: the plain list
+    assert dispatcher.submit(job).miner_id == "m1"
+    message = published(redis, "gpu-m1", MAX_PRIORITY - 9)
+    assert holding(payload_of(message), message["headers"][RESERVED_HEADER], "gpu-m1") == {
+        **payload_of(message),
+        "reserved_on": "m1",
+    }
+    assert payload_of(message)["request_id"] == "rid-fused"
+    redis.delete(KEYS.queue_list("gpu-m1", 0))
+    monkeypatch.setattr(selector_module, "QUEUES_DECLARED_MAX", 0)
+    fresh = Dispatcher(celery_app, RedisSelector(redis, Scripts(redis), KEYS, 60))
+    assert fresh.submit(said("again", priority=9)).miner_id == "m1"
+    two_step = published(redis, "gpu-m1", 0)
+    assert RESERVED_HEADER not in two_step["headers"]
+    assert payload_of(two_step)["reserved_on"] == "m1"
+    assert int(redis.hget(KEYS.inflight, "m1") or 0) == 2  # one slot each, no more
+
+
+@pytest.mark.parametrize(
+    "reserved, routing_key, body, holds",
+    [
+        ("m1", "gpu-m1", None, "m1"),  # published by reserve.lua on m1's queue
+        ("", "shared", None, None),  # on shared: no slot
+        ("m1", "shared", None, None),  # moved to shared (a retry, the reaper): none
+        ("m1", "gpu-m2", "m2", "m2"),  # re-reserved elsewhere: the body says so
+        (None, "gpu-m1", "m1", "m1"),  # the two-step publish: the body
+    ],
+)
+def test_a_miner_reads_the_reservation_header_only_on_the_queue_it_names(
+    reserved: str | None, routing_key: str, body: str | None, holds: str | None
+) -> None:
+    payload = {"job_id": "j", "reserved_on": body}
+    assert holding(payload, reserved, routing_key)["reserved_on"] == holds
