@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import redis
 import redis.client
@@ -102,7 +103,7 @@ class Dispatcher:
         publish = self._fused(job)
         try:
             if publish is not None and self._fusing is not None:
-                miner_id = self._fusing.choose(job, shared_only, publish=publish)
+                miner_id = self._placed(job, shared_only, publish, self._fusing)
             else:
                 miner_id = self._selector.choose(job, shared_only)
         except redis.RedisError as exc:
@@ -137,6 +138,20 @@ class Dispatcher:
             except redis.RedisError:  # the job is queued; pollers find it on their next poll
                 log.warning("could not wake legacy miners for job %s", job.job_id)
         return Dispatched(job.job_id, queue, miner_id)
+
+    @staticmethod
+    def _placed(job: Job, shared_only: bool, publish: Publish, chooser: RedisSelector) -> Any:
+        """Choose and publish in one call. Its answer lost on the way (the connection
+        dropped after Redis ran it): the job record says whether the job is queued, and
+        where; then it was accepted, and nothing is published again."""
+        try:
+            return chooser.choose(job, shared_only, publish=publish)
+        except (redis.ConnectionError, redis.TimeoutError):
+            found, miner_id = chooser.placed(job.job_id)
+            if not found:
+                raise
+            publish.sent = True
+            return miner_id
 
     def _fused(self, job: Job) -> Publish | None:
         """The job's message for ``reserve.lua`` to publish (``Publisher.fused``), or None

@@ -27,7 +27,7 @@ REFUSED = (UNSERVED, DRAINED)  # answers that reserve nothing: the job is not qu
 REFUSED_ANSWERS = (UNSERVED.encode(), DRAINED.encode(), *REFUSED)  # as Redis may say them
 MODELS_DECLARED_MAX = 1000  # models whose index sets a reservation declares, at most
 # Miner queues whose lists a reservation that publishes declares, at most: past it, the
-# job is published after the choice, in a round trip of its own.
+# one used longest ago is dropped (0: the job is published after the choice).
 QUEUES_DECLARED_MAX = 64
 
 
@@ -103,7 +103,7 @@ class RedisSelector:
         self._models: frozenset[str] | None = None
         self._learning = threading.Lock()
         self._shared_lists = keys.queue_lists(SHARED_QUEUE)
-        self._queues: frozenset[str] = frozenset()  # miners whose queues a publish declares
+        self._queues: dict[str, None] = {}  # miners whose queues a publish declares, in use order
 
     def choose(
         self, job: Job, shared_only: bool = False, exclude: str = "", publish: Publish | None = None
@@ -164,15 +164,28 @@ class RedisSelector:
         raise IndexChanging("the dispatch index records kept naming new models")
 
     def _queue_lists(self, suffix: str) -> list[str]:
-        return [self._keys.broker_prefix + queue_for(m) + suffix for m in self._queues]
+        return [self._keys.broker_prefix + queue_for(m) + suffix for m in list(self._queues)]
 
     def _learn_queue(self, miner_id: str) -> bool:
-        """Declare ``miner_id``'s queue from now on; False past ``QUEUES_DECLARED_MAX``."""
+        """Declare ``miner_id``'s queue from now on, in place of the one learnt longest
+        ago past ``QUEUES_DECLARED_MAX`` (a fleet larger than that pays a round trip
+        more per choice of a miner not among them); False if none may be declared."""
+        if QUEUES_DECLARED_MAX <= 0:
+            return False
         with self._learning:
-            if len(self._queues) >= QUEUES_DECLARED_MAX:
-                return False
-            self._queues = self._queues | {miner_id}
+            self._queues.pop(miner_id, None)
+            self._queues[miner_id] = None
+            while len(self._queues) > QUEUES_DECLARED_MAX:
+                del self._queues[next(iter(self._queues))]
             return True
+
+    def placed(self, job_id: str) -> tuple[bool, str | None]:
+        """Whether ``reserve.lua`` recorded ``job_id`` (and so, with a message, queued
+        it), and the miner it reserved (None: ``shared``)."""
+        raw = self._redis.get(self._keys.job(job_id))
+        if raw is None:
+            return False, None
+        return True, json.loads(raw).get("miner_id")
 
     def _learn(self, records: Iterable[str]) -> None:
         """Add the models these index records name to those a reservation declares

@@ -134,3 +134,41 @@ def test_a_miner_reads_the_reservation_header_only_on_the_queue_it_names(
 ) -> None:
     payload = {"job_id": "j", "reserved_on": body}
     assert holding(payload, reserved, routing_key)["reserved_on"] == holds
+
+
+def test_past_the_queues_it_may_declare_it_forgets_the_one_learnt_longest_ago(
+    celery_app: Celery, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(selector_module, "QUEUES_DECLARED_MAX", 1)
+    registry = Registry(redis, KEYS, ttl_s=30)
+    for miner in ("m1", "m2"):
+        registry.beat(Heartbeat(miner, "available", 4, 4, ["echo"], "echo"))
+    chooser = RedisSelector(redis, Scripts(redis), KEYS, 60)
+    publisher, chosen = Publisher(celery_app), []
+    for i in range(4):  # idle miners take turns: each choice meets the other miner
+        publish = publisher.fused(said(f"job {i}"), 0, {})
+        assert publish is not None
+        chosen.append(chooser.choose(said(f"job {i}"), publish=publish))
+        assert publish.sent and len(chooser._queues) == 1
+    assert sorted(chosen) == ["m1", "m1", "m2", "m2"]
+    assert redis.llen(KEYS.queue_list("gpu-m1", 0)) == redis.llen(KEYS.queue_list("gpu-m2", 0)) == 2
+
+
+def test_a_lost_answer_after_the_job_was_queued_is_not_published_again(
+    celery_app: Celery, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops after Redis ran the call: the job record says the job is
+    queued (and where), so it is accepted, not refused, and not published twice."""
+    Registry(redis, KEYS, ttl_s=30).beat(Heartbeat("m1", "available", 2, 2, ["echo"], "echo"))
+    chooser = RedisSelector(redis, Scripts(redis), KEYS, 60)
+    choose = chooser.choose
+
+    def ran_then_dropped(*args: Any, **kwargs: Any) -> Any:
+        choose(*args, **kwargs)
+        raise redis_lib.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(chooser, "choose", ran_then_dropped)
+    dispatched = Dispatcher(celery_app, chooser).submit(said("hi", priority=9))
+    assert (dispatched.miner_id, dispatched.queue) == ("m1", "gpu-m1")
+    assert redis.llen(KEYS.queue_list("gpu-m1", 0)) == 1
+    assert int(redis.hget(KEYS.inflight, "m1") or 0) == 1

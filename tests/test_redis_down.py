@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from typing import Any
 
 import pytest
 import redis as redis_lib
@@ -90,6 +91,23 @@ def answers_through_the_outage(client, own_redis) -> None:
     )
 
 
+def back_when_refused(note: Any, own_redis: Any, refused: threading.Event) -> Any:
+    """``note`` (the delivery's write), bringing Redis back when it first fails: while
+    the delivery retries. Started on the delivering thread: a child started from a
+    thread gets SIGTERM when that thread ends (PR_SET_PDEATHSIG, scripts.processes)."""
+
+    def noted(*args: object) -> None:
+        try:
+            note(*args)
+        except redis_lib.ConnectionError:
+            if not refused.is_set():
+                refused.set()
+                own_redis.up()
+            raise
+
+    return noted
+
+
 def test_a_message_taken_off_its_queue_as_redis_goes_away_is_kept(own_redis):
     """kombu takes a message off its list, then notes it in ``unacked`` in a second
     round trip. Redis gone in between: the delivery waits for Redis to come back and
@@ -102,27 +120,17 @@ def test_a_message_taken_off_its_queue_as_redis_goes_away_is_kept(own_redis):
         channel = conn.default_channel
         channel.queue_declare("q")
         channel.basic_publish(channel.prepare_message("hi", headers={"id": "j"}), "", "q")
-        take, note = channel._get, channel.qos._note_delivery
+        take = channel._get
 
         def taken_then_redis_goes(queue: str) -> object:
             message = take(queue)
             own_redis.down()
             return message
 
-        def noted(*args: object) -> None:
-            try:
-                note(*args)
-            except redis_lib.ConnectionError:
-                if not refused.is_set():
-                    refused.set()
-                    # Back while the delivery retries. Started on this thread: a child
-                    # started from a thread gets SIGTERM when that thread ends
-                    # (PR_SET_PDEATHSIG, scripts.processes).
-                    own_redis.up()
-                raise
-
         channel._get = taken_then_redis_goes
-        channel.qos._note_delivery = noted
+        channel.qos._note_delivery = back_when_refused(
+            channel.qos._note_delivery, own_redis, refused
+        )
         message = channel.basic_get("q", no_ack=False)
         assert refused.is_set()  # it did wait for Redis
         client = redis_lib.Redis.from_url(own_redis.url)
@@ -143,7 +151,7 @@ def test_a_delivery_whose_records_went_unanswered_writes_them_again(own_redis):
     ) as conn:
         channel = conn.default_channel
         qos = channel.qos
-        send, note = qos._send, qos._note_delivery
+        send = qos._send
 
         def sent_then_redis_goes(*args: object) -> bool:
             own_redis.pause()
@@ -151,16 +159,8 @@ def test_a_delivery_whose_records_went_unanswered_writes_them_again(own_redis):
             own_redis.kill()  # it never ran the MULTI, nor answered it
             return True
 
-        def noted(*args: object) -> None:
-            try:
-                note(*args)
-            except redis_lib.ConnectionError:
-                if not refused.is_set():
-                    refused.set()
-                    own_redis.up()  # on this thread: see the basic_get test above
-                raise
-
-        qos._send, qos._note_delivery = sent_then_redis_goes, noted
+        qos._send = sent_then_redis_goes
+        qos._note_delivery = back_when_refused(qos._note_delivery, own_redis, refused)
         conn.Producer().publish("hi", routing_key="q", retry=False, declare=[Queue("q")])
         with conn.Consumer(Queue("q"), callbacks=[lambda _, m: handed.append(m.delivery_tag)]):
             conn.drain_events(timeout=10)

@@ -8,19 +8,19 @@ that round trip sits on every job's path between the queue and the engine.
 Here the MULTI (with the miner's own notes, ``delivery_notes``) is *sent* before Celery
 sees the message, as before, and its answer is *read* once Celery has handed the job
 over (``QoS.defer``, set by ``transport.Channel.basic_consume`` around kombu's
-delivery callback). Redis has the records before any thread can act on the job: the
-bytes are on the socket before the callback runs, and Redis runs what one connection
-sent before it answers a later round trip of another. Everything that depends on the
-records being in Redis waits for the answer (``noted``): the miner's settlement with
-its result (``miners.bookkeeping``) and kombu's acknowledgement or rejection; a job's
-thread almost never waits, since the consumer reads the answer right after the
-hand-off.
+delivery callback). The records are on their way before any thread can act on the
+job, and everything that depends on them being in Redis waits for the answer
+(``noted``): the miner's settlement with its result (``miners.bookkeeping``) and
+kombu's acknowledgement or rejection. A job's thread almost never waits, since the
+consumer reads the answer right after the hand-off; on the consumer's own thread (an
+ack inside the callback, a solo pool) ``noted`` reads it itself.
 
 If the MULTI cannot be sent, or its answer cannot be read (Redis went away in
 between), the records are written again the old way: retried until Redis is back (up
 to ``delivery_retry_s``; the writes are idempotent), so that a message off its list is
-never only in this process. Outside kombu's consumer callback (``basic_get``) the
-delivery is noted before ``append`` returns, as kombu's own.
+never only in this process. A write Redis refuses (an ACL, out of memory) is logged
+naming the job, which runs without its records. Outside kombu's consumer callback
+(``basic_get``) the delivery is noted before ``append`` returns, as kombu's own.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -46,8 +46,8 @@ DeliveryNote = Callable[[Any, Any, str], None]
 delivery_notes: list[DeliveryNote] = []
 # Delivery tags whose unacked entry a miner removed already (``acked``).
 _settled: set[str] = set()
-# Delivery tags whose records are sent and not yet confirmed: set once they are.
-_unconfirmed: dict[str, threading.Event] = {}
+# Deliveries whose records are sent and not yet confirmed, by delivery tag.
+_unconfirmed: dict[str, _Sent] = {}
 
 
 def acked(delivery_tag: str) -> None:
@@ -56,22 +56,30 @@ def acked(delivery_tag: str) -> None:
 
 
 def noted(delivery_tag: str | None, timeout: float = 300.0) -> None:
-    """Return once the delivery's records are in Redis (at once, almost always)."""
-    event = _unconfirmed.get(delivery_tag) if delivery_tag else None
-    if event is not None:
-        event.wait(timeout)
+    """Return once the delivery's records are in Redis (at once, almost always). On
+    the consumer's own thread (a job run inside its callback: a solo pool, or an ack
+    Celery makes there) the answer is read here: nobody else would."""
+    sent = _unconfirmed.get(delivery_tag) if delivery_tag else None
+    if sent is None:
+        return
+    if sent.thread == threading.get_ident():
+        sent.qos.confirm()
+    else:
+        sent.done.wait(timeout)
 
 
 @dataclass
 class _Sent:
     """A delivery's MULTI on the wire, its answer not read yet."""
 
+    qos: QoS
     message: Any
     tag: str
     commands: int
     connection: Any
     pool: Any
-    thread: int
+    thread: int = field(default_factory=threading.get_ident)
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class QoS(kombu_redis.QoS):
@@ -93,21 +101,27 @@ class QoS(kombu_redis.QoS):
         sent, self._sent = self._sent, None
         if sent is None:
             return
+        job = sent.message.headers.get("id", sent.tag)
         try:
             try:
-                for _ in range(sent.commands + 2):  # MULTI's OK, each QUEUED, EXEC's replies
+                for _ in range(sent.commands + 1):  # MULTI's OK, then each QUEUED
                     sent.connection.read_response()
+                replies = sent.connection.read_response()  # EXEC's
             except BaseException:
                 sent.connection.disconnect()  # what is left unread must not be read later
                 raise
             finally:
                 sent.pool.release(sent.connection)
+            failed = [r for r in replies or () if isinstance(r, Exception)]
+            if failed:
+                raise failed[0]
         except (redis.ConnectionError, redis.TimeoutError):
             self._note_retrying(sent.message, sent.tag)  # idempotent: the same records
+        except redis.ResponseError as exc:  # refused (an ACL, out of memory): not retried
+            log.error("job %s runs without its delivery records: %s", job, exc)
         finally:
-            event = _unconfirmed.pop(sent.tag, None)
-            if event is not None:
-                event.set()
+            _unconfirmed.pop(sent.tag, None)
+            sent.done.set()
 
     def _send(self, message: Any, delivery_tag: str) -> bool:
         """Write the MULTI to a connection of its own; False if it could not be sent."""
@@ -127,9 +141,8 @@ class QoS(kombu_redis.QoS):
             connection.disconnect()
             pool.release(connection)
             return False
-        _unconfirmed[delivery_tag] = threading.Event()
-        self._sent = _Sent(
-            message, delivery_tag, len(commands), connection, pool, threading.get_ident()
+        self._sent = _unconfirmed[delivery_tag] = _Sent(
+            self, message, delivery_tag, len(commands), connection, pool
         )
         return True
 
@@ -179,13 +192,8 @@ class QoS(kombu_redis.QoS):
         return pipe
 
     def _recorded(self, delivery_tag: str) -> None:
-        """Before kombu's own ack or reject: the records are in (on the consumer's
-        thread, inside its callback, by reading the answer itself)."""
-        sent = self._sent
-        if sent is not None and sent.tag == delivery_tag and sent.thread == threading.get_ident():
-            self.confirm()
-        else:
-            noted(delivery_tag, self.channel.delivery_retry_s)
+        """Before kombu's own ack or reject: the records are in."""
+        noted(delivery_tag, self.channel.delivery_retry_s)
 
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in _settled:  # removed from unacked with the job's result

@@ -219,7 +219,18 @@ if best and not refusal then
 end
 local queue = best and (ARGV[6] .. best) or ARGV[5]
 local list = prefix .. ':' .. queue .. (ARGV[16] or '')
-if message ~= '' and not refusal and not key_declared(list) then return {'!queue', best} end
+if message ~= '' and not refusal then
+  if not key_declared(list) then return {'!queue', best} end
+  -- Each placeholder is once in the message (a random token): filled with the value as
+  -- a JSON string holds it, before any write (a script that fails halfway keeps them).
+  local function fill(text, token, value)
+    local from, to = string.find(text, token, 1, true)
+    if not from then return error('the task message has no placeholder ' .. token) end
+    return string.sub(text, 1, from - 1) .. string.sub(cjson.encode(value), 2, -2)
+      .. string.sub(text, to + 1)
+  end
+  message = fill(fill(message, ARGV[14], queue), ARGV[15], best or '')
+end
 
 -- The reading is done and every set it writes is declared: now the writes.
 for _, id in ipairs(stale) do redis.call('ZREM', index, id) end
@@ -249,14 +260,5 @@ else
   record.queue = ARGV[5]
 end
 redis.call('SET', KEYS[3], cjson.encode(record), 'EX', tonumber(ARGV[4]))
-if message ~= '' then
-  -- Each placeholder is once in the message (a random token): fill it with the value
-  -- as a JSON string holds it.
-  local function fill(text, token, value)
-    local from, to = string.find(text, token, 1, true)
-    return string.sub(text, 1, from - 1) .. string.sub(cjson.encode(value), 2, -2)
-      .. string.sub(text, to + 1)
-  end
-  redis.call('LPUSH', list, fill(fill(message, ARGV[14], queue), ARGV[15], best or ''))
-end
+if message ~= '' then redis.call('LPUSH', list, message) end
 return best or false
