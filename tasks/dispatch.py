@@ -4,9 +4,8 @@ The choice and the reservation are one Lua script (``lua/reserve.lua``, called b
 ``tasks.selector``), so two concurrent requests can never both take the last free slot
 of one miner. The same call publishes the job's Celery message on the queue it chose
 (``Publisher.fused``: one round trip for both), except where the message is not built
-here (``send_task`` publishes it), past ``QUEUES_DECLARED_MAX`` known miner queues, and
-with a replica to wait for (the ``WAIT`` follows the publish on its own connection):
-then the job is published after the choice. A job
+here (``send_task`` publishes it) and with a replica to wait for (the ``WAIT`` follows
+the publish on its own connection): then the job is published after the choice. A job
 that no live miner can take at once goes to the ``shared`` queue, which every
 miner consumes after its own and legacy polling miners drain over HTTP
 (``web.fleet.leases``); publishing there also drops a token on a wake list, so a
