@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import redis
 import redis.client
@@ -139,7 +138,9 @@ class Dispatcher:
         return Dispatched(job.job_id, queue, miner_id)
 
     @staticmethod
-    def _placed(job: Job, shared_only: bool, publish: Publish, chooser: RedisSelector) -> Any:
+    def _placed(
+        job: Job, shared_only: bool, publish: Publish, chooser: RedisSelector
+    ) -> str | None:
         """Choose and publish in one call. Its answer lost on the way (the connection
         dropped after Redis ran it): the job record says whether the job is queued, and
         where; then it was accepted, and nothing is published again."""

@@ -27,7 +27,7 @@ REFUSED = (UNSERVED, DRAINED)  # answers that reserve nothing: the job is not qu
 REFUSED_ANSWERS = (UNSERVED.encode(), DRAINED.encode(), *REFUSED)  # as Redis may say them
 MODELS_DECLARED_MAX = 1000  # models whose index sets a reservation declares, at most
 # Miner queues whose lists a reservation that publishes declares, at most: past it, the
-# one used longest ago is dropped (0: the job is published after the choice).
+# one learnt longest ago is dropped (0: the job is published after the choice).
 QUEUES_DECLARED_MAX = 64
 
 
@@ -111,9 +111,8 @@ class RedisSelector:
         """Reserve a slot on the best miner (never ``exclude``), or record that the job
         goes to ``shared``; ``UNSERVED`` when no live miner serves its model, ``DRAINED``
         when every one that does (or the job's target device) is drained. With
-        ``publish``, its message goes on the queue chosen in the same call (unless more
-        miner queues would have to be declared than ``QUEUES_DECLARED_MAX``): its
-        ``sent`` says whether it did."""
+        ``publish``, its message goes on the queue chosen in the same call (unless
+        ``QUEUES_DECLARED_MAX`` is 0): its ``sent`` says whether it did."""
         record = json.dumps({"accepted_at": job.accepted_at, "model": job.model})
         keys = [
             self._keys.picks,
