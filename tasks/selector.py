@@ -24,7 +24,6 @@ WAKE_TOKENS_KEPT = 1000
 UNSERVED = "!unserved"  # reserve.lua's answer when no live miner serves the model
 DRAINED = "!drained"  # ... when every live miner serving it (or the target) is drained
 REFUSED = (UNSERVED, DRAINED)  # answers that reserve nothing: the job is not queued
-REFUSED_ANSWERS = (UNSERVED.encode(), DRAINED.encode(), *REFUSED)  # as Redis may say them
 MODELS_DECLARED_MAX = 1000  # models whose index sets a reservation declares, at most
 # Miner queues whose lists a reservation that publishes declares, at most: past it, the
 # one learnt longest ago is dropped (0: the job is published after the choice).
@@ -143,6 +142,8 @@ class RedisSelector:
             len(self._shared_lists),
             "1" if named else "0",
         ]
+        if QUEUES_DECLARED_MAX <= 0:
+            publish = None  # no queue may be declared: the caller publishes after
         if publish is not None:
             args += [publish.message, publish.queue_token, publish.miner_token, publish.suffix]
         if self._models is None:  # once: the models of the fleet as indexed now
@@ -152,12 +153,12 @@ class RedisSelector:
             lists = self._queue_lists(publish.suffix) if publish is not None else []
             picked = self._scripts("reserve", keys=keys + sets + lists, args=args)
             if not isinstance(picked, list):
+                answer = text(picked) if picked else None
                 if publish is not None:
-                    publish.sent = picked not in REFUSED_ANSWERS
-                return text(picked) if picked else None
+                    publish.sent = answer not in REFUSED
+                return answer
             if text(picked[0]) == "!queue":
-                if not self._learn_queue(text(picked[1])):
-                    return self.choose(job, shared_only, exclude)  # too many to declare
+                self._learn_queue(text(picked[1]))
             else:
                 self._learn([text(picked[1])])
         raise IndexChanging("the dispatch index records kept naming new models")
@@ -165,18 +166,15 @@ class RedisSelector:
     def _queue_lists(self, suffix: str) -> list[str]:
         return [self._keys.broker_prefix + queue_for(m) + suffix for m in list(self._queues)]
 
-    def _learn_queue(self, miner_id: str) -> bool:
+    def _learn_queue(self, miner_id: str) -> None:
         """Declare ``miner_id``'s queue from now on, in place of the one learnt longest
         ago past ``QUEUES_DECLARED_MAX`` (a fleet larger than that pays a round trip
-        more per choice of a miner not among them); False if none may be declared."""
-        if QUEUES_DECLARED_MAX <= 0:
-            return False
+        more per choice of a miner not among them)."""
         with self._learning:
             self._queues.pop(miner_id, None)
             self._queues[miner_id] = None
             while len(self._queues) > QUEUES_DECLARED_MAX:
                 del self._queues[next(iter(self._queues))]
-            return True
 
     def placed(self, job_id: str) -> tuple[bool, str | None]:
         """Whether ``reserve.lua`` recorded ``job_id`` (and so, with a message, queued

@@ -24,10 +24,15 @@ def queue_lists(queue: str) -> list[str]:
     return [f"{queue}{KOMBU_PRIORITY_SEP}{p}" if p else queue for p in KOMBU_PRIORITY_STEPS]
 
 
+def step_suffix(priority: int) -> str:
+    """What a queue's name gets to name the list of this (kombu) priority's step."""
+    step = max(p for p in KOMBU_PRIORITY_STEPS if p <= max(min(priority, 9), 0))
+    return f"{KOMBU_PRIORITY_SEP}{step}" if step else ""
+
+
 def list_for(queue: str, priority: int) -> str:
     """The kombu list a message of this (kombu) priority waits on: its priority step's."""
-    step = max(p for p in KOMBU_PRIORITY_STEPS if p <= max(min(priority, 9), 0))
-    return f"{queue}{KOMBU_PRIORITY_SEP}{step}" if step else queue
+    return queue + step_suffix(priority)
 
 
 def unacked_message(entry: bytes | str) -> tuple[str, str, str]:

@@ -26,10 +26,9 @@ from celery import Celery
 from celery.utils.nodenames import anon_nodename
 from kombu.utils.json import dumps
 
-from tasks.broker.layout import list_for
+from tasks.broker.layout import step_suffix
 from tasks.broker.messages import RESERVED_HEADER, argsrepr, task_message
 from tasks.jobs import GENERATE, Job
-from tasks.keys import SHARED_QUEUE
 from tasks.selector import Publish
 
 
@@ -90,8 +89,7 @@ class Publisher:
         message = task_message(
             job, queue_token, priority, headers, self._origin, self._celery.thread_oid
         )
-        suffix = list_for(SHARED_QUEUE, priority)[len(SHARED_QUEUE) :]
-        return Publish(dumps(message), queue_token, miner_token, suffix)  # type: ignore[no-untyped-call]
+        return Publish(dumps(message), queue_token, miner_token, step_suffix(priority))  # type: ignore[no-untyped-call]
 
     def _broker_channel(self) -> Any:
         """The broker channel of this process (a forked child opens its own)."""

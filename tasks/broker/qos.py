@@ -191,19 +191,15 @@ class QoS(kombu_redis.QoS):
             note(pipe, message, delivery_tag)
         return pipe
 
-    def _recorded(self, delivery_tag: str) -> None:
-        """Before kombu's own ack or reject: the records are in."""
-        noted(delivery_tag, self.channel.delivery_retry_s)
-
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in _settled:  # removed from unacked with the job's result
             _settled.discard(delivery_tag)
             virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
             return
-        self._recorded(delivery_tag)
+        noted(delivery_tag, self.channel.delivery_retry_s)  # what kombu removes is in
         super().ack(delivery_tag)  # type: ignore[no-untyped-call]
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         _settled.discard(delivery_tag)
-        self._recorded(delivery_tag)
+        noted(delivery_tag, self.channel.delivery_retry_s)
         super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
