@@ -10,9 +10,11 @@ splits at the commands each step sends:
 2. ``reserve_publish``: ``reserve.lua`` -> the job's LPUSH on the miner's queue;
 3. ``pickup``: LPUSH -> the miner's MULTI recording the delivery (BRPOP woke, the
    message decoded);
-4. ``task_start``: that MULTI -> the attempt's ``begin`` script (the task runs);
-5. ``first_piece``: ``begin`` -> the first piece's PUBLISH (the engine's first piece,
-   recorded and published in one script);
+4. ``task_start``: that MULTI -> the attempt's first script that names the job's abort
+   key: a re-run's claim before its engine starts; a first attempt's first piece
+   (``append.lua``), so the task's start and the engine's first piece;
+5. ``first_piece``: that script -> the first piece's PUBLISH (for a first attempt, the
+   same script: nothing);
 6. ``relay``: that PUBLISH -> the SSE client reads ``event: piece`` (the web tier's
    subscriber, the relay, the SSE response, the client's read).
 

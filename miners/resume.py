@@ -13,8 +13,12 @@ Where the answer so far lives: ``<p>:partial:{<job>}``, a hash of ``text``, ``pi
   ``text``: the attempt that starts from ``text`` repeats nothing and skips nothing. Each
   piece carries its ``offset`` in the answer; the web side relays each character once,
   in order, and fills a gap its subscription missed from ``text``
-  (``web.fleet.pieces``). An attempt takes the record over when it starts (``claim.lua``,
-  in the round trip that also asks whether the caller went away).
+  (``web.fleet.pieces``). A re-run takes the record over before its engine starts
+  (``claim.lua``, in the round trip that also asks whether the caller went away). A
+  first attempt takes it with its first piece (``append.lua``), one round trip fewer
+  before the caller's first token; should an earlier attempt have left an answer after
+  all (the reaper's copy of a job is not marked as a re-run), that piece is dropped and
+  the engine starts again from the answer so far (``Restart``).
 - **Not streamed.** Nobody sees the pieces, so the text is saved every
   ``MIA_CHECKPOINT_S`` at most (a job shorter than that writes nothing). A re-run (Celery
   says so: a retry, or a redelivered message) claims the record and continues it; an
@@ -47,6 +51,11 @@ class Superseded(RuntimeError):
     """Another attempt of this job took its answer over: stop and store nothing."""
 
 
+class Restart(RuntimeError):
+    """The first piece found an earlier attempt's answer: run the engine again from it
+    (``Progress.start``)."""
+
+
 @dataclass(frozen=True)
 class Start:
     """Where an attempt starts: the answer so far (the engine continues it)."""
@@ -72,6 +81,9 @@ class Progress:
         self.attempt = uuid.uuid4().hex
         self.start = Start()
         self.claimed = False  # this attempt owns the record
+        # a streamed first attempt: its first piece takes the record (append.lua's '2')
+        self._taking = job.stream
+        self.aborted = False  # the caller went away (seen by the claim or the first piece)
         self.written = False  # the record exists (it goes with the result)
         self._produced: list[str] = []  # this attempt's pieces
         self._pending: list[str] = []  # ... the last of which are not in the record yet
@@ -79,22 +91,28 @@ class Progress:
         self._saved_at = time.monotonic()
 
     def begin(self, rerun: bool) -> Start:
-        """Claim the record (a streamed job, or a re-run) and return the answer so far;
-        a first, unstreamed attempt sends nothing."""
-        if not (self._job.stream or rerun):
+        """Claim the record (a re-run) and return the answer so far; a first attempt
+        sends nothing."""
+        if not rerun:
             return self.start
         try:
             found, pieces, aborted = self._scripts(
                 "claim", keys=[self.key, self._abort_key], args=[self.attempt, self._ttl_s]
             )
-        except redis.RedisError as exc:  # it starts over and takes the record at its first save
+        # not read: a stream's first piece takes the record, else the first save restarts it
+        except redis.RedisError as exc:
             log.warning("could not read the answer so far of job %s: %s", self._job.job_id, exc)
             return self.start
+        self._resume(found, pieces, aborted)
+        return self.start
+
+    def _resume(self, found: bytes | str, pieces: int, aborted: int) -> None:
         self.claimed = self.written = True
+        self._taking = False
         self.start = Start(text(found), int(pieces), bool(aborted))
+        self.aborted = self.aborted or self.start.aborted
         if self.start.text:
             log.info("job %s resumes after %d characters", self._job.job_id, len(self.start.text))
-        return self.start
 
     @property
     def text(self) -> str:
@@ -103,7 +121,8 @@ class Progress:
 
     def add(self, piece: str) -> None:
         """This attempt's next piece: streamed, recorded and published now; else saved
-        when a checkpoint is due. Raises Superseded if a newer attempt took over."""
+        when a checkpoint is due. Raises Superseded if a newer attempt took over, and
+        Restart if the first piece found an earlier attempt's answer."""
         self._produced.append(piece)
         self._pending.append(piece)
         if self._job.stream or time.monotonic() - self._saved_at >= self._checkpoint_s:
@@ -118,18 +137,25 @@ class Progress:
             body = {"job": self._job.job_id, "index": index, "offset": offset, "delta": pending}
             message = json.dumps(body)
         # not claimed: the record starts again with this attempt's whole text
-        added, reset = (pending, "0") if self.claimed else (self.text, "1")
+        added, how = (pending, "0") if self.claimed else (self.text, "2" if self._taking else "1")
         count = len(self._pending) if self.claimed else len(self._produced)
         try:
             kept = self._scripts(
                 "append",
-                keys=[self.key],
-                args=[self.attempt, added, count, reset, self._ttl_s, self._channel, message],
+                keys=[self.key, self._abort_key],
+                args=[self.attempt, added, count, how, self._ttl_s, self._channel, message],
             )
         except redis.RedisError as exc:  # kept for the next piece: the record stays whole
             log.warning("could not record a piece of job %s: %s", self._job.job_id, exc)
             return
-        if not kept:
+        if how == "2":
+            kept, found, pieces, aborted = kept
+            self._resume(found, pieces, aborted)
+            if not kept:  # an earlier attempt's answer: this one's pieces go
+                self._produced.clear()
+                self._pending.clear()
+                raise Restart(f"job {self._job.job_id} continues an earlier attempt's answer")
+        elif not kept:
             raise Superseded(f"job {self._job.job_id} was taken over by another attempt")
         self.claimed = self.written = True
         self._saved_chars += len(pending)

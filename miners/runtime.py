@@ -24,11 +24,11 @@ from typing import Any
 
 from miners.bookkeeping import Bookkeeping
 from miners.devices import DeviceModels, EngineStats
-from miners.engines import Engine, GenerationRequest, Loaded
+from miners.engines import Engine, GenerationRequest, GenerationResult, Loaded
 from miners.engines.lexical import LexicalEngine
 from miners.intake import Intake
 from miners.listener import Listener, Streams
-from miners.resume import Progress
+from miners.resume import Progress, Restart
 from miners.retry import RetryPlan, plan_retry
 from tasks.breaker import Breakers
 from tasks.connections import redis_client
@@ -109,26 +109,15 @@ class MinerRuntime:
         engine = self.device.engine_for(job.model)
         if job.classifier == "lexical":
             return self._classify(job, started)
-        start = progress.begin(rerun)
-        request = GenerationRequest(
-            job.messages,
-            job.max_tokens,
-            job.temperature,
-            seed=job.seed,
-            top_p=job.top_p,
-            stop=tuple(job.stop),
-            choices=tuple(job.choices),
-            prefix=start.text,
-        )
-        stream = engine.stream(request)
-        with self._busy(), self.streams.streaming(job, stream, start.aborted):
-            first_piece_at = 0.0
-            for piece in stream:
-                if not first_piece_at:
-                    first_piece_at = time.time()
-                progress.add(piece)  # streamed: published to the caller too
-            result = stream.result
-            assert result is not None
+        progress.begin(rerun)
+        with self._busy():
+            while True:
+                try:
+                    result, first_piece_at = self._generate(job, engine, progress)
+                    break
+                except Restart:  # the first piece found an earlier attempt's answer
+                    continue
+        start = progress.start
         self._stats.record(started, first_piece_at, time.time(), result.completion_tokens)
         resumed = {"resumed": {"chars": len(start.text)}} if start.text else {}
         return job_result(
@@ -146,6 +135,32 @@ class MinerRuntime:
             finish_reason=result.finish_reason,
             **resumed,
         )
+
+    def _generate(
+        self, job: Job, engine: Engine, progress: Progress
+    ) -> tuple[GenerationResult, float]:
+        """Run the engine from the answer so far (``progress.start``); returns its
+        result and when its first piece came."""
+        request = GenerationRequest(
+            job.messages,
+            job.max_tokens,
+            job.temperature,
+            seed=job.seed,
+            top_p=job.top_p,
+            stop=tuple(job.stop),
+            choices=tuple(job.choices),
+            prefix=progress.start.text,
+        )
+        stream = engine.stream(request)
+        first_piece_at = 0.0
+        with self.streams.streaming(job, stream, progress.aborted):
+            for piece in stream:
+                first_piece_at = first_piece_at or time.time()
+                progress.add(piece)  # streamed: published to the caller too
+                if progress.aborted:  # the first piece found its caller gone
+                    stream.cancel()
+        assert stream.result is not None
+        return stream.result, first_piece_at
 
     def _classify(self, job: Job, started: float) -> dict[str, Any]:
         """Stage 1 of the assistant with the lexical classifier (no engine needed)."""

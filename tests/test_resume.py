@@ -140,7 +140,11 @@ def test_an_unstreamed_answer_is_saved_at_checkpoints_and_taken_over(redis, keys
     assert resumed.begin(rerun=True).text == "echo: a"
 
 
-def test_a_miner_resumes_a_rerun_from_the_answer_so_far(redis, settings, keys):
+@pytest.mark.parametrize("rerun", [True, False], ids=["claimed-at-start", "taken-by-first-piece"])
+def test_a_miner_resumes_a_rerun_from_the_answer_so_far(redis, settings, keys, rerun):
+    """Marked as a re-run, the claim reads the answer so far before the engine starts;
+    not marked (the reaper's copy), the first piece finds it: that piece is dropped
+    unpublished and the engine starts again from the answer so far."""
     runtime = MinerRuntime(settings, "rs", EchoEngine())
     job = Job(said("one two three four"), stream=True, reply_to="mia:reply:r")
     redis.hset(
@@ -149,7 +153,7 @@ def test_a_miner_resumes_a_rerun_from_the_answer_so_far(redis, settings, keys):
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe("mia:reply:r")
     try:
-        result = runtime.run(job.to_payload(), rerun=True)
+        result = runtime.run(job.to_payload(), rerun=rerun)
     finally:
         take_along()  # the result's store (Celery's) is not part of this test
         runtime.close()
@@ -163,6 +167,37 @@ def test_a_miner_resumes_a_rerun_from_the_answer_so_far(redis, settings, keys):
         (4, 19, " four"),
     ]
     pubsub.close()
+
+
+def test_a_first_streamed_attempt_takes_the_record_with_its_first_piece(redis, keys):
+    """No round trip before the engine starts: the first piece claims the record,
+    publishes, and says whether the caller already went away."""
+    job = Job(said("a b"), stream=True, reply_to="mia:reply:f")
+    partial = keys.partial(job.job_id)
+    first = progress(redis, keys, job)
+    assert first.begin(rerun=False) == Start() and not redis.exists(partial)
+    redis.set(keys.abort(job.job_id), 1)
+    first.add("echo:")
+    assert first.aborted and first.claimed
+    assert redis.hmget(partial, "owner", "text", "pieces") == [
+        first.attempt.encode(),
+        b"echo:",
+        b"1",
+    ]
+
+
+def test_a_stream_whose_caller_left_before_it_started_stops_at_its_first_piece(
+    redis, settings, keys
+):
+    runtime = MinerRuntime(settings, "rs", EchoEngine(delay_ms=8000))  # 8 s unless aborted
+    job = Job(said(WORDS), stream=True, reply_to="mia:reply:v")
+    redis.set(keys.abort(job.job_id), 1)  # not heard by this miner's listener
+    try:
+        result = runtime.run(job.to_payload())
+    finally:
+        take_along()
+        runtime.close()
+    assert result["finish_reason"] == "abort" and result["response"] == "echo:"
 
 
 def test_a_miner_whose_job_was_taken_over_stops_and_stores_nothing(redis, settings, keys):

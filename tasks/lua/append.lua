@@ -2,13 +2,30 @@
 -- step: what a caller can have received is always exactly the recorded text, so the
 -- attempt that resumes the job from that text repeats nothing and skips nothing.
 --
--- KEYS[1] the job's partial record (hash: owner, text, pieces)
+-- KEYS[1] the job's partial record (hash: owner, text, pieces)   KEYS[2] its abort key
 -- ARGV[1] this attempt's id   ARGV[2] the text to add   ARGV[3] how many pieces it holds
--- ARGV[4] '1': start the record again with ARGV[2], taken over (the first save of an
---         attempt that did not claim it: a non-streamed answer, which no caller has seen)
+-- ARGV[4] how the record is taken:
+--   '0' it is this attempt's already (claim.lua, or an earlier call here)
+--   '1' start it again with ARGV[2], taken over (the first save of an attempt that did
+--       not claim it: a non-streamed answer, which no caller has seen)
+--   '2' take it over with this, the first streamed piece of a first attempt, which
+--       skipped claim.lua's round trip: added and published only if no earlier attempt
+--       left an answer (that attempt's caller may have seen it: this one continues it)
 -- ARGV[5] TTL in seconds   ARGV[6] channel to publish on ('' = none)   ARGV[7] the message
--- Returns 1, or 0 if another attempt owns the record (or it is gone: the job ended).
-if ARGV[4] == '1' then
+-- Returns 1, or 0 if another attempt owns the record (or it is gone: the job ended);
+-- with '2': {1 if added else 0, the answer so far, its pieces, 1 if the caller went away}.
+local taking = ARGV[4] == '2'
+local aborted = 0
+if taking then
+  local found = redis.call('HMGET', KEYS[1], 'text', 'pieces')
+  aborted = redis.call('EXISTS', KEYS[2])
+  if found[1] and found[1] ~= '' then  -- an earlier attempt's answer: continue it
+    redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+    redis.call('EXPIRE', KEYS[1], ARGV[5])
+    return {0, found[1], tonumber(found[2] or '0'), aborted}
+  end
+end
+if ARGV[4] ~= '0' then
   redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'text', ARGV[2], 'pieces', ARGV[3])
 else
   if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
@@ -21,5 +38,8 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 if ARGV[6] ~= '' then
   redis.call('PUBLISH', ARGV[6], ARGV[7])
+end
+if taking then
+  return {1, '', 0, aborted}
 end
 return 1
