@@ -97,7 +97,7 @@ def run(settings: Settings, work: Path, samples: int, engine: str = "echo") -> d
         with running([cli, "-u", settings.redis_url, "monitor"], {}, log):
             wait_for(lambda: log.exists() and log.stat().st_size > 0, 10, "redis-cli monitor")
             watched = [engines.sse_first_piece(host, port, message) for message in monitored]
-            last = KEYS.abort(watched[-1][2])  # the last job's ``begin``, and so the rest
+            last = KEYS.abort(watched[-1][2])  # the last job's first piece, and so the rest
             wait_for(lambda: last in log.read_text(errors="replace"), 10, "the monitor's lines")
         lines = parse(log.read_text(errors="replace"))
         for message in unmonitored:

@@ -35,14 +35,14 @@ class Streams:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._streams: dict[str, Stream] = {}
-        # aborts of jobs with no stream here: one may be ours, between its claim (which
-        # read the abort key) and its stream's registration
+        # aborts of jobs with no stream here: one may be ours, between the abort key's
+        # read (a re-run's claim) and its stream's registration, or before it came here
         self._unmatched: deque[str] = deque(maxlen=256)
 
     @contextmanager
     def streaming(self, job: Job, stream: Stream, aborted: bool) -> Iterator[None]:
-        """``stream`` runs ``job`` for the block's length (``aborted``: the claim saw
-        the job's abort key)."""
+        """``stream`` runs ``job`` for the block's length (``aborted``: the job's abort
+        key was seen: by a re-run's claim; a first attempt sees it with its first piece)."""
         with self._lock:
             self._streams[job.job_id] = stream
             aborted = aborted or job.job_id in self._unmatched

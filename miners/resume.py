@@ -13,12 +13,14 @@ Where the answer so far lives: ``<p>:partial:{<job>}``, a hash of ``text``, ``pi
   ``text``: the attempt that starts from ``text`` repeats nothing and skips nothing. Each
   piece carries its ``offset`` in the answer; the web side relays each character once,
   in order, and fills a gap its subscription missed from ``text``
-  (``web.fleet.pieces``). A re-run takes the record over before its engine starts
+  (``web.fleet.pieces``). A re-run (a retry, or a redelivered message: the reaper's
+  copies are marked so too) takes the record over before its engine starts
   (``claim.lua``, in the round trip that also asks whether the caller went away). A
-  first attempt takes it with its first piece (``append.lua``), one round trip fewer
-  before the caller's first token; should an earlier attempt have left an answer after
-  all (the reaper's copy of a job is not marked as a re-run), that piece is dropped and
-  the engine starts again from the answer so far (``Restart``).
+  first attempt, the oldest there can be, takes it with its first piece instead
+  (``append.lua``), one round trip fewer before the caller's first token, unless a
+  re-run has claimed it by then (``Superseded``). If the answer to that first piece's
+  call was lost and the record holds it after all, the engine starts again from what
+  the record holds (``Restart``).
 - **Not streamed.** Nobody sees the pieces, so the text is saved every
   ``MIA_CHECKPOINT_S`` at most (a job shorter than that writes nothing). A re-run (Celery
   says so: a retry, or a redelivered message) claims the record and continues it; an
@@ -52,8 +54,8 @@ class Superseded(RuntimeError):
 
 
 class Restart(RuntimeError):
-    """The first piece found an earlier attempt's answer: run the engine again from it
-    (``Progress.start``)."""
+    """The record holds this attempt's first piece already (sent before, its answer
+    lost): run the engine again from the record's text (``Progress.start``)."""
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,9 @@ class Progress:
             found, pieces, aborted = self._scripts(
                 "claim", keys=[self.key, self._abort_key], args=[self.attempt, self._ttl_s]
             )
-        # not read: a stream's first piece takes the record, else the first save restarts it
-        except redis.RedisError as exc:
+        except redis.RedisError as exc:  # not read: its first save starts the record again
             log.warning("could not read the answer so far of job %s: %s", self._job.job_id, exc)
+            self._taking = False
             return self.start
         self._resume(found, pieces, aborted)
         return self.start
@@ -122,7 +124,7 @@ class Progress:
     def add(self, piece: str) -> None:
         """This attempt's next piece: streamed, recorded and published now; else saved
         when a checkpoint is due. Raises Superseded if a newer attempt took over, and
-        Restart if the first piece found an earlier attempt's answer."""
+        Restart if the record held the first piece already."""
         self._produced.append(piece)
         self._pending.append(piece)
         if self._job.stream or time.monotonic() - self._saved_at >= self._checkpoint_s:
@@ -148,15 +150,15 @@ class Progress:
         except redis.RedisError as exc:  # kept for the next piece: the record stays whole
             log.warning("could not record a piece of job %s: %s", self._job.job_id, exc)
             return
+        if not kept:
+            raise Superseded(f"job {self._job.job_id} was taken over by another attempt")
         if how == "2":
-            kept, found, pieces, aborted = kept
+            added, found, pieces, aborted = kept
             self._resume(found, pieces, aborted)
-            if not kept:  # an earlier attempt's answer: this one's pieces go
+            if not added:  # the record holds this attempt's first piece: go on from it
                 self._produced.clear()
                 self._pending.clear()
-                raise Restart(f"job {self._job.job_id} continues an earlier attempt's answer")
-        elif not kept:
-            raise Superseded(f"job {self._job.job_id} was taken over by another attempt")
+                raise Restart(f"job {self._job.job_id} goes on from its recorded answer")
         self.claimed = self.written = True
         self._saved_chars += len(pending)
         self._pending.clear()

@@ -115,7 +115,7 @@ class MinerRuntime:
                 try:
                     result, first_piece_at = self._generate(job, engine, progress)
                     break
-                except Restart:  # the first piece found an earlier attempt's answer
+                except Restart:  # the record held the first piece already: go on from it
                     continue
         start = progress.start
         self._stats.record(started, first_piece_at, time.time(), result.completion_tokens)

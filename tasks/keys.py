@@ -218,7 +218,7 @@ class Keys:
 
     def partial(self, job_id: str) -> str:
         """A job's answer so far, for the attempt that resumes it (``miners.resume``);
-        in its job's slot, with its abort key (``claim.lua`` reads both)."""
+        in its job's slot, with its abort key (``claim.lua`` and ``append.lua`` read both)."""
         return f"{self.tag}:partial:{job_id}"
 
     def abort(self, job_id: str) -> str:

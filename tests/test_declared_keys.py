@@ -42,12 +42,15 @@ def one_slot(keys: list[str]) -> bool:
 def test_the_cluster_ready_scripts_touch_only_the_keys_they_declare(redis):
     job = uuid.uuid4().hex
     partial, abort = KEYS.partial(job), KEYS.abort(job)
+    other = uuid.uuid4().hex
+    fresh = KEYS.partial(other)
     calls = [
         ("rate_limit", [KEYS.rate("p", "client:a")], [2, 1.0]),
         ("store_result", [KEYS.result(job)], [json.dumps({"status": "SUCCESS"}), 60, ""]),
         ("claim", [partial, abort], ["attempt-1", 60]),
         ("append", [partial], ["attempt-1", "hello", 1, "0", 60, "mia:reply:x", "{}"]),
         ("append", [partial, abort], ["attempt-2", "hi", 1, "2", 60, "mia:reply:x", "{}"]),
+        ("append", [fresh, KEYS.abort(other)], ["attempt-3", "hi", 1, "2", 60, "mia:reply:x", ""]),
         ("sessions_lru", [KEYS.sessions], [KEYS.session("p", "s1"), 1000.0, 1800, 10]),
     ]
     breaker = Breakers(redis, Scripts(redis), KEYS, Settings(breaker_failures=1))
@@ -57,7 +60,8 @@ def test_the_cluster_ready_scripts_touch_only_the_keys_they_declare(redis):
         assert one_slot([partial, abort]) and one_slot([KEYS.breakers, KEYS.failstreak])
     assert answers[2] == [b"", 0, 0]  # nothing so far, not aborted
     assert answers[3] == 1  # the claiming attempt may add
-    assert answers[4] == [0, b"hello", 1, 0]  # a first piece that finds an answer so far
+    assert answers[4] == 0  # a first piece refused: attempt-1 claimed the answer
+    assert answers[5] == [1, b"", 0, 0]  # a first piece takes a new answer: added
     assert answers[-2:] == [b"opened", b"closed"]
     assert redis.hget(partial, "text") == b"hello"
 

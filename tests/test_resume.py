@@ -15,6 +15,7 @@ import uuid
 
 import openai
 import pytest
+import redis as redis_errors
 import requests
 
 from miners.engines import GenerationRequest, complete
@@ -105,7 +106,7 @@ def test_a_streamed_piece_is_recorded_and_published_in_one_step_and_fenced(redis
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe("mia:reply:t")
     first = progress(redis, keys, job)
-    assert first.begin(rerun=False) == Start()  # claimed: nothing so far
+    assert first.begin(rerun=False) == Start()  # a first attempt: nothing sent yet
     first.add("echo:")
     first.add(" a")
     second = progress(redis, keys, job)  # the same job again: the first is thought dead
@@ -140,11 +141,7 @@ def test_an_unstreamed_answer_is_saved_at_checkpoints_and_taken_over(redis, keys
     assert resumed.begin(rerun=True).text == "echo: a"
 
 
-@pytest.mark.parametrize("rerun", [True, False], ids=["claimed-at-start", "taken-by-first-piece"])
-def test_a_miner_resumes_a_rerun_from_the_answer_so_far(redis, settings, keys, rerun):
-    """Marked as a re-run, the claim reads the answer so far before the engine starts;
-    not marked (the reaper's copy), the first piece finds it: that piece is dropped
-    unpublished and the engine starts again from the answer so far."""
+def test_a_miner_resumes_a_rerun_from_the_answer_so_far(redis, settings, keys):
     runtime = MinerRuntime(settings, "rs", EchoEngine())
     job = Job(said("one two three four"), stream=True, reply_to="mia:reply:r")
     redis.hset(
@@ -153,7 +150,7 @@ def test_a_miner_resumes_a_rerun_from_the_answer_so_far(redis, settings, keys, r
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe("mia:reply:r")
     try:
-        result = runtime.run(job.to_payload(), rerun=rerun)
+        result = runtime.run(job.to_payload(), rerun=True)
     finally:
         take_along()  # the result's store (Celery's) is not part of this test
         runtime.close()
@@ -184,6 +181,56 @@ def test_a_first_streamed_attempt_takes_the_record_with_its_first_piece(redis, k
         b"echo:",
         b"1",
     ]
+
+
+def test_a_first_piece_is_refused_once_a_rerun_claimed_the_answer(redis, keys):
+    """A first attempt thought dead before its first piece (a long prefill): the re-run
+    that claimed the record wins, and the first attempt stops."""
+    job = Job(said("a b"), stream=True, reply_to="mia:reply:g")
+    slow, rerun = progress(redis, keys, job), progress(redis, keys, job)
+    slow.begin(rerun=False)
+    assert rerun.begin(rerun=True) == Start()
+    with pytest.raises(Superseded):
+        slow.add("echo:")
+    rerun.add("echo:")
+    assert redis.hmget(keys.partial(job.job_id), "owner", "text") == [
+        rerun.attempt.encode(),
+        b"echo:",
+    ]
+
+
+def test_a_first_piece_whose_answer_was_lost_goes_on_from_the_record(redis, settings, keys):
+    """Redis ran the first piece's call, its answer was lost: the next call finds the
+    piece recorded, and the engine starts again from it; the caller gets each once."""
+    runtime = MinerRuntime(settings, "rs", EchoEngine())
+    run_script, lost = runtime._scripts, []
+
+    def answer_lost_once(name: str, keys: list[str], args: list[object]) -> object:
+        answer = run_script(name, keys=keys, args=args)
+        if name == "append" and args[3] == "2" and not lost:
+            lost.append(answer)
+            raise redis_errors.ConnectionError("the answer was lost")
+        return answer
+
+    runtime._scripts = answer_lost_once  # type: ignore[method-assign,assignment]
+    job = Job(said("one two three"), stream=True, reply_to="mia:reply:l")
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("mia:reply:l")
+    try:
+        result = runtime.run(job.to_payload())
+    finally:
+        take_along()
+        runtime.close()
+    assert lost == [[1, b"", 0, 0]]  # recorded and published, then its answer lost
+    assert result["response"] == "echo: one two three" and result["finish_reason"] == "stop"
+    got = heard(pubsub, 4)
+    assert [(m["index"], m["offset"], m["delta"]) for m in got] == [
+        (0, 0, "echo:"),
+        (1, 5, " one"),
+        (2, 9, " two"),
+        (3, 13, " three"),
+    ]
+    pubsub.close()
 
 
 def test_a_stream_whose_caller_left_before_it_started_stops_at_its_first_piece(
@@ -225,9 +272,9 @@ def test_a_miner_whose_job_was_taken_over_stops_and_stores_nothing(redis, settin
     assert take_along() is None  # no result store was set up
 
 
-def test_an_abort_heard_between_the_claim_and_the_stream_still_cancels_it(redis, settings):
-    """The claim read no abort key; the caller's abort came before the stream was
-    registered (the listener found nothing to cancel): the stream is cancelled anyway."""
+def test_an_abort_heard_before_the_stream_was_registered_still_cancels_it(redis, settings):
+    """No abort key was read; the caller's abort came before the stream was registered
+    (the listener found nothing to cancel): the stream is cancelled anyway."""
     runtime = MinerRuntime(settings, "rs", EchoEngine(delay_ms=60000))
     job = Job(said(WORDS), stream=True, reply_to="mia:reply:u")
     try:

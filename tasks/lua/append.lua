@@ -8,21 +8,26 @@
 --   '0' it is this attempt's already (claim.lua, or an earlier call here)
 --   '1' start it again with ARGV[2], taken over (the first save of an attempt that did
 --       not claim it: a non-streamed answer, which no caller has seen)
---   '2' take it over with this, the first streamed piece of a first attempt, which
---       skipped claim.lua's round trip: added and published only if no earlier attempt
---       left an answer (that attempt's caller may have seen it: this one continues it)
+--   '2' take it with this, the first streamed piece of a first attempt (which skipped
+--       claim.lua's round trip), unless another attempt owns it: a re-run, newer than
+--       any first attempt, claimed it. If it holds text already, that is this call's
+--       own, sent before with its answer lost: nothing is added, the text is returned
+--       and the attempt continues from it
 -- ARGV[5] TTL in seconds   ARGV[6] channel to publish on ('' = none)   ARGV[7] the message
 -- Returns 1, or 0 if another attempt owns the record (or it is gone: the job ended);
--- with '2': {1 if added else 0, the answer so far, its pieces, 1 if the caller went away}.
+-- with '2' and not refused: {1 if added else 0, the answer so far, its pieces, 1 if the
+-- caller went away}.
 local taking = ARGV[4] == '2'
 local aborted = 0
 if taking then
-  local found = redis.call('HMGET', KEYS[1], 'text', 'pieces')
+  local found = redis.call('HMGET', KEYS[1], 'owner', 'text', 'pieces')
+  if found[1] and found[1] ~= ARGV[1] then
+    return 0
+  end
   aborted = redis.call('EXISTS', KEYS[2])
-  if found[1] and found[1] ~= '' then  -- an earlier attempt's answer: continue it
-    redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+  if found[2] and found[2] ~= '' then
     redis.call('EXPIRE', KEYS[1], ARGV[5])
-    return {0, found[1], tonumber(found[2] or '0'), aborted}
+    return {0, found[2], tonumber(found[3] or '0'), aborted}
   end
 end
 if ARGV[4] ~= '0' then
