@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from miners.engines.llamacpp import bundled_model_path
+from tasks.dispatch import Dispatcher
 from tasks.jobs import Job
 from tasks.keys import Keys
 from tests.conftest import ADMIN
@@ -102,10 +103,13 @@ def streamed(app, job: Job) -> tuple[list[str], dict]:
     return [data["delta"] for kind, data in events if kind == "piece"], events[-1][1]
 
 
-def test_a_resumed_answer_continues_the_partial_text_as_one_attempt_would(app, api, miner, redis):
+def test_a_resumed_answer_continues_the_partial_text_as_one_attempt_would(
+    app, api, miner, redis, monkeypatch
+):
     """The record an attempt that died after 8 pieces leaves (``miners.resume``): the
-    next attempt hands the model the answer so far and it continues; greedy decoding
-    gives the very answer one attempt gives, and the caller gets all of it once."""
+    next attempt (a retry, as ``miners.retry`` sends it) hands the model the answer so
+    far and it continues; greedy decoding gives the very answer one attempt gives, and
+    the caller gets all of it once."""
     miner("0", engine="llamacpp", slots=1)
     messages = [{"role": "user", "content": "Describe the sea in two sentences."}]
     pieces, whole = streamed(app, Job(messages, max_tokens=40, stream=True))
@@ -114,6 +118,10 @@ def test_a_resumed_answer_continues_the_partial_text_as_one_attempt_would(app, a
     job = Job(messages, max_tokens=40, stream=True)
     redis.hset(
         Keys("mia").partial(job.job_id), mapping={"owner": "dead", "text": sent, "pieces": 8}
+    )
+    headers = Dispatcher._headers
+    monkeypatch.setattr(
+        Dispatcher, "_headers", staticmethod(lambda j: {**headers(j), "retries": 1})
     )
     again, result = streamed(app, job)
     assert again[0] == sent  # what this caller had not seen, from the record

@@ -26,6 +26,7 @@ if taking then
   end
   aborted = redis.call('EXISTS', KEYS[2])
   if found[2] and found[2] ~= '' then
+    redis.call('HSET', KEYS[1], 'owner', ARGV[1])
     redis.call('EXPIRE', KEYS[1], ARGV[5])
     return {0, found[2], tonumber(found[3] or '0'), aborted}
   end
