@@ -23,11 +23,18 @@ def sse(event: str | None, data: Any) -> str:
 
 
 def sse_response(events: Iterator[str]) -> Response:
+    """The stream's response; its headers go out at once (the server sends them on an
+    empty first item), while the job is on its way, so its first event goes alone."""
     return Response(
-        stream_with_context(events),
+        stream_with_context(_opened(events)),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _opened(events: Iterator[str]) -> Iterator[str]:
+    yield ""
+    yield from events
 
 
 def _plain(kind: str, data: Any) -> Iterable[str]:
