@@ -25,6 +25,8 @@ from typing import Any
 from bench.measure import post_json
 from bench.prompts import PROMPT, digest, warmup_prompts
 from bench.report import percentile
+from miners.engines.base import EngineUnavailable
+from miners.engines.vllm_model import resolve_model
 from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,9 +83,24 @@ def available() -> dict[str, str]:
     ``echo`` first: with no model, its first-token gap is the push path's own cost.
     """
     engines = {"echo": sys.executable, "llamacpp": sys.executable}
-    if VLLM_PYTHON.exists():
+    missing = vllm_missing()
+    if missing:
+        print(f"[bench] no vLLM row: {missing}", file=sys.stderr, flush=True)
+    else:
         engines["vllm"] = str(VLLM_PYTHON)
     return engines
+
+
+def vllm_missing() -> str:
+    """Why vLLM cannot run here ("" if it can): its environment, or its model."""
+    if not VLLM_PYTHON.exists():
+        return f"no {VLLM_PYTHON.parent.parent.name} (make .venv-vllm/.installed)"
+    env = {**os.environ, **miner_env("vllm")}
+    try:
+        resolve_model(env["MIA_VLLM_MODEL"], env)
+    except EngineUnavailable as exc:
+        return str(exc)
+    return ""
 
 
 @dataclass

@@ -109,3 +109,24 @@ def test_the_reap_bench_times_both_kinds_of_pass(redis_url, redis):
         assert 0 < found[side]["client_ms_p50"] <= found[side]["client_ms_p99"]
         assert found[side]["redis_ms_p50"] > 0
     assert list(redis.scan_iter("{mia}:hb:*")) == [] and not redis.exists("{mia}:miners")
+
+
+def test_the_engine_rows_offer_vllm_only_with_its_environment_and_its_model(
+    monkeypatch, tmp_path: Path, capsys
+):
+    """A .venv-vllm without the converted model (``make test-vllm`` converts it) used
+    to end the whole ``make bench`` at its engine rows; now the row is left out, and
+    the bench says why."""
+    from bench import engines
+
+    python = tmp_path / ".venv-vllm" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.touch()
+    model = tmp_path / "model"
+    model.mkdir()
+    monkeypatch.setattr(engines, "VLLM_PYTHON", python)
+    monkeypatch.setenv("MIA_VLLM_MODEL", str(model))
+    assert "vllm" not in engines.available()
+    assert f"no vLLM row: no model at {model}" in capsys.readouterr().err
+    (model / "config.json").write_text("{}")
+    assert engines.available()["vllm"] == str(python)
