@@ -1,7 +1,7 @@
 """What the tests of Celery's and kombu's private parts share (``test_broker_pins``,
 ``test_celery_formats``, ``test_publish``): the service's Celery app as a fixture
 (loaded as a plugin by ``tests/conftest.py``), a job, a selector with no miner free,
-and the failure message that names a changed private API."""
+the failure message that names a changed private API, and jobs sent as retries."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import redis as redis_lib
 from celery import Celery
 
 from tasks.celery_app import create_celery
+from tasks.dispatch import Dispatcher
 from tasks.jobs import Job
 from tasks.settings import Settings
 
@@ -60,3 +61,12 @@ class NoMiner:
 
     def wake_shared(self, job_id: str) -> None:
         return None
+
+
+def send_as_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on this process dispatches each job as a retry (``retries: 1`` in its
+    headers, as ``miners.retry`` sends one), which a miner runs as a re-run: it claims
+    the answer so far before its engine starts (``miners.resume``)."""
+    headers = Dispatcher._headers
+    retry = staticmethod(lambda job: {**headers(job), "retries": 1})
+    monkeypatch.setattr(Dispatcher, "_headers", retry)

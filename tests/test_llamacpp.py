@@ -11,9 +11,9 @@ import pytest
 import requests
 
 from miners.engines.llamacpp import bundled_model_path
-from tasks.dispatch import Dispatcher
 from tasks.jobs import Job
 from tasks.keys import Keys
+from tests.celery_fixtures import send_as_retries
 from tests.conftest import ADMIN
 
 pytestmark = pytest.mark.llamacpp
@@ -119,10 +119,7 @@ def test_a_resumed_answer_continues_the_partial_text_as_one_attempt_would(
     redis.hset(
         Keys("mia").partial(job.job_id), mapping={"owner": "dead", "text": sent, "pieces": 8}
     )
-    headers = Dispatcher._headers
-    monkeypatch.setattr(
-        Dispatcher, "_headers", staticmethod(lambda j: {**headers(j), "retries": 1})
-    )
+    send_as_retries(monkeypatch)
     again, result = streamed(app, job)
     assert again[0] == sent  # what this caller had not seen, from the record
     assert "".join(again) == result["response"] == whole["response"]

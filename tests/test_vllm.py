@@ -18,6 +18,7 @@ import requests
 from scripts.processes import wait_for
 from tasks.jobs import Job
 from tasks.keys import Keys
+from tests.celery_fixtures import send_as_retries
 from tests.test_streaming import events
 
 PYTHON = os.environ.get("MIA_TEST_VLLM_PYTHON", "")
@@ -127,10 +128,11 @@ def test_an_aborted_vllm_stream_frees_its_slot(api, vllm_miner, redis, settings)
     assert json.dumps(result)  # a whole, storable result
 
 
-def test_a_resumed_vllm_answer_continues_the_partial_text(app, api, vllm_miner, redis):
-    """The record an attempt that died after 6 pieces leaves (``miners.resume``): vLLM
-    is handed the answer so far as the start of the assistant's turn and continues it,
-    and the caller gets all of it once. (Not always into the very answer one attempt
+def test_a_resumed_vllm_answer_continues_the_partial_text(app, api, vllm_miner, redis, monkeypatch):
+    """The record an attempt that died after 6 pieces leaves (``miners.resume``): the
+    next attempt (a retry, as ``miners.retry`` sends it) hands vLLM the answer so far
+    as the start of the assistant's turn; vLLM continues it, and the caller gets all of
+    it once. (Not always into the very answer one attempt
     gives, as llama.cpp does: on the CPU, prefilling the partial answer's tokens gives
     logits a hair off those decoding them gave, enough to tip a close greedy choice.)"""
     jobs = app.extensions["mia"].jobs
@@ -147,6 +149,7 @@ def test_a_resumed_vllm_answer_continues_the_partial_text(app, api, vllm_miner, 
     redis.hset(
         Keys("mia").partial(job.job_id), mapping={"owner": "dead", "text": sent, "pieces": 6}
     )
+    send_as_retries(monkeypatch)
     again, result = streamed(job)
     assert "".join(again) == result["response"]
     assert result["response"].startswith(sent) and len(result["response"]) > len(sent)
