@@ -90,22 +90,25 @@ def test_the_legacy_submit_and_the_recovery_scripts_touch_only_the_keys_they_dec
 
 def test_reap_touches_only_the_keys_it_declares_and_reads_only_the_silent(redis):
     """reap.lua is told its candidates and their index sets (the first pass reads every
-    miner, later ones only those silent for a TTL), and forgets only the dead."""
-    registry = Registry(redis, KEYS, ttl_s=30)
+    miner, later ones only those silent for a TTL), and forgets only the dead. Keys of
+    its own: any web process on this Redis database (one another test left running,
+    say) reaps ``mia``'s miners every half second and could forget one first."""
+    own = Keys(f"reap-{uuid.uuid4().hex[:8]}")
+    registry = Registry(redis, own, ttl_s=30)
     for name in ("a", "b", "c"):
         registry.beat(Heartbeat(name, "available", 1, 1, ["echo", name], "echo"))
     with declared_only(redis) as run:
         checked = Registry(
-            redis, KEYS, ttl_s=30, scripts=lambda name, keys, args: run(name, keys, args)
+            redis, own, ttl_s=30, scripts=lambda name, keys, args: run(name, keys, args)
         )
         for dead in ("b", "a"):  # a full pass, then a pass over the silent only
-            expire_heartbeat(redis, KEYS, dead)
-            redis.zadd(KEYS.last_seen, {dead: time.time() - 60})  # its TTL ran out
+            expire_heartbeat(redis, own, dead)
+            redis.zadd(own.last_seen, {dead: time.time() - 60})  # its TTL ran out
             assert checked.reap() == 1
-            assert not redis.sismember(KEYS.miners, dead)
-    assert redis.zrange(KEYS.index, 0, -1) == redis.zrange(KEYS.index_for("echo"), 0, -1) == [b"c"]
-    assert redis.zcard(KEYS.index_for("a")) == redis.zcard(KEYS.index_for("b")) == 0
-    assert redis.hkeys(KEYS.indexed) == [b"c"]
+            assert not redis.sismember(own.miners, dead)
+    assert redis.zrange(own.index, 0, -1) == redis.zrange(own.index_for("echo"), 0, -1) == [b"c"]
+    assert redis.zcard(own.index_for("a")) == redis.zcard(own.index_for("b")) == 0
+    assert redis.hkeys(own.indexed) == [b"c"]
 
 
 def members(redis, model: str = "") -> list[bytes]:
