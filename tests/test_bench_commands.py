@@ -115,7 +115,9 @@ def test_the_reap_bench_times_both_kinds_of_pass(tmp_path: Path):
         found = json.loads(out.stdout.strip().splitlines()[-1])
         for side in ("silent_only", "full"):
             assert 0 < found[side]["client_ms_p50"] <= found[side]["client_ms_p99"]
-            assert found[side]["redis_ms_p50"] > 0
+        # the slow log counts whole microseconds: a silent-only pass over live miners
+        # (two sorted-set commands) can take under one, and read 0
+        assert found["silent_only"]["redis_ms_p50"] >= 0 < found["full"]["redis_ms_p50"]
         client = redis_lib.Redis(port=port)
         assert list(client.scan_iter("{mia}:hb:*")) == [] and not client.exists("{mia}:miners")
         client.close()
