@@ -5,8 +5,8 @@ Starts its own redis-server, web tier (gunicorn, as ``make run``), one echo mine
 
 - throughput: 64 keep-alive clients on ``POST /chat/direct`` from a separate
   process (``bench.load``) with two more 8-slot echo miners, and the CPU each part
-  spent per request; in the full run, the same load on other serving stacks
-  (``bench.throughput``);
+  spent per request; in the full run, each serving stack, the WebSocket included
+  (``bench.serving``);
 - latency, in interleaved rounds after an uncounted warm-up: (a) Redis LPUSH->BRPOP,
   (b) stock Celery apply_async -> task start, (c) this project's dispatch, job
   accepted -> miner task start, (d) POST /chat/direct round trip; then (h) the

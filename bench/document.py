@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import autotune, hooks, report, scale, throughput, versus
+from bench import autotune, hooks, report, scale, serving, throughput, versus
 from bench.report import Row
 
 
@@ -41,7 +41,7 @@ def document(meta: dict[str, Any], rows: dict[str, Row], samples: int) -> str:
             "## Latency, side by side (one run, rounds interleaved)",
             report.table(list(rows.values()), rows["redis_floor"], rows["celery"]),
             "## Throughput: POST /chat/direct, 64 clients (echo)",
-            throughput.markdown(meta["throughput"], meta["serving"]),
+            throughput.markdown(meta["throughput"]) + serving.markdown(meta["serving"]),
             "## Against the stock stack: a Flask view that waits on Celery's `.get()`",
             versus.markdown(meta["stock_stack"]),
             "## Per-request hooks of the web tier, on and off",

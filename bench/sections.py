@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import assistant, engines, hooks, measure, prompts, throughput
+from bench import assistant, engines, hooks, measure, prompts, serving, throughput
 from bench import mqtt as bench_mqtt
 from bench.report import Row
 from bench.stack import environment, live_miners
@@ -143,11 +143,11 @@ def throughput_section(
     settings: Settings, work: Path, quick: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(3) 64 clients on ``/chat/direct`` with two 8-slot echo miners beside the bench's
-    own; in the full run, the same load on each serving stack of ``bench.throughput``."""
+    own; in the full run, each serving stack of ``bench.serving``."""
     with throughput.miners(settings, work):
         seconds, warmup_s = (3.0, 1.0) if quick else (15.0, 3.0)
         main = throughput.load(settings.port, throughput.CLIENTS, seconds, warmup_s)
-        stacks = [] if quick else throughput.serving(settings, work, 5.0, 1.0)
+        stacks = [] if quick else serving.serving(settings, work, 5.0, 1.0)
     return main, stacks
 
 

@@ -1,34 +1,31 @@
-"""Throughput of ``POST /chat/direct``: many clients at once, and the serving stack.
+"""Throughput of ``POST /chat/direct``: many clients at once.
 
-    python -m bench.throughput [--seconds 5] [--rounds 3]
+    python -m bench.throughput [--seconds 15]
 
-(standalone: its own stack as ``make bench`` starts it, then the serving comparison)
+(standalone: its own stack as ``make bench`` starts it, with two 8-slot echo miners)
 
 The load comes from ``bench.load`` in a process of its own (a closed loop of
-``--clients`` keep-alive connections), against the bench's web tier and echo miners.
-``serving`` runs the same load against other gunicorn set-ups started beside it on
-the same Redis and miners, one at a time, to choose the stack by measurement.
+``CLIENTS`` keep-alive connections), against the bench's web tier and echo miners;
+beside it, the CPU each process spent per request. ``bench.serving`` runs the same
+load against each serving stack.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from bench.stack import echo_miner, environment, live_miners, tree_cpu_s
-from scripts.launch import BIN, ROOT, answers_ok, free_port
-from scripts.processes import spawn, stop, wait_for
+from bench.stack import echo_miner, environment, live_miners
+from scripts.launch import ROOT
+from scripts.processes import stop, wait_for
 from tasks.settings import Settings
 
 CLIENTS = 64
@@ -39,18 +36,9 @@ ROLES = (
     ("bench.naive worker", "stock worker"),
     ("gunicorn", "web"),
     ("granian", "web"),
+    ("caddy run", "proxy"),
     ("miners worker", "miner"),
     ("redis-server", "redis"),
-)
-
-# Serving stacks compared: (name, gunicorn worker class or "granian", workers, threads
-# or connections per worker).
-STACKS = (
-    ("gthread 2x16 (default)", "gthread", 2, 16),
-    ("gthread 4x8", "gthread", 4, 8),
-    ("gevent 2x256", "gevent", 2, 256),
-    ("granian 2x16 (Rust HTTP, WSGI threads)", "granian", 2, 16),
-    ("granian 1x32", "granian", 1, 32),
 )
 
 
@@ -96,63 +84,11 @@ def load(port: int, clients: int, seconds: float, warmup_s: float) -> dict[str, 
     return found
 
 
-def server_argv(port: int, kind: str, workers: int, threads: int) -> list[str]:
-    if kind == "granian":
-        argv = [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1"]
-        argv += ["--port", str(port), "--workers", str(workers), "--blocking-threads"]
-        return [*argv, str(threads), "--no-ws", "--factory", "web:create_app"]
-    argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
-    argv += ["--worker-class", kind, "--no-control-socket"]
-    argv += ["--threads" if kind == "gthread" else "--worker-connections", str(threads)]
-    return [*argv, "web:create_app()"]
-
-
-def installed(kind: str) -> bool:
-    """gthread comes with gunicorn; the others are bench-only (requirements-dev.txt)."""
-    return kind == "gthread" or importlib.util.find_spec(kind) is not None
-
-
-def serving(
-    settings: Settings, work: Path, seconds: float, warmup_s: float, rounds: int = 2
-) -> list[dict[str, Any]]:
-    """The same load against each stack in ``STACKS``, one stack up at a time (an idle
-    web tier still hears every result: ``docs/scaling.md``), in ``rounds`` interleaved
-    rounds so that noise lands on each alike; per stack, the mean of its rounds."""
-    stacks = [s for s in STACKS if installed(s[1])]
-    found: dict[str, list[dict[str, Any]]] = {s[0]: [] for s in stacks}
-    for _ in range(rounds):
-        for name, kind, workers, threads in stacks:
-            port = free_port()
-            env = {**environment(settings), "MIA_PORT": str(port)}
-            log = work / f"serving-{kind}-{workers}.log"
-            proc = spawn(server_argv(port, kind, workers, threads), env, log)
-            try:
-                wait_for(partial(answers_ok, f"http://127.0.0.1:{port}/readyz"), 30, name)
-                before = tree_cpu_s(proc.pid)
-                measured = load(port, CLIENTS, seconds, warmup_s)
-                spent = tree_cpu_s(proc.pid) - before
-            finally:
-                stop(proc)
-            measured["server_cpu_ms_per_request"] = spent * 1000 / measured["sent"]
-            found[name].append(measured)
-    rows: list[dict[str, Any]] = [
-        {"stack": s[0], "skipped": f"{s[1]} is not installed"} for s in STACKS if s not in stacks
-    ]
-    for name, runs in found.items():
-        row: dict[str, Any] = {"stack": name, "rounds_req_per_s": [r["req_per_s"] for r in runs]}
-        for key in ("req_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request"):
-            row[key] = round(statistics.fmean(float(r[key]) for r in runs), 3)
-        row["errors"] = sum(int(r["errors"]) for r in runs)
-        rows.append(row)
-    return rows
-
-
-def markdown(main: dict[str, Any] | None, stacks: list[dict[str, Any]]) -> str:
-    lines: list[str] = []
-    if main is not None:
-        cpu = main["cpu_ms_per_request"]
-        cores = os.cpu_count() or 1
-        lines += [
+def markdown(main: dict[str, Any]) -> str:
+    cpu = main["cpu_ms_per_request"]
+    cores = os.cpu_count() or 1
+    return "\n".join(
+        [
             f"{main['clients']} clients, closed loop, {main['seconds']} s measured after "
             f"{main['warmup_s']} s of warm-up: **{main['req_per_s']} requests/s**, "
             f"{main['errors']} errors, p50 {main['p50_ms']} ms, p99 {main['p99_ms']} ms.",
@@ -162,26 +98,7 @@ def markdown(main: dict[str, Any] | None, stacks: list[dict[str, Any]]) -> str:
             + f"; {sum(cpu.values()):.2f} in all, so these {cores} cores top out near "
             f"{1000 * cores / sum(cpu.values()):.0f} req/s.",
         ]
-    if stacks:
-        lines += [
-            "",
-            "Serving stacks, one up at a time beside the bench's own web tier, in "
-            "interleaved rounds; the mean of the rounds:",
-            "",
-            "| serving stack | req/s | each round | errors | p50 ms | p99 ms "
-            "| server CPU ms / request |",
-            "|---|---:|---|---:|---:|---:|---:|",
-        ]
-        for r in stacks:
-            if "skipped" in r:
-                lines.append(f"| {r['stack']} | {r['skipped']} | | | | | |")
-            else:
-                lines.append(
-                    f"| {r['stack']} | {r['req_per_s']} | {r['rounds_req_per_s']} "
-                    f"| {r['errors']} | {r['p50_ms']} | {r['p99_ms']} "
-                    f"| {r['server_cpu_ms_per_request']} |"
-                )
-    return "\n".join(lines)
+    )
 
 
 @contextmanager
@@ -206,16 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     from bench.stack import start_stack
 
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=15.0)
     args = parser.parse_args(argv)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mia-throughput-{os.getpid()}"
     with ExitStack() as stack:
         settings, _ = start_stack(stack, work)
         with miners(settings, work):
-            rows = serving(settings, work, args.seconds, 1.0, args.rounds)
-    print(markdown(None, rows))
-    print(json.dumps(rows))
+            found = load(settings.port, CLIENTS, args.seconds, 3.0)
+    print(markdown(found))
+    print(json.dumps(found))
     return 0
 
 
