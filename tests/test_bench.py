@@ -7,6 +7,7 @@ rows' first-token samples, cold and the same on both sides (``bench.prompts``)."
 from __future__ import annotations
 
 import sys
+from collections.abc import Generator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,34 @@ def test_the_in_process_side_runs_the_prompts_it_is_given() -> None:
     assert served.close() >= 0  # it checked the digest of what it ran
     with pytest.raises(ValueError, match="cold samples"):
         prompts.measured_prompts(len(prompts.NONCES), 1)
+
+
+def test_the_in_process_sample_reads_its_answer_to_the_end_as_the_push_side_does() -> None:
+    """Closed at its first piece, an engine would still be working on its next one while
+    the push side's sample ran (vLLM on the CPU: 20 ms of the push share, 2026-12-07)."""
+    from bench import direct
+    from miners.engines import GenerationRequest, GenerationResult, Stream
+
+    made: list[str] = []
+
+    class Counting:
+        name = "counting"
+        models: tuple[str, ...] = ("counting",)
+
+        def memory_mb(self) -> dict[str, float]:
+            return {}
+
+        def close(self) -> None:
+            pass
+
+        def stream(self, request: GenerationRequest) -> Stream:
+            def produce(stream: Stream) -> Generator[str, None, GenerationResult]:
+                for i in range(request.max_tokens):
+                    made.append(str(i))
+                    yield str(i)
+                return GenerationResult("".join(made), 1, len(made), "length")
+
+            return Stream(produce)
+
+    assert direct.first_token_ms(Counting(), "Hello") > 0
+    assert made == [str(i) for i in range(8)]  # all of max_tokens, not one
