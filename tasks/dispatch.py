@@ -131,11 +131,15 @@ class Dispatcher:
         if miner_id is None:
             if not shared_only:
                 metrics.SHARED_FALLBACKS.inc()
-            try:
-                self._selector.wake_shared(job.job_id)
-            except redis.RedisError:  # the job is queued; pollers find it on their next poll
-                log.warning("could not wake legacy miners for job %s", job.job_id)
+            if publish is None or not publish.woke:  # reserve.lua did not wake one
+                self._wake_shared(job.job_id)
         return Dispatched(job.job_id, queue, miner_id)
+
+    def _wake_shared(self, job_id: str) -> None:
+        try:
+            self._selector.wake_shared(job_id)
+        except redis.RedisError:  # the job is queued; pollers find it on their next poll
+            log.warning("could not wake legacy miners for job %s", job_id)
 
     @staticmethod
     def _placed(

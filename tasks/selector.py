@@ -34,13 +34,15 @@ QUEUES_DECLARED_MAX = 64
 class Publish:
     """A task message for ``reserve.lua`` to push where it chooses, in the same call:
     ``queue_token`` and ``miner_token`` stand for the queue and the reserved miner in
-    it; ``suffix`` ends the name of the list (the priority step). ``sent``: it was."""
+    it; ``suffix`` ends the name of the list (the priority step). ``sent``: it was;
+    ``woke``: it went on the shared queue and woke a long-polling legacy miner."""
 
     message: str
     queue_token: str
     miner_token: str
     suffix: str
     sent: bool = False
+    woke: bool = False
 
 
 class MinerSelector(Protocol):
@@ -111,7 +113,8 @@ class RedisSelector:
         goes to ``shared``; ``UNSERVED`` when no live miner serves its model, ``DRAINED``
         when every one that does (or the job's target device) is drained. With
         ``publish``, its message goes on the queue chosen in the same call (unless
-        ``QUEUES_DECLARED_MAX`` is 0): its ``sent`` says whether it did."""
+        ``QUEUES_DECLARED_MAX`` is 0): its ``sent`` says whether it did, and ``woke``
+        whether it went on the shared queue and woke a legacy miner (``wake_shared``)."""
         record = json.dumps({"accepted_at": job.accepted_at, "model": job.model})
         keys = [
             self._keys.picks,
@@ -146,16 +149,19 @@ class RedisSelector:
             publish = None  # no queue may be declared: the caller publishes after
         if publish is not None:
             args += [publish.message, publish.queue_token, publish.miner_token, publish.suffix]
+            args += [self._keys.shared_wake, job.job_id, WAKE_TOKENS_KEPT]
         if self._models is None:  # once: the models of the fleet as indexed now
             self._learn([text(r) for r in self._redis.hvals(self._keys.indexed)])
         for _ in range(4):  # again with what it met: a miner's index sets, or queue
             sets = self._keys.index_sets([job.model, *(self._models or ())])
             lists = self._queue_lists(publish.suffix) if publish is not None else []
-            picked = self._scripts("reserve", keys=keys + sets + lists, args=args)
+            wake = [self._keys.shared_wake] if publish is not None else []
+            picked = self._scripts("reserve", keys=keys + sets + lists + wake, args=args)
             if not isinstance(picked, list):
                 answer = text(picked) if picked else None
                 if publish is not None:
                     publish.sent = answer not in REFUSED
+                    publish.woke = publish.sent and answer is None
                 return answer
             if text(picked[0]) == "!queue":
                 self._learn_queue(text(picked[1]))

@@ -76,6 +76,7 @@ def test_the_choice_publishes_the_two_step_message_on_the_queue_it_chose(
         assert publish is not None
         assert chooser.choose(job, publish=publish) == "good"
         assert publish.sent and calls == ["reserve", "reserve"]  # !queue, then declared
+        assert not publish.woke and redis.llen(KEYS.shared_wake) == 0
         # the only slot is taken: the next job goes on shared, in one call
         other = said("next")
         publish_shared = publisher.fused(other, 6, {})
@@ -83,6 +84,10 @@ def test_the_choice_publishes_the_two_step_message_on_the_queue_it_chose(
         calls.clear()
         assert chooser.choose(other, publish=publish_shared) is None
         assert publish_shared.sent and calls == ["reserve"]
+        # and a long-polling legacy miner is woken in that same call
+        assert publish_shared.woke and redis.lrange(KEYS.shared_wake, 0, -1) == [
+            other.job_id.encode()
+        ]
     fused = published(redis, "gpu-good", 6)
     assert fused["properties"]["delivery_info"]["routing_key"] == "gpu-good"
     assert fused["headers"][RESERVED_HEADER] == "good"
@@ -117,6 +122,24 @@ def test_a_dispatcher_publishes_in_the_choices_round_trip_unless_too_many_queues
     assert RESERVED_HEADER not in two_step["headers"]
     assert payload_of(two_step)["reserved_on"] == "m1"
     assert int(redis.hget(KEYS.inflight, "m1") or 0) == 2  # one slot each, no more
+
+
+def test_a_job_the_choice_put_on_shared_is_not_woken_for_twice(
+    celery_app: Celery, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """reserve.lua wakes a legacy miner when it publishes on shared; the dispatcher
+    makes its own wake call (a round trip) only where the job was published after."""
+    Registry(redis, KEYS, ttl_s=30).beat(Heartbeat("m1", "available", 0, 1, ["echo"], "echo"))
+    chooser = RedisSelector(redis, Scripts(redis), KEYS, 60)
+    woken: list[str] = []
+    monkeypatch.setattr(chooser, "wake_shared", woken.append)
+    dispatcher = Dispatcher(celery_app, chooser)
+    fused = dispatcher.submit(said("full"))
+    assert fused.miner_id is None and woken == []
+    assert redis.lrange(KEYS.shared_wake, 0, -1) == [fused.job_id.encode()]
+    monkeypatch.setattr(selector_module, "QUEUES_DECLARED_MAX", 0)  # two-step publish
+    two_step = Dispatcher(celery_app, chooser).submit(said("full again"))
+    assert two_step.miner_id is None and woken == [two_step.job_id]
 
 
 @pytest.mark.parametrize(

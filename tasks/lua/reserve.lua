@@ -26,6 +26,10 @@
 --         go on is declared: the shared queue's, and the miner queues' the caller knows
 --         of; when the miner chosen is not among them, nothing is written and the answer
 --         is {'!queue', that miner}: the caller calls again declaring its list too.
+-- ARGV[17] (with a message) the legacy miners' wake list, declared among the keys;
+--         ARGV[18] the job id; ARGV[19] how many wake tokens the list keeps. A job
+--         published on the shared queue wakes one long-polling legacy miner in the same
+--         call (with no poller waiting, the capped list only grows to its bound).
 --
 -- Every key it touches is declared (Redis Cluster; docs/scaling.md): per-miner state
 -- is read from hashes, not from a key per miner. When the miner chosen would have it
@@ -260,5 +264,12 @@ else
   record.queue = ARGV[5]
 end
 redis.call('SET', KEYS[3], cjson.encode(record), 'EX', tonumber(ARGV[4]))
-if message ~= '' then redis.call('LPUSH', list, message) end
+if message ~= '' then
+  redis.call('LPUSH', list, message)
+  local wake = ARGV[17] or ''
+  if not best and wake ~= '' and key_declared(wake) then
+    redis.call('LPUSH', wake, ARGV[18])
+    redis.call('LTRIM', wake, 0, tonumber(ARGV[19]) - 1)
+  end
+end
 return best or false
