@@ -30,7 +30,7 @@ from miners.engines import Engine, GenerationRequest, load_engine
 def first_token_ms(engine: Engine, message: str) -> float:
     """Milliseconds from asking to the first piece, with the messages /chat/direct builds.
     The answer is read to its end, as the push side reads its stream: closed at the first
-    piece, the engine would still be in its next step (vLLM on the CPU: some 40 ms on
+    piece, the engine would still be in its next step (vLLM on the CPU: some 37 ms on
     every core) while the push side's sample starts."""
     request = GenerationRequest(direct_messages(message), max_tokens=8)
     began = time.perf_counter()

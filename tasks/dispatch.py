@@ -147,14 +147,15 @@ class Dispatcher:
     ) -> str | None:
         """Choose and publish in one call. Its answer lost on the way (the connection
         dropped after Redis ran it): the job record says whether the job is queued, and
-        where; then it was accepted, and nothing is published again."""
+        where; then it was accepted, and nothing is published again (nor, for a job on
+        shared, a legacy miner woken again)."""
         try:
             return chooser.choose(job, shared_only, publish=publish)
         except (redis.ConnectionError, redis.TimeoutError):
             found, miner_id = chooser.placed(job.job_id)
             if not found:
                 raise
-            publish.sent = True
+            publish.sent, publish.woke = True, miner_id is None
             return miner_id
 
     def _fused(self, job: Job) -> Publish | None:

@@ -177,21 +177,31 @@ def test_past_the_queues_it_may_declare_it_forgets_the_one_learnt_longest_ago(
     assert redis.llen(KEYS.queue_list("gpu-m1", 0)) == redis.llen(KEYS.queue_list("gpu-m2", 0)) == 2
 
 
+@pytest.mark.parametrize("free, miner", [(2, "m1"), (0, None)], ids=["on m1", "on shared"])
 def test_a_lost_answer_after_the_job_was_queued_is_not_published_again(
-    celery_app: Celery, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+    celery_app: Celery,
+    redis: redis_lib.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    free: int,
+    miner: str | None,
 ) -> None:
     """The connection drops after Redis ran the call: the job record says the job is
-    queued (and where), so it is accepted, not refused, and not published twice."""
-    Registry(redis, KEYS, ttl_s=30).beat(Heartbeat("m1", "available", 2, 2, ["echo"], "echo"))
+    queued (and where), so it is accepted, not refused, and not published twice; on
+    shared, the legacy miner the call woke is not woken again."""
+    Registry(redis, KEYS, ttl_s=30).beat(Heartbeat("m1", "available", free, 2, ["echo"], "echo"))
     chooser = RedisSelector(redis, Scripts(redis), KEYS, 60)
-    choose = chooser.choose
+    choose, woken = chooser.choose, []
+    monkeypatch.setattr(chooser, "wake_shared", woken.append)
 
     def ran_then_dropped(*args: Any, **kwargs: Any) -> Any:
         choose(*args, **kwargs)
+        kwargs["publish"].sent = kwargs["publish"].woke = False  # the answer never came
         raise redis_lib.ConnectionError("Connection closed by server.")
 
     monkeypatch.setattr(chooser, "choose", ran_then_dropped)
     dispatched = Dispatcher(celery_app, chooser).submit(said("hi", priority=9))
-    assert (dispatched.miner_id, dispatched.queue) == ("m1", "gpu-m1")
-    assert redis.llen(KEYS.queue_list("gpu-m1", 0)) == 1
-    assert int(redis.hget(KEYS.inflight, "m1") or 0) == 1
+    queue = "gpu-m1" if miner else SHARED_QUEUE
+    assert (dispatched.miner_id, dispatched.queue) == (miner, queue)
+    assert redis.llen(KEYS.queue_list(queue, 0)) == 1
+    assert int(redis.hget(KEYS.inflight, "m1") or 0) == (1 if miner else 0)
+    assert woken == [] and redis.llen(KEYS.shared_wake) == (0 if miner else 1)

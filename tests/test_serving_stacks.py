@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any, cast
 
 import requests
 
@@ -20,19 +21,32 @@ def test_granian_cannot_upgrade_the_websocket_and_caddy_in_front_of_it_sends_it_
         settings, _ = web_tier(stack, tmp_path)  # gunicorn gthread, as make run
         env = environment(settings)
         assert serving.serves_websocket(settings.port)
+        gunicorn = server_of(settings.port)
         granian = serving.Stack("granian", "granian", 1, 4)
         proxied = serving.Stack("proxied", "granian+caddy", 1, 4)
         with serving.up(granian, env, tmp_path) as (port, _):
             assert not serving.serves_websocket(port)
+            by_granian = server_of(port)
+        assert by_granian != gunicorn
         with serving.up(proxied, env, tmp_path) as (port, procs):
             assert serving.serves_websocket(port)
-            assert [p.args[0].rsplit("/", 1)[-1] for p in procs] == ["granian", "gunicorn", "caddy"]
-            # Everything else goes to granian.
-            assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+            assert [Path(cast(list[str], p.args)[0]).name for p in procs] == [
+                "granian",
+                "gunicorn",
+                "caddy",
+            ]
+            assert server_of(port) == by_granian  # everything else goes to granian
         assert all(p.poll() is not None for p in procs)  # stopped on leaving
 
 
-def row(name: str, websocket: bool, rps: float, p50: float) -> dict[str, object]:
+def server_of(port: int) -> str | None:
+    """Which server answered ``/readyz`` on ``port`` (its ``Server`` header)."""
+    response = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    assert response.status_code == 200
+    return response.headers.get("server")
+
+
+def row(name: str, websocket: bool, rps: float, p50: float) -> dict[str, Any]:
     return {"stack": name, "websocket": websocket, "req_per_s": rps, "new_connection_p50_ms": p50}
 
 

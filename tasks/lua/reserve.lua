@@ -267,7 +267,7 @@ redis.call('SET', KEYS[3], cjson.encode(record), 'EX', tonumber(ARGV[4]))
 if message ~= '' then
   redis.call('LPUSH', list, message)
   local wake = ARGV[17] or ''
-  if not best and wake ~= '' and key_declared(wake) then
+  if not best and wake ~= '' then
     redis.call('LPUSH', wake, ARGV[18])
     redis.call('LTRIM', wake, 0, tonumber(ARGV[19]) - 1)
   end
