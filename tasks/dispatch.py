@@ -131,7 +131,7 @@ class Dispatcher:
         if miner_id is None:
             if not shared_only:
                 metrics.SHARED_FALLBACKS.inc()
-            if publish is None or not publish.woke:  # reserve.lua did not wake one
+            if publish is None or not publish.sent:  # else reserve.lua woke one
                 self._wake_shared(job.job_id)
         return Dispatched(job.job_id, queue, miner_id)
 
@@ -155,7 +155,7 @@ class Dispatcher:
             found, miner_id = chooser.placed(job.job_id)
             if not found:
                 raise
-            publish.sent, publish.woke = True, miner_id is None
+            publish.sent = True
             return miner_id
 
     def _fused(self, job: Job) -> Publish | None:

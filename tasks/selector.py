@@ -34,15 +34,14 @@ QUEUES_DECLARED_MAX = 64
 class Publish:
     """A task message for ``reserve.lua`` to push where it chooses, in the same call:
     ``queue_token`` and ``miner_token`` stand for the queue and the reserved miner in
-    it; ``suffix`` ends the name of the list (the priority step). ``sent``: it was;
-    ``woke``: it went on the shared queue and woke a long-polling legacy miner."""
+    it; ``suffix`` ends the name of the list (the priority step). ``sent``: it was
+    (and if on the shared queue, a long-polling legacy miner was woken with it)."""
 
     message: str
     queue_token: str
     miner_token: str
     suffix: str
     sent: bool = False
-    woke: bool = False
 
 
 class MinerSelector(Protocol):
@@ -113,8 +112,8 @@ class RedisSelector:
         goes to ``shared``; ``UNSERVED`` when no live miner serves its model, ``DRAINED``
         when every one that does (or the job's target device) is drained. With
         ``publish``, its message goes on the queue chosen in the same call (unless
-        ``QUEUES_DECLARED_MAX`` is 0): its ``sent`` says whether it did, and ``woke``
-        whether it went on the shared queue and woke a legacy miner (``wake_shared``)."""
+        ``QUEUES_DECLARED_MAX`` is 0): its ``sent`` says whether it did (on shared, a
+        legacy miner is woken in the same call, as ``wake_shared`` would)."""
         record = json.dumps({"accepted_at": job.accepted_at, "model": job.model})
         keys = [
             self._keys.picks,
@@ -161,7 +160,6 @@ class RedisSelector:
                 answer = text(picked) if picked else None
                 if publish is not None:
                     publish.sent = answer not in REFUSED
-                    publish.woke = publish.sent and answer is None
                 return answer
             if text(picked[0]) == "!queue":
                 self._learn_queue(text(picked[1]))

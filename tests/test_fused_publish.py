@@ -76,7 +76,7 @@ def test_the_choice_publishes_the_two_step_message_on_the_queue_it_chose(
         assert publish is not None
         assert chooser.choose(job, publish=publish) == "good"
         assert publish.sent and calls == ["reserve", "reserve"]  # !queue, then declared
-        assert not publish.woke and redis.llen(KEYS.shared_wake) == 0
+        assert redis.llen(KEYS.shared_wake) == 0
         # the only slot is taken: the next job goes on shared, in one call
         other = said("next")
         publish_shared = publisher.fused(other, 6, {})
@@ -85,9 +85,7 @@ def test_the_choice_publishes_the_two_step_message_on_the_queue_it_chose(
         assert chooser.choose(other, publish=publish_shared) is None
         assert publish_shared.sent and calls == ["reserve"]
         # and a long-polling legacy miner is woken in that same call
-        assert publish_shared.woke and redis.lrange(KEYS.shared_wake, 0, -1) == [
-            other.job_id.encode()
-        ]
+        assert redis.lrange(KEYS.shared_wake, 0, -1) == [other.job_id.encode()]
     fused = published(redis, "gpu-good", 6)
     assert fused["properties"]["delivery_info"]["routing_key"] == "gpu-good"
     assert fused["headers"][RESERVED_HEADER] == "good"
@@ -195,7 +193,7 @@ def test_a_lost_answer_after_the_job_was_queued_is_not_published_again(
 
     def ran_then_dropped(*args: Any, **kwargs: Any) -> Any:
         choose(*args, **kwargs)
-        kwargs["publish"].sent = kwargs["publish"].woke = False  # the answer never came
+        kwargs["publish"].sent = False  # the answer never came
         raise redis_lib.ConnectionError("Connection closed by server.")
 
     monkeypatch.setattr(chooser, "choose", ran_then_dropped)
