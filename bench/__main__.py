@@ -14,8 +14,10 @@ Starts its own redis-server, web tier (gunicorn, as ``make run``), one echo mine
 - against the stock stack (``bench.versus``: a Flask view on gunicorn that waits on a
   no-op Celery task's ``.get()``, up beside the product): (k, l) the round trip of
   each, interleaved, a new connection each, and both at 64 clients with the CPU each
-  process spent per request; then each per-request hook of the web tier on and off
-  (``bench.hooks``);
+  process spent per request; beside them the stock stack's two frameworks alone
+  (``bench.floor``: its front door without Celery, a bare Celery round trip), what any
+  Flask + Celery product takes at least; then each per-request hook of the web tier on
+  and off (``bench.hooks``);
 - with the push miner stopped, the pickup latency (job accepted -> leased) of a real
   legacy miner (``python -m miners.legacy``): (e) polling ``/get_work`` every 2 s,
   (f) long-polling, and (g) the round trip of an empty poll;

@@ -35,9 +35,11 @@ class Tally:
     sent: int = 0  # answered requests, warm-up included
 
 
-def chat_request(host: str, port: int, body: bytes = CHAT_BODY) -> bytes:
+def chat_request(
+    host: str, port: int, body: bytes = CHAT_BODY, path: str = "/chat/direct"
+) -> bytes:
     return (
-        f"POST /chat/direct HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
@@ -86,10 +88,10 @@ async def client(
 
 
 async def run(
-    host: str, port: int, clients: int, seconds: float, warmup_s: float
+    host: str, port: int, clients: int, seconds: float, warmup_s: float, path: str
 ) -> dict[str, object]:
     tally = Tally()
-    request = chat_request(host, port)
+    request = chat_request(host, port, path=path)
     began = time.perf_counter()
     counting_from, until = began + warmup_s, began + warmup_s + seconds
     await asyncio.gather(
@@ -122,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup-s", type=float, default=2.0)
+    parser.add_argument("--path", default="/chat/direct", help="what each request POSTs to")
     args = parser.parse_args(argv)
-    found = asyncio.run(run(args.host, args.port, args.clients, args.seconds, args.warmup_s))
+    found = asyncio.run(
+        run(args.host, args.port, args.clients, args.seconds, args.warmup_s, args.path)
+    )
     print(json.dumps(found))
     return 0
 

@@ -9,11 +9,15 @@ waits for it with ``.get()``; a solo-pool worker; ``acks_late`` and prefetch 1, 
 product's miners have; stock Celery and kombu (the project's pinned versions), the
 Redis result backend. Nothing of the product is imported: no slots, no routing, no
 metrics, no request ids, no tracing, no logs per request.
+
+``POST /chat/none`` is the same view without Celery (the body parsed, the answer built):
+the front door's own share of a round trip, for ``bench.floor``.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 
 from celery import Celery
 from flask import Flask, jsonify, request
@@ -53,6 +57,11 @@ def create_app() -> Flask:
         message = str((request.get_json(silent=True) or {}).get("message", ""))
         result = echo.apply_async((message,), queue=QUEUE)
         return jsonify(response=result.get(timeout=TIMEOUT_S), job_id=result.id)
+
+    @app.post("/chat/none")
+    def front_door() -> ResponseReturnValue:
+        message = str((request.get_json(silent=True) or {}).get("message", ""))
+        return jsonify(response=message, job_id=str(uuid.uuid4()))
 
     @app.get("/healthz")
     def healthz() -> ResponseReturnValue:

@@ -41,7 +41,7 @@ import websocket
 
 from bench import throughput, versus
 from bench.stack import environment, tree_cpu_s
-from scripts.launch import BIN, answers_ok, free_port, start
+from scripts.launch import BIN, answers_ok, free_port, granian_argv, start
 from scripts.processes import stop
 from tasks.settings import Settings
 
@@ -69,9 +69,7 @@ STACKS = (
 def server_argv(port: int, kind: str, workers: int, threads: int) -> list[str]:
     """One server of the web tier on ``port``: granian, or gunicorn with ``kind``."""
     if kind == "granian":
-        argv = [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1"]
-        argv += ["--port", str(port), "--workers", str(workers), "--blocking-threads"]
-        return [*argv, str(threads), "--no-ws", "--factory", "web:create_app"]
+        return granian_argv(port, "web:create_app", workers, threads)
     argv = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
     argv += ["--worker-class", kind, "--no-control-socket"]
     argv += ["--threads" if kind == "gthread" else "--worker-connections", str(threads)]
@@ -184,8 +182,8 @@ def each_up_at_once(
         ports = {s.name: everyone.enter_context(up(s, env, work))[0] for s in stacks}
         for name, port in ports.items():
             found[name] = {"websocket": serves_websocket(port)}
-        versus.interleaved(ports, max(samples // 10, 10))
-        for name, times in versus.interleaved(ports, samples).items():
+        versus.interleaved(versus.posts(ports), max(samples // 10, 10))
+        for name, times in versus.interleaved(versus.posts(ports), samples).items():
             stats = versus.stats(times)
             found[name]["new_connection_p50_ms"] = stats["p50_ms"]
             found[name]["new_connection_p99_ms"] = stats["p99_ms"]

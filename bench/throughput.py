@@ -62,11 +62,14 @@ def cpu_by_role() -> dict[str, float]:
     return roles
 
 
-def load(port: int, clients: int, seconds: float, warmup_s: float) -> dict[str, Any]:
-    """Run ``bench.load`` as its own process: its JSON summary, plus the CPU each part
-    of the stack spent per request (``cpu_ms_per_request``; warm-up included)."""
+def load(
+    port: int, clients: int, seconds: float, warmup_s: float, path: str = "/chat/direct"
+) -> dict[str, Any]:
+    """Run ``bench.load`` as its own process (``POST path``): its JSON summary, plus the
+    CPU each part of the stack spent per request (``cpu_ms_per_request``; warm-up
+    included)."""
     argv = [sys.executable, "-m", "bench.load", "--port", str(port), "--clients", str(clients)]
-    argv += ["--seconds", str(seconds), "--warmup-s", str(warmup_s)]
+    argv += ["--seconds", str(seconds), "--warmup-s", str(warmup_s), "--path", path]
     before, load_before = cpu_by_role(), os.times()
     out = subprocess.run(
         argv, cwd=ROOT, capture_output=True, text=True, timeout=seconds + warmup_s + 60

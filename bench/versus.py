@@ -11,6 +11,10 @@ never meet): gunicorn gthread 2 x 8 and one solo-pool worker. Then, in one run:
 - throughput: 64 keep-alive clients (``bench.load``) on each in turn, in interleaved
   rounds (the product with its throughput miners, as ``bench.throughput``), and the
   CPU each process spent per request.
+
+Beside them, the stock stack's two frameworks alone (``bench.floor``): its front door
+without Celery and a Celery round trip without the web tier, interleaved with the
+round trips above and, for the front door, in the load's rounds.
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ import http.client
 import json
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import throughput
+from bench import floor, throughput
 from bench.report import Row, percentile
 from scripts.launch import BIN, answers_ok, free_port, scrubbed_environ, start
 from scripts.processes import spawn, stop, wait_for
@@ -34,10 +38,17 @@ from tasks.settings import Settings
 BODY = json.dumps({"message": "Hello", "max_tokens": 8})
 HEADERS = {"content-type": "application/json"}
 SIDES = ("product", "stock")
+FRONT_DOOR = "front door"  # the stock web tier without Celery (``bench.floor``)
+GRANIAN = "front door, granian"  # the same app under granian
+CELERY = "celery"  # a Celery round trip without the web tier
+# The two halves of one round added, with each front door: the frameworks alone.
+FLOORS = {"floor": FRONT_DOOR, "floor, granian": GRANIAN}
+PATHS = {"product": "/chat/direct", "stock": "/chat/direct", FRONT_DOOR: floor.FRONT_DOOR}
 # CPU roles (``bench.throughput.ROLES``) of each side, as the report names them.
 CPU_ROLES = {
     "product": {"web": "web", "miner": "miner / worker", "redis": "redis"},
     "stock": {"stock web": "web", "stock worker": "miner / worker", "redis": "redis"},
+    FRONT_DOOR: {"stock web": "web", "stock worker": "miner / worker", "redis": "redis"},
 }
 
 
@@ -76,13 +87,13 @@ def naive_stack(redis_url: str, work: Path) -> Iterator[int]:
         stop(web)
 
 
-def post(port: int) -> float:
-    """One ``POST /chat/direct`` on a new connection: its round trip in ms, connect
+def post(port: int, path: str = "/chat/direct") -> float:
+    """One ``POST`` of the chat body on a new connection: its round trip in ms, connect
     included (RuntimeError unless 200)."""
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("POST", "/chat/direct", BODY, HEADERS)
+        conn.request("POST", path, BODY, HEADERS)
         response = conn.getresponse()
         payload = response.read()
     finally:
@@ -93,15 +104,21 @@ def post(port: int) -> float:
     return elapsed
 
 
-def interleaved(ports: dict[str, int], samples: int) -> dict[str, list[float]]:
-    """``samples`` round trips per side, one side after another, the order turned by
-    one side every round so that each side goes first (and last) as often as any."""
-    out: dict[str, list[float]] = {side: [] for side in ports}
-    order = list(ports)
+def posts(ports: dict[str, int]) -> dict[str, Callable[[], float]]:
+    """Each side's ``post``, by name."""
+    return {side: partial(post, port) for side, port in ports.items()}
+
+
+def interleaved(probes: dict[str, Callable[[], float]], samples: int) -> dict[str, list[float]]:
+    """``samples`` round trips per side (each a call of its probe: ms), one side after
+    another, the order turned by one side every round so that each side goes first
+    (and last) as often as any."""
+    out: dict[str, list[float]] = {side: [] for side in probes}
+    order = list(probes)
     for i in range(samples):
         turn = i % len(order)
         for side in order[turn:] + order[:turn]:
-            out[side].append(post(ports[side]))
+            out[side].append(probes[side]())
     return out
 
 
@@ -139,13 +156,14 @@ def mean_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def loads(
     settings: Settings, work: Path, port: int, rounds: int, seconds: tuple[float, float]
 ) -> dict[str, Any]:
-    """64 clients on each side in turn, ``rounds`` times; ``seconds``: measured, warm-up."""
-    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
-    ports = {"product": settings.port, "stock": port}
+    """64 clients on each side (and the stock stack's front door alone) in turn,
+    ``rounds`` times; ``seconds``: measured, warm-up."""
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in PATHS}
+    ports = {"product": settings.port, "stock": port, FRONT_DOOR: port}
     with throughput.miners(settings, work):
         for _ in range(rounds):
-            for side in SIDES:
-                measured = throughput.load(ports[side], throughput.CLIENTS, *seconds)
+            for side, path in PATHS.items():
+                measured = throughput.load(ports[side], throughput.CLIENTS, *seconds, path)
                 runs[side].append({**measured, "cpu": side_cpu(side, measured)})
     return {side: mean_of(found) for side, found in runs.items()}
 
@@ -157,22 +175,28 @@ def run(settings: Settings, work: Path, quick: bool) -> tuple[dict[str, Any], li
     rounds, seconds = (1, (3.0, 1.0)) if quick else (2, (10.0, 2.0))
     naive_url = settings.redis_url.rsplit("/", 1)[0] + "/1"  # the same redis-server
     with naive_stack(naive_url, work) as port:
-        ports = {"product": settings.port, "stock": port}
-        interleaved(ports, warmup)
-        latency = interleaved(ports, samples)
+        probes: dict[str, Callable[[], float]] = {
+            **posts({"product": settings.port, "stock": port}),
+            FRONT_DOOR: partial(post, port, floor.FRONT_DOOR),
+        }
+        with ExitStack() as halves:
+            granian = halves.enter_context(floor.granian_front_door(naive_url, work))
+            if granian is not None:
+                probes[GRANIAN] = partial(post, granian, floor.FRONT_DOOR)
+            probes[CELERY] = halves.enter_context(floor.CeleryRoundTrip(naive_url))
+            interleaved(probes, warmup)
+            latency = interleaved(probes, samples)
         load = loads(settings, work, port, rounds, seconds)
+    for name, front in FLOORS.items():
+        if front in latency:  # the two halves of one round, added
+            latency[name] = [a + b for a, b in zip(latency[front], latency[CELERY], strict=True)]
     found: dict[str, Any] = {
         "samples": samples,
         "warmup": warmup,
-        "latency": {side: stats(latency[side]) for side in SIDES},
+        "latency": {side: stats(times) for side, times in latency.items()},
         "throughput": load,
     }
-    lat, tp = found["latency"], found["throughput"]
-    found["ratios"] = {
-        "p50": round(lat["product"]["p50_ms"] / lat["stock"]["p50_ms"], 3),
-        "p99": round(lat["product"]["p99_ms"] / lat["stock"]["p99_ms"], 3),
-        "req_per_s": round(tp["product"]["req_per_s"] / tp["stock"]["req_per_s"], 3),
-    }
+    found["ratios"] = ratios(found["latency"], found["throughput"])
     rows = [
         Row("chat_new_conn", "(k) POST /chat/direct, new connection each", latency["product"]),
         Row("stock_stack", "(l) the same on the stock stack (Flask + .get())", latency["stock"]),
@@ -180,8 +204,27 @@ def run(settings: Settings, work: Path, quick: bool) -> tuple[dict[str, Any], li
     return found, rows
 
 
+def ratios(lat: dict[str, Any], tp: dict[str, Any]) -> dict[str, float]:
+    """The product's figures, and the frameworks' alone (``FLOORS``, where measured),
+    over the stock stack's."""
+    product, stock = tp["product"], tp["stock"]
+    return {
+        "p50": round(lat["product"]["p50_ms"] / lat["stock"]["p50_ms"], 3),
+        "p99": round(lat["product"]["p99_ms"] / lat["stock"]["p99_ms"], 3),
+        "req_per_s": round(product["req_per_s"] / stock["req_per_s"], 3),
+        **{
+            f"{name}_{q}": round(lat[name][f"{q}_ms"] / lat["stock"][f"{q}_ms"], 3)
+            for name in FLOORS
+            if name in lat
+            for q in ("p50", "p99")
+        },
+        "cpu": round(product["cpu_ms_per_request"]["all"] / stock["cpu_ms_per_request"]["all"], 3),
+    }
+
+
 def targets(found: dict[str, Any]) -> dict[str, Any]:
-    """Issue 25's point 2, against the stock stack measured in the same run."""
+    """Issue 25's point 2, against the stock stack measured in the same run; and whether
+    0.6x is below what the stock stack's frameworks alone take (``bench.floor``)."""
     r, tp = found["ratios"], found["throughput"]
     return {
         "chat_vs_stock_p50_ratio": r["p50"],
@@ -190,28 +233,70 @@ def targets(found: dict[str, Any]) -> dict[str, Any]:
         "chat_req_per_s_ge_1.5x_stock": r["req_per_s"] >= 1.5
         and tp["product"]["errors"] == 0
         and tp["stock"]["errors"] == 0,
+        "frameworks_alone_vs_stock_p50_ratio": lowest_floor(r),
+        "frameworks_alone_above_0.6x_stock": lowest_floor(r) > 0.6,
+    }
+
+
+def lowest_floor(ratios: dict[str, float]) -> float:
+    """The frameworks alone over the stock stack, p50, with the cheaper front door."""
+    return min(ratios[f"{name}_p50"] for name in FLOORS if f"{name}_p50" in ratios)
+
+
+def cpu_floor(tp: dict[str, Any]) -> dict[str, float]:
+    """CPU ms per request: the front door's web tier and the stock worker, each alone,
+    added; and what the product may spend in all at 1.5x the stock stack's requests/s
+    (on cores both keep busy, requests/s goes as the inverse of CPU per request)."""
+    front = tp[FRONT_DOOR]["cpu_ms_per_request"]["web"]
+    worker = tp["stock"]["cpu_ms_per_request"]["miner / worker"]
+    return {
+        "front_door_web": front,
+        "stock_worker": worker,
+        "frameworks": round(front + worker, 3),
+        "product_budget_at_1.5x": round(tp["stock"]["cpu_ms_per_request"]["all"] / 1.5, 3),
     }
 
 
 def markdown(found: dict[str, Any]) -> str:
     lat, tp, r = found["latency"], found["throughput"], found["ratios"]
-    names = {"product": "this product (echo, 0 ms)", "stock": "stock stack"}
+    names = {
+        "product": "this product (echo, 0 ms)",
+        "stock": "stock stack",
+        FRONT_DOOR: "stock stack's front door alone (`/chat/none`)",
+        GRANIAN: "the same front door under granian 2 x 8",
+        CELERY: "a Celery round trip alone (stock worker)",
+        "floor": "front door + Celery, added round by round",
+        "floor, granian": "front door under granian + Celery, added round by round",
+    }
+    cpu = cpu_floor(tp)
     lines = [
         "Both up at once on the bench's redis-server: the stock stack (`bench.naive`) is one "
         "Flask view on gunicorn gthread 2 x 8 that publishes a no-op Celery task with "
         "`apply_async(queue=...)` and waits with `.get()`, one solo-pool worker, `acks_late`, "
         "prefetch 1, the project's pinned Celery, kombu and redis-py. Latency: "
         f"{found['samples']} requests each after {found['warmup']} not counted, "
-        "interleaved one at a time, each on a new connection (connect included).",
+        "interleaved one at a time, each on a new connection (connect included). Beside "
+        "them, the stock stack's two frameworks alone (`bench.floor`): its view without "
+        "Celery (under its gunicorn, and under granian, the fastest WSGI server the bench "
+        "has, which cannot serve the product's WebSocket), and a task message pushed from "
+        "the bench's process with no Celery client code, its result heard on a "
+        "subscription made once. Both halves are on the path of any product with a Flask "
+        "web tier and Celery workers.",
         "",
         "| POST /chat/direct | n | p50 ms | p99 ms | mean ms |",
         "|---|---:|---:|---:|---:|",
         *(
             f"| {names[s]} | {lat[s]['n']} | {lat[s]['p50_ms']} | {lat[s]['p99_ms']} "
             f"| {lat[s]['mean_ms']} |"
-            for s in SIDES
+            for s in names
+            if s in lat
         ),
         f"| **product / stock** | | **{r['p50']}x** | **{r['p99']}x** | |",
+        *(
+            f"| **{names[name]} / stock** | | **{r[f'{name}_p50']}x** | **{r[f'{name}_p99']}x** | |"
+            for name in FLOORS
+            if f"{name}_p50" in r
+        ),
         "",
         f"{throughput.CLIENTS} keep-alive clients on each in turn, in interleaved rounds "
         "(the product with its two throughput miners beside its own, as above); CPU per "
@@ -221,14 +306,21 @@ def markdown(found: dict[str, Any]) -> str:
         "| web | miner / worker | redis | load generator | all |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for s in SIDES:
-        t, cpu = tp[s], tp[s]["cpu_ms_per_request"]
+    for s in PATHS:
+        t, c = tp[s], tp[s]["cpu_ms_per_request"]
         lines.append(
             f"| {names[s]} | {t['req_per_s']} | {t['rounds_req_per_s']} | {t['errors']} "
-            f"| {t['p50_ms']} | {t['p99_ms']} | {cpu['web']} | {cpu['miner / worker']} "
-            f"| {cpu['redis']} | {cpu['load generator']} | {cpu['all']} |"
+            f"| {t['p50_ms']} | {t['p99_ms']} | {c['web']} | {c['miner / worker']} "
+            f"| {c['redis']} | {c['load generator']} | {c['all']} |"
         )
-    lines.append(f"| **product / stock** | **{r['req_per_s']}x** | | | | | | | | | |")
+    lines += [
+        f"| **product / stock** | **{r['req_per_s']}x** | | | | | | | | | **{r['cpu']}x** |",
+        "",
+        f"The frameworks alone spend {cpu['frameworks']} ms of CPU per request (the front "
+        f"door's web tier {cpu['front_door_web']}, the stock worker {cpu['stock_worker']}); "
+        "at 1.5x the stock stack's requests/s the product could spend "
+        f"{cpu['product_budget_at_1.5x']} ms in all.",
+    ]
     return "\n".join(lines)
 
 

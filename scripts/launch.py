@@ -96,6 +96,14 @@ def web_argv(settings: Settings) -> list[str]:
     ]
 
 
+def granian_argv(port: int, app: str, workers: int, threads: int) -> list[str]:
+    """granian serving the WSGI app factory ``app`` (``module:function``) on ``port``.
+    Bench-only (requirements-dev.txt): it cannot upgrade ``/api/v2/ws`` (``bench.serving``)."""
+    argv = [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--workers", str(workers), "--blocking-threads"]
+    return [*argv, str(threads), "--no-ws", "--factory", app]
+
+
 def miner_argv(
     miner_id: str, python: str = sys.executable, *, alone: bool = False, loglevel: str = ""
 ) -> list[str]:

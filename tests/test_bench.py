@@ -1,11 +1,13 @@
 """The bench's pieces for issue 25: the stock stack it compares with (``bench.naive``,
-started by ``bench.versus`` as real gunicorn and Celery processes), the CPU roles that
+started by ``bench.versus`` as real gunicorn and Celery processes) and its two
+frameworks measured alone (``bench.floor``), the CPU roles that
 keep its processes apart from the product's, its report and targets, and the
 per-request hooks measured on and off (``bench.hooks``, real subprocesses); and the engine
 rows' first-token samples, cold and the same on both sides (``bench.prompts``)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Generator
 from contextlib import nullcontext
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from bench import engines, hooks, prompts, sections, throughput, versus
+from bench import engines, floor, hooks, prompts, sections, throughput, versus
 from tasks.settings import Settings
 
 
@@ -23,12 +25,39 @@ def test_the_stock_stack_answers_chat_direct_through_a_real_celery_worker(
     redis: redis_lib.Redis, redis_url: str, tmp_path: Path
 ) -> None:
     with versus.naive_stack(redis_url, tmp_path) as port:
-        found = versus.interleaved({"a": port, "b": port}, 3)
+        found = versus.interleaved(versus.posts({"a": port, "b": port}), 3)
     assert [len(v) for v in found.values()] == [3, 3]
     assert all(ms > 0 for ms in found["a"] + found["b"])
     # The worker ran them: solo pool, acks_late (the message left kombu's unacked hash).
     assert "solo" in (tmp_path / "naive-worker.log").read_text()
     assert redis.hlen("unacked") == 0
+
+
+def test_the_frameworks_alone_each_half_real_and_without_the_other(
+    redis: redis_lib.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    with versus.naive_stack(redis_url, tmp_path) as port:
+        results = set(redis.keys(f"{floor.RESULTS}*"))  # the stack's own check of its worker
+        # The front door: the same view, no task published, none run.
+        assert versus.post(port, floor.FRONT_DOOR) > 0
+        assert set(redis.keys(f"{floor.RESULTS}*")) == results
+        with floor.granian_front_door(redis_url, tmp_path) as granian:
+            assert granian is not None  # requirements-dev.txt has it
+            assert versus.post(granian, floor.FRONT_DOOR) > 0
+        # The Celery half: apply_async's own message, run by the real worker, answered.
+        with floor.CeleryRoundTrip(redis_url) as celery_half:
+            assert celery_half.template["headers"]["task"] == "bench.naive.echo"
+            taken = [celery_half() for _ in range(3)]
+        ran = set(redis.keys(f"{floor.RESULTS}*")) - results
+        assert len(ran) == 3 and all(ms > 0 for ms in taken)
+        stored = [json.loads(redis.get(key) or b"{}") for key in ran]
+        assert {(r["status"], r["result"]) for r in stored} == {("SUCCESS", "Hello")}
+        assert redis.hlen("unacked") == 0  # acknowledged, as apply_async's would be
+        # The load on the front door alone: bench.load posts where it is told to.
+        load = throughput.load(port, 4, 0.5, 0.2, floor.FRONT_DOOR)
+        assert load["errors"] == 0 and load["requests"] > 0
+        assert set(redis.keys(f"{floor.RESULTS}*")) - results == ran
+    assert not redis.keys("*naive-floor-*")  # the capture's queue and binding are gone
 
 
 def test_the_cpu_roles_keep_the_stock_stack_apart_from_the_product() -> None:
@@ -39,29 +68,40 @@ def test_the_cpu_roles_keep_the_stock_stack_apart_from_the_product() -> None:
     assert throughput.role_of("redis-server 127.0.0.1:1") == "redis"
 
 
-def figures(product_p50: float, stock_rps: float) -> dict[str, Any]:
+def figures(product_p50: float, stock_rps: float, front_door: float = 1.0) -> dict[str, Any]:
+    """A run's figures: the stock stack at 5 ms, its Celery round trip alone at 2 ms, its
+    front door alone at ``front_door`` ms (under granian 0.2 ms less)."""
+
     def side(rps: float, cpu: dict[str, float]) -> dict[str, Any]:
         runs = [{"req_per_s": rps, "errors": 0, "p50_ms": 100.0, "p99_ms": 200.0, "cpu": cpu}]
         return versus.mean_of(runs)
 
     measured = {"load generator": 0.2, "web": 1.7, "miner": 1.4, "redis": 0.3}
     measured |= {"stock web": 2.0, "stock worker": 1.0}
-    latency = {"product": [product_p50] * 3, "stock": [5.0] * 3}
+    alone = {"load generator": 0.1, "stock web": 0.4, "stock worker": 0.0, "redis": 0.0}
+    latency = {
+        "product": [product_p50] * 3,
+        "stock": [5.0] * 3,
+        versus.FRONT_DOOR: [front_door] * 3,
+        versus.GRANIAN: [front_door - 0.2] * 3,
+        versus.CELERY: [2.0] * 3,
+        "floor": [front_door + 2.0] * 3,
+        "floor, granian": [front_door + 1.8] * 3,
+    }
     tp = {
         "product": side(800.0, versus.side_cpu("product", {"cpu_ms_per_request": measured})),
         "stock": side(stock_rps, versus.side_cpu("stock", {"cpu_ms_per_request": measured})),
+        versus.FRONT_DOOR: side(
+            5000.0, versus.side_cpu(versus.FRONT_DOOR, {"cpu_ms_per_request": alone})
+        ),
     }
-    lat = {s: versus.stats(latency[s]) for s in versus.SIDES}
+    lat = {s: versus.stats(times) for s, times in latency.items()}
     return {
         "samples": 3,
         "warmup": 1,
         "latency": lat,
         "throughput": tp,
-        "ratios": {
-            "p50": lat["product"]["p50_ms"] / lat["stock"]["p50_ms"],
-            "p99": lat["product"]["p99_ms"] / lat["stock"]["p99_ms"],
-            "req_per_s": tp["product"]["req_per_s"] / tp["stock"]["req_per_s"],
-        },
+        "ratios": versus.ratios(lat, tp),
     }
 
 
@@ -80,6 +120,14 @@ def test_each_side_counts_only_its_own_processes_cpu() -> None:
     assert stock["all"] == 3.5
     text = versus.markdown(found)
     assert "| stock stack | 400.0 |" in text and "**2.0x**" in text
+    # The frameworks alone: 0.4 ms of web CPU for the front door, 1.0 for the worker.
+    assert versus.cpu_floor(found["throughput"]) == {
+        "front_door_web": 0.4,
+        "stock_worker": 1.0,
+        "frameworks": 1.4,
+        "product_budget_at_1.5x": 2.333,
+    }
+    assert "spend 1.4 ms of CPU per request" in text
 
 
 def test_the_targets_against_the_stock_stack() -> None:
@@ -88,6 +136,25 @@ def test_the_targets_against_the_stock_stack() -> None:
     missed = versus.targets(figures(5.0, 700.0))
     assert not missed["chat_p50_le_0.6x_stock"] and not missed["chat_p99_le_0.6x_stock"]
     assert not missed["chat_req_per_s_ge_1.5x_stock"]
+
+
+def test_the_frameworks_alone_ratio_takes_the_cheaper_front_door() -> None:
+    # 1.0 + 2.0 ms alone of the stock's 5.0: 0.6x; under granian 2.8 ms: 0.56x.
+    found = figures(4.0, 400.0, front_door=1.0)
+    assert found["ratios"]["floor_p50"] == 0.6 and found["ratios"]["floor, granian_p50"] == 0.56
+    assert versus.targets(found)["frameworks_alone_vs_stock_p50_ratio"] == 0.56
+    assert not versus.targets(found)["frameworks_alone_above_0.6x_stock"]
+    # A front door of 1.4 ms: 0.64x under granian, so 0.6x is below what they take alone.
+    slow = versus.targets(figures(4.0, 400.0, front_door=1.4))
+    assert (
+        slow["frameworks_alone_above_0.6x_stock"]
+        and slow["frameworks_alone_vs_stock_p50_ratio"] == 0.64
+    )
+    text = versus.markdown(found)
+    assert (
+        "| **front door under granian + Celery, added round by round / stock** | | **0.56x**"
+        in text
+    )
 
 
 def test_every_hook_is_measured_on_and_tracing_really_exports(tmp_path: Path) -> None:
