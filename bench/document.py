@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import autotune, hooks, report, scale, serving, throughput, versus
+from bench import autotune, hooks, report, scale, serving, throughput, versus_report
 from bench.report import Row
 
 
@@ -23,7 +23,7 @@ def targets(meta: dict[str, Any]) -> dict[str, Any]:
     return {
         **report.targets(meta["summary"]),
         "chat_req_per_s_ge_500_at_64_clients": tp["req_per_s"] >= 500 and tp["errors"] == 0,
-        **versus.targets(meta["stock_stack"]),
+        **versus_report.targets(meta["stock_stack"]),
         **hooks.targets(meta["hooks"]),
         **scale_checks,
         **report.engine_targets(meta["engines"]),
@@ -43,7 +43,7 @@ def document(meta: dict[str, Any], rows: dict[str, Row], samples: int) -> str:
             "## Throughput: POST /chat/direct, 64 clients (echo)",
             throughput.markdown(meta["throughput"]) + serving.markdown(meta["serving"]),
             "## Against the stock stack: a Flask view that waits on Celery's `.get()`",
-            versus.markdown(meta["stock_stack"]),
+            versus_report.markdown(meta["stock_stack"]),
             "## Per-request hooks of the web tier, on and off",
             hooks.markdown(meta["hooks"], meta["summary"]["chat_p50_ms"]),
             scale.markdown(scaled) if scaled else "## Scale\n\nFull run only (`make bench`).",

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from bench import engines, floor, hooks, prompts, sections, throughput, versus
+from bench import engines, floor, hooks, prompts, sections, throughput, versus, versus_report
 from tasks.settings import Settings
 
 
@@ -110,7 +110,7 @@ def figures(product_p50: float, stock_rps: float, front_door: float = 1.0) -> di
         "warmup": 1,
         "latency": lat,
         "throughput": tp,
-        "ratios": versus.ratios(lat, tp),
+        "ratios": versus_report.ratios(lat, tp),
     }
 
 
@@ -127,7 +127,7 @@ def test_each_side_counts_only_its_own_processes_cpu() -> None:
     }
     assert stock["web"] == 2.0 and stock["miner / worker"] == 1.0
     assert stock["all"] == 3.5
-    text = versus.markdown(found)
+    text = versus_report.markdown(found)
     assert "| stock stack | 400.0 |" in text and "**2.0x**" in text
     # The frameworks alone: 0.4 ms of web CPU for the front door, 1.0 for the worker.
     assert floor.cpu(found["throughput"]) == {
@@ -140,9 +140,9 @@ def test_each_side_counts_only_its_own_processes_cpu() -> None:
 
 
 def test_the_targets_against_the_stock_stack() -> None:
-    met = versus.targets(figures(2.0, 400.0))  # 0.4x the latency, 2x the requests/s
+    met = versus_report.targets(figures(2.0, 400.0))  # 0.4x the latency, 2x the requests/s
     assert met["chat_p50_le_0.6x_stock"] and met["chat_req_per_s_ge_1.5x_stock"]
-    missed = versus.targets(figures(5.0, 700.0))
+    missed = versus_report.targets(figures(5.0, 700.0))
     assert not missed["chat_p50_le_0.6x_stock"] and not missed["chat_p99_le_0.6x_stock"]
     assert not missed["chat_req_per_s_ge_1.5x_stock"]
 
@@ -158,15 +158,15 @@ def test_the_frameworks_alone_ratio_takes_the_cheaper_front_door() -> None:
     # 1.0 + 2.0 ms alone of the stock's 5.0: 0.6x; under granian 2.8 ms: 0.56x.
     found = figures(4.0, 400.0, front_door=1.0)
     assert found["ratios"]["floor_p50"] == 0.6 and found["ratios"]["floor, granian_p50"] == 0.56
-    assert versus.targets(found)["frameworks_alone_vs_stock_p50_ratio"] == 0.56
-    assert not versus.targets(found)["frameworks_alone_above_0.6x_stock"]
+    assert versus_report.targets(found)["frameworks_alone_vs_stock_p50_ratio"] == 0.56
+    assert not versus_report.targets(found)["frameworks_alone_above_0.6x_stock"]
     # A front door of 1.4 ms: 0.64x under granian, so 0.6x is below what they take alone.
-    slow = versus.targets(figures(4.0, 400.0, front_door=1.4))
+    slow = versus_report.targets(figures(4.0, 400.0, front_door=1.4))
     assert (
         slow["frameworks_alone_above_0.6x_stock"]
         and slow["frameworks_alone_vs_stock_p50_ratio"] == 0.64
     )
-    text = versus.markdown(found)
+    text = versus_report.markdown(found)
     assert (
         "| **front door under granian + Celery, added round by round / stock** | | **0.56x**"
         in text
