@@ -23,6 +23,16 @@ for the reaper: ``web.fleet.recovery``) and one outcome for the miner's circuit 
 
 If the result was never stored with the steps (Redis did not answer, or nothing was
 stored), ``task_postrun`` (``finished``) does what they would have done.
+
+**Let go of.** When its connection to Redis drops, Celery's consumer forgets the jobs it
+received and had not started (one waiting for a free thread, or a retry waiting out its
+countdown: ``Consumer.on_close``), counting on the broker to deliver them again. AMQP
+would; kombu's Redis transport puts them back as the channel closes, which needs the
+Redis that just went away (it logs "Restoring N unacknowledged message(s)" and fails).
+They would stay in ``unacked`` until kombu's visibility timeout (an hour), their miner
+alive, so the reaper never moves them: accepted jobs that never end. Each time the
+consumer connects again, before it consumes (``miners.worker.PutBack``), ``put_back``
+returns the jobs this process noted as held and no longer holds to their queue.
 """
 
 from __future__ import annotations
@@ -38,8 +48,10 @@ from celery import states
 from tasks.breaker import Breakers
 from tasks.broker import qos
 from tasks.broker.backend import StoreCall, store_along, take_along
+from tasks.broker.layout import unacked_message
+from tasks.broker.messages import priority, requeued
 from tasks.jobs import GENERATE
-from tasks.keys import Keys
+from tasks.keys import Keys, text
 from tasks.lua import Scripts
 from tasks.selector import RedisSelector
 from tasks.settings import Settings
@@ -155,6 +167,37 @@ class Bookkeeping:
             raise stored  # Celery's own handling of a result it could not store
         if confirm:  # unconfirmed: raises, and Celery stores the result again
             store.replicas.check(wait, f"the result of job {job_id}")
+
+    def put_back(self, kept: set[str]) -> int:
+        """The jobs this process noted as held and Celery no longer holds (``kept``: the
+        ids it still runs or holds) go back to the consuming end of their queue,
+        unchanged but for a delivery tag of their own (``recover.lua``: only if still
+        unacknowledged, so never twice); one already answered is dropped. Returns how
+        many went back. An earlier process's notes are the reaper's."""
+        held_key = self._keys.held(self.miner_id)
+        moved = 0
+        for raw_id, value in self._redis.hgetall(held_key).items():
+            job_id = text(raw_id)
+            tag, _, boot = text(value).partition("|")
+            if boot != self.boot or job_id in kept:
+                continue
+            self._tags.pop(job_id, None)
+            entry = self._redis.hget(self._keys.unacked, tag)
+            if entry is None:  # kombu put it back after all, or it was acknowledged
+                self._redis.hdel(held_key, job_id)
+                continue
+            raw, _exchange, queue = unacked_message(entry)
+            answered = self._redis.exists(self._keys.result(job_id))
+            keys = [
+                self._keys.unacked,
+                self._keys.unacked_index,
+                self._keys.queue_list(queue, priority(raw)),
+                held_key,
+            ]
+            message = "" if answered else requeued(raw, queue)
+            if self._scripts("recover", keys=keys, args=["tag", tag, message, job_id]):
+                moved += not answered
+        return moved
 
     def _settle_call(self, job_id: str, tag: str | None) -> tuple[list[str], list[Any]]:
         keys = [

@@ -14,6 +14,10 @@ and the miner's settings get the same count, so its heartbeat's ``slots`` (what
 dispatch reserves against) is the number of jobs its pool really runs at once. The
 choice wins over ``-c``. Logging is not set up yet at that point, so the choice is
 logged with the "ready" line.
+
+Each time the worker's consumer connects (at start, and again after it lost Redis),
+before it consumes, ``PutBack`` returns to their queue the jobs Celery let go of when
+the connection dropped (``miners.bookkeeping``, "Let go of").
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import os
 import signal
 from typing import Any
 
-from celery import Celery, current_app, signals
+from celery import Celery, bootsteps, current_app, signals
+from celery.worker import state as worker_state
 
 from miners.autotune import Tuning, tune
 from miners.engines import Loaded, load_engine
@@ -51,10 +56,27 @@ class MinerApp(Celery):
     tune_note: str = ""  # what went wrong with auto-tuning, logged once logging is set up
 
 
+class PutBack(bootsteps.StartStopStep):
+    """A consumer step: once connected, before consuming, the jobs this process noted as
+    held that Celery no longer runs or holds go back to their queue."""
+
+    requires = ("celery.worker.consumer.connection:Connection",)
+
+    def start(self, parent: Any) -> None:
+        runtime = getattr(parent.app, "runtime", None)
+        if runtime is None:
+            return
+        kept = {r.id for r in (*worker_state.active_requests, *worker_state.reserved_requests)}
+        moved = runtime.books.put_back(kept)
+        if moved:
+            log.warning("put %d job(s) back on their queue: dropped with the connection", moved)
+
+
 def create_miner_app(settings: Settings | None = None) -> MinerApp:
     settings = settings or Settings.from_env()
     app: MinerApp = create_celery("miners", settings, cls=MinerApp)
     app.settings = settings
+    app.steps["consumer"].add(PutBack)
     return app
 
 

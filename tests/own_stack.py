@@ -109,12 +109,17 @@ def settle(base: str, outcomes: list[tuple[int, dict]], deadline_s: float = 60) 
             assert body["job_id"] and body["status_url"] == f"/jobs/{body['job_id']}"
             pending.append(body["job_id"])
 
+    last: dict[str, dict] = {}
+
     def finished(job_id: str) -> bool:
-        found = requests.get(f"{base}/jobs/{job_id}", timeout=5).json()
+        found = last[job_id] = requests.get(f"{base}/jobs/{job_id}", timeout=5).json()
         assert found["status"] not in ("failed",), found
         return found["status"] == "done"
 
     for job_id in pending:
-        wait_for(lambda job_id=job_id: finished(job_id), deadline_s, f"job {job_id} to end")
+        try:
+            wait_for(lambda job_id=job_id: finished(job_id), deadline_s, f"job {job_id} to end")
+        except TimeoutError as exc:  # where it stood last: queued, running on whom...
+            raise TimeoutError(f"{exc}; last seen {last.get(job_id)}") from exc
     counts["late_done"] = len(pending)
     return counts

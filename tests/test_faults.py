@@ -19,7 +19,8 @@ import pytest
 import requests
 
 from scripts.processes import kill, stop, wait_for
-from tasks.keys import Keys
+from tasks.jobs import GENERATE, Job
+from tasks.keys import Keys, queue_for
 from tests.miner_processes import live_miner_ids
 from tests.own_stack import OwnStack, settle
 
@@ -198,6 +199,54 @@ def test_redis_stopped_and_restarted_under_load_loses_no_accepted_job(own_stack)
         f"\nRedis restart: {len(outcomes)} requests: {dict(counts)}; first answer "
         f"{recovered_s:.2f} s after Redis was back; by phase {dict(by_phase)}"
     )
+
+
+def held_over_a_restart(stack: OwnStack, miner_id: str, countdown_s: float = 0) -> str:
+    """A job sent to the miner's queue (after ``countdown_s``, as a retry is), Redis
+    restarted once the miner holds it, and the miner's consumer back; its id."""
+    miner = stack.miners[-1]
+    job = Job(messages=[{"role": "user", "content": "held over a restart"}])
+    stack.app.extensions["celery"].send_task(
+        GENERATE,
+        args=(job.to_payload(),),
+        queue=queue_for(miner_id),
+        task_id=job.job_id,
+        countdown=countdown_s or None,
+    )
+    redis = stack.client()
+    wait_for(lambda: redis.hexists(KEYS.held(miner_id), job.job_id), 10, "the miner to hold it")
+    stack.redis_down()
+    stack.redis_up()
+    wait_for(lambda: miner.output().count("Connected to") >= 2, 60, "the consumer to reconnect")
+    return job.job_id
+
+
+def answered_once(stack: OwnStack, miner_id: str, job_id: str, deadline_s: float) -> None:
+    redis = stack.client()
+    wait_for(lambda: redis.exists(KEYS.result(job_id)), deadline_s, f"job {job_id} to end")
+    assert json.loads(redis.get(KEYS.result(job_id)))["status"] == "SUCCESS"
+    wait_for(lambda: not redis.hlen(KEYS.held(miner_id)), 10, "the held note to go")
+    assert not redis.hlen(KEYS.unacked)
+
+
+def test_a_job_waiting_out_its_countdown_when_redis_restarts_still_runs(own_stack):
+    """Celery's consumer forgets a retry it holds for its countdown when it loses Redis,
+    and kombu cannot put it back with Redis away: it stayed unacknowledged for an hour,
+    its miner alive (found as a job that never ended in the Redis restart test). The
+    miner puts it back on its queue once connected again."""
+    own_stack.miner("eta", slots=1)
+    job_id = held_over_a_restart(own_stack, "eta", countdown_s=4)
+    answered_once(own_stack, "eta", job_id, 20)  # was: an hour (kombu's visibility timeout)
+    assert "put 1 job(s) back on their queue" in own_stack.miners[-1].output()
+
+
+def test_a_job_running_when_redis_restarts_is_not_put_back(own_stack):
+    """What the miner still runs across the restart stays its own: it is not run twice."""
+    miner = own_stack.miner("run", slots=1, MIA_ECHO_DELAY_MS="6000")  # past the reconnect
+    job_id = held_over_a_restart(own_stack, "run")
+    answered_once(own_stack, "run", job_id, 30)
+    assert miner.output().count(f"mia.generate[{job_id}] received") == 1
+    assert "back on their queue" not in miner.output()
 
 
 def test_1000_concurrent_chats_while_miners_join_and_leave(own_stack):

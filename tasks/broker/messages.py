@@ -139,8 +139,7 @@ def priority(raw: bytes | str) -> int:
 
 def redeliver(raw: bytes | str, queue: str, reserved_on: str | None) -> str:
     """The same ``mia.generate`` message for another queue: the slot it holds is
-    ``reserved_on``'s, it is marked redelivered, and it has a delivery tag of its own
-    (so the dead holder's tag can never acknowledge the new copy). A signed message
+    ``reserved_on``'s, and the envelope is ``requeued``'s. A signed message
     (``MIA_MESSAGE_SIGNING``) keeps its body: only its envelope changes."""
     envelope = json.loads(raw)
     properties = envelope["properties"]
@@ -151,7 +150,15 @@ def redeliver(raw: bytes | str, queue: str, reserved_on: str | None) -> str:
         args[0]["reserved_on"] = reserved_on
         body = json.dumps([args, kwargs, embed])
         envelope["body"] = base64.b64encode(body.encode()).decode() if encoded else body
+    return requeued(envelope, queue)
+
+
+def requeued(message: bytes | str | dict[str, Any], queue: str) -> str:
+    """A message, its job unchanged, for ``queue``: marked redelivered, with a delivery
+    tag of its own (so the holder it was taken from can never acknowledge the copy)."""
+    envelope = json.loads(message) if isinstance(message, (bytes, str)) else message
     envelope["headers"]["redelivered"] = True
+    properties = envelope["properties"]
     properties["delivery_tag"] = str(uuid.uuid4())
     info = properties.setdefault("delivery_info", {})
     info.update(redelivered=True, exchange="", routing_key=queue)
