@@ -20,7 +20,8 @@ Where the answer so far lives: ``<p>:partial:{<job>}``, a hash of ``text``, ``pi
   (``append.lua``), one round trip fewer before the caller's first token, unless a
   re-run has claimed it by then (``Superseded``). If the answer to that first piece's
   call was lost and the record holds it after all, the engine starts again from what
-  the record holds (``Restart``).
+  the record holds (``Restart``). A later piece whose call got no answer goes again
+  with the next one, and ``append.lua`` adds only what the record lacks of it.
 - **Not streamed.** Nobody sees the pieces, so the text is saved every
   ``MIA_CHECKPOINT_S`` at most (a job shorter than that writes nothing). A re-run (Celery
   says so: a retry, or a redelivered message) claims the record and continues it; an
@@ -90,6 +91,7 @@ class Progress:
         self._produced: list[str] = []  # this attempt's pieces
         self._pending: list[str] = []  # ... the last of which are not in the record yet
         self._saved_chars = 0
+        self._saved_bytes = 0
         self._saved_at = time.monotonic()
 
     def begin(self, rerun: bool) -> Start:
@@ -140,14 +142,17 @@ class Progress:
             message = json.dumps(body)
         # not claimed: the record starts again with this attempt's whole text
         added, how = (pending, "0") if self.claimed else (self.text, "2" if self._taking else "1")
-        count = len(self._pending) if self.claimed else len(self._produced)
+        count = self.start.pieces + len(self._produced)  # the record's, once this is in
+        at = len(self.start.text.encode()) + self._saved_bytes  # bytes ``added`` follows
         try:
             kept = self._scripts(
                 "append",
                 keys=[self.key, self._abort_key],
-                args=[self.attempt, added, count, how, self._ttl_s, self._channel, message],
+                args=[self.attempt, added, count, how, self._ttl_s, self._channel, message, at],
             )
-        except redis.RedisError as exc:  # kept for the next piece: the record stays whole
+        except redis.RedisError as exc:
+            # kept for the next piece; if this call ran after all (its answer lost), ``at``
+            # tells append.lua, which does not add its part twice
             log.warning("could not record a piece of job %s: %s", self._job.job_id, exc)
             return
         if not kept:
@@ -161,5 +166,6 @@ class Progress:
                 raise Restart(f"job {self._job.job_id} goes on from its recorded answer")
         self.claimed = self.written = True
         self._saved_chars += len(pending)
+        self._saved_bytes += len(pending.encode())
         self._pending.clear()
         self._saved_at = time.monotonic()

@@ -48,7 +48,7 @@ def test_the_cluster_ready_scripts_touch_only_the_keys_they_declare(redis):
         ("rate_limit", [KEYS.rate("p", "client:a")], [2, 1.0]),
         ("store_result", [KEYS.result(job)], [json.dumps({"status": "SUCCESS"}), 60, ""]),
         ("claim", [partial, abort], ["attempt-1", 60]),
-        ("append", [partial], ["attempt-1", "hello", 1, "0", 60, "mia:reply:x", "{}"]),
+        ("append", [partial], ["attempt-1", "hello", 1, "0", 60, "mia:reply:x", "{}", 0]),
         ("append", [partial, abort], ["attempt-2", "hi", 1, "2", 60, "mia:reply:x", "{}"]),
         ("append", [fresh, KEYS.abort(other)], ["attempt-3", "hi", 1, "2", 60, "mia:reply:x", ""]),
         ("sessions_lru", [KEYS.sessions], [KEYS.session("p", "s1"), 1000.0, 1800, 10]),

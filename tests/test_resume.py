@@ -224,6 +224,32 @@ def test_a_first_piece_whose_answer_was_lost_goes_on_from_the_record(redis, sett
     pubsub.close()
 
 
+def test_a_later_piece_whose_answer_was_lost_is_not_recorded_twice(redis, settings, keys):
+    """Redis ran a later piece's call, its answer was lost: the piece goes again with the
+    next one, and the record (what a re-run continues from) holds each character once."""
+    runtime = MinerRuntime(settings, "rs", EchoEngine())
+    run_script, lost = runtime._scripts, []
+
+    def answer_lost_once(name: str, keys: list[str], args: list[object]) -> object:
+        answer = run_script(name, keys=keys, args=args)
+        if name == "append" and args[3] == "0" and not lost:
+            lost.append(args[1])
+            raise redis_errors.ConnectionError("the answer was lost")
+        return answer
+
+    runtime._scripts = answer_lost_once  # type: ignore[method-assign,assignment]
+    job = Job(said("one twö three four"), stream=True, reply_to="mia:reply:m")
+    try:
+        result = runtime.run(job.to_payload())
+    finally:
+        take_along()
+        runtime.close()
+    assert lost == [" one"]
+    assert result["response"] == "echo: one twö three four"
+    text, pieces = redis.hmget(keys.partial(job.job_id), "text", "pieces")
+    assert (text.decode(), int(pieces)) == (result["response"], 5)  # was " one" twice, 6
+
+
 def test_a_stream_whose_caller_left_before_it_started_stops_at_its_first_piece(
     redis, settings, keys
 ):

@@ -14,6 +14,9 @@
 --       own, sent before with its answer lost: nothing is added, the text is returned
 --       and the attempt continues from it
 -- ARGV[5] TTL in seconds   ARGV[6] channel to publish on ('' = none)   ARGV[7] the message
+-- ARGV[8] with '0': the length in bytes of the answer so far that ARGV[2] follows. A call
+--   whose answer was lost is sent again with what followed it: the part of ARGV[2] the
+--   record holds already is not added twice. ARGV[3] is then the record's whole count.
 -- Returns 1, or 0 if another attempt owns the record (or it is gone: the job ended);
 -- with '2' and not refused: {1 if added else 0, the answer so far, its pieces, 1 if the
 -- caller went away}.
@@ -38,8 +41,12 @@ else
     return 0
   end
   local text = redis.call('HGET', KEYS[1], 'text') or ''
-  redis.call('HSET', KEYS[1], 'text', text .. ARGV[2])
-  redis.call('HINCRBY', KEYS[1], 'pieces', ARGV[3])
+  local have = #text - tonumber(ARGV[8])  -- bytes of ARGV[2] a lost call recorded
+  if have < 0 or have > #ARGV[2]
+      or string.sub(text, #text - have + 1) ~= string.sub(ARGV[2], 1, have) then
+    have = 0  -- not this call's own: added whole
+  end
+  redis.call('HSET', KEYS[1], 'text', text .. string.sub(ARGV[2], have + 1), 'pieces', ARGV[3])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 if ARGV[6] ~= '' then
