@@ -27,6 +27,7 @@ import os
 import signal
 from typing import Any
 
+import redis
 from celery import Celery, bootsteps, current_app, signals
 from celery.worker import state as worker_state
 
@@ -67,7 +68,13 @@ class PutBack(bootsteps.StartStopStep):
         if runtime is None:
             return
         kept = {r.id for r in (*worker_state.active_requests, *worker_state.reserved_requests)}
-        moved = runtime.books.put_back(kept)
+        try:
+            moved = runtime.books.put_back(kept)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # kombu's connection errors: the consumer connects again, and this runs again
+        except redis.RedisError as exc:  # refused (an ACL, a read-only replica): not fatal
+            log.error("could not put back the jobs dropped with the connection: %s", exc)
+            return
         if moved:
             log.warning("put %d job(s) back on their queue: dropped with the connection", moved)
 

@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
+from redis import exceptions as redis_errors
 
+from miners.worker import PutBack
 from scripts.processes import kill, stop, wait_for
 from tasks.jobs import GENERATE, Job
 from tasks.keys import Keys, queue_for
@@ -247,6 +250,24 @@ def test_a_job_running_when_redis_restarts_is_not_put_back(own_stack):
     answered_once(own_stack, "run", job_id, 30)
     assert miner.output().count(f"mia.generate[{job_id}] received") == 1
     assert "back on their queue" not in miner.output()
+
+
+def test_a_put_back_redis_refuses_is_logged_and_the_consumer_goes_on(caplog):
+    """Refused (an ACL, a read-only replica): logged, not fatal to the consumer; a lost
+    connection goes to Celery, which connects again and runs the step again."""
+    failure: list[Exception] = []
+
+    class Books:
+        def put_back(self, kept: set[str]) -> int:
+            raise failure[0]
+
+    parent = SimpleNamespace(app=SimpleNamespace(runtime=SimpleNamespace(books=Books())))
+    failure.append(redis_errors.ResponseError("NOPERM"))
+    PutBack(parent).start(parent)
+    assert "could not put back the jobs dropped with the connection: NOPERM" in caplog.text
+    failure[0] = redis_errors.ConnectionError("gone")
+    with pytest.raises(redis_errors.ConnectionError):
+        PutBack(parent).start(parent)
 
 
 def test_1000_concurrent_chats_while_miners_join_and_leave(own_stack):
