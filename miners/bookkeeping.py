@@ -25,14 +25,15 @@ If the result was never stored with the steps (Redis did not answer, or nothing 
 stored), ``task_postrun`` (``finished``) does what they would have done.
 
 **Let go of.** When its connection to Redis drops, Celery's consumer forgets the jobs it
-received and had not started (one waiting for a free thread, or a retry waiting out its
-countdown: ``Consumer.on_close``), counting on the broker to deliver them again. AMQP
-would; kombu's Redis transport puts them back as the channel closes, which needs the
-Redis that just went away (it logs "Restoring N unacknowledged message(s)" and fails).
-They would stay in ``unacked`` until kombu's visibility timeout (an hour), their miner
+received and had not handed to its pool (a retry waiting out its countdown:
+``Consumer.on_close``), counting on the broker to deliver them again. AMQP would;
+kombu's Redis transport puts them back as the channel closes, which needs the Redis
+that just went away (it logs "Restoring N unacknowledged message(s)" and fails). They
+would stay in ``unacked`` until kombu's visibility timeout (an hour), their miner
 alive, so the reaper never moves them: accepted jobs that never end. Each time the
 consumer connects again, before it consumes (``miners.worker.PutBack``), ``put_back``
-returns the jobs this process noted as held and no longer holds to their queue.
+returns to their queue the jobs this process noted as held that it no longer runs or
+holds; one its pool holds for a free thread still runs here (``miners.thread``).
 """
 
 from __future__ import annotations
@@ -182,8 +183,13 @@ class Bookkeeping:
             if boot != self.boot or job_id in kept:
                 continue
             self._tags.pop(job_id, None)
-            entry = self._redis.hget(self._keys.unacked, tag)
-            if entry is None:  # kombu put it back after all, or it was acknowledged
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hget(self._keys.unacked, tag)
+            pipe.get(self._keys.running(job_id))
+            entry, runner = pipe.execute()
+            if entry is None or text(runner or self.miner_id) != self.miner_id:
+                # acknowledged, or kombu put it back after all (Redis answered as the
+                # channel closed), and maybe another miner holds it now: not ours
                 self._redis.hdel(held_key, job_id)
                 continue
             raw, _exchange, queue = unacked_message(entry)

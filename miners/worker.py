@@ -59,7 +59,8 @@ class MinerApp(Celery):
 
 class PutBack(bootsteps.StartStopStep):
     """A consumer step: once connected, before consuming, the jobs this process noted as
-    held that Celery no longer runs or holds go back to their queue."""
+    held that Celery no longer runs or holds (nor its pool: ``miners.thread``) go back to
+    their queue."""
 
     requires = ("celery.worker.consumer.connection:Connection",)
 
@@ -68,6 +69,8 @@ class PutBack(bootsteps.StartStopStep):
         if runtime is None:
             return
         kept = {r.id for r in (*worker_state.active_requests, *worker_state.reserved_requests)}
+        waiting = getattr(parent.pool, "waiting", None)  # miners.thread.TaskPool's
+        kept |= waiting() if waiting is not None else set()
         try:
             moved = runtime.books.put_back(kept)
         except (redis.ConnectionError, redis.TimeoutError):
@@ -84,6 +87,7 @@ def create_miner_app(settings: Settings | None = None) -> MinerApp:
     app: MinerApp = create_celery("miners", settings, cls=MinerApp)
     app.settings = settings
     app.steps["consumer"].add(PutBack)
+    app.conf.worker_pool = "miners.thread:TaskPool"  # Celery's threads, and what they hold
     return app
 
 

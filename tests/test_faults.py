@@ -204,10 +204,9 @@ def test_redis_stopped_and_restarted_under_load_loses_no_accepted_job(own_stack)
     )
 
 
-def held_over_a_restart(stack: OwnStack, miner_id: str, countdown_s: float = 0) -> str:
-    """A job sent to the miner's queue (after ``countdown_s``, as a retry is), Redis
-    restarted once the miner holds it, and the miner's consumer back; its id."""
-    miner = stack.miners[-1]
+def held(stack: OwnStack, miner_id: str, countdown_s: float = 0) -> str:
+    """A job sent to the miner's queue (due after ``countdown_s``, as a retry is); its id,
+    once the miner holds it."""
     job = Job(messages=[{"role": "user", "content": "held over a restart"}])
     stack.app.extensions["celery"].send_task(
         GENERATE,
@@ -218,18 +217,24 @@ def held_over_a_restart(stack: OwnStack, miner_id: str, countdown_s: float = 0) 
     )
     redis = stack.client()
     wait_for(lambda: redis.hexists(KEYS.held(miner_id), job.job_id), 10, "the miner to hold it")
+    return job.job_id
+
+
+def restarted(stack: OwnStack) -> None:
+    """Redis stopped and started again, and the last miner's consumer back on it."""
+    miner = stack.miners[-1]
     stack.redis_down()
     stack.redis_up()
     wait_for(lambda: miner.output().count("Connected to") >= 2, 60, "the consumer to reconnect")
-    return job.job_id
 
 
 def answered_once(stack: OwnStack, miner_id: str, job_id: str, deadline_s: float) -> None:
     redis = stack.client()
     wait_for(lambda: redis.exists(KEYS.result(job_id)), deadline_s, f"job {job_id} to end")
     assert json.loads(redis.get(KEYS.result(job_id)))["status"] == "SUCCESS"
-    wait_for(lambda: not redis.hlen(KEYS.held(miner_id)), 10, "the held note to go")
-    assert not redis.hlen(KEYS.unacked)
+    wait_for(lambda: not redis.hexists(KEYS.held(miner_id), job_id), 10, "its held note to go")
+    output = stack.miners[-1].output()
+    assert output.count(f"mia.generate[{job_id}] received") <= 2  # put back at most once
 
 
 def test_a_job_waiting_out_its_countdown_when_redis_restarts_still_runs(own_stack):
@@ -238,18 +243,39 @@ def test_a_job_waiting_out_its_countdown_when_redis_restarts_still_runs(own_stac
     its miner alive (found as a job that never ended in the Redis restart test). The
     miner puts it back on its queue once connected again."""
     own_stack.miner("eta", slots=1)
-    job_id = held_over_a_restart(own_stack, "eta", countdown_s=4)
+    job_id = held(own_stack, "eta", countdown_s=4)
+    restarted(own_stack)
     answered_once(own_stack, "eta", job_id, 20)  # was: an hour (kombu's visibility timeout)
     assert "put 1 job(s) back on their queue" in own_stack.miners[-1].output()
+    assert not own_stack.client().hlen(KEYS.unacked)
 
 
 def test_a_job_running_when_redis_restarts_is_not_put_back(own_stack):
     """What the miner still runs across the restart stays its own: it is not run twice."""
     miner = own_stack.miner("run", slots=1, MIA_ECHO_DELAY_MS="6000")  # past the reconnect
-    job_id = held_over_a_restart(own_stack, "run")
+    job_id = held(own_stack, "run")
+    restarted(own_stack)
     answered_once(own_stack, "run", job_id, 30)
     assert miner.output().count(f"mia.generate[{job_id}] received") == 1
     assert "back on their queue" not in miner.output()
+
+
+def test_a_job_waiting_for_a_thread_when_redis_restarts_is_not_put_back(own_stack):
+    """A retry whose countdown ends while the only slot is busy waits in the pool's own
+    queue, in neither of Celery's lists; the pool still runs it, so it is not put back
+    as well (a second run, and its slot given back twice)."""
+    miner = own_stack.miner("wait", slots=1, MIA_ECHO_DELAY_MS="8000")
+    due_at = time.monotonic() + 1
+    later = held(own_stack, "wait", countdown_s=1)  # received first, held for its countdown
+    now = held(own_stack, "wait")  # takes the only thread for 8 s
+    # the countdown is a time: once it is over (a margin for the timer), "later" waits
+    wait_for(lambda: time.monotonic() > due_at + 1.5, 10, "the countdown to end")
+    restarted(own_stack)
+    answered_once(own_stack, "wait", now, 30)
+    answered_once(own_stack, "wait", later, 30)
+    assert miner.output().count(f"mia.generate[{later}] received") == 1
+    assert "back on their queue" not in miner.output()
+    assert not own_stack.client().hlen(KEYS.unacked)
 
 
 def test_a_put_back_redis_refuses_is_logged_and_the_consumer_goes_on(caplog):
@@ -261,7 +287,8 @@ def test_a_put_back_redis_refuses_is_logged_and_the_consumer_goes_on(caplog):
         def put_back(self, kept: set[str]) -> int:
             raise failure[0]
 
-    parent = SimpleNamespace(app=SimpleNamespace(runtime=SimpleNamespace(books=Books())))
+    runtime = SimpleNamespace(books=Books())
+    parent = SimpleNamespace(app=SimpleNamespace(runtime=runtime), pool=None)
     failure.append(redis_errors.ResponseError("NOPERM"))
     PutBack(parent).start(parent)
     assert "could not put back the jobs dropped with the connection: NOPERM" in caplog.text
