@@ -1,9 +1,10 @@
-"""A web tier and miners on a Redis server of a fault test's own, and the check that
-every accepted job ended done."""
+"""A web tier and miners on a Redis server of a fault test's own, a caller, and the check
+that every accepted job ended done."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,14 @@ from tests.conftest import TOKEN
 from tests.miner_processes import MinerProcess, launch, miner_env
 from web import create_app
 from web.fleet.db import migrate
+
+
+def chat(base: str, message: str, model: str = "", timeout: float = 60) -> requests.Response:
+    """``POST /chat/direct``; the response notes when it came (``answered_at``)."""
+    body = {"message": message, **({"model": model} if model else {})}
+    response = requests.post(f"{base}/chat/direct", json=body, timeout=timeout)
+    response.answered_at = time.monotonic()  # type: ignore[attr-defined]
+    return response
 
 
 class InProcessStack:

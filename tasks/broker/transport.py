@@ -16,7 +16,7 @@ connection instead of failing, and the delivery's bookkeeping of ``tasks.broker.
   message and read after it handed the job over; a job's ``unacked`` entry removed
   with its result, so kombu's ack skips Redis (``acked``); and a delivery that Redis
   went away from waits for it (up to ``delivery_retry_s``) instead of losing the job
-  (seen in the Redis-restart fault test, tests/test_faults.py).
+  (seen in the Redis-restart fault test, tests/test_redis_restart.py).
   ``Channel.basic_consume`` wraps kombu's delivery callback for that.
 
 - A job is accepted only once a Redis replica has it (``tasks.replication``): the
