@@ -186,14 +186,14 @@ class Bookkeeping:
             pipe = self._redis.pipeline(transaction=False)
             pipe.hget(self._keys.unacked, tag)
             pipe.get(self._keys.running(job_id))
-            entry, runner = pipe.execute()
+            pipe.exists(self._keys.result(job_id))
+            entry, runner, answered = pipe.execute()
             if entry is None or text(runner or self.miner_id) != self.miner_id:
                 # acknowledged, or kombu put it back after all (Redis answered as the
                 # channel closed), and maybe another miner holds it now: not ours
                 self._redis.hdel(held_key, job_id)
                 continue
             raw, _exchange, queue = unacked_message(entry)
-            answered = self._redis.exists(self._keys.result(job_id))
             keys = [
                 self._keys.unacked,
                 self._keys.unacked_index,

@@ -190,29 +190,36 @@ def test_a_first_piece_is_refused_once_a_rerun_claimed_the_answer(redis, keys):
     ]
 
 
-def test_a_first_piece_whose_answer_was_lost_goes_on_from_the_record(redis, settings, keys):
-    """Redis ran the first piece's call, its answer was lost: the next call finds the
-    piece recorded, and the engine starts again from it; the caller gets each once."""
+def run_losing_one_answer(settings, how: str, job: Job) -> tuple[dict, list[tuple]]:
+    """Run ``job`` on a miner runtime whose first ``append.lua`` call of mode ``how``
+    Redis runs and whose answer is then lost; the result, and [(the text that call
+    added, its lost answer)]."""
     runtime = MinerRuntime(settings, "rs", EchoEngine())
     run_script, lost = runtime._scripts, []
 
     def answer_lost_once(name: str, keys: list[str], args: list[object]) -> object:
         answer = run_script(name, keys=keys, args=args)
-        if name == "append" and args[3] == "2" and not lost:
-            lost.append(answer)
+        if name == "append" and args[3] == how and not lost:
+            lost.append((args[1], answer))
             raise redis_errors.ConnectionError("the answer was lost")
         return answer
 
     runtime._scripts = answer_lost_once  # type: ignore[method-assign,assignment]
-    job = Job(said("one two three"), stream=True, reply_to="mia:reply:l")
-    pubsub = redis.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe("mia:reply:l")
     try:
-        result = runtime.run(job.to_payload())
+        return runtime.run(job.to_payload()), lost
     finally:
         take_along()
         runtime.close()
-    assert lost == [[1, b"", 0, 0]]  # recorded and published, then its answer lost
+
+
+def test_a_first_piece_whose_answer_was_lost_goes_on_from_the_record(redis, settings):
+    """Redis ran the first piece's call, its answer was lost: the next call finds the
+    piece recorded, and the engine starts again from it; the caller gets each once."""
+    job = Job(said("one two three"), stream=True, reply_to="mia:reply:l")
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("mia:reply:l")
+    result, lost = run_losing_one_answer(settings, "2", job)
+    assert [answer for _, answer in lost] == [[1, b"", 0, 0]]  # recorded and published
     assert result["response"] == "echo: one two three" and result["finish_reason"] == "stop"
     got = heard(pubsub, 4)
     assert [(m["index"], m["offset"], m["delta"]) for m in got] == [
@@ -227,24 +234,9 @@ def test_a_first_piece_whose_answer_was_lost_goes_on_from_the_record(redis, sett
 def test_a_later_piece_whose_answer_was_lost_is_not_recorded_twice(redis, settings, keys):
     """Redis ran a later piece's call, its answer was lost: the piece goes again with the
     next one, and the record (what a re-run continues from) holds each character once."""
-    runtime = MinerRuntime(settings, "rs", EchoEngine())
-    run_script, lost = runtime._scripts, []
-
-    def answer_lost_once(name: str, keys: list[str], args: list[object]) -> object:
-        answer = run_script(name, keys=keys, args=args)
-        if name == "append" and args[3] == "0" and not lost:
-            lost.append(args[1])
-            raise redis_errors.ConnectionError("the answer was lost")
-        return answer
-
-    runtime._scripts = answer_lost_once  # type: ignore[method-assign,assignment]
     job = Job(said("one twö three four"), stream=True, reply_to="mia:reply:m")
-    try:
-        result = runtime.run(job.to_payload())
-    finally:
-        take_along()
-        runtime.close()
-    assert lost == [" one"]
+    result, lost = run_losing_one_answer(settings, "0", job)
+    assert [added for added, _ in lost] == [" one"]
     assert result["response"] == "echo: one twö three four"
     text, pieces = redis.hmget(keys.partial(job.job_id), "text", "pieces")
     assert (text.decode(), int(pieces)) == (result["response"], 5)  # was " one" twice, 6
